@@ -1,0 +1,1 @@
+//! The conformance suite: one set of delivery tests that every Herald transport must pass.

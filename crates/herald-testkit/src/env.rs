@@ -1,0 +1,91 @@
+//! Service URLs for tests: read from the environment, checked for reachability, skipped
+//! loudly when absent, and a failure instead of a skip under `HERALD_REQUIRE_SERVICES=1`.
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+/// Whether absent services fail the run (`HERALD_REQUIRE_SERVICES=1`, set by CI).
+pub fn services_required() -> bool {
+    std::env::var("HERALD_REQUIRE_SERVICES").is_ok_and(|v| v == "1" || v == "true")
+}
+
+/// `host:port` of a `scheme://[user@]host:port[/...]` URL.
+fn host_port(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    let hp = rest.split(['/', '?']).next()?;
+    Some(hp.to_owned())
+}
+
+fn reachable(url: &str) -> bool {
+    let Some(hp) = host_port(url) else {
+        return false;
+    };
+    let Ok(addrs) = hp.to_socket_addrs() else {
+        return false;
+    };
+    addrs
+        .into_iter()
+        .any(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
+}
+
+/// The URL of a service for a test named `test`: from `var`, else `default`. Returns `None`
+/// (after printing a loud SKIP line on stderr) when it is unreachable, and panics instead
+/// under `HERALD_REQUIRE_SERVICES=1`.
+///
+/// # Panics
+///
+/// When the service is unreachable and services are required.
+pub fn service_url(test: &str, var: &str, default: &str) -> Option<String> {
+    let url = std::env::var(var).unwrap_or_else(|_| default.to_owned());
+    if reachable(&url) {
+        return Some(url);
+    }
+    if services_required() {
+        panic!("{test}: service at {url} ({var}) is unreachable and HERALD_REQUIRE_SERVICES=1; run scripts/services.sh");
+    }
+    eprintln!("SKIPPED {test}: no service at {url} (set {var}, or run scripts/services.sh)");
+    None
+}
+
+/// The NATS URL for tests (`HERALD_TEST_NATS_URL`, default `nats://127.0.0.1:4222`).
+pub fn nats_url(test: &str) -> Option<String> {
+    service_url(test, "HERALD_TEST_NATS_URL", "nats://127.0.0.1:4222")
+}
+
+/// The PostgreSQL URL for tests (`HERALD_TEST_DATABASE_URL`, default
+/// `postgres://postgres@127.0.0.1:5432/test`).
+pub fn database_url(test: &str) -> Option<String> {
+    service_url(
+        test,
+        "HERALD_TEST_DATABASE_URL",
+        "postgres://postgres@127.0.0.1:5432/test",
+    )
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+///
+/// # Panics
+///
+/// When the OS gives no port.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local address").port()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_port;
+
+    #[test]
+    fn host_port_strips_scheme_credentials_and_path() {
+        assert_eq!(
+            host_port("nats://127.0.0.1:4222").as_deref(),
+            Some("127.0.0.1:4222")
+        );
+        assert_eq!(
+            host_port("postgres://u:p@localhost:5432/test?x=1").as_deref(),
+            Some("localhost:5432")
+        );
+    }
+}

@@ -1,0 +1,8 @@
+//! Test support for Herald: service URLs from the environment, delivery set checks, and the
+//! conformance suite every transport runs.
+
+pub mod conformance;
+pub mod delivery;
+pub mod env;
+
+pub use delivery::DeliveryCheck;

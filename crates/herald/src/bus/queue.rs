@@ -1,0 +1,111 @@
+//! The bounded emit queue: events ordered by priority (critical first), then publish order.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::message::event::Event;
+use crate::message::priority::Priority;
+
+pub(crate) struct Item {
+    pub(crate) event: Box<Event>,
+    pub(crate) depth: u32,
+    key: (Priority, Reverse<u64>),
+}
+
+impl PartialEq for Item {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+impl Eq for Item {}
+impl PartialOrd for Item {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Item {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key.cmp(&other.key)
+    }
+}
+
+#[derive(Default)]
+struct Heap {
+    heap: BinaryHeap<Item>,
+    seq: u64,
+}
+
+pub(crate) struct Queue {
+    heap: Mutex<Heap>,
+    capacity: usize,
+    /// Queued plus in flight: zero means idle.
+    pending: AtomicUsize,
+    pub(crate) ready: Notify,
+    idle: Notify,
+    pub(crate) closed: AtomicBool,
+}
+
+impl Queue {
+    pub(crate) fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Queue {
+            heap: Mutex::new(Heap::default()),
+            capacity,
+            pending: AtomicUsize::new(0),
+            ready: Notify::new(),
+            idle: Notify::new(),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Queues the event, or gives it back when full.
+    pub(crate) fn push(&self, event: Box<Event>, depth: u32) -> Result<(), Box<Event>> {
+        let mut heap = self.heap.lock();
+        if heap.heap.len() >= self.capacity {
+            return Err(event);
+        }
+        heap.seq += 1;
+        let key = (event.priority, Reverse(heap.seq));
+        heap.heap.push(Item { event, depth, key });
+        self.pending.fetch_add(1, SeqCst);
+        drop(heap);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    pub(crate) fn pop(&self) -> Option<Item> {
+        self.heap.lock().heap.pop()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.heap.lock().heap.len()
+    }
+
+    /// Marks one popped item as finished.
+    pub(crate) fn done(&self) {
+        if self.pending.fetch_sub(1, SeqCst) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Waits until nothing is queued or in flight.
+    pub(crate) async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.pending.load(SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}

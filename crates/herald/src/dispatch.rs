@@ -1,0 +1,99 @@
+//! Stage 3, DISPATCH: run the matched handlers of one event in order, isolate each failure,
+//! count it, and hand back a report.
+
+use std::sync::Arc;
+
+use crate::bus::stats::Counters;
+use crate::handler::{Failure, FailureKind};
+use crate::message::event::Event;
+use crate::route::{Entry, Matched};
+
+/// What one publish did: how many handlers ran and which failed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DispatchReport {
+    /// Handlers called (failed ones included).
+    pub handlers_run: usize,
+    /// Handlers that returned an error or panicked.
+    pub failures: Vec<HandlerFailure>,
+}
+
+impl DispatchReport {
+    /// How many handlers failed.
+    pub fn failed(&self) -> usize {
+        self.failures.len()
+    }
+
+    /// Whether every handler that ran succeeded.
+    pub fn is_ok(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// One failed handler call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandlerFailure {
+    /// The subscription whose handler failed.
+    pub subscription: crate::SubscriptionId,
+    /// Its owner.
+    pub owner: Arc<str>,
+    /// The error or panic.
+    pub failure: Failure,
+}
+
+fn record(
+    counters: &Counters,
+    report: &mut DispatchReport,
+    entry: &Entry,
+    event: &Event,
+    result: Result<(), Failure>,
+) {
+    report.handlers_run += 1;
+    if let Err(failure) = result {
+        counters.record_failure(failure.kind == FailureKind::Panic);
+        tracing::warn!(
+            owner = &*entry.owner,
+            subject = event.subject.as_str(),
+            pattern = entry.pattern.as_str(),
+            "{failure}"
+        );
+        report.failures.push(HandlerFailure {
+            subscription: crate::SubscriptionId(entry.id),
+            owner: entry.owner.clone(),
+            failure,
+        });
+    }
+}
+
+/// Runs every handler of a list made only of synchronous handlers, inline.
+pub(crate) fn dispatch_sync(
+    counters: &Counters,
+    matched: &Matched,
+    event: &Event,
+) -> DispatchReport {
+    let mut report = DispatchReport::default();
+    for entry in matched.entries.iter() {
+        if let Some(result) = entry.handler.call_sync(event) {
+            record(counters, &mut report, entry, event, result);
+        }
+    }
+    counters.add_dispatched(report.handlers_run);
+    report
+}
+
+/// Runs every handler, in order, awaiting each async one before the next starts.
+pub(crate) async fn dispatch(
+    counters: &Counters,
+    matched: &Matched,
+    event: &Arc<Event>,
+) -> DispatchReport {
+    let mut report = DispatchReport::default();
+    for entry in matched.entries.iter() {
+        let result = match entry.handler.call_sync(event) {
+            Some(result) => result,
+            None => entry.handler.call(event).await,
+        };
+        record(counters, &mut report, entry, event, result);
+    }
+    counters.add_dispatched(report.handlers_run);
+    report
+}

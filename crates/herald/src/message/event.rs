@@ -1,0 +1,302 @@
+//! `Event`: the eight-field JSON envelope, lenient on read where that is safe and strict where it is not.
+
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+use serde_json::{Map, Value};
+
+use super::priority::{Priority, UnknownPriority};
+use super::subject::{Subject, SubjectError};
+use super::timestamp::{Timestamp, TimestampError};
+
+/// A JSON object: the type of `data` and `metadata`.
+pub type Object = Map<String, Value>;
+
+/// The source written when the publisher names none.
+pub const DEFAULT_SOURCE: &str = "herald";
+
+/// The event envelope, identical on NATS, in durable queues and in-process.
+///
+/// Exactly eight top-level JSON fields: `subject`, `event_type`, `source`, `data`,
+/// `timestamp`, `correlation_id`, `priority`, `metadata`. Herald's own extras (event id,
+/// causation id, attempt, trace context) go into `metadata`, never beside it.
+///
+/// # Reading
+///
+/// [`Event::from_json`] is lenient where it is safe: a missing `metadata` is empty, a missing
+/// `priority` is `normal`, a missing `event_type` is the subject's last token, a missing
+/// `timestamp` is now and a missing `correlation_id` a new UUID (as seed 004's Python dataclass
+/// defaults them). Unknown top-level fields are accepted and counted in
+/// [`Decoded::unknown_fields`], never written back. It is strict where it is not safe: a
+/// `data` that is not an object, an unknown priority, a malformed subject or timestamp is an
+/// [`EnvelopeError`] that names the field.
+///
+/// # Examples
+///
+/// ```
+/// use herald::{Event, Priority};
+/// use serde_json::json;
+///
+/// let event = Event::try_new("trivia.started", json!({"round": 1}))
+///     .unwrap()
+///     .with_source("trivia")
+///     .with_priority(Priority::High);
+/// let bytes = event.to_json();
+/// let back = Event::from_json(&bytes).unwrap().event;
+/// assert_eq!(back, event);
+/// assert_eq!(back.event_type, "started");
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Where the event is published.
+    pub subject: Subject,
+    /// What kind of event this is; defaults to the subject's last token.
+    pub event_type: String,
+    /// The component that published it.
+    pub source: String,
+    /// The payload, always a JSON object.
+    pub data: Object,
+    /// When it was created (UTC).
+    pub timestamp: Timestamp,
+    /// Ties requests, replies and follow-up events together (a UUID unless given).
+    pub correlation_id: String,
+    /// Orders the fire-and-forget queue.
+    pub priority: Priority,
+    /// Free-form extras.
+    pub metadata: Object,
+}
+
+/// What was wrong with an envelope.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnvelopeError {
+    /// The bytes are not JSON, or the JSON is not an object.
+    #[error("envelope is not a JSON object: {0}")]
+    NotAnObject(String),
+    /// A required field is absent.
+    #[error("envelope field `{0}` is missing")]
+    MissingField(&'static str),
+    /// A field has the wrong JSON type.
+    #[error("envelope field `{field}` must be {expected}")]
+    WrongType {
+        /// The field.
+        field: &'static str,
+        /// The JSON type it must have.
+        expected: &'static str,
+    },
+    /// The subject is malformed.
+    #[error("envelope field `subject`: {0}")]
+    Subject(#[from] SubjectError),
+    /// The priority is not one of the four names.
+    #[error("envelope field `priority`: {0}")]
+    Priority(#[from] UnknownPriority),
+    /// The timestamp cannot be read.
+    #[error("envelope field `timestamp`: {0}")]
+    Timestamp(#[from] TimestampError),
+}
+
+/// An envelope read from JSON, with what the reader noticed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// The event, with the fields and values that were sent.
+    pub event: Event,
+    /// How many top-level fields were not among the eight (accepted, never written).
+    pub unknown_fields: usize,
+}
+
+impl Event {
+    /// A new event on `subject` with empty data, source [`DEFAULT_SOURCE`], priority normal,
+    /// the timestamp now, a new correlation id and the subject's last token as type.
+    pub fn new(subject: Subject) -> Self {
+        Event {
+            event_type: subject.last_token().to_owned(),
+            subject,
+            source: DEFAULT_SOURCE.to_owned(),
+            data: Object::new(),
+            timestamp: Timestamp::now(),
+            correlation_id: uuid::Uuid::now_v7().to_string(),
+            priority: Priority::Normal,
+            metadata: Object::new(),
+        }
+    }
+
+    /// A new event from a subject string and a JSON value that must be an object.
+    ///
+    /// # Errors
+    ///
+    /// [`EnvelopeError::Subject`] for a malformed subject, [`EnvelopeError::WrongType`] when
+    /// `data` is not an object.
+    pub fn try_new(subject: &str, data: Value) -> Result<Self, EnvelopeError> {
+        let subject = Subject::new(subject)?;
+        match data {
+            Value::Object(data) => Ok(Event::new(subject).with_data(data)),
+            _ => Err(EnvelopeError::WrongType {
+                field: "data",
+                expected: "an object",
+            }),
+        }
+    }
+
+    /// Replaces the payload.
+    pub fn with_data(mut self, data: Object) -> Self {
+        self.data = data;
+        self
+    }
+
+    /// Sets the source.
+    pub fn with_source(mut self, source: impl Into<String>) -> Self {
+        self.source = source.into();
+        self
+    }
+
+    /// Sets the event type.
+    pub fn with_type(mut self, event_type: impl Into<String>) -> Self {
+        self.event_type = event_type.into();
+        self
+    }
+
+    /// Sets the priority.
+    pub fn with_priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Sets the correlation id.
+    pub fn with_correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.correlation_id = id.into();
+        self
+    }
+
+    /// Adds one metadata entry.
+    pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// The envelope as JSON bytes (exactly the eight fields).
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serializing a struct of strings and JSON maps into a Vec cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Reads an envelope from JSON bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`EnvelopeError`] naming the field at fault; see the type-level docs for what is
+    /// lenient and what is strict.
+    pub fn from_json(bytes: &[u8]) -> Result<Decoded, EnvelopeError> {
+        let value: Value =
+            serde_json::from_slice(bytes).map_err(|e| EnvelopeError::NotAnObject(e.to_string()))?;
+        Self::from_value(value)
+    }
+
+    /// Reads an envelope from a parsed JSON value.
+    ///
+    /// # Errors
+    ///
+    /// As [`Event::from_json`].
+    pub fn from_value(value: Value) -> Result<Decoded, EnvelopeError> {
+        let Value::Object(mut map) = value else {
+            return Err(EnvelopeError::NotAnObject(format!(
+                "found {}",
+                json_type(&value)
+            )));
+        };
+        let subject = Subject::new(
+            &take_string(&mut map, "subject")?.ok_or(EnvelopeError::MissingField("subject"))?,
+        )?;
+        let event_type =
+            take_string(&mut map, "event_type")?.unwrap_or_else(|| subject.last_token().to_owned());
+        let source =
+            take_string(&mut map, "source")?.ok_or(EnvelopeError::MissingField("source"))?;
+        let data = match map.remove("data") {
+            Some(Value::Object(data)) => data,
+            Some(_) => {
+                return Err(EnvelopeError::WrongType {
+                    field: "data",
+                    expected: "an object",
+                })
+            }
+            None => return Err(EnvelopeError::MissingField("data")),
+        };
+        let timestamp = match take_string(&mut map, "timestamp")? {
+            Some(t) => Timestamp::parse(&t)?,
+            None => Timestamp::now(),
+        };
+        let correlation_id = take_string(&mut map, "correlation_id")?
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let priority = match take_string(&mut map, "priority")? {
+            Some(p) => p.parse()?,
+            None => Priority::Normal,
+        };
+        let metadata = match map.remove("metadata") {
+            Some(Value::Object(m)) => m,
+            None | Some(Value::Null) => Object::new(),
+            Some(_) => {
+                return Err(EnvelopeError::WrongType {
+                    field: "metadata",
+                    expected: "an object",
+                })
+            }
+        };
+        Ok(Decoded {
+            event: Event {
+                subject,
+                event_type,
+                source,
+                data,
+                timestamp,
+                correlation_id,
+                priority,
+                metadata,
+            },
+            unknown_fields: map.len(),
+        })
+    }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn take_string(map: &mut Object, field: &'static str) -> Result<Option<String>, EnvelopeError> {
+    match map.remove(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(EnvelopeError::WrongType {
+            field,
+            expected: "a string",
+        }),
+    }
+}
+
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(8))?;
+        m.serialize_entry("subject", &self.subject)?;
+        m.serialize_entry("event_type", &self.event_type)?;
+        m.serialize_entry("source", &self.source)?;
+        m.serialize_entry("data", &self.data)?;
+        m.serialize_entry("timestamp", &self.timestamp)?;
+        m.serialize_entry("correlation_id", &self.correlation_id)?;
+        m.serialize_entry("priority", &self.priority)?;
+        m.serialize_entry("metadata", &self.metadata)?;
+        m.end()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Event {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(d)?;
+        Event::from_value(value)
+            .map(|decoded| decoded.event)
+            .map_err(serde::de::Error::custom)
+    }
+}

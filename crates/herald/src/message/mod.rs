@@ -1,0 +1,6 @@
+//! What flows through Herald: the envelope, subjects and patterns, priorities, timestamps.
+
+pub(crate) mod event;
+pub(crate) mod priority;
+pub(crate) mod subject;
+pub(crate) mod timestamp;

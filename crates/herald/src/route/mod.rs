@@ -1,0 +1,169 @@
+//! Stage 2, ROUTE: subject -> the subscriptions that match it, in dispatch order, cached.
+//!
+//! Token patterns live in a trie ([`trie`]), so a lookup walks the subject's tokens and never
+//! looks at a subscription that cannot match; glob patterns (opt-in) are checked one by one.
+//! Results are cached per subject until the next (un)subscribe, so a hot subject costs one
+//! hash lookup. Each result is an immutable snapshot: a publish in progress keeps the list it
+//! started with.
+
+mod trie;
+
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use rustc_hash::FxHashMap;
+
+use crate::handler::Handler;
+use crate::message::priority::Priority;
+use crate::message::subject::{Pattern, Subject};
+
+/// How many distinct subjects the cache remembers before it starts over.
+const CACHE_CAPACITY: usize = 4096;
+
+/// One subscription as the router keeps it.
+pub(crate) struct Entry {
+    pub(crate) id: u64,
+    pub(crate) pattern: Pattern,
+    pub(crate) owner: Arc<str>,
+    pub(crate) priority: Priority,
+    pub(crate) handler: Handler,
+}
+
+/// The subscriptions that match one subject, in dispatch order.
+pub(crate) struct Matched {
+    pub(crate) entries: Box<[Arc<Entry>]>,
+    /// Every handler is synchronous: dispatch needs no await.
+    pub(crate) all_sync: bool,
+}
+
+#[derive(Default)]
+struct Table {
+    trie: trie::Node,
+    globs: Vec<u64>,
+    entries: FxHashMap<u64, Arc<Entry>>,
+    generation: u64,
+}
+
+#[derive(Default)]
+struct Cache {
+    map: FxHashMap<Arc<str>, Arc<Matched>>,
+    generation: u64,
+}
+
+/// The routing table: insert, remove, lookup.
+#[derive(Default)]
+pub(crate) struct Routes {
+    table: RwLock<Table>,
+    cache: Mutex<Cache>,
+}
+
+impl Routes {
+    pub(crate) fn insert(&self, entry: Entry) {
+        let mut table = self.table.write();
+        match entry.pattern.tokens() {
+            Some(tokens) => table.trie.insert(tokens, entry.id),
+            None => table.globs.push(entry.id),
+        }
+        table.entries.insert(entry.id, Arc::new(entry));
+        self.invalidate(&mut table);
+    }
+
+    /// Removes every subscription for which `select` is true; returns how many.
+    pub(crate) fn remove_where(&self, mut select: impl FnMut(&Entry) -> bool) -> usize {
+        let mut table = self.table.write();
+        let doomed: Vec<Arc<Entry>> = table
+            .entries
+            .values()
+            .filter(|e| select(e))
+            .cloned()
+            .collect();
+        for entry in &doomed {
+            table.entries.remove(&entry.id);
+            match entry.pattern.tokens() {
+                Some(tokens) => {
+                    table.trie.remove(tokens, entry.id);
+                }
+                None => table.globs.retain(|&id| id != entry.id),
+            }
+        }
+        if !doomed.is_empty() {
+            if table.entries.is_empty() {
+                table.entries.shrink_to_fit();
+            }
+            self.invalidate(&mut table);
+        }
+        doomed.len()
+    }
+
+    pub(crate) fn remove_id(&self, id: u64) -> bool {
+        let mut table = self.table.write();
+        let Some(entry) = table.entries.remove(&id) else {
+            return false;
+        };
+        match entry.pattern.tokens() {
+            Some(tokens) => {
+                table.trie.remove(tokens, id);
+            }
+            None => table.globs.retain(|&g| g != id),
+        }
+        self.invalidate(&mut table);
+        true
+    }
+
+    fn invalidate(&self, table: &mut Table) {
+        table.generation += 1;
+        let mut cache = self.cache.lock();
+        cache.map.clear();
+        cache.generation = table.generation;
+    }
+
+    /// Every subscription, in subscription order.
+    pub(crate) fn all(&self) -> Vec<Arc<Entry>> {
+        let mut all: Vec<_> = self.table.read().entries.values().cloned().collect();
+        all.sort_by_key(|e| e.id);
+        all
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.table.read().entries.len()
+    }
+
+    /// The subscriptions matching `subject`, in dispatch order: priority (critical first),
+    /// then subscription order.
+    pub(crate) fn lookup(&self, subject: &Subject) -> Arc<Matched> {
+        if let Some(hit) = self.cache.lock().map.get(subject.as_str()) {
+            return hit.clone();
+        }
+        let table = self.table.read();
+        let generation = table.generation;
+        let tokens: Vec<&str> = subject.tokens().collect();
+        let mut ids = Vec::new();
+        table.trie.collect(&tokens, &mut ids);
+        for id in &table.globs {
+            if let Some(e) = table.entries.get(id) {
+                if e.pattern.matches(subject) {
+                    ids.push(*id);
+                }
+            }
+        }
+        let mut entries: Vec<Arc<Entry>> = ids
+            .iter()
+            .filter_map(|id| table.entries.get(id).cloned())
+            .collect();
+        drop(table);
+        entries.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
+        let matched = Arc::new(Matched {
+            all_sync: entries.iter().all(|e| e.handler.is_sync()),
+            entries: entries.into_boxed_slice(),
+        });
+        let mut cache = self.cache.lock();
+        if cache.generation == generation {
+            if cache.map.len() >= CACHE_CAPACITY {
+                cache.map.clear();
+            }
+            let key: Arc<str> = Arc::from(subject.as_str());
+            cache.map.insert(key, matched.clone());
+        }
+        matched
+    }
+}
