@@ -1,1 +1,100 @@
-fn main() {}
+//! The `herald` binary: parse the command line, run the verb, print any error as one line.
+
+mod alloc;
+mod cli;
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[global_allocator]
+static ALLOC: alloc::Counting = alloc::Counting;
+
+/// Every way a command can fail; printed as one line on stderr.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CliError {
+    /// Bad arguments or input.
+    #[error("{0}")]
+    Usage(String),
+    /// A malformed subject or pattern.
+    #[error("{0}")]
+    Subject(#[from] herald::SubjectError),
+    /// A malformed envelope or data.
+    #[error("{0}")]
+    Envelope(#[from] herald::EnvelopeError),
+    /// A refused publish.
+    #[error("{0}")]
+    Publish(#[from] herald::PublishError),
+    /// A plugin failure.
+    #[error("{0}")]
+    Plugin(#[from] herald::plugin::PluginError),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+fn main() -> ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_target(false)
+        .init();
+    // Handler panics are caught and reported by the bus; keep the default hook's multi-line
+    // output out of the way and print one line instead.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!("herald: panic{at}: {msg}");
+    }));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("herald: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("herald: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: cli::Cli) -> Result<(), CliError> {
+    use cli::Command;
+    match cli.command {
+        Command::Demo(args) => commands::demo::run(args).await,
+        Command::Bench(args) => commands::bench::run(args, &cli.global).await,
+        Command::Pub(_)
+        | Command::Sub(_)
+        | Command::Request(_)
+        | Command::Reply(_)
+        | Command::Streams(_) => Err(CliError::Other("not built yet".into())),
+    }
+}

@@ -329,7 +329,7 @@ async fn a_handler_publishing_its_own_event_in_a_loop_is_stopped_at_the_depth_li
         16,
         "a chain of 16 nested publishes runs"
     );
-    let refused = refused.lock();
+    let refused = refused.lock().clone();
     assert_eq!(refused.len(), 1, "the 17th is refused");
     assert!(matches!(
         refused[0],

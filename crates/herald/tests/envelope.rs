@@ -76,7 +76,8 @@ fn reading_is_lenient_about_metadata_priority_and_type_and_counts_extra_fields()
 
 #[test]
 fn reading_is_strict_about_data_priority_subject_and_timestamp() {
-    let cases: [(&[u8], fn(&EnvelopeError) -> bool); 7] = [
+    type Expect = fn(&EnvelopeError) -> bool;
+    let cases: [(&[u8], Expect); 7] = [
         (br#"{"subject":"a.b","source":"s","data":[1]}"#, |e| {
             matches!(e, EnvelopeError::WrongType { field: "data", .. })
         }),

@@ -358,6 +358,42 @@ impl Bus {
     /// [`EmitError`] with the event inside: the queue is full, the bus is stopped, the emit
     /// is beyond the maximum depth, or there is no Tokio runtime. Each refusal is counted.
     pub fn emit(&self, event: Event) -> Result<(), EmitError> {
+        let (event, depth) = self.admit(event)?;
+        let inner = &self.inner;
+        match inner.queue.push(event, depth) {
+            Ok(()) => {
+                inner.counters.add_emitted();
+                Ok(())
+            }
+            Err(event) => {
+                inner.counters.add_emit_rejected();
+                Err(EmitError::Full {
+                    event,
+                    capacity: inner.queue.capacity(),
+                })
+            }
+        }
+    }
+
+    /// Like [`Bus::emit`], but waits for room when the queue is full instead of refusing:
+    /// backpressure for producers that can wait, as `mpsc::Sender::send` gives.
+    ///
+    /// # Errors
+    ///
+    /// [`EmitError`] (never `Full`) with the event inside.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: if dropped while waiting for room, the event was not queued.
+    pub async fn emit_wait(&self, event: Event) -> Result<(), EmitError> {
+        let (event, depth) = self.admit(event)?;
+        self.inner.queue.push_wait(event, depth).await;
+        self.inner.counters.add_emitted();
+        Ok(())
+    }
+
+    /// The checks before an event may enter the queue: running, depth, a runtime.
+    fn admit(&self, event: Event) -> Result<(Box<Event>, u32), EmitError> {
         let inner = &self.inner;
         if !inner.running.load(Ordering::Acquire) {
             inner.counters.add_refused_stopped();
@@ -379,19 +415,7 @@ impl Bus {
                 event: Box::new(event),
             });
         }
-        match inner.queue.push(Box::new(event), depth) {
-            Ok(()) => {
-                inner.counters.add_emitted();
-                Ok(())
-            }
-            Err(event) => {
-                inner.counters.add_emit_rejected();
-                Err(EmitError::Full {
-                    event,
-                    capacity: inner.queue.capacity(),
-                })
-            }
-        }
+        Ok((Box::new(event), depth))
     }
 
     fn ensure_dispatcher(&self) -> Result<(), NoRuntime> {
@@ -502,19 +526,31 @@ impl Inner {
     }
 }
 
+/// How many queued events the dispatcher takes per lock. A more urgent event that arrives
+/// meanwhile waits for at most this many.
+const BATCH: usize = 32;
+
 async fn run_dispatcher(queue: Arc<Queue>, bus: Weak<Inner>) {
+    let mut batch = Vec::with_capacity(BATCH);
     loop {
         let notified = queue.ready.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        while let Some(item) = queue.pop() {
+        loop {
+            queue.pop_batch(BATCH, &mut batch);
+            if batch.is_empty() {
+                break;
+            }
             let Some(inner) = bus.upgrade() else {
                 return;
             };
-            // The emitting handler ran at depth - 1; deliver() refuses beyond the maximum.
-            let _ = inner.deliver(Arc::from(item.event), item.depth).await;
+            let n = batch.len();
+            for item in batch.drain(..) {
+                // The emitting handler ran at depth - 1; deliver() refuses beyond the maximum.
+                let _ = inner.deliver(Arc::from(item.event), item.depth).await;
+            }
             drop(inner);
-            queue.done();
+            queue.done(n);
         }
         if queue.closed.load(Ordering::SeqCst) {
             return;

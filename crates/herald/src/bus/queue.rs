@@ -47,6 +47,7 @@ pub(crate) struct Queue {
     pending: AtomicUsize,
     pub(crate) ready: Notify,
     idle: Notify,
+    space: Notify,
     pub(crate) closed: AtomicBool,
 }
 
@@ -58,6 +59,7 @@ impl Queue {
             pending: AtomicUsize::new(0),
             ready: Notify::new(),
             idle: Notify::new(),
+            space: Notify::new(),
             closed: AtomicBool::new(false),
         })
     }
@@ -81,17 +83,42 @@ impl Queue {
         Ok(())
     }
 
-    pub(crate) fn pop(&self) -> Option<Item> {
-        self.heap.lock().heap.pop()
+    /// Takes up to `max` items, most urgent first, and wakes producers waiting for room.
+    pub(crate) fn pop_batch(&self, max: usize, out: &mut Vec<Item>) {
+        let mut heap = self.heap.lock();
+        for _ in 0..max {
+            match heap.heap.pop() {
+                Some(item) => out.push(item),
+                None => break,
+            }
+        }
+        drop(heap);
+        if !out.is_empty() {
+            self.space.notify_waiters();
+        }
+    }
+
+    /// Queues the event, waiting for room while the queue is full.
+    pub(crate) async fn push_wait(&self, mut event: Box<Event>, depth: u32) {
+        loop {
+            let room = self.space.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.push(event, depth) {
+                Ok(()) => return,
+                Err(back) => event = back,
+            }
+            room.await;
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
         self.heap.lock().heap.len()
     }
 
-    /// Marks one popped item as finished.
-    pub(crate) fn done(&self) {
-        if self.pending.fetch_sub(1, SeqCst) == 1 {
+    /// Marks `n` popped items as finished.
+    pub(crate) fn done(&self, n: usize) {
+        if n > 0 && self.pending.fetch_sub(n, SeqCst) == n {
             self.idle.notify_waiters();
         }
     }

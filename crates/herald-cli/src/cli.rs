@@ -1,0 +1,190 @@
+//! The `herald` command line: every verb, its arguments and the global options (clap).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Herald: one event system from a single process to a cluster.
+#[derive(Debug, Parser)]
+#[command(name = "herald", version, about, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: Global,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Options accepted before or after the subcommand.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct Global {
+    /// Message bus: nats://HOST:PORT or memory://.
+    #[arg(
+        long,
+        global = true,
+        env = "HERALD_BUS",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub(crate) bus: String,
+    /// Durable store: sqlite://PATH (default under .herald/) or postgres://...
+    #[arg(
+        long,
+        global = true,
+        env = "HERALD_STORE",
+        default_value = "sqlite://.herald/herald.db"
+    )]
+    pub(crate) store: String,
+    /// A TOML config file.
+    #[arg(long, global = true, env = "HERALD_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the main job on the embedded default, no server needed: plugins talking over the bus.
+    Demo(DemoArgs),
+    /// Benchmarks: each Herald figure beside the raw library's, measured in the same run.
+    Bench(BenchArgs),
+    /// Publish events to NATS (DATA is a JSON object; `-` reads JSON lines from stdin).
+    Pub(PubArgs),
+    /// Subscribe and print each event as one JSON envelope per line.
+    Sub(SubArgs),
+    /// Send a request and print the response envelope.
+    Request(RequestArgs),
+    /// Answer requests: the response's data is the request's data.
+    Reply(ReplyArgs),
+    /// Manage JetStream streams.
+    Streams(StreamsArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Print only the summary.
+    #[arg(long, short)]
+    pub(crate) quiet: bool,
+    /// Trivia rounds to play.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) rounds: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Suite {
+    /// The in-process bus.
+    Bus,
+    /// The NATS transport (needs a server at --bus).
+    Nats,
+    /// Both.
+    All,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// Which suite.
+    #[arg(value_enum, default_value = "bus")]
+    pub(crate) suite: Suite,
+    /// One JSON line per figure: {"name","herald","baseline","ratio","unit"}.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Scale the message counts (1.0 = default; smaller is quicker and noisier).
+    #[arg(long, default_value_t = 1.0)]
+    pub(crate) scale: f64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PubArgs {
+    /// The subject, e.g. trivia.started.
+    pub(crate) subject: String,
+    /// The data: a JSON object, or `-` for JSON lines on stdin (one event each).
+    pub(crate) data: Option<String>,
+    /// Publish to JetStream and wait for the stream's acknowledgement.
+    #[arg(long)]
+    pub(crate) js: bool,
+    /// Event type (default: the subject's last token).
+    #[arg(long = "type")]
+    pub(crate) event_type: Option<String>,
+    /// Source component.
+    #[arg(long, default_value = "herald-cli")]
+    pub(crate) source: String,
+    /// Priority: low, normal, high, critical.
+    #[arg(long, default_value = "normal")]
+    pub(crate) priority: String,
+    /// Publish the event this many times.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) count: u64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SubArgs {
+    /// The pattern: `*` one token, `>` the rest.
+    pub(crate) pattern: String,
+    /// Join a queue group: each event goes to one member.
+    #[arg(long)]
+    pub(crate) queue: Option<String>,
+    /// Exit after this many events.
+    #[arg(long)]
+    pub(crate) count: Option<u64>,
+    /// Exit after this many seconds.
+    #[arg(long)]
+    pub(crate) timeout: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RequestArgs {
+    /// The subject.
+    pub(crate) subject: String,
+    /// The data: a JSON object (default {}).
+    pub(crate) data: Option<String>,
+    /// Seconds to wait for the response.
+    #[arg(long, default_value_t = 5.0)]
+    pub(crate) timeout: f64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReplyArgs {
+    /// The subject (or pattern) to answer on.
+    pub(crate) subject: String,
+    /// Join a queue group.
+    #[arg(long)]
+    pub(crate) queue: Option<String>,
+    /// Exit after answering this many requests.
+    #[arg(long)]
+    pub(crate) count: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StreamsArgs {
+    #[command(subcommand)]
+    pub(crate) command: StreamsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum StreamsCommand {
+    /// List streams.
+    Ls,
+    /// Create or update a stream; without arguments, the default set (PLATFORM_EVENTS, COMMANDS, PLUGINS).
+    Add(StreamAddArgs),
+    /// Show one stream.
+    Info {
+        /// The stream's name.
+        name: String,
+    },
+    /// Delete one stream.
+    Rm {
+        /// The stream's name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StreamAddArgs {
+    /// The stream's name (omit for the default set).
+    pub(crate) name: Option<String>,
+    /// Subjects it captures (repeat or comma-separate).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) subjects: Vec<String>,
+    /// Maximum age in seconds (0 = unlimited).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) max_age: u64,
+    /// Maximum bytes (-1 = unlimited).
+    #[arg(long, default_value_t = -1)]
+    pub(crate) max_bytes: i64,
+}

@@ -1,0 +1,171 @@
+//! `herald bench`: each Herald figure beside the raw library's figure, measured in the same run,
+//! printed as a table or as one JSON line per figure.
+
+pub(crate) mod bus;
+pub(crate) mod nats;
+
+use std::future::Future;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::cli::{BenchArgs, Global, Suite};
+use crate::CliError;
+
+/// One measured figure. `ratio > 1` means Herald is better.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Figure {
+    pub(crate) name: String,
+    pub(crate) herald: f64,
+    pub(crate) baseline: f64,
+    pub(crate) ratio: f64,
+    pub(crate) unit: String,
+    #[serde(skip)]
+    pub(crate) baseline_name: String,
+    #[serde(skip)]
+    pub(crate) target: Option<f64>,
+}
+
+impl Figure {
+    /// A figure where more is better (throughput).
+    pub(crate) fn higher(
+        name: &str,
+        unit: &str,
+        herald: f64,
+        baseline: f64,
+        baseline_name: &str,
+    ) -> Self {
+        Figure {
+            name: name.into(),
+            herald,
+            baseline,
+            ratio: if baseline > 0.0 {
+                herald / baseline
+            } else {
+                0.0
+            },
+            unit: unit.into(),
+            baseline_name: baseline_name.into(),
+            target: None,
+        }
+    }
+
+    /// A figure where less is better (latency, memory).
+    pub(crate) fn lower(
+        name: &str,
+        unit: &str,
+        herald: f64,
+        baseline: f64,
+        baseline_name: &str,
+    ) -> Self {
+        Figure {
+            ratio: if herald > 0.0 { baseline / herald } else { 0.0 },
+            ..Figure::higher(name, unit, herald, baseline, baseline_name)
+        }
+    }
+
+    pub(crate) fn target(mut self, t: f64) -> Self {
+        self.target = Some(t);
+        self
+    }
+}
+
+/// Prints figures as they come.
+pub(crate) struct Report {
+    json: bool,
+    pub(crate) figures: Vec<Figure>,
+}
+
+impl Report {
+    pub(crate) fn new(json: bool) -> Self {
+        if !json {
+            println!(
+                "{:<34} {:>14} {:>14} {:>8}  {:<10} baseline",
+                "figure", "herald", "baseline", "ratio", "unit"
+            );
+        }
+        Report {
+            json,
+            figures: Vec::new(),
+        }
+    }
+
+    pub(crate) fn add(&mut self, f: Figure) {
+        if self.json {
+            println!("{}", serde_json::to_string(&f).unwrap_or_default());
+        } else {
+            let target = match f.target {
+                Some(t) if f.ratio >= t => format!(" (target {t}x: met)"),
+                Some(t) => format!(" (target {t}x: NOT met)"),
+                None => String::new(),
+            };
+            println!(
+                "{:<34} {:>14} {:>14} {:>7.2}x  {:<10} {}{}",
+                f.name,
+                human(f.herald),
+                human(f.baseline),
+                f.ratio,
+                f.unit,
+                f.baseline_name,
+                target
+            );
+        }
+        self.figures.push(f);
+    }
+}
+
+fn human(v: f64) -> String {
+    if v.abs() >= 1e6 {
+        format!("{:.2}M", v / 1e6)
+    } else if v.abs() >= 1e4 {
+        format!("{:.1}k", v / 1e3)
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// Runs `f` `runs` times and returns the median of what it returns.
+pub(crate) async fn median<F, Fut>(runs: usize, mut f: F) -> Result<f64, CliError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<f64, CliError>>,
+{
+    let mut v = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        v.push(f().await?);
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    Ok(v[v.len() / 2])
+}
+
+/// Operations per second for `n` operations that took since `start`.
+pub(crate) fn rate(n: u64, start: Instant) -> f64 {
+    n as f64 / start.elapsed().as_secs_f64().max(1e-9)
+}
+
+pub(crate) async fn run(args: BenchArgs, global: &Global) -> Result<(), CliError> {
+    if !(args.scale > 0.0 && args.scale <= 100.0) {
+        return Err(CliError::Usage(format!(
+            "--scale must be in (0, 100], got {}",
+            args.scale
+        )));
+    }
+    let mut report = Report::new(args.json);
+    if matches!(args.suite, Suite::Bus | Suite::All) {
+        bus::run(&mut report, args.scale).await?;
+    }
+    if matches!(args.suite, Suite::Nats | Suite::All) {
+        nats::run(&mut report, args.scale, &global.bus).await?;
+    }
+    if !args.json {
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        println!(
+            "machine load (1/5/15 min): {}",
+            load.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,324 @@
+//! `herald demo`: the seed 002 scenario on the in-process bus (trivia, stats, quote and search
+//! plugins, a failing handler isolated, a plugin reloaded), with progress and a summary.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use herald::plugin::{Plugin, PluginContext, PluginManager};
+use herald::{handler_fn, sync_handler, BoxError, Bus, Event, Priority, Subject};
+use parking_lot::Mutex;
+use serde_json::json;
+
+use crate::cli::DemoArgs;
+use crate::CliError;
+
+/// Counts trivia activity per event type and per player.
+struct Stats {
+    counts: Arc<Mutex<BTreeMap<String, u64>>>,
+}
+
+impl Plugin for Stats {
+    fn name(&self) -> &str {
+        "stats"
+    }
+    fn setup(&mut self, ctx: &PluginContext) -> Result<(), BoxError> {
+        let counts = self.counts.clone();
+        ctx.subscribe_with_priority(
+            "trivia.*",
+            Priority::High,
+            sync_handler(move |e: &Event| {
+                let mut c = counts.lock();
+                *c.entry(format!("trivia.{}", e.event_type)).or_default() += 1;
+                if let Some(player) = e.data.get("player").and_then(|p| p.as_str()) {
+                    *c.entry(format!("player.{player}")).or_default() += 1;
+                }
+            }),
+        )?;
+        Ok(())
+    }
+}
+
+/// Turns `!quote` chat messages into `quote.added` events.
+struct Quotes;
+
+impl Plugin for Quotes {
+    fn name(&self) -> &str {
+        "quote"
+    }
+    fn setup(&mut self, ctx: &PluginContext) -> Result<(), BoxError> {
+        let c = ctx.clone();
+        ctx.subscribe(
+            "chat.message",
+            handler_fn(move |e: Arc<Event>| {
+                let c = c.clone();
+                async move {
+                    let text = e
+                        .data
+                        .get("text")
+                        .and_then(|t| t.as_str())
+                        .unwrap_or_default();
+                    if let Some(quote) = text.strip_prefix("!quote ") {
+                        let event = c.event(
+                            "quote.added",
+                            json!({"text": quote, "by": e.data.get("user")}),
+                        )?;
+                        c.publish(event).await?;
+                    }
+                    Ok::<(), BoxError>(())
+                }
+            }),
+        )?;
+        Ok(())
+    }
+}
+
+/// Indexes quotes by word and answers `search.query` with `search.result`.
+struct Search {
+    index: Arc<Mutex<BTreeMap<String, BTreeSet<String>>>>,
+}
+
+impl Plugin for Search {
+    fn name(&self) -> &str {
+        "search"
+    }
+    fn setup(&mut self, ctx: &PluginContext) -> Result<(), BoxError> {
+        let index = self.index.clone();
+        ctx.subscribe(
+            "quote.added",
+            sync_handler(move |e: &Event| {
+                let text = e
+                    .data
+                    .get("text")
+                    .and_then(|t| t.as_str())
+                    .unwrap_or_default();
+                let mut idx = index.lock();
+                for word in text.split_whitespace() {
+                    let word = word
+                        .trim_matches(|c: char| !c.is_alphanumeric())
+                        .to_lowercase();
+                    if !word.is_empty() {
+                        idx.entry(word).or_default().insert(text.to_owned());
+                    }
+                }
+            }),
+        )?;
+        let (index, c) = (self.index.clone(), ctx.clone());
+        ctx.subscribe(
+            "search.query",
+            sync_handler(move |e: &Event| -> Result<(), BoxError> {
+                let word = e
+                    .data
+                    .get("q")
+                    .and_then(|t| t.as_str())
+                    .unwrap_or_default()
+                    .to_lowercase();
+                let hits: Vec<String> = index
+                    .lock()
+                    .get(&word)
+                    .map(|s| s.iter().cloned().collect())
+                    .unwrap_or_default();
+                c.emit(c.event("search.result", json!({"q": word, "hits": hits}))?)?;
+                Ok(())
+            }),
+        )?;
+        Ok(())
+    }
+}
+
+/// A handler with a bug: it errors on some answers and panics on others. Isolated.
+struct Flaky;
+
+impl Plugin for Flaky {
+    fn name(&self) -> &str {
+        "flaky"
+    }
+    fn setup(&mut self, ctx: &PluginContext) -> Result<(), BoxError> {
+        ctx.subscribe(
+            "trivia.answered",
+            sync_handler(|e: &Event| -> Result<(), BoxError> {
+                match e.data.get("answer").and_then(|a| a.as_str()) {
+                    Some("42") => panic!("flaky plugin cannot handle the answer 42"),
+                    Some("") => Err("flaky plugin: empty answer".into()),
+                    _ => Ok(()),
+                }
+            }),
+        )?;
+        Ok(())
+    }
+}
+
+fn event(subject: &str, source: &str, data: serde_json::Value) -> Result<Event, CliError> {
+    Ok(Event::try_new(subject, data)?.with_source(source))
+}
+
+pub(crate) async fn run(args: DemoArgs) -> Result<(), CliError> {
+    let bus = Bus::builder().history(100).build();
+    let say = |line: String| {
+        if !args.quiet {
+            println!("{line}");
+        }
+    };
+
+    // A monitor sees everything, last.
+    let progress = Arc::new(Mutex::new(Vec::<String>::new()));
+    let p = progress.clone();
+    let _monitor = bus.subscribe_with(
+        ">",
+        herald::SubscribeOptions::owner("monitor").priority(Priority::Low),
+        sync_handler(move |e: &Event| {
+            p.lock().push(format!(
+                "  [{}] {} from {}",
+                e.priority, e.subject, e.source
+            ))
+        }),
+    )?;
+
+    let plugins = PluginManager::new(bus.clone());
+    let counts = Arc::new(Mutex::new(BTreeMap::new()));
+    let index = Arc::new(Mutex::new(BTreeMap::new()));
+    plugins.load(Stats {
+        counts: counts.clone(),
+    })?;
+    plugins.load(Quotes)?;
+    plugins.load(Search {
+        index: index.clone(),
+    })?;
+    plugins.load(Flaky)?;
+    say(format!("loaded plugins: {}", plugins.loaded().join(", ")));
+
+    let trivia = PluginContext::new(bus.clone(), "trivia");
+    let players = ["ada", "grace", "linus"];
+    let answers = ["paris", "42", "", "blue", "7"];
+    let mut failures = 0usize;
+    for round in 1..=args.rounds {
+        say(format!("round {round}: trivia.started"));
+        trivia
+            .publish(event("trivia.started", "trivia", json!({"round": round}))?)
+            .await?;
+        for (i, player) in players.iter().enumerate() {
+            let answer = answers[(round as usize + i) % answers.len()];
+            let report = trivia
+                .publish(event(
+                    "trivia.answered",
+                    "trivia",
+                    json!({"round": round, "player": player, "answer": answer}),
+                )?)
+                .await?;
+            for f in &report.failures {
+                failures += 1;
+                say(format!("  isolated failure in {}: {}", f.owner, f.failure));
+            }
+        }
+        trivia
+            .publish(event("trivia.ended", "trivia", json!({"round": round}))?)
+            .await?;
+        for line in progress.lock().drain(..) {
+            say(line);
+        }
+        if round == 2 {
+            plugins.reload("stats")?;
+            say(
+                "reloaded plugin stats (its counts go on; it hears each later event once)"
+                    .to_owned(),
+            );
+        }
+    }
+
+    let chat = [
+        ("ada", "!quote simplicity is prerequisite for reliability"),
+        ("grace", "hello all"),
+        ("linus", "!quote talk is cheap, show me the code"),
+        (
+            "grace",
+            "!quote the most dangerous phrase is we have always done it this way",
+        ),
+    ];
+    for (user, text) in chat {
+        bus.publish(event(
+            "chat.message",
+            "chat",
+            json!({"user": user, "text": text}),
+        )?)
+        .await?;
+    }
+    // The fire-and-forget path: a backlog drains critical first.
+    for (q, prio) in [
+        ("code", Priority::Low),
+        ("cheap", Priority::Critical),
+        ("way", Priority::Normal),
+    ] {
+        bus.emit(event("search.query", "demo", json!({"q": q}))?.with_priority(prio))
+            .map_err(|e| CliError::Other(e.to_string()))?;
+    }
+    bus.flush().await;
+    for line in progress.lock().drain(..) {
+        say(line);
+    }
+
+    let stats = bus.stats();
+    let results: Vec<String> = bus
+        .history_matching(&herald::Pattern::new("search.result")?, None)
+        .iter()
+        .rev()
+        .map(|e| {
+            format!(
+                "{}={}",
+                e.data["q"].as_str().unwrap_or_default(),
+                e.data["hits"].as_array().map_or(0, Vec::len)
+            )
+        })
+        .collect();
+    println!("== herald demo summary ==");
+    println!(
+        "events published {}, handler calls {}, handler errors {} ({} panics, all isolated; {} seen in reports)",
+        stats.events_published, stats.events_dispatched, stats.handler_errors, stats.handler_panics, failures
+    );
+    println!(
+        "emitted {}, emit refused {}, publishes refused {}",
+        stats.emitted,
+        stats.emit_rejected,
+        stats.refused_stopped + stats.refused_depth
+    );
+    println!(
+        "plugins loaded: {}; subscriptions: {}",
+        plugins.loaded().join(", "),
+        stats.subscriptions
+    );
+    println!(
+        "stats plugin: {}",
+        counts
+            .lock()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!(
+        "search index: {} words; search results in drain order: {}",
+        index.lock().len(),
+        results.join(" ")
+    );
+    println!("history (newest first, last 5):");
+    for e in bus.history(Some(5)) {
+        println!(
+            "  {} {} {}",
+            e.timestamp,
+            e.subject,
+            serde_json::Value::Object(e.data.clone())
+        );
+    }
+    bus.stop().await;
+    plugins.unload_all();
+    let expected_subject = Subject::new("trivia.answered")?;
+    let heard = bus
+        .history(None)
+        .iter()
+        .filter(|e| e.subject == expected_subject)
+        .count();
+    if stats.handler_errors == 0 || heard == 0 {
+        return Err(CliError::Other(
+            "demo did not exercise isolation as expected".into(),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,4 @@
+//! One module per `herald` verb.
+
+pub(crate) mod bench;
+pub(crate) mod demo;

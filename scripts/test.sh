@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# test.sh: the whole test suite, as CI runs it: services up, format, lints, tests, and the
+# demo without a network.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export HERALD_REQUIRE_SERVICES="${HERALD_REQUIRE_SERVICES:-1}"
+export HERALD_TEST_NATS_URL="${HERALD_TEST_NATS_URL:-nats://127.0.0.1:4222}"
+export HERALD_TEST_DATABASE_URL="${HERALD_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
+
+bash scripts/services.sh
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace
+
+# `herald demo` needs no server and no network.
+cargo build -q --bin herald
+if unshare -n true 2>/dev/null; then
+  unshare -n target/debug/herald demo --quiet
+else
+  echo "test.sh: unshare -n unavailable here; running the demo with the network" >&2
+  target/debug/herald demo --quiet
+fi
