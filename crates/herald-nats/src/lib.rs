@@ -1,1 +1,69 @@
-//! placeholder
+//! Herald over NATS: the JSON envelope on core NATS and JetStream, queue groups,
+//! request/reply, reconnection, and the same `Handler` values as the in-process bus.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use herald::{handler_fn, Event};
+//! use herald_nats::Nats;
+//!
+//! let nats = Nats::connect("nats://127.0.0.1:4222").await?;
+//! let _sub = nats
+//!     .subscribe_handler("trivia.>", Some("stats"), handler_fn(|e: Arc<Event>| async move {
+//!         println!("{} from {}", e.subject, e.source);
+//!     }))
+//!     .await?;
+//! nats.publish(&Event::try_new("trivia.started", serde_json::json!({"round": 1}))?).await?;
+//!
+//! let js = nats.jetstream();
+//! js.ensure_default_streams().await?;
+//! let ack = js
+//!     .publish(&Event::try_new("rosey.platform.user.joined", serde_json::json!({}))?.ensure_event_id())
+//!     .await?;
+//! println!("stored at {}", ack.sequence);
+//! # Ok(()) }
+//! ```
+//!
+//! # Delivery guarantees
+//!
+//! - **Core NATS** ([`Nats::publish`], [`Nats::subscribe`]): **at most once**. `Ok` means the
+//!   event was handed to the client's buffer, not that anyone received it. A subscriber that
+//!   is not connected at that moment never sees it; while the client is disconnected,
+//!   publishes wait in a bounded buffer (sent on reconnect, lost if the process exits) and are
+//!   refused with [`NatsError::BufferFull`] once it is full. Across a server restart some
+//!   publishes are lost; the reliability test counts them.
+//! - **Queue groups**: each event goes to exactly one connected member of the group.
+//! - **Request/reply**: at most once; a timeout ([`NatsError::Timeout`]) does not tell whether
+//!   the responder ran. [`NatsError::NoResponders`] means nobody was listening.
+//! - **JetStream** ([`JetStream::publish`]): an `Ok(JsAck)` means the stream stored the event
+//!   (the server's PubAck). With an event id (`Nats-Msg-Id`), a retried publish within the
+//!   stream's duplicate window is stored once. Durable consumers deliver **at least once**:
+//!   an event is redelivered until it is acked (or termed, or `max_deliver` runs out), so
+//!   handlers should be idempotent; a consumer's progress survives reconnects and restarts.
+//! - **What an ack means on disk**: nats-server writes stored messages to its file store and
+//!   syncs to disk every `sync_interval` (2 minutes by default). An acknowledged message
+//!   survives a server process restart (it is in the OS page cache and the file), but an OS
+//!   crash or power loss within the interval can lose it unless the server runs with
+//!   `sync_interval: always` (or on a cluster with replicas, where the ack waits for a quorum).
+//!
+//! # Reconnection
+//!
+//! By default the client reconnects forever, about 2 s apart plus jitter, and restores its
+//! subscriptions; [`Nats::watch_state`] and [`NatsBuilder::on_state_change`] follow it.
+
+mod client;
+mod error;
+mod jetstream;
+mod options;
+mod state;
+mod stats;
+
+pub use client::{EventStream, HandlerSubscription, Incoming, Nats};
+pub use error::NatsError;
+pub use jetstream::{
+    default_streams, ConsumeOptions, ConsumeReport, ConsumerSpec, Deliveries, Delivery,
+    DurableConsumer, JetStream, JsAck, PendingAck, StreamSpec, StreamSummary,
+};
+pub use options::{NatsBuilder, NatsConfig};
+pub use state::{ConnectionState, StateCallback};
+pub use stats::NatsStats;

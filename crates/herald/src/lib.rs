@@ -52,6 +52,7 @@ mod handler;
 mod message;
 pub mod plugin;
 mod route;
+mod transport;
 
 pub use bus::stats::BusStats;
 pub use bus::subscription::{SubscribeOptions, Subscription, SubscriptionId, SubscriptionInfo};
@@ -61,7 +62,8 @@ pub use handler::{
     handler_fn, sync_handler, BoxError, BoxFuture, Failure, FailureKind, Handle, Handler,
     HandlerResult, IntoHandlerResult,
 };
-pub use message::event::{Decoded, EnvelopeError, Event, Object, DEFAULT_SOURCE};
+pub use message::event::{Decoded, EnvelopeError, Event, Object, DEFAULT_SOURCE, EVENT_ID};
+pub use transport::{Receipt, Transport};
 pub use message::priority::{Priority, UnknownPriority};
 pub use message::subject::{IntoPattern, Pattern, Subject, SubjectError, Token};
 pub use message::timestamp::{Timestamp, TimestampError};

@@ -11,6 +11,9 @@ use super::timestamp::{Timestamp, TimestampError};
 /// A JSON object: the type of `data` and `metadata`.
 pub type Object = Map<String, Value>;
 
+/// The `metadata` key of Herald's event id.
+pub const EVENT_ID: &str = "event_id";
+
 /// The source written when the publisher names none.
 pub const DEFAULT_SOURCE: &str = "herald";
 
@@ -169,6 +172,21 @@ impl Event {
     /// Adds one metadata entry.
     pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
         self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Herald's event id (`metadata.event_id`), if the event carries one.
+    pub fn event_id(&self) -> Option<&str> {
+        self.metadata.get(EVENT_ID).and_then(Value::as_str)
+    }
+
+    /// Adds an event id (a new UUID v7) to `metadata.event_id` unless there is one already.
+    /// Durable paths use it as the deduplication id, so a retried publish is stored once.
+    pub fn ensure_event_id(mut self) -> Self {
+        if self.event_id().is_none() {
+            self.metadata
+                .insert(EVENT_ID.to_owned(), Value::String(uuid::Uuid::now_v7().to_string()));
+        }
         self
     }
 
