@@ -4,5 +4,6 @@
 pub mod conformance;
 pub mod delivery;
 pub mod env;
+pub mod nats_server;
 
 pub use delivery::DeliveryCheck;

@@ -708,3 +708,11 @@ async fn plugin_events_carry_the_plugin_name_as_source() {
     ctx.publish(event).await.expect("publish");
     assert_eq!(bus.history(Some(1))[0].source, "quote");
 }
+
+// ----- the transport conformance suite -----
+
+#[tokio::test]
+async fn the_in_process_bus_passes_the_transport_conformance_suite() {
+    let bus = Bus::new();
+    herald_testkit::conformance::run_all(&bus, "conf").await;
+}
