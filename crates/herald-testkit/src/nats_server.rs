@@ -55,6 +55,15 @@ impl OwnNatsServer {
         Some(server)
     }
 
+    /// A stand-in that runs nothing (to move the real one into another task meanwhile).
+    pub fn placeholder() -> Self {
+        OwnNatsServer {
+            child: None,
+            port: 0,
+            store: PathBuf::new(),
+        }
+    }
+
     /// `nats://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
@@ -115,6 +124,8 @@ impl Drop for OwnNatsServer {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = std::fs::remove_dir_all(&self.store);
+        if !self.store.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.store);
+        }
     }
 }
