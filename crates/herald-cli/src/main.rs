@@ -37,17 +37,25 @@ pub(crate) enum CliError {
 fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
             let _ = e.print();
-            return ExitCode::from(code);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // One line, as every other error: clap's first line, without its tips and usage.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("herald: {first} (see herald --help)");
+            return ExitCode::from(2);
         }
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_target(false)
         .init();
@@ -91,10 +99,10 @@ async fn run(cli: cli::Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Demo(args) => commands::demo::run(args).await,
         Command::Bench(args) => commands::bench::run(args, &cli.global).await,
-        Command::Pub(_)
-        | Command::Sub(_)
-        | Command::Request(_)
-        | Command::Reply(_)
-        | Command::Streams(_) => Err(CliError::Other("not built yet".into())),
+        Command::Pub(args) => commands::nats::publish(args, &cli.global.bus).await,
+        Command::Sub(args) => commands::nats::subscribe(args, &cli.global.bus).await,
+        Command::Request(args) => commands::nats::request(args, &cli.global.bus).await,
+        Command::Reply(args) => commands::nats::reply(args, &cli.global.bus).await,
+        Command::Streams(args) => commands::nats::streams(args, &cli.global.bus).await,
     }
 }

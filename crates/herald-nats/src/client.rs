@@ -105,7 +105,11 @@ impl Nats {
         Nats::builder().server(url).connect().await
     }
 
-    pub(crate) fn from_parts(client: async_nats::Client, state: Arc<StateCell>, config: NatsConfig) -> Self {
+    pub(crate) fn from_parts(
+        client: async_nats::Client,
+        state: Arc<StateCell>,
+        config: NatsConfig,
+    ) -> Self {
         Nats {
             inner: Arc::new(Inner {
                 client,
@@ -211,7 +215,8 @@ impl Nats {
     ///
     /// Cancel safe: dropped before it completes, the event was not queued.
     pub async fn publish(&self, event: &Event) -> Result<(), NatsError> {
-        self.send(event.subject.as_str(), Bytes::from(event.to_json())).await
+        self.send(event.subject.as_str(), Bytes::from(event.to_json()))
+            .await
     }
 
     /// Subscribes and returns a stream of events. Malformed messages are counted, logged once
@@ -225,7 +230,11 @@ impl Nats {
     /// # Cancel safety
     ///
     /// Not cancel safe: dropped midway, a subscription may exist until the stream is dropped.
-    pub async fn subscribe(&self, pattern: impl IntoPattern, queue: Option<&str>) -> Result<EventStream, NatsError> {
+    pub async fn subscribe(
+        &self,
+        pattern: impl IntoPattern,
+        queue: Option<&str>,
+    ) -> Result<EventStream, NatsError> {
         let pattern = pattern.into_pattern()?;
         no_globs(&pattern)?;
         let client = &self.inner.client;
@@ -236,7 +245,9 @@ impl Nats {
         let subscriber = match queue {
             Some(q) => {
                 check_queue(q)?;
-                client.queue_subscribe(pattern.to_string(), q.to_owned()).await
+                client
+                    .queue_subscribe(pattern.to_string(), q.to_owned())
+                    .await
             }
             None => client.subscribe(pattern.to_string()).await,
         }
@@ -302,7 +313,9 @@ impl Nats {
         let payload = Bytes::from(request.to_json());
         self.check_size(request.subject.as_str(), payload.len())?;
         let subject = request.subject.to_string();
-        let req = async_nats::Request::new().payload(payload).timeout(Some(timeout));
+        let req = async_nats::Request::new()
+            .payload(payload)
+            .timeout(Some(timeout));
         let response = self
             .inner
             .client
@@ -337,7 +350,12 @@ impl Nats {
     /// # Cancel safety
     ///
     /// As [`Nats::subscribe`].
-    pub async fn respond<F, Fut>(&self, pattern: impl IntoPattern, queue: Option<&str>, respond: F) -> Result<HandlerSubscription, NatsError>
+    pub async fn respond<F, Fut>(
+        &self,
+        pattern: impl IntoPattern,
+        queue: Option<&str>,
+        respond: F,
+    ) -> Result<HandlerSubscription, NatsError>
     where
         F: Fn(Arc<Event>) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = Result<Object, herald::BoxError>> + Send + 'static,
@@ -346,34 +364,77 @@ impl Nats {
         let nats = self.clone();
         let task = tokio::spawn(async move {
             while let Some(incoming) = stream.next().await {
-                let Some(reply) = incoming.reply else {
-                    tracing::warn!(subject = incoming.event.subject.as_str(), "message without a reply subject on a responder; skipped");
+                if incoming.reply.is_none() {
+                    tracing::warn!(
+                        subject = incoming.event.subject.as_str(),
+                        "message without a reply subject on a responder; skipped"
+                    );
                     continue;
-                };
-                let request = Arc::new(incoming.event);
-                let answer = std::panic::AssertUnwindSafe(respond(request.clone())).catch_unwind().await;
+                }
+                let request = Arc::new(incoming.event.clone());
+                let answer = std::panic::AssertUnwindSafe(respond(request.clone()))
+                    .catch_unwind()
+                    .await;
                 let data = match answer {
                     Ok(Ok(data)) => data,
                     Ok(Err(e)) => {
-                        nats.record_failure(&request, &herald::Failure { kind: FailureKind::Error, message: e.to_string() });
+                        nats.record_failure(
+                            &request,
+                            &herald::Failure {
+                                kind: FailureKind::Error,
+                                message: e.to_string(),
+                            },
+                        );
                         continue;
                     }
                     Err(_) => {
-                        nats.record_failure(&request, &herald::Failure { kind: FailureKind::Panic, message: "responder panicked".into() });
+                        nats.record_failure(
+                            &request,
+                            &herald::Failure {
+                                kind: FailureKind::Panic,
+                                message: "responder panicked".into(),
+                            },
+                        );
                         continue;
                     }
                 };
-                let response = Event::new(request.subject.clone())
-                    .with_type("response")
-                    .with_source(nats.name())
-                    .with_correlation_id(request.correlation_id.clone())
-                    .with_data(data);
-                if let Err(e) = nats.send(&reply, Bytes::from(response.to_json())).await {
+                if let Err(e) = nats.respond_to(&incoming, data).await {
                     tracing::warn!("response not sent: {e}");
                 }
             }
         });
         Ok(HandlerSubscription { task })
+    }
+
+    /// Answers one request received on an [`EventStream`]: the response envelope has the
+    /// request's subject and `correlation_id`, `event_type` `response`, this connection's name
+    /// as source, and `data`. Returns the response sent.
+    ///
+    /// # Errors
+    ///
+    /// [`NatsError::Config`] when the message has no reply subject (it was not a request);
+    /// otherwise as [`Nats::publish`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Nats::publish`].
+    pub async fn respond_to(&self, request: &Incoming, data: Object) -> Result<Event, NatsError> {
+        let Some(reply) = &request.reply else {
+            return Err(NatsError::Config {
+                key: "reply",
+                reason: format!(
+                    "the message on {} is not a request (no reply subject)",
+                    request.event.subject
+                ),
+            });
+        };
+        let response = Event::new(request.event.subject.clone())
+            .with_type("response")
+            .with_source(self.name())
+            .with_correlation_id(request.event.correlation_id.clone())
+            .with_data(data);
+        self.send(reply, Bytes::from(response.to_json())).await?;
+        Ok(response)
     }
 
     /// Waits until everything published so far has been written to the server.
@@ -386,10 +447,14 @@ impl Nats {
     ///
     /// Cancel safe.
     pub async fn flush(&self) -> Result<(), NatsError> {
-        self.inner.client.flush().await.map_err(|e| NatsError::Connection {
-            operation: "flush",
-            source: Box::new(e),
-        })
+        self.inner
+            .client
+            .flush()
+            .await
+            .map_err(|e| NatsError::Connection {
+                operation: "flush",
+                source: Box::new(e),
+            })
     }
 
     /// The polite close: unsubscribes everything, delivers what is in flight, flushes, then
@@ -403,10 +468,14 @@ impl Nats {
     ///
     /// Cancel safe: the drain goes on in the background.
     pub async fn drain(&self) -> Result<(), NatsError> {
-        self.inner.client.drain().await.map_err(|e| NatsError::Connection {
-            operation: "drain",
-            source: Box::new(e),
-        })?;
+        self.inner
+            .client
+            .drain()
+            .await
+            .map_err(|e| NatsError::Connection {
+                operation: "drain",
+                source: Box::new(e),
+            })?;
         self.inner.state.set(ConnectionState::Closed);
         Ok(())
     }
@@ -504,7 +573,11 @@ impl Transport for Nats {
         Ok(Receipt::Accepted)
     }
 
-    async fn subscribe_handler(&self, pattern: Pattern, handler: Handler) -> Result<HandlerSubscription, herald::BoxError> {
+    async fn subscribe_handler(
+        &self,
+        pattern: Pattern,
+        handler: Handler,
+    ) -> Result<HandlerSubscription, herald::BoxError> {
         Ok(Nats::subscribe_handler(self, pattern, None, handler).await?)
     }
 

@@ -40,7 +40,9 @@ pub enum NatsError {
         max: usize,
     },
     /// Disconnected, and the reconnect buffer is full; nothing was queued.
-    #[error("disconnected from NATS and the reconnect buffer is full: publish to {subject} refused")]
+    #[error(
+        "disconnected from NATS and the reconnect buffer is full: publish to {subject} refused"
+    )]
     BufferFull {
         /// The subject.
         subject: String,
@@ -55,7 +57,9 @@ pub enum NatsError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// No JetStream stream captures the subject; nothing was stored.
-    #[error("no JetStream stream captures subject {subject}: create one with `herald streams add`")]
+    #[error(
+        "no JetStream stream captures subject {subject}: create one with `herald streams add`"
+    )]
     NoStream {
         /// The subject.
         subject: String,
@@ -113,7 +117,10 @@ pub enum NatsError {
 }
 
 impl NatsError {
-    pub(crate) fn js(operation: impl Into<String>, e: impl std::error::Error + Send + Sync + 'static) -> Self {
+    pub(crate) fn js(
+        operation: impl Into<String>,
+        e: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
         NatsError::JetStream {
             operation: operation.into(),
             source: Box::new(e),

@@ -53,7 +53,10 @@ fn two_minutes() -> u64 {
 
 impl StreamSpec {
     /// A file-backed stream with limits retention and no other limit.
-    pub fn new(name: impl Into<String>, subjects: impl IntoIterator<Item = impl Into<String>>) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        subjects: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
         StreamSpec {
             name: name.into(),
             subjects: subjects.into_iter().map(Into::into).collect(),
@@ -70,10 +73,17 @@ impl StreamSpec {
     ///
     /// [`NatsError::Config`].
     pub fn validate(&self) -> Result<(), NatsError> {
-        if self.name.is_empty() || self.name.contains(|c: char| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\')) {
+        if self.name.is_empty()
+            || self
+                .name
+                .contains(|c: char| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\'))
+        {
             return Err(NatsError::Config {
                 key: "name",
-                reason: format!("{:?} is not a valid stream name (no spaces, dots or wildcards)", self.name),
+                reason: format!(
+                    "{:?} is not a valid stream name (no spaces, dots or wildcards)",
+                    self.name
+                ),
             });
         }
         if self.subjects.is_empty() {
@@ -98,8 +108,16 @@ impl StreamSpec {
             retention: RetentionPolicy::Limits,
             max_age: Duration::from_secs(self.max_age_secs),
             max_bytes: self.max_bytes,
-            storage: if self.memory { StorageType::Memory } else { StorageType::File },
-            duplicate_window: Duration::from_secs(self.duplicate_window_secs),
+            storage: if self.memory {
+                StorageType::Memory
+            } else {
+                StorageType::File
+            },
+            // The server refuses a duplicate window longer than the max age.
+            duplicate_window: Duration::from_secs(match self.max_age_secs {
+                0 => self.duplicate_window_secs,
+                age => self.duplicate_window_secs.min(age),
+            }),
             ..Default::default()
         }
     }
@@ -115,7 +133,12 @@ pub fn default_streams() -> Vec<StreamSpec> {
         ..StreamSpec::new(name, [subject])
     };
     vec![
-        spec("PLATFORM_EVENTS", "rosey.platform.>", 7 * 24 * 3600, 1024 * 1024 * 1024),
+        spec(
+            "PLATFORM_EVENTS",
+            "rosey.platform.>",
+            7 * 24 * 3600,
+            1024 * 1024 * 1024,
+        ),
         spec("COMMANDS", "rosey.commands.>", 24 * 3600, 100 * 1024 * 1024),
         spec("PLUGINS", "rosey.plugins.>", 24 * 3600, 100 * 1024 * 1024),
     ]
@@ -302,7 +325,10 @@ impl JetStream {
             .get_stream(name)
             .await
             .map_err(|e| NatsError::js(format!("get stream {name}"), e))?;
-        let info = stream.info().await.map_err(|e| NatsError::js(format!("stream info {name}"), e))?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| NatsError::js(format!("stream info {name}"), e))?;
         Ok(info.clone().into())
     }
 
@@ -379,7 +405,11 @@ impl JetStream {
     /// # Cancel safety
     ///
     /// Not cancel safe.
-    pub async fn durable_consumer(&self, stream: &str, spec: &ConsumerSpec) -> Result<DurableConsumer, NatsError> {
+    pub async fn durable_consumer(
+        &self,
+        stream: &str,
+        spec: &ConsumerSpec,
+    ) -> Result<DurableConsumer, NatsError> {
         let s = self
             .ctx
             .get_stream(stream)
@@ -398,7 +428,9 @@ impl JetStream {
         let consumer: PullConsumer = s
             .get_or_create_consumer(&spec.durable, config)
             .await
-            .map_err(|e| NatsError::js(format!("create consumer {} on {stream}", spec.durable), e))?;
+            .map_err(|e| {
+                NatsError::js(format!("create consumer {} on {stream}", spec.durable), e)
+            })?;
         Ok(DurableConsumer {
             consumer,
             nats: self.nats.clone(),
@@ -497,7 +529,10 @@ impl Delivery {
     ///
     /// As [`Delivery::ack`].
     pub async fn nak(&self, delay: Option<Duration>) -> Result<(), NatsError> {
-        self.message.ack_with(AckKind::Nak(delay)).await.map_err(|e| ack_err("nak", e))
+        self.message
+            .ack_with(AckKind::Nak(delay))
+            .await
+            .map_err(|e| ack_err("nak", e))
     }
 
     /// Never: do not deliver it again (a poison message).
@@ -510,7 +545,10 @@ impl Delivery {
     ///
     /// As [`Delivery::ack`].
     pub async fn term(&self) -> Result<(), NatsError> {
-        self.message.ack_with(AckKind::Term).await.map_err(|e| ack_err("term", e))
+        self.message
+            .ack_with(AckKind::Term)
+            .await
+            .map_err(|e| ack_err("term", e))
     }
 
     /// Still working: restart the ack wait.
@@ -523,7 +561,10 @@ impl Delivery {
     ///
     /// As [`Delivery::ack`].
     pub async fn in_progress(&self) -> Result<(), NatsError> {
-        self.message.ack_with(AckKind::Progress).await.map_err(|e| ack_err("in-progress", e))
+        self.message
+            .ack_with(AckKind::Progress)
+            .await
+            .map_err(|e| ack_err("in-progress", e))
     }
 }
 

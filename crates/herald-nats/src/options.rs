@@ -84,13 +84,22 @@ impl NatsConfig {
     ///
     /// [`NatsError::Config`] naming the first bad key.
     pub fn validate(&self) -> Result<(), NatsError> {
-        let bad = |key, reason: &str| Err(NatsError::Config { key, reason: reason.to_owned() });
+        let bad = |key, reason: &str| {
+            Err(NatsError::Config {
+                key,
+                reason: reason.to_owned(),
+            })
+        };
         if self.servers.is_empty() {
             return bad("servers", "at least one server URL is needed");
         }
         for s in &self.servers {
             let rest = s.split_once("://").map_or(s.as_str(), |(scheme, rest)| {
-                if matches!(scheme, "nats" | "tls" | "ws" | "wss") { rest } else { "" }
+                if matches!(scheme, "nats" | "tls" | "ws" | "wss") {
+                    rest
+                } else {
+                    ""
+                }
             });
             if rest.is_empty() || rest.contains(char::is_whitespace) {
                 return Err(NatsError::Config {
@@ -113,7 +122,10 @@ impl NatsConfig {
 
     /// A builder starting from this config.
     pub fn into_builder(self) -> NatsBuilder {
-        NatsBuilder { config: self, on_state: None }
+        NatsBuilder {
+            config: self,
+            on_state: None,
+        }
     }
 }
 
@@ -164,7 +176,11 @@ impl NatsBuilder {
     }
 
     /// User/password auth.
-    pub fn user_and_password(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+    pub fn user_and_password(
+        mut self,
+        user: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
         self.config.user = Some(user.into());
         self.config.password = Some(password.into());
         self
@@ -239,10 +255,13 @@ impl NatsBuilder {
             .client_capacity(config.reconnect_buffer)
             .connection_timeout(Duration::from_millis(config.connect_timeout_ms))
             .reconnect_delay_callback(move |attempts| {
-                if attempts == 0 {
+                // `attempts` counts from 1 for the first try of each (re)connection round.
+                if s1.get() != ConnectionState::Connecting {
+                    s1.set(ConnectionState::Reconnecting);
+                }
+                if attempts <= 1 {
                     return Duration::ZERO;
                 }
-                s1.set(ConnectionState::Reconnecting);
                 jitter(delay)
             })
             .event_callback(move |event| {
@@ -263,7 +282,10 @@ impl NatsBuilder {
             opts = opts.user_and_password(u.clone(), p.clone());
         }
         if let Some(path) = &config.credentials_file {
-            opts = opts.credentials_file(path).await.map_err(|e| connect_err(Box::new(e)))?;
+            opts = opts
+                .credentials_file(path)
+                .await
+                .map_err(|e| connect_err(Box::new(e)))?;
         }
         if config.retry_on_initial_connect {
             opts = opts.retry_on_initial_connect();
@@ -277,7 +299,10 @@ impl NatsBuilder {
                 key: "servers",
                 reason: e.to_string(),
             })?;
-        let client = opts.connect(addrs).await.map_err(|e| connect_err(Box::new(e)))?;
+        let client = opts
+            .connect(addrs)
+            .await
+            .map_err(|e| connect_err(Box::new(e)))?;
         if client.connection_state() == async_nats::connection::State::Connected {
             state.set(ConnectionState::Connected);
         }
@@ -301,10 +326,16 @@ mod tests {
     fn a_config_error_names_the_key() {
         let mut c = NatsConfig::default();
         c.servers = vec!["http://x".into()];
-        assert!(matches!(c.validate(), Err(NatsError::Config { key: "servers", .. })));
+        assert!(matches!(
+            c.validate(),
+            Err(NatsError::Config { key: "servers", .. })
+        ));
         let mut c = NatsConfig::default();
         c.user = Some("u".into());
-        assert!(matches!(c.validate(), Err(NatsError::Config { key: "user", .. })));
+        assert!(matches!(
+            c.validate(),
+            Err(NatsError::Config { key: "user", .. })
+        ));
         assert!(NatsConfig::default().validate().is_ok());
     }
 
@@ -319,8 +350,9 @@ mod tests {
 
     #[test]
     fn config_reads_from_toml_like_json_with_defaults() {
-        let c: NatsConfig = serde_json::from_str(r#"{"servers": ["nats://10.0.0.1:4222"], "max_reconnects": 5}"#)
-            .expect("config");
+        let c: NatsConfig =
+            serde_json::from_str(r#"{"servers": ["nats://10.0.0.1:4222"], "max_reconnects": 5}"#)
+                .expect("config");
         assert_eq!(c.max_reconnects, Some(5));
         assert_eq!(c.reconnect_delay_ms, 2_000);
         assert!(serde_json::from_str::<NatsConfig>(r#"{"serverz": []}"#).is_err());

@@ -11,7 +11,11 @@ use herald_testkit::DeliveryCheck;
 
 async fn connect(test: &str) -> Option<Nats> {
     let url = nats_url(test)?;
-    Some(Nats::connect(&url).await.expect("connect to the test server"))
+    Some(
+        Nats::connect(&url)
+            .await
+            .expect("connect to the test server"),
+    )
 }
 
 fn ev(subject: &str, id: &str) -> Event {
@@ -19,19 +23,30 @@ fn ev(subject: &str, id: &str) -> Event {
 }
 
 fn id_of(e: &Event) -> String {
-    e.metadata.get("test_id").and_then(|v| v.as_str()).unwrap_or("?").to_owned()
+    e.metadata
+        .get("test_id")
+        .and_then(|v| v.as_str())
+        .unwrap_or("?")
+        .to_owned()
 }
 
 #[tokio::test]
 async fn nats_passes_the_transport_conformance_suite() {
-    let Some(nats) = connect("nats_passes_the_transport_conformance_suite").await else { return };
+    let Some(nats) = connect("nats_passes_the_transport_conformance_suite").await else {
+        return;
+    };
     herald_testkit::conformance::run_all(&nats, &unique("conf")).await;
-    assert!(nats.stats().handler_errors > 0, "the flaky handler's failures are counted");
+    assert!(
+        nats.stats().handler_errors > 0,
+        "the flaky handler's failures are counted"
+    );
 }
 
 #[tokio::test]
 async fn a_queue_group_gives_each_message_to_exactly_one_member_and_uses_every_member() {
-    let Some(nats) = connect("queue_groups").await else { return };
+    let Some(nats) = connect("queue_groups").await else {
+        return;
+    };
     let prefix = unique("qg");
     let members: Vec<Arc<Mutex<Vec<String>>>> = (0..3).map(|_| Default::default()).collect();
     let mut subs = Vec::new();
@@ -40,9 +55,13 @@ async fn a_queue_group_gives_each_message_to_exactly_one_member_and_uses_every_m
         let conn = connect("queue_groups").await.expect("connect");
         let m = m.clone();
         let sub = conn
-            .subscribe_handler(format!("{prefix}.jobs.*"), Some("workers"), sync_handler(move |e: &Event| {
-                m.lock().expect("lock").push(id_of(e));
-            }))
+            .subscribe_handler(
+                format!("{prefix}.jobs.*"),
+                Some("workers"),
+                sync_handler(move |e: &Event| {
+                    m.lock().expect("lock").push(id_of(e));
+                }),
+            )
             .await
             .expect("queue subscribe");
         subs.push((conn, sub));
@@ -50,12 +69,18 @@ async fn a_queue_group_gives_each_message_to_exactly_one_member_and_uses_every_m
     let all: Arc<Mutex<Vec<String>>> = Default::default();
     let a = all.clone();
     let _watcher = nats
-        .subscribe_handler(format!("{prefix}.jobs.>"), None, sync_handler(move |e: &Event| a.lock().expect("lock").push(id_of(e))))
+        .subscribe_handler(
+            format!("{prefix}.jobs.>"),
+            None,
+            sync_handler(move |e: &Event| a.lock().expect("lock").push(id_of(e))),
+        )
         .await
         .expect("subscribe");
     let ids: Vec<String> = (0..300).map(|i| format!("job-{i}")).collect();
     for id in &ids {
-        nats.publish(&ev(&format!("{prefix}.jobs.x"), id)).await.expect("publish");
+        nats.publish(&ev(&format!("{prefix}.jobs.x"), id))
+            .await
+            .expect("publish");
     }
     nats.flush().await.expect("flush");
     for _ in 0..200 {
@@ -65,27 +90,42 @@ async fn a_queue_group_gives_each_message_to_exactly_one_member_and_uses_every_m
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let union: Vec<String> = members.iter().flat_map(|m| m.lock().expect("lock").clone()).collect();
+    let union: Vec<String> = members
+        .iter()
+        .flat_map(|m| m.lock().expect("lock").clone())
+        .collect();
     DeliveryCheck::compare(ids.clone(), union).assert_exactly_once();
     for (i, m) in members.iter().enumerate() {
-        assert!(!m.lock().expect("lock").is_empty(), "member {i} was never used");
+        assert!(
+            !m.lock().expect("lock").is_empty(),
+            "member {i} was never used"
+        );
     }
     DeliveryCheck::compare(ids, all.lock().expect("lock").clone()).assert_exactly_once();
 }
 
 #[tokio::test]
 async fn request_reply_copies_the_correlation_id_and_echoes_data() {
-    let Some(nats) = connect("request_reply").await else { return };
+    let Some(nats) = connect("request_reply").await else {
+        return;
+    };
     let subject = format!("{}.echo", unique("rr"));
     let _responder = nats
-        .respond(subject.as_str(), Some("echo"), |req: Arc<Event>| async move { Ok(req.data.clone()) })
+        .respond(
+            subject.as_str(),
+            Some("echo"),
+            |req: Arc<Event>| async move { Ok(req.data.clone()) },
+        )
         .await
         .expect("responder");
     let request = Event::try_new(&subject, serde_json::json!({"ping": 1}))
         .expect("event")
         .with_type("request")
         .with_correlation_id("corr-123");
-    let response = nats.request(&request, Duration::from_secs(2)).await.expect("response");
+    let response = nats
+        .request(&request, Duration::from_secs(2))
+        .await
+        .expect("response");
     assert_eq!(response.correlation_id, "corr-123");
     assert_eq!(response.event_type, "response");
     assert_eq!(response.data, request.data);
@@ -94,42 +134,75 @@ async fn request_reply_copies_the_correlation_id_and_echoes_data() {
 
 #[tokio::test]
 async fn no_responders_and_timeouts_are_distinct_typed_errors() {
-    let Some(nats) = connect("request_errors").await else { return };
+    let Some(nats) = connect("request_errors").await else {
+        return;
+    };
     let nobody = Event::new(Subject::new(&format!("{}.nobody", unique("rr"))).expect("subject"));
-    let err = nats.request(&nobody, Duration::from_secs(2)).await.expect_err("nobody listens");
+    let err = nats
+        .request(&nobody, Duration::from_secs(2))
+        .await
+        .expect_err("nobody listens");
     assert!(matches!(err, NatsError::NoResponders { .. }), "{err}");
 
     let silent_subject = format!("{}.silent", unique("rr"));
-    let _silent = nats.subscribe(silent_subject.as_str(), None).await.expect("subscribe");
+    let _silent = nats
+        .subscribe(silent_subject.as_str(), None)
+        .await
+        .expect("subscribe");
     let silent = Event::new(Subject::new(&silent_subject).expect("subject"));
-    let err = nats.request(&silent, Duration::from_millis(300)).await.expect_err("nobody answers");
+    let err = nats
+        .request(&silent, Duration::from_millis(300))
+        .await
+        .expect_err("nobody answers");
     assert!(matches!(err, NatsError::Timeout { .. }), "{err}");
 }
 
 #[tokio::test]
 async fn malformed_messages_are_counted_and_skipped_and_the_subscription_keeps_running() {
-    let Some(nats) = connect("malformed").await else { return };
+    let Some(nats) = connect("malformed").await else {
+        return;
+    };
     let subject = format!("{}.in", unique("bad"));
-    let mut stream = nats.subscribe(subject.as_str(), None).await.expect("subscribe");
+    let mut stream = nats
+        .subscribe(subject.as_str(), None)
+        .await
+        .expect("subscribe");
     let raw = nats.client();
-    for bad in [&b"not json"[..], br#"{"subject":"a.b","source":"s","data":[]}"#, br#"{"subject":"a.b","source":"s","data":{},"priority":"urgent"}"#] {
-        raw.publish(subject.clone(), bad.to_vec().into()).await.expect("raw publish");
+    for bad in [
+        &b"not json"[..],
+        br#"{"subject":"a.b","source":"s","data":[]}"#,
+        br#"{"subject":"a.b","source":"s","data":{},"priority":"urgent"}"#,
+    ] {
+        raw.publish(subject.clone(), bad.to_vec().into())
+            .await
+            .expect("raw publish");
     }
     nats.publish(&ev(&subject, "good")).await.expect("publish");
-    let got = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.expect("in time").expect("an event");
+    let got = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("in time")
+        .expect("an event");
     assert_eq!(id_of(&got.event), "good");
     assert_eq!(nats.stats().malformed, 3);
 }
 
 #[tokio::test]
 async fn bad_subjects_patterns_queues_and_oversized_payloads_are_refused_before_sending() {
-    let Some(nats) = connect("refusals").await else { return };
+    let Some(nats) = connect("refusals").await else {
+        return;
+    };
     for bad in ["a b", "a.b c", "a\r\nb", "a..b", "a.>.b", ""] {
         assert!(nats.subscribe(bad, None).await.is_err(), "{bad:?}");
     }
     let glob = herald::Pattern::glob("a*").expect("glob");
-    assert!(matches!(nats.subscribe(glob, None).await, Err(NatsError::Subject(_))));
-    assert!(matches!(nats.subscribe("a.b", Some("bad queue")).await, Err(NatsError::Config { key: "queue", .. })));
+    assert!(matches!(
+        nats.subscribe(glob, None).await,
+        Err(NatsError::Subject(_))
+    ));
+    assert!(matches!(
+        nats.subscribe("a.b", Some("bad queue")).await,
+        Err(NatsError::Config { key: "queue", .. })
+    ));
     let big = "x".repeat(nats.max_payload() + 1);
     let event = Event::try_new("big.payload", serde_json::json!({"blob": big})).expect("event");
     let err = nats.publish(&event).await.expect_err("too large");
@@ -140,7 +213,9 @@ async fn bad_subjects_patterns_queues_and_oversized_payloads_are_refused_before_
 
 #[tokio::test]
 async fn the_same_handler_value_runs_on_the_bus_and_on_nats() {
-    let Some(nats) = connect("shared_handler").await else { return };
+    let Some(nats) = connect("shared_handler").await else {
+        return;
+    };
     let seen: Arc<Mutex<Vec<String>>> = Default::default();
     let s = seen.clone();
     let handler = handler_fn(move |e: Arc<Event>| {
@@ -149,24 +224,39 @@ async fn the_same_handler_value_runs_on_the_bus_and_on_nats() {
     });
     let subject = format!("{}.both", unique("shared"));
     let bus = herald::Bus::new();
-    let _b = bus.subscribe(subject.as_str(), handler.clone()).expect("bus subscribe");
-    let _n = nats.subscribe_handler(subject.as_str(), None, handler).await.expect("nats subscribe");
-    bus.publish(ev(&subject, "from-bus")).await.expect("bus publish");
-    nats.publish(&ev(&subject, "from-nats")).await.expect("nats publish");
+    let _b = bus
+        .subscribe(subject.as_str(), handler.clone())
+        .expect("bus subscribe");
+    let _n = nats
+        .subscribe_handler(subject.as_str(), None, handler)
+        .await
+        .expect("nats subscribe");
+    bus.publish(ev(&subject, "from-bus"))
+        .await
+        .expect("bus publish");
+    nats.publish(&ev(&subject, "from-nats"))
+        .await
+        .expect("nats publish");
     for _ in 0..100 {
         if seen.lock().expect("lock").len() >= 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    DeliveryCheck::compare(["from-bus", "from-nats"], seen.lock().expect("lock").clone()).assert_exactly_once();
+    DeliveryCheck::compare(
+        ["from-bus", "from-nats"],
+        seen.lock().expect("lock").clone(),
+    )
+    .assert_exactly_once();
 }
 
 #[tokio::test]
 async fn an_unreachable_server_fails_within_seconds() {
     let port = herald_testkit::env::free_port();
     let start = std::time::Instant::now();
-    let err = Nats::connect(&format!("nats://127.0.0.1:{port}")).await.expect_err("nobody there");
+    let err = Nats::connect(&format!("nats://127.0.0.1:{port}"))
+        .await
+        .expect_err("nobody there");
     assert!(matches!(err, NatsError::Connect { .. }), "{err}");
     assert!(start.elapsed() < Duration::from_secs(10));
 }

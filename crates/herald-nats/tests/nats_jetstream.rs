@@ -29,7 +29,12 @@ impl Fixture {
             ..StreamSpec::new(&stream, [format!("{prefix}.>")])
         };
         js.ensure_stream(&spec).await.expect("create stream");
-        Some(Fixture { nats, js, stream, prefix })
+        Some(Fixture {
+            nats,
+            js,
+            stream,
+            prefix,
+        })
     }
 
     fn event(&self, id: &str) -> Event {
@@ -48,22 +53,33 @@ fn id_of(e: &Event) -> String {
 
 #[tokio::test]
 async fn streams_are_created_idempotently_and_publish_returns_the_stream_sequence() {
-    let Some(f) = Fixture::new("js_publish").await else { return };
+    let Some(f) = Fixture::new("js_publish").await else {
+        return;
+    };
     let spec = StreamSpec::new(&f.stream, [format!("{}.>", f.prefix)]);
-    f.js.ensure_stream(&spec).await.expect("ensure again is a no-op");
+    f.js.ensure_stream(&spec)
+        .await
+        .expect("ensure again is a no-op");
     let a = f.js.publish(&f.event("a")).await.expect("ack");
     let b = f.js.publish(&f.event("b")).await.expect("ack");
     assert_eq!(a.stream, f.stream);
     assert_eq!(b.sequence, a.sequence + 1);
     let info = f.js.stream_info(&f.stream).await.expect("info");
     assert_eq!(info.messages, 2);
-    assert!(f.js.stream_names().await.expect("names").contains(&f.stream));
+    assert!(f
+        .js
+        .stream_names()
+        .await
+        .expect("names")
+        .contains(&f.stream));
     f.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_repeated_message_id_is_stored_once() {
-    let Some(f) = Fixture::new("js_dedupe").await else { return };
+    let Some(f) = Fixture::new("js_dedupe").await else {
+        return;
+    };
     let event = f.event("same-id");
     let first = f.js.publish(&event).await.expect("first");
     let again = f.js.publish(&event).await.expect("retry");
@@ -76,7 +92,9 @@ async fn a_repeated_message_id_is_stored_once() {
 
 #[tokio::test]
 async fn a_js_publish_that_no_stream_captures_is_a_typed_error() {
-    let Some(f) = Fixture::new("js_no_stream").await else { return };
+    let Some(f) = Fixture::new("js_no_stream").await else {
+        return;
+    };
     let stray = Event::new(Subject::new(&format!("{}.nowhere", unique("stray"))).expect("subject"));
     let err = f.js.publish(&stray).await.expect_err("no stream");
     assert!(matches!(err, NatsError::NoStream { .. }), "{err}");
@@ -85,40 +103,66 @@ async fn a_js_publish_that_no_stream_captures_is_a_typed_error() {
 
 #[tokio::test]
 async fn a_durable_consumer_resumes_where_it_left_off_after_the_client_reconnects() {
-    let Some(f) = Fixture::new("js_resume").await else { return };
+    let Some(f) = Fixture::new("js_resume").await else {
+        return;
+    };
     let ids: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
     for id in &ids {
         f.js.publish(&f.event(id)).await.expect("ack");
     }
     let spec = ConsumerSpec::durable("resumer").ack_wait(Duration::from_secs(30));
-    let consumer = f.js.durable_consumer(&f.stream, &spec).await.expect("consumer");
+    let consumer =
+        f.js.durable_consumer(&f.stream, &spec)
+            .await
+            .expect("consumer");
     let mut got = Vec::new();
     while got.len() < 20 {
-        for d in consumer.fetch(20 - got.len(), Duration::from_secs(2)).await.expect("fetch") {
+        for d in consumer
+            .fetch(20 - got.len(), Duration::from_secs(2))
+            .await
+            .expect("fetch")
+        {
             d.ack().await.expect("ack");
             got.push(id_of(&d.event));
         }
     }
     // Give the acks time to reach the server, then drop the connection and reconnect.
     f.nats.flush().await.expect("flush");
-    f.nats.client().force_reconnect().await.expect("force reconnect");
-    let mut state = f.nats.watch_state();
-    tokio::time::timeout(Duration::from_secs(10), state.wait_for(|s| *s == herald_nats::ConnectionState::Connected))
+    f.nats
+        .client()
+        .force_reconnect()
         .await
-        .expect("reconnected in time")
-        .expect("state");
+        .expect("force reconnect");
+    let mut state = f.nats.watch_state();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        state.wait_for(|s| *s == herald_nats::ConnectionState::Connected),
+    )
+    .await
+    .expect("reconnected in time")
+    .expect("state");
     // A fresh connection binding the same durable name sees only what was not acked.
     let url = nats_url("js_resume").expect("url");
     let other = Nats::connect(&url).await.expect("connect");
-    let resumed = other.jetstream().durable_consumer(&f.stream, &spec).await.expect("bind durable");
+    let resumed = other
+        .jetstream()
+        .durable_consumer(&f.stream, &spec)
+        .await
+        .expect("bind durable");
     let mut rest = Vec::new();
     while rest.len() < 30 {
-        let batch = resumed.fetch(30, Duration::from_secs(2)).await.expect("fetch");
+        let batch = resumed
+            .fetch(30, Duration::from_secs(2))
+            .await
+            .expect("fetch");
         if batch.is_empty() {
             break;
         }
         for d in batch {
-            assert_eq!(d.delivered, 1, "nothing acked before the reconnect comes back");
+            assert_eq!(
+                d.delivered, 1,
+                "nothing acked before the reconnect comes back"
+            );
             d.ack().await.expect("ack");
             rest.push(id_of(&d.event));
         }
@@ -130,19 +174,27 @@ async fn a_durable_consumer_resumes_where_it_left_off_after_the_client_reconnect
 
 #[tokio::test]
 async fn a_nakked_message_is_redelivered_and_a_termed_one_is_not() {
-    let Some(f) = Fixture::new("js_nak").await else { return };
+    let Some(f) = Fixture::new("js_nak").await else {
+        return;
+    };
     for id in ["keep", "retry", "poison"] {
         f.js.publish(&f.event(id)).await.expect("ack");
     }
-    let consumer = f
-        .js
-        .durable_consumer(&f.stream, &ConsumerSpec::durable("nakker").ack_wait(Duration::from_secs(30)))
+    let consumer =
+        f.js.durable_consumer(
+            &f.stream,
+            &ConsumerSpec::durable("nakker").ack_wait(Duration::from_secs(30)),
+        )
         .await
         .expect("consumer");
     let mut deliveries: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while std::time::Instant::now() < deadline && deliveries.get("retry").map_or(0, Vec::len) < 2 {
-        for d in consumer.fetch(10, Duration::from_millis(500)).await.expect("fetch") {
+        for d in consumer
+            .fetch(10, Duration::from_millis(500))
+            .await
+            .expect("fetch")
+        {
             let id = id_of(&d.event);
             deliveries.entry(id.clone()).or_default().push(d.delivered);
             match (id.as_str(), d.delivered) {
@@ -156,8 +208,15 @@ async fn a_nakked_message_is_redelivered_and_a_termed_one_is_not() {
         }
     }
     // Nothing else may come: the poison message was termed, the rest acked.
-    let late = consumer.fetch(10, Duration::from_millis(700)).await.expect("fetch");
-    assert!(late.is_empty(), "unexpected redelivery: {:?}", late.iter().map(|d| id_of(&d.event)).collect::<Vec<_>>());
+    let late = consumer
+        .fetch(10, Duration::from_millis(700))
+        .await
+        .expect("fetch");
+    assert!(
+        late.is_empty(),
+        "unexpected redelivery: {:?}",
+        late.iter().map(|d| id_of(&d.event)).collect::<Vec<_>>()
+    );
     assert_eq!(deliveries.get("retry"), Some(&vec![1, 2]));
     assert_eq!(deliveries.get("keep"), Some(&vec![1]));
     assert_eq!(deliveries.get("poison"), Some(&vec![1]));
@@ -166,12 +225,17 @@ async fn a_nakked_message_is_redelivered_and_a_termed_one_is_not() {
 
 #[tokio::test]
 async fn the_consume_loop_acks_successes_naks_failures_and_ends_with_every_message_handled() {
-    let Some(f) = Fixture::new("js_consume").await else { return };
+    let Some(f) = Fixture::new("js_consume").await else {
+        return;
+    };
     let ids: Vec<String> = (0..100).map(|i| format!("c{i}")).collect();
     for id in &ids {
         f.js.publish(&f.event(id)).await.expect("ack");
     }
-    let consumer = f.js.durable_consumer(&f.stream, &ConsumerSpec::durable("looper")).await.expect("consumer");
+    let consumer =
+        f.js.durable_consumer(&f.stream, &ConsumerSpec::durable("looper"))
+            .await
+            .expect("consumer");
     let handled: Arc<Mutex<Vec<String>>> = Default::default();
     let failed_once: Arc<Mutex<Vec<String>>> = Default::default();
     let (h, fo) = (handled.clone(), failed_once.clone());
@@ -195,10 +259,13 @@ async fn the_consume_loop_acks_successes_naks_failures_and_ends_with_every_messa
         max_in_flight: 8,
         nak_delay: Duration::from_millis(100),
     };
-    let report = tokio::time::timeout(Duration::from_secs(30), consumer.consume(handler, options, done))
-        .await
-        .expect("finished in time")
-        .expect("consume");
+    let report = tokio::time::timeout(
+        Duration::from_secs(30),
+        consumer.consume(handler, options, done),
+    )
+    .await
+    .expect("finished in time")
+    .expect("consume");
     DeliveryCheck::compare(ids, handled.lock().expect("lock").clone()).assert_exactly_once();
     assert_eq!(report.naked, 10);
     assert_eq!(report.acked, 100);

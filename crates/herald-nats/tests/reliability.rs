@@ -29,7 +29,10 @@ async fn publish_core(nats: Nats) -> (Vec<String>, usize) {
     let mut i = 0u64;
     while start.elapsed() < RUN {
         let id = format!("core-{i}");
-        match nats.publish(&Event::new(subject.clone()).with_metadata("event_id", id.as_str())).await {
+        match nats
+            .publish(&Event::new(subject.clone()).with_metadata("event_id", id.as_str()))
+            .await
+        {
             Ok(()) => ok.push(id),
             Err(_) => refused += 1,
         }
@@ -60,20 +63,30 @@ async fn publish_js(js: JetStream) -> (Vec<String>, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn across_a_server_restart_core_loss_is_reported_and_jetstream_keeps_every_acked_message() {
-    let Some(mut server) = OwnNatsServer::start("reliability") else { return };
+    let Some(mut server) = OwnNatsServer::start("reliability") else {
+        return;
+    };
     let url = server.url();
     let core_pub = connect(&url).await;
     let js_pub = connect(&url).await;
     let listener = connect(&url).await;
     let js = js_pub.jetstream();
-    js.ensure_stream(&StreamSpec::new("REL", ["rel.js.>"])).await.expect("stream");
+    js.ensure_stream(&StreamSpec::new("REL", ["rel.js.>"]))
+        .await
+        .expect("stream");
 
     let received: Arc<Mutex<Vec<String>>> = Default::default();
     let r = received.clone();
     let _sub = listener
-        .subscribe_handler("rel.core.>", None, sync_handler(move |e: &Event| {
-            r.lock().expect("lock").push(e.event_id().unwrap_or("?").to_owned());
-        }))
+        .subscribe_handler(
+            "rel.core.>",
+            None,
+            sync_handler(move |e: &Event| {
+                r.lock()
+                    .expect("lock")
+                    .push(e.event_id().unwrap_or("?").to_owned());
+            }),
+        )
         .await
         .expect("subscribe");
     let states: Arc<Mutex<Vec<ConnectionState>>> = Default::default();
@@ -112,7 +125,10 @@ async fn across_a_server_restart_core_loss_is_reported_and_jetstream_keeps_every
         core.received,
         core.missing.len()
     );
-    assert!(core.duplicated.is_empty() && core.unexpected.is_empty(), "{core}");
+    assert!(
+        core.duplicated.is_empty() && core.unexpected.is_empty(),
+        "{core}"
+    );
     assert!(
         core.missing.len() + core_refused > 0,
         "1.5 s of downtime at 500 publishes/s with a 256-message buffer cannot deliver everything"
@@ -127,7 +143,10 @@ async fn across_a_server_restart_core_loss_is_reported_and_jetstream_keeps_every
         .expect("consumer");
     let mut stored = Vec::new();
     loop {
-        let batch = consumer.fetch(500, Duration::from_secs(1)).await.expect("fetch");
+        let batch = consumer
+            .fetch(500, Duration::from_secs(1))
+            .await
+            .expect("fetch");
         if batch.is_empty() {
             break;
         }
@@ -144,13 +163,19 @@ async fn across_a_server_restart_core_loss_is_reported_and_jetstream_keeps_every
         stored.len(),
         js_check.missing.len()
     );
-    assert!(js_check.missing.is_empty(), "acknowledged JetStream messages were lost: {js_check}");
+    assert!(
+        js_check.missing.is_empty(),
+        "acknowledged JetStream messages were lost: {js_check}"
+    );
     assert!(js_check.duplicated.is_empty(), "{js_check}");
     assert!(!js_acked.is_empty());
 
     watcher.abort();
     let seen = states.lock().expect("lock").clone();
-    assert!(seen.contains(&ConnectionState::Disconnected), "state changes seen: {seen:?}");
+    assert!(
+        seen.contains(&ConnectionState::Disconnected),
+        "state changes seen: {seen:?}"
+    );
     assert_eq!(core_pub.state(), ConnectionState::Connected);
     assert!(core_pub.stats().reconnects >= 1);
     drop(server);

@@ -25,7 +25,11 @@ fn lock(seen: &Seen) -> std::sync::MutexGuard<'_, Vec<String>> {
 }
 
 fn id_of(e: &Event) -> String {
-    e.metadata.get("test_id").and_then(|v| v.as_str()).unwrap_or("<no id>").to_owned()
+    e.metadata
+        .get("test_id")
+        .and_then(|v| v.as_str())
+        .unwrap_or("<no id>")
+        .to_owned()
 }
 
 fn recorder(seen: &Seen, async_handler: bool) -> Handler {
@@ -59,16 +63,27 @@ async fn settle(seen: &[&Seen], want: &[usize]) {
 }
 
 /// Every event reaches each matching subscriber exactly once, for sync and async handlers.
-pub async fn every_event_reaches_each_matching_subscriber_exactly_once<T: Transport>(t: &T, prefix: &str) {
+pub async fn every_event_reaches_each_matching_subscriber_exactly_once<T: Transport>(
+    t: &T,
+    prefix: &str,
+) {
     let (a, b): (Seen, Seen) = Default::default();
     let pa = Pattern::new(&format!("{prefix}.one.orders")).expect("pattern");
     let pb = Pattern::new(&format!("{prefix}.one.*")).expect("pattern");
-    let _sa = t.subscribe_handler(pa, recorder(&a, false)).await.expect("subscribe exact");
-    let _sb = t.subscribe_handler(pb, recorder(&b, true)).await.expect("subscribe wildcard");
+    let _sa = t
+        .subscribe_handler(pa, recorder(&a, false))
+        .await
+        .expect("subscribe exact");
+    let _sb = t
+        .subscribe_handler(pb, recorder(&b, true))
+        .await
+        .expect("subscribe wildcard");
     let mut acked = Vec::new();
     for i in 0..200 {
         let id = format!("{prefix}-{i}");
-        t.publish_event(event(&format!("{prefix}.one.orders"), &id)).await.expect("publish");
+        t.publish_event(event(&format!("{prefix}.one.orders"), &id))
+            .await
+            .expect("publish");
         acked.push(id);
     }
     t.flush().await.expect("flush");
@@ -95,7 +110,11 @@ pub async fn wildcards_route_exactly_what_they_match<T: Transport>(t: &T, prefix
     let seen: Vec<Seen> = patterns.iter().map(|_| Seen::default()).collect();
     let mut subs = Vec::new();
     for (p, s) in patterns.iter().zip(&seen) {
-        subs.push(t.subscribe_handler(Pattern::new(p).expect("pattern"), recorder(s, false)).await.expect("subscribe"));
+        subs.push(
+            t.subscribe_handler(Pattern::new(p).expect("pattern"), recorder(s, false))
+                .await
+                .expect("subscribe"),
+        );
     }
     let mut expected: Vec<Vec<String>> = vec![Vec::new(); patterns.len()];
     for round in 0..20 {
@@ -127,7 +146,13 @@ pub async fn a_failing_handler_keeps_its_subscription<T: Transport>(t: &T, prefi
     let flaky = sync_handler(move |e: &Event| -> Result<(), herald::BoxError> {
         let id = id_of(e);
         lock(&s2).push(id.clone());
-        match id.rsplit('-').next().and_then(|n| n.parse::<u32>().ok()).unwrap_or(0) % 3 {
+        match id
+            .rsplit('-')
+            .next()
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(0)
+            % 3
+        {
             0 => panic!("conformance: planned panic on {id}"),
             1 => Err(format!("conformance: planned error on {id}").into()),
             _ => Ok(()),
@@ -135,12 +160,20 @@ pub async fn a_failing_handler_keeps_its_subscription<T: Transport>(t: &T, prefi
     });
     let calm: Seen = Default::default();
     let pattern = Pattern::new(&format!("{prefix}.flaky.>")).expect("pattern");
-    let _f = t.subscribe_handler(pattern.clone(), flaky).await.expect("subscribe");
-    let _c = t.subscribe_handler(pattern, recorder(&calm, true)).await.expect("subscribe");
+    let _f = t
+        .subscribe_handler(pattern.clone(), flaky)
+        .await
+        .expect("subscribe");
+    let _c = t
+        .subscribe_handler(pattern, recorder(&calm, true))
+        .await
+        .expect("subscribe");
     let mut acked = Vec::new();
     for i in 0..60 {
         let id = format!("{prefix}-{i}");
-        t.publish_event(event(&format!("{prefix}.flaky.x"), &id)).await.expect("publish");
+        t.publish_event(event(&format!("{prefix}.flaky.x"), &id))
+            .await
+            .expect("publish");
         acked.push(id);
     }
     t.flush().await.expect("flush");
@@ -154,16 +187,23 @@ pub async fn dropping_the_subscription_stops_delivery<T: Transport>(t: &T, prefi
     let seen: Seen = Default::default();
     let subject = format!("{prefix}.drop.x");
     let sub = t
-        .subscribe_handler(Pattern::new(&subject).expect("pattern"), recorder(&seen, false))
+        .subscribe_handler(
+            Pattern::new(&subject).expect("pattern"),
+            recorder(&seen, false),
+        )
         .await
         .expect("subscribe");
-    t.publish_event(event(&subject, "before")).await.expect("publish");
+    t.publish_event(event(&subject, "before"))
+        .await
+        .expect("publish");
     t.flush().await.expect("flush");
     settle(&[&seen], &[1]).await;
     drop(sub);
     // Let the unsubscribe reach the server before publishing again.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    t.publish_event(event(&subject, "after")).await.expect("publish");
+    t.publish_event(event(&subject, "after"))
+        .await
+        .expect("publish");
     t.flush().await.expect("flush");
     tokio::time::sleep(Duration::from_millis(200)).await;
     DeliveryCheck::compare(["before"], lock(&seen).clone()).assert_exactly_once();

@@ -97,5 +97,9 @@ pub fn unique(name: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    format!("{name}{}x{nanos}x{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{name}{}x{nanos}x{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }

@@ -63,7 +63,7 @@ pub use handler::{
     HandlerResult, IntoHandlerResult,
 };
 pub use message::event::{Decoded, EnvelopeError, Event, Object, DEFAULT_SOURCE, EVENT_ID};
-pub use transport::{Receipt, Transport};
 pub use message::priority::{Priority, UnknownPriority};
 pub use message::subject::{IntoPattern, Pattern, Subject, SubjectError, Token};
 pub use message::timestamp::{Timestamp, TimestampError};
+pub use transport::{Receipt, Transport};

@@ -37,7 +37,8 @@ pub trait Transport: Send + Sync + 'static {
     /// # Errors
     ///
     /// The transport's error, boxed.
-    fn publish_event(&self, event: Event) -> impl Future<Output = Result<Receipt, BoxError>> + Send;
+    fn publish_event(&self, event: Event)
+        -> impl Future<Output = Result<Receipt, BoxError>> + Send;
 
     /// Runs `handler` for each event whose subject matches `pattern`.
     ///
@@ -66,7 +67,11 @@ impl Transport for Bus {
         Ok(Receipt::Accepted)
     }
 
-    async fn subscribe_handler(&self, pattern: Pattern, handler: Handler) -> Result<Subscription, BoxError> {
+    async fn subscribe_handler(
+        &self,
+        pattern: Pattern,
+        handler: Handler,
+    ) -> Result<Subscription, BoxError> {
         Ok(self.subscribe(pattern, handler)?)
     }
 

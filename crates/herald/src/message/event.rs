@@ -184,8 +184,10 @@ impl Event {
     /// Durable paths use it as the deduplication id, so a retried publish is stored once.
     pub fn ensure_event_id(mut self) -> Self {
         if self.event_id().is_none() {
-            self.metadata
-                .insert(EVENT_ID.to_owned(), Value::String(uuid::Uuid::now_v7().to_string()));
+            self.metadata.insert(
+                EVENT_ID.to_owned(),
+                Value::String(uuid::Uuid::now_v7().to_string()),
+            );
         }
         self
     }

@@ -1,0 +1,316 @@
+//! The NATS verbs: `pub`, `sub`, `request`, `reply` and `streams`, each one connection to the
+//! server named by `--bus`.
+
+use std::io::{BufRead, Write};
+use std::time::Duration;
+
+use herald::{Event, Priority, Subject};
+use herald_nats::{Nats, NatsError, StreamSpec};
+use serde_json::Value;
+
+use crate::cli::{PubArgs, ReplyArgs, RequestArgs, StreamsArgs, StreamsCommand, SubArgs};
+use crate::CliError;
+
+impl From<NatsError> for CliError {
+    fn from(e: NatsError) -> Self {
+        CliError::Other(e.to_string())
+    }
+}
+
+/// Connects to `--bus` (a `nats://` URL); one-shot commands fail within seconds.
+pub(crate) async fn connect(bus: &str, long_running: bool) -> Result<Nats, CliError> {
+    if bus.starts_with("memory://") {
+        return Err(CliError::Usage(format!(
+            "--bus {bus}: the in-process bus lives inside one process; this command needs a NATS server (nats://HOST:PORT)"
+        )));
+    }
+    if !bus.starts_with("nats://") && !bus.starts_with("tls://") {
+        return Err(CliError::Usage(format!(
+            "--bus {bus:?}: expected nats://HOST:PORT or memory://"
+        )));
+    }
+    let name = if long_running {
+        "herald-cli-long"
+    } else {
+        "herald-cli"
+    };
+    Ok(Nats::builder()
+        .server(bus)
+        .name(name)
+        .connect_timeout(Duration::from_secs(3))
+        .connect()
+        .await?)
+}
+
+/// Parses DATA: a JSON object; `None` is `{}`.
+fn parse_data(data: Option<&str>, what: &str) -> Result<serde_json::Map<String, Value>, CliError> {
+    let Some(text) = data else {
+        return Ok(serde_json::Map::new());
+    };
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(other) => Err(CliError::Usage(format!(
+            "{what}: DATA must be a JSON object, got {}",
+            match other {
+                Value::Array(_) => "an array",
+                Value::String(_) => "a string",
+                Value::Number(_) => "a number",
+                Value::Bool(_) => "a boolean",
+                _ => "null",
+            }
+        ))),
+        Err(e) => Err(CliError::Usage(format!(
+            "{what}: DATA is not valid JSON: {e}"
+        ))),
+    }
+}
+
+fn parse_timeout(secs: f64, flag: &str) -> Result<Duration, CliError> {
+    if !(secs.is_finite() && secs > 0.0 && secs < 1e7) {
+        return Err(CliError::Usage(format!(
+            "{flag} must be a positive number of seconds, got {secs}"
+        )));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Writes one line to stdout; a closed pipe ends the command quietly.
+fn print_line(line: &str) -> Result<bool, CliError> {
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(CliError::Other(format!("writing to stdout: {e}"))),
+    }
+}
+
+pub(crate) async fn publish(args: PubArgs, bus: &str) -> Result<(), CliError> {
+    // Everything is validated before anything is sent: nothing half-published.
+    let subject = Subject::new(&args.subject)?;
+    let priority: Priority = args
+        .priority
+        .parse()
+        .map_err(|e: herald::UnknownPriority| CliError::Usage(e.to_string()))?;
+    if args.count == 0 {
+        return Err(CliError::Usage("--count must be at least 1".into()));
+    }
+    let datas = if args.data.as_deref() == Some("-") {
+        let mut v = Vec::new();
+        for (n, line) in std::io::stdin().lock().lines().enumerate() {
+            let line = line.map_err(|e| CliError::Other(format!("reading stdin: {e}")))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            v.push(parse_data(Some(&line), &format!("stdin line {}", n + 1))?);
+        }
+        v
+    } else {
+        vec![parse_data(args.data.as_deref(), "pub")?]
+    };
+    let mut events = Vec::new();
+    for data in &datas {
+        for _ in 0..args.count {
+            let mut e = Event::new(subject.clone())
+                .with_data(data.clone())
+                .with_source(&args.source)
+                .with_priority(priority);
+            if let Some(t) = &args.event_type {
+                e = e.with_type(t);
+            }
+            if args.js {
+                e = e.ensure_event_id();
+            }
+            events.push(e);
+        }
+    }
+    let nats = connect(bus, false).await?;
+    let max = nats.max_payload();
+    for e in &events {
+        let size = e.to_json().len();
+        if size > max {
+            return Err(NatsError::PayloadTooLarge {
+                subject: subject.to_string(),
+                size,
+                max,
+            }
+            .into());
+        }
+    }
+    if args.js {
+        let js = nats.jetstream();
+        if js
+            .context()
+            .stream_by_subject(subject.as_str())
+            .await
+            .is_err()
+        {
+            return Err(NatsError::NoStream {
+                subject: subject.to_string(),
+            }
+            .into());
+        }
+        for e in &events {
+            let ack = js.publish(e).await?;
+            if !print_line(&serde_json::to_string(&ack).unwrap_or_default())? {
+                break;
+            }
+        }
+    } else {
+        for e in &events {
+            nats.publish(e).await?;
+        }
+        nats.flush().await?;
+    }
+    eprintln!(
+        "published {} event(s) to {subject}{}",
+        events.len(),
+        if args.js {
+            " (JetStream, acknowledged)"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
+pub(crate) async fn subscribe(args: SubArgs, bus: &str) -> Result<(), CliError> {
+    let pattern = herald::Pattern::new(&args.pattern)?;
+    let timeout = args
+        .timeout
+        .map(|t| parse_timeout(t, "--timeout"))
+        .transpose()?;
+    let nats = connect(bus, true).await?;
+    let mut stream = nats.subscribe(pattern, args.queue.as_deref()).await?;
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut seen = 0u64;
+    loop {
+        if args.count.is_some_and(|c| seen >= c) {
+            break;
+        }
+        let next = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, stream.next()).await {
+                Ok(n) => n,
+                Err(_) => {
+                    if let Some(c) = args.count {
+                        return Err(CliError::Other(format!(
+                            "timed out after {} of {c} events",
+                            seen
+                        )));
+                    }
+                    break;
+                }
+            },
+            None => stream.next().await,
+        };
+        let Some(incoming) = next else {
+            return Err(CliError::Other("subscription closed by the server".into()));
+        };
+        seen += 1;
+        if !print_line(&serde_json::to_string(&incoming.event).unwrap_or_default())? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn request(args: RequestArgs, bus: &str) -> Result<(), CliError> {
+    let subject = Subject::new(&args.subject)?;
+    let data = parse_data(args.data.as_deref(), "request")?;
+    let timeout = parse_timeout(args.timeout, "--timeout")?;
+    let nats = connect(bus, false).await?;
+    let request = Event::new(subject)
+        .with_data(data)
+        .with_type("request")
+        .with_source("herald-cli");
+    let response = nats.request(&request, timeout).await?;
+    print_line(&serde_json::to_string(&response).unwrap_or_default())?;
+    Ok(())
+}
+
+pub(crate) async fn reply(args: ReplyArgs, bus: &str) -> Result<(), CliError> {
+    let pattern = herald::Pattern::new(&args.subject)?;
+    if args.count == Some(0) {
+        return Err(CliError::Usage("--count must be at least 1".into()));
+    }
+    let nats = connect(bus, true).await?;
+    let mut stream = nats.subscribe(pattern, args.queue.as_deref()).await?;
+    let mut answered = 0u64;
+    while let Some(request) = stream.next().await {
+        if request.reply.is_none() {
+            eprintln!(
+                "skipped a message on {} without a reply subject",
+                request.event.subject
+            );
+            continue;
+        }
+        let data = request.event.data.clone();
+        nats.respond_to(&request, data).await?;
+        answered += 1;
+        eprintln!(
+            "answered {} ({})",
+            request.event.subject, request.event.correlation_id
+        );
+        if args.count.is_some_and(|c| answered >= c) {
+            break;
+        }
+    }
+    // Let the last response leave before the connection closes.
+    nats.flush().await?;
+    Ok(())
+}
+
+pub(crate) async fn streams(args: StreamsArgs, bus: &str) -> Result<(), CliError> {
+    let nats = connect(bus, false).await?;
+    let js = nats.jetstream();
+    let json = |v: &dyn erased::Json| v.line();
+    match args.command {
+        StreamsCommand::Ls => {
+            for name in js.stream_names().await? {
+                print_line(&name)?;
+            }
+        }
+        StreamsCommand::Add(add) => {
+            let specs = match add.name {
+                None => {
+                    if !add.subjects.is_empty() {
+                        return Err(CliError::Usage("--subjects needs a stream NAME".into()));
+                    }
+                    herald_nats::default_streams()
+                }
+                Some(name) => vec![StreamSpec {
+                    max_age_secs: add.max_age,
+                    max_bytes: add.max_bytes,
+                    ..StreamSpec::new(name, add.subjects)
+                }],
+            };
+            for spec in &specs {
+                spec.validate()?;
+            }
+            for spec in &specs {
+                let summary = js.ensure_stream(spec).await?;
+                print_line(&json(&summary))?;
+            }
+        }
+        StreamsCommand::Info { name } => {
+            let summary = js.stream_info(&name).await?;
+            print_line(&json(&summary))?;
+        }
+        StreamsCommand::Rm { name } => {
+            js.delete_stream(&name).await?;
+            eprintln!("deleted stream {name}");
+        }
+    }
+    Ok(())
+}
+
+mod erased {
+    //! One-line JSON for anything serializable.
+    pub(super) trait Json {
+        fn line(&self) -> String;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn line(&self) -> String {
+            serde_json::to_string(self).unwrap_or_default()
+        }
+    }
+}
