@@ -143,7 +143,7 @@ impl Nats {
 
     /// The server's `max_payload` in bytes.
     pub fn max_payload(&self) -> usize {
-        self.inner.client.server_info().max_payload
+        self.inner.client.max_payload()
     }
 
     /// The name this connection gives as source of its responses.
@@ -160,8 +160,21 @@ impl Nats {
         &self.inner
     }
 
+    /// One round trip to the server on this connection. The server handles a connection's
+    /// protocol in order, so everything sent before (a SUB) has been processed when it
+    /// returns. (`flush` only empties the client's write buffer.)
+    async fn round_trip(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let client = &self.inner.client;
+        let probe = async_nats::Request::new().timeout(Some(Duration::from_secs(5)));
+        match client.send_request(client.new_inbox(), probe).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => Ok(()),
+            Err(e) => Err(Box::new(e)),
+        }
+    }
+
     pub(crate) fn check_size(&self, subject: &str, size: usize) -> Result<(), NatsError> {
-        let max = self.max_payload();
+        let max = self.inner.client.max_payload();
         if max > 0 && size > max {
             Counters::inc(&self.inner.counters.publish_failed);
             return Err(NatsError::PayloadTooLarge {
@@ -252,7 +265,7 @@ impl Nats {
             None => client.subscribe(pattern.to_string()).await,
         }
         .map_err(|e| sub_err(Box::new(e)))?;
-        client.flush().await.map_err(|e| sub_err(Box::new(e)))?;
+        self.round_trip().await.map_err(sub_err)?;
         Ok(EventStream {
             subscriber,
             nats: self.clone(),

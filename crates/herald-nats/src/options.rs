@@ -324,14 +324,18 @@ mod tests {
 
     #[test]
     fn a_config_error_names_the_key() {
-        let mut c = NatsConfig::default();
-        c.servers = vec!["http://x".into()];
+        let c = NatsConfig {
+            servers: vec!["http://x".into()],
+            ..Default::default()
+        };
         assert!(matches!(
             c.validate(),
             Err(NatsError::Config { key: "servers", .. })
         ));
-        let mut c = NatsConfig::default();
-        c.user = Some("u".into());
+        let c = NatsConfig {
+            user: Some("u".into()),
+            ..Default::default()
+        };
         assert!(matches!(
             c.validate(),
             Err(NatsError::Config { key: "user", .. })

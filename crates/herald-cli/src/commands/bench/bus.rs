@@ -9,7 +9,7 @@ use std::time::Instant;
 use herald::{handler_fn, sync_handler, Bus, Event, Subject};
 use tokio::sync::{broadcast, mpsc};
 
-use super::{median, rate, Figure, Report};
+use super::{paired, rate, Figure, Report};
 use crate::alloc::live_bytes;
 use crate::CliError;
 
@@ -283,8 +283,12 @@ fn python_seed_002(n: u64) -> Option<f64> {
 pub(crate) async fn run(report: &mut Report, scale: f64) -> Result<(), CliError> {
     let n = |base: f64| ((base * scale) as u64).max(1_000);
 
-    let pw = median(3, || herald_publish_wait(n(300_000.0))).await?;
-    let bc = median(3, || broadcast_two_receivers(n(300_000.0))).await?;
+    let (pw, bc) = paired(
+        5,
+        || herald_publish_wait(n(300_000.0)),
+        || broadcast_two_receivers(n(300_000.0)),
+    )
+    .await?;
     report.add(
         Figure::higher(
             "publish_wait_2_async_subs",
@@ -296,8 +300,12 @@ pub(crate) async fn run(report: &mut Report, scale: f64) -> Result<(), CliError>
         .target(0.5),
     );
 
-    let em = median(3, || herald_emit(n(300_000.0))).await?;
-    let mp = median(3, || mpsc_one_dispatcher(n(300_000.0))).await?;
+    let (em, mp) = paired(
+        5,
+        || herald_emit(n(300_000.0)),
+        || mpsc_one_dispatcher(n(300_000.0)),
+    )
+    .await?;
     report.add(Figure::higher(
         "emit_1_sync_sub",
         "events/s",
@@ -306,8 +314,12 @@ pub(crate) async fn run(report: &mut Report, scale: f64) -> Result<(), CliError>
         "tokio mpsc + 1 dispatcher task",
     ));
 
-    let s4 = median(3, || herald_sync4(n(2_000_000.0))).await?;
-    let vb = median(3, || vec_box_fn4(n(2_000_000.0))).await?;
+    let (s4, vb) = paired(
+        5,
+        || herald_sync4(n(2_000_000.0)),
+        || vec_box_fn4(n(2_000_000.0)),
+    )
+    .await?;
     report.add(Figure::higher(
         "publish_4_sync_subs",
         "events/s",
@@ -316,8 +328,12 @@ pub(crate) async fn run(report: &mut Report, scale: f64) -> Result<(), CliError>
         "Vec<Box<dyn Fn>> loop, 4 handlers",
     ));
 
-    let r10 = median(3, || routing(10, 1, n(1_000_000.0))).await?;
-    let r100k = median(3, || routing(100_000, 1, n(1_000_000.0))).await?;
+    let (r100k, r10) = paired(
+        5,
+        || routing(100_000, 1, n(1_000_000.0)),
+        || routing(10, 1, n(1_000_000.0)),
+    )
+    .await?;
     report.add(
         Figure::higher(
             "routing_100k_vs_10_subs",
@@ -328,8 +344,12 @@ pub(crate) async fn run(report: &mut Report, scale: f64) -> Result<(), CliError>
         )
         .target(0.67),
     );
-    let u10 = median(3, || routing(10, 8_192, n(300_000.0))).await?;
-    let u100k = median(3, || routing(100_000, 8_192, n(300_000.0))).await?;
+    let (u100k, u10) = paired(
+        5,
+        || routing(100_000, 8_192, n(300_000.0)),
+        || routing(10, 8_192, n(300_000.0)),
+    )
+    .await?;
     report.add(
         Figure::higher(
             "routing_uncached_100k_vs_10_subs",

@@ -124,18 +124,32 @@ fn human(v: f64) -> String {
     }
 }
 
-/// Runs `f` `runs` times and returns the median of what it returns.
-pub(crate) async fn median<F, Fut>(runs: usize, mut f: F) -> Result<f64, CliError>
+/// Runs `a` and `b` alternately `runs` times each (so that drift in the machine or the
+/// server hits both alike) and returns the median of each.
+pub(crate) async fn paired<FA, FutA, FB, FutB>(
+    runs: usize,
+    mut a: FA,
+    mut b: FB,
+) -> Result<(f64, f64), CliError>
 where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<f64, CliError>>,
+    FA: FnMut() -> FutA,
+    FutA: Future<Output = Result<f64, CliError>>,
+    FB: FnMut() -> FutB,
+    FutB: Future<Output = Result<f64, CliError>>,
 {
-    let mut v = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        v.push(f().await?);
+    let (mut va, mut vb) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+    for i in 0..runs {
+        if i % 2 == 0 {
+            va.push(a().await?);
+            vb.push(b().await?);
+        } else {
+            vb.push(b().await?);
+            va.push(a().await?);
+        }
     }
-    v.sort_by(|a, b| a.total_cmp(b));
-    Ok(v[v.len() / 2])
+    va.sort_by(|x, y| x.total_cmp(y));
+    vb.sort_by(|x, y| x.total_cmp(y));
+    Ok((va[va.len() / 2], vb[vb.len() / 2]))
 }
 
 /// Operations per second for `n` operations that took since `start`.

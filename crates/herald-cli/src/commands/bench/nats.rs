@@ -1,8 +1,327 @@
-//! `herald bench nats`: Herald over NATS beside raw async-nats doing the same work.
+//! `herald bench nats`: Herald over NATS beside raw async-nats doing the same work (encode or
+//! decode the same envelope) in the same run: core publish, subscribe, request/reply latency,
+//! and JetStream publish with a window of 256 acks.
 
-use super::Report;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use herald::Event;
+use herald_nats::{Nats, StreamSpec};
+
+use super::{paired, rate, Figure, Report};
+use crate::commands::nats::connect;
 use crate::CliError;
 
-pub(crate) async fn run(_report: &mut Report, _scale: f64, _url: &str) -> Result<(), CliError> {
-    Err(CliError::Other("bench nats: not built yet".into()))
+fn other(e: impl std::fmt::Display) -> CliError {
+    CliError::Other(e.to_string())
+}
+
+fn event(subject: &str) -> Result<Event, CliError> {
+    Ok(Event::try_new(
+        subject,
+        serde_json::json!({"order": 42, "item": "book", "qty": 1}),
+    )?
+    .with_source("bench"))
+}
+
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("bench{name}{}x{nanos}", std::process::id())
+}
+
+async fn herald_publish(nats: &Nats, n: u64) -> Result<f64, CliError> {
+    let e = event(&format!("{}.core", unique("p")))?;
+    let start = Instant::now();
+    for _ in 0..n {
+        nats.publish(&e).await?;
+    }
+    nats.flush().await?;
+    Ok(rate(n, start))
+}
+
+async fn raw_publish(client: &async_nats::Client, n: u64) -> Result<f64, CliError> {
+    let e = event(&format!("{}.core", unique("p")))?;
+    let subject = e.subject.to_string();
+    let start = Instant::now();
+    for _ in 0..n {
+        let payload = Bytes::from(serde_json::to_vec(&e).map_err(other)?);
+        client
+            .publish(subject.clone(), payload)
+            .await
+            .map_err(other)?;
+    }
+    client.flush().await.map_err(other)?;
+    Ok(rate(n, start))
+}
+
+/// Sends `n` envelopes from `publisher` after `ready`; the caller's receiver counts them.
+async fn blast(publisher: &async_nats::Client, subject: &str, n: u64) -> Result<(), CliError> {
+    let payload = Bytes::from(event(subject)?.to_json());
+    for _ in 0..n {
+        publisher
+            .publish(subject.to_owned(), payload.clone())
+            .await
+            .map_err(other)?;
+    }
+    publisher.flush().await.map_err(other)?;
+    Ok(())
+}
+
+async fn herald_subscribe(
+    nats: &Nats,
+    publisher: &async_nats::Client,
+    n: u64,
+) -> Result<f64, CliError> {
+    let subject = format!("{}.sub", unique("s"));
+    let mut stream = nats.subscribe(subject.as_str(), None).await?;
+    let start = Instant::now();
+    let sender = {
+        let (p, s) = (publisher.clone(), subject.clone());
+        tokio::spawn(async move { blast(&p, &s, n).await })
+    };
+    let mut got = 0;
+    while got < n {
+        match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
+            Ok(Some(_)) => got += 1,
+            _ => {
+                return Err(CliError::Other(format!(
+                    "bench subscribe: {got} of {n} arrived"
+                )))
+            }
+        }
+    }
+    sender.await.map_err(other)??;
+    Ok(rate(n, start))
+}
+
+async fn raw_subscribe(
+    client: &async_nats::Client,
+    publisher: &async_nats::Client,
+    n: u64,
+) -> Result<f64, CliError> {
+    let subject = format!("{}.sub", unique("s"));
+    let mut sub = client.subscribe(subject.clone()).await.map_err(other)?;
+    client.flush().await.map_err(other)?;
+    let start = Instant::now();
+    let sender = {
+        let (p, s) = (publisher.clone(), subject.clone());
+        tokio::spawn(async move { blast(&p, &s, n).await })
+    };
+    let mut got = 0;
+    while got < n {
+        match tokio::time::timeout(Duration::from_secs(10), sub.next()).await {
+            Ok(Some(msg)) => {
+                let decoded: Event = serde_json::from_slice(&msg.payload).map_err(other)?;
+                std::hint::black_box(decoded);
+                got += 1;
+            }
+            _ => {
+                return Err(CliError::Other(format!(
+                    "bench raw subscribe: {got} of {n} arrived"
+                )))
+            }
+        }
+    }
+    sender.await.map_err(other)??;
+    Ok(rate(n, start))
+}
+
+/// Mean request/reply round trip in microseconds.
+async fn herald_request(requester: &Nats, responder: &Nats, n: u64) -> Result<f64, CliError> {
+    let subject = format!("{}.rr", unique("r"));
+    let _resp = responder
+        .respond(subject.as_str(), None, |req: Arc<Event>| async move {
+            Ok(req.data.clone())
+        })
+        .await?;
+    let e = event(&subject)?.with_type("request");
+    requester.request(&e, Duration::from_secs(5)).await?;
+    let start = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(requester.request(&e, Duration::from_secs(5)).await?);
+    }
+    Ok(start.elapsed().as_secs_f64() * 1e6 / n as f64)
+}
+
+async fn raw_request(
+    requester: &async_nats::Client,
+    responder: &async_nats::Client,
+    n: u64,
+) -> Result<f64, CliError> {
+    let subject = format!("{}.rr", unique("r"));
+    let mut sub = responder.subscribe(subject.clone()).await.map_err(other)?;
+    responder.flush().await.map_err(other)?;
+    let r = responder.clone();
+    let task = tokio::spawn(async move {
+        while let Some(msg) = sub.next().await {
+            // The same work as Herald's responder: decode, build the response, encode.
+            let Ok(req) = serde_json::from_slice::<Event>(&msg.payload) else {
+                continue;
+            };
+            let resp = Event::new(req.subject.clone())
+                .with_type("response")
+                .with_correlation_id(req.correlation_id.clone())
+                .with_data(req.data.clone());
+            if let Some(reply) = msg.reply {
+                let _ = r.publish(reply, Bytes::from(resp.to_json())).await;
+            }
+        }
+    });
+    let e = event(&subject)?.with_type("request");
+    let payload = Bytes::from(e.to_json());
+    requester
+        .request(subject.clone(), payload.clone())
+        .await
+        .map_err(other)?;
+    let start = Instant::now();
+    for _ in 0..n {
+        let payload = Bytes::from(serde_json::to_vec(&e).map_err(other)?);
+        let msg = requester
+            .request(subject.clone(), payload)
+            .await
+            .map_err(other)?;
+        let decoded: Event = serde_json::from_slice(&msg.payload).map_err(other)?;
+        std::hint::black_box(decoded);
+    }
+    let us = start.elapsed().as_secs_f64() * 1e6 / n as f64;
+    task.abort();
+    Ok(us)
+}
+
+const WINDOW: usize = 256;
+
+async fn herald_js(nats: &Nats, subject: &str, n: u64) -> Result<f64, CliError> {
+    let js = nats.jetstream();
+    let e = event(subject)?;
+    let mut window = VecDeque::with_capacity(WINDOW);
+    let start = Instant::now();
+    for _ in 0..n {
+        if window.len() == WINDOW {
+            if let Some(p) = window.pop_front() {
+                herald_nats::PendingAck::ack(p).await?;
+            }
+        }
+        window.push_back(js.publish_async(&e).await?);
+    }
+    for p in window {
+        p.ack().await?;
+    }
+    Ok(rate(n, start))
+}
+
+async fn raw_js(client: &async_nats::Client, subject: &str, n: u64) -> Result<f64, CliError> {
+    let ctx = async_nats::jetstream::new(client.clone());
+    let e = event(subject)?;
+    let mut window = VecDeque::with_capacity(WINDOW);
+    let start = Instant::now();
+    for _ in 0..n {
+        if window.len() == WINDOW {
+            if let Some(p) = window.pop_front() {
+                let ack: async_nats::jetstream::context::PublishAckFuture = p;
+                ack.await.map_err(other)?;
+            }
+        }
+        let payload = Bytes::from(serde_json::to_vec(&e).map_err(other)?);
+        window.push_back(
+            ctx.publish(subject.to_owned(), payload)
+                .await
+                .map_err(other)?,
+        );
+    }
+    for p in window {
+        p.await.map_err(other)?;
+    }
+    Ok(rate(n, start))
+}
+
+pub(crate) async fn run(report: &mut Report, scale: f64, url: &str) -> Result<(), CliError> {
+    let n = |base: f64| ((base * scale) as u64).max(100);
+    let nats = connect(url, false).await?;
+    let other_conn = connect(url, false).await?;
+    let raw = nats.client().clone();
+    let raw_other = other_conn.client().clone();
+
+    let (h, r) = paired(
+        5,
+        || herald_publish(&nats, n(200_000.0)),
+        || raw_publish(&raw, n(200_000.0)),
+    )
+    .await?;
+    report.add(
+        Figure::higher(
+            "nats_core_publish",
+            "msgs/s",
+            h,
+            r,
+            "raw async-nats publish + serde_json",
+        )
+        .target(0.8),
+    );
+
+    let (h, r) = paired(
+        5,
+        || herald_subscribe(&nats, &raw_other, n(50_000.0)),
+        || raw_subscribe(&raw, &raw_other, n(50_000.0)),
+    )
+    .await?;
+    report.add(Figure::higher(
+        "nats_subscribe",
+        "msgs/s",
+        h,
+        r,
+        "raw async-nats subscriber + serde_json",
+    ));
+
+    let (h, r) = paired(
+        5,
+        || herald_request(&nats, &other_conn, n(2_000.0)),
+        || raw_request(&raw, &raw_other, n(2_000.0)),
+    )
+    .await?;
+    report.add(
+        Figure::lower(
+            "nats_request_reply_latency",
+            "us",
+            h,
+            r,
+            "raw async-nats request + responder",
+        )
+        .target(0.9),
+    );
+
+    let stream = unique("JS").to_uppercase();
+    let subject = format!("{}.x", stream.to_lowercase());
+    let js = nats.jetstream();
+    js.ensure_stream(&StreamSpec {
+        memory: true,
+        ..StreamSpec::new(&stream, [format!("{}.>", stream.to_lowercase())])
+    })
+    .await?;
+    let result = async {
+        paired(
+            5,
+            || herald_js(&nats, &subject, n(20_000.0)),
+            || raw_js(&raw, &subject, n(20_000.0)),
+        )
+        .await
+    }
+    .await;
+    js.delete_stream(&stream).await?;
+    let (h, r) = result?;
+    report.add(
+        Figure::higher(
+            "nats_js_publish_window_256",
+            "msgs/s",
+            h,
+            r,
+            "raw async-nats JetStream publish, same window",
+        )
+        .target(0.8),
+    );
+    Ok(())
 }
