@@ -716,3 +716,34 @@ async fn the_in_process_bus_passes_the_transport_conformance_suite() {
     let bus = Bus::new();
     herald_testkit::conformance::run_all(&bus, "conf").await;
 }
+
+// ----- route cache -----
+
+#[test]
+fn a_subscription_made_on_one_thread_is_seen_by_a_publisher_on_another_whose_routes_were_cached() {
+    let bus = Bus::new();
+    let (first, h1) = counter();
+    let _a = bus.subscribe("cache.x", h1).expect("sub");
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let publisher = {
+        let bus = bus.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+            for _ in 0..2 {
+                go_rx.recv().expect("go");
+                rt.block_on(bus.publish(ev("cache.x"))).expect("publish");
+                done_tx.send(()).expect("done");
+            }
+        })
+    };
+    go_tx.send(()).expect("go");
+    done_rx.recv().expect("done"); // the publisher thread has cached the route for cache.x
+    let (second, h2) = counter();
+    let _b = bus.subscribe("cache.*", h2).expect("sub");
+    go_tx.send(()).expect("go");
+    done_rx.recv().expect("done");
+    publisher.join().expect("join");
+    assert_eq!(first.load(Ordering::SeqCst), 2);
+    assert_eq!(second.load(Ordering::SeqCst), 1, "the cached route list was refreshed");
+}

@@ -191,20 +191,24 @@ impl<'de> Deserialize<'de> for Subject {
 }
 
 /// One token of a token pattern.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Token {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Token<'a> {
     /// A literal token that must be equal.
-    Literal(Box<str>),
+    Literal(&'a str),
     /// `*`: exactly one token.
     One,
     /// `>`: one or more trailing tokens (last position only).
     Rest,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Kind {
-    Tokens(Box<[Token]>),
-    Glob,
+impl<'a> Token<'a> {
+    fn of(raw: &'a str) -> Self {
+        match raw {
+            "*" => Token::One,
+            ">" => Token::Rest,
+            literal => Token::Literal(literal),
+        }
+    }
 }
 
 /// A subscription pattern: NATS token rules by default, shell-style glob as an opt-in.
@@ -223,8 +227,9 @@ enum Kind {
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Pattern {
+    // Tokens are read off the text on demand: a pattern costs one allocation.
     text: Arc<str>,
-    kind: Kind,
+    glob: bool,
 }
 
 impl Pattern {
@@ -236,13 +241,11 @@ impl Pattern {
     /// the last token, `*` inside a longer token, or the glob characters `?`, `[`, `]`
     /// (ask for [`Pattern::glob`] explicitly if that is what you meant).
     pub fn new(input: &str) -> Result<Self, SubjectError> {
-        let raw: Vec<&str> = tokens_of(input)?.collect();
-        let last = raw.len() - 1;
-        let mut tokens = Vec::with_capacity(raw.len());
-        for (i, token) in raw.iter().enumerate() {
-            match *token {
-                "*" => tokens.push(Token::One),
-                ">" if i == last => tokens.push(Token::Rest),
+        let last = tokens_of(input)?.count() - 1;
+        for (i, token) in tokens_of(input)?.enumerate() {
+            match token {
+                "*" => {}
+                ">" if i == last => {}
                 ">" => {
                     return Err(SubjectError::Wildcard {
                         input: input.to_owned(),
@@ -262,13 +265,12 @@ impl Pattern {
                             reason,
                         });
                     }
-                    tokens.push(Token::Literal(literal.into()));
                 }
             }
         }
         Ok(Pattern {
             text: Arc::from(input),
-            kind: Kind::Tokens(tokens.into_boxed_slice()),
+            glob: false,
         })
     }
 
@@ -298,7 +300,7 @@ impl Pattern {
         }
         Ok(Pattern {
             text: Arc::from(input),
-            kind: Kind::Glob,
+            glob: true,
         })
     }
 
@@ -309,24 +311,21 @@ impl Pattern {
 
     /// Whether this is an explicit glob pattern.
     pub fn is_glob(&self) -> bool {
-        matches!(self.kind, Kind::Glob)
+        self.glob
     }
 
     /// The tokens of a token pattern; `None` for a glob.
-    pub fn tokens(&self) -> Option<&[Token]> {
-        match &self.kind {
-            Kind::Tokens(t) => Some(t),
-            Kind::Glob => None,
-        }
+    pub fn tokens(&self) -> Option<impl Iterator<Item = Token<'_>> + Clone> {
+        (!self.glob).then(|| self.text.split('.').map(Token::of))
     }
 
     /// Whether `subject` matches this pattern.
     pub fn matches(&self, subject: &Subject) -> bool {
-        match &self.kind {
-            Kind::Glob => glob_match(self.text.as_bytes(), subject.as_str().as_bytes()),
-            Kind::Tokens(tokens) => {
+        match self.tokens() {
+            None => glob_match(self.text.as_bytes(), subject.as_str().as_bytes()),
+            Some(tokens) => {
                 let mut subject_tokens = subject.tokens();
-                for token in tokens.iter() {
+                for token in tokens {
                     match token {
                         Token::Rest => return subject_tokens.next().is_some(),
                         Token::One => {
@@ -335,7 +334,7 @@ impl Pattern {
                             }
                         }
                         Token::Literal(l) => {
-                            if subject_tokens.next() != Some(&**l) {
+                            if subject_tokens.next() != Some(l) {
                                 return false;
                             }
                         }
@@ -516,10 +515,9 @@ impl IntoPattern for Subject {
 
 impl From<Subject> for Pattern {
     fn from(s: Subject) -> Self {
-        let tokens = s.tokens().map(|t| Token::Literal(t.into())).collect();
         Pattern {
             text: s.0,
-            kind: Kind::Tokens(tokens),
+            glob: false,
         }
     }
 }

@@ -2,23 +2,31 @@
 //!
 //! Token patterns live in a trie ([`trie`]), so a lookup walks the subject's tokens and never
 //! looks at a subscription that cannot match; glob patterns (opt-in) are checked one by one.
-//! Results are cached per subject until the next (un)subscribe, so a hot subject costs one
-//! hash lookup. Each result is an immutable snapshot: a publish in progress keeps the list it
-//! started with.
+//! Results are cached per thread and per subject until the next (un)subscribe, so a hot
+//! subject costs one hash lookup and takes no lock. Each result is an immutable snapshot: a
+//! publish in progress keeps the list it started with.
 
 mod trie;
 
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use rustc_hash::FxHashMap;
 
 use crate::handler::Handler;
 use crate::message::priority::Priority;
 use crate::message::subject::{Pattern, Subject};
 
-/// How many distinct subjects the cache remembers before it starts over.
+/// How many distinct subjects a thread's cache remembers per bus before it starts over.
 const CACHE_CAPACITY: usize = 4096;
+
+/// How many buses a thread keeps caches for.
+const CACHED_BUSES: usize = 8;
+
+/// Gives every `Routes` a distinct id for the thread-local caches.
+static NEXT_ROUTES_ID: AtomicU64 = AtomicU64::new(1);
 
 /// One subscription as the router keeps it.
 pub(crate) struct Entry {
@@ -50,11 +58,27 @@ struct Cache {
     generation: u64,
 }
 
+thread_local! {
+    /// Per thread: (routes id, its cache), most recently used last.
+    static CACHES: RefCell<Vec<(u64, Cache)>> = const { RefCell::new(Vec::new()) };
+}
+
 /// The routing table: insert, remove, lookup.
-#[derive(Default)]
 pub(crate) struct Routes {
     table: RwLock<Table>,
-    cache: Mutex<Cache>,
+    /// Bumped by every change; a thread's cache for an older generation is stale.
+    generation: AtomicU64,
+    id: u64,
+}
+
+impl Default for Routes {
+    fn default() -> Self {
+        Routes {
+            table: RwLock::default(),
+            generation: AtomicU64::new(0),
+            id: NEXT_ROUTES_ID.fetch_add(1, Ordering::Relaxed),
+        }
+    }
 }
 
 impl Routes {
@@ -112,9 +136,31 @@ impl Routes {
 
     fn invalidate(&self, table: &mut Table) {
         table.generation += 1;
-        let mut cache = self.cache.lock();
-        cache.map.clear();
-        cache.generation = table.generation;
+        self.generation.store(table.generation, Ordering::Release);
+    }
+
+    /// Runs `f` on this thread's cache for these routes, emptied if it is stale.
+    fn with_cache<R>(&self, f: impl FnOnce(&mut Cache) -> R) -> R {
+        let generation = self.generation.load(Ordering::Acquire);
+        CACHES.with(|caches| {
+            let mut caches = caches.borrow_mut();
+            let pos = match caches.iter().position(|(id, _)| *id == self.id) {
+                Some(pos) => pos,
+                None => {
+                    if caches.len() >= CACHED_BUSES {
+                        caches.remove(0);
+                    }
+                    caches.push((self.id, Cache::default()));
+                    caches.len() - 1
+                }
+            };
+            let cache = &mut caches[pos].1;
+            if cache.generation != generation {
+                cache.map.clear();
+                cache.generation = generation;
+            }
+            f(cache)
+        })
     }
 
     /// Every subscription, in subscription order.
@@ -131,8 +177,8 @@ impl Routes {
     /// The subscriptions matching `subject`, in dispatch order: priority (critical first),
     /// then subscription order.
     pub(crate) fn lookup(&self, subject: &Subject) -> Arc<Matched> {
-        if let Some(hit) = self.cache.lock().map.get(subject.as_str()) {
-            return hit.clone();
+        if let Some(hit) = self.with_cache(|c| c.map.get(subject.as_str()).cloned()) {
+            return hit;
         }
         let table = self.table.read();
         let generation = table.generation;
@@ -156,14 +202,16 @@ impl Routes {
             all_sync: entries.iter().all(|e| e.handler.is_sync()),
             entries: entries.into_boxed_slice(),
         });
-        let mut cache = self.cache.lock();
-        if cache.generation == generation {
-            if cache.map.len() >= CACHE_CAPACITY {
-                cache.map.clear();
+        self.with_cache(|cache| {
+            if cache.generation == generation {
+                if cache.map.len() >= CACHE_CAPACITY {
+                    cache.map.clear();
+                }
+                cache
+                    .map
+                    .insert(Arc::from(subject.as_str()), matched.clone());
             }
-            let key: Arc<str> = Arc::from(subject.as_str());
-            cache.map.insert(key, matched.clone());
-        }
+        });
         matched
     }
 }

@@ -1,67 +1,86 @@
-//! The token trie behind `Routes`: pattern tokens down, subscription ids at the leaves.
+//! The token trie behind `Routes`: pattern tokens down, subscription ids at the leaves,
+//! laid out compactly (a node is 32 bytes) so that 100,000 subscriptions stay cheap.
 
 use rustc_hash::FxHashMap;
 
 use crate::message::subject::Token;
 
-/// One level of the trie. Ids are kept in subscription order (ascending).
+/// Marks an id whose pattern ends in `>` at this node (it needs one or more further tokens).
+const REST: u64 = 1 << 63;
+
+/// One level of the trie.
 #[derive(Default, Debug)]
 pub(crate) struct Node {
-    literal: FxHashMap<Box<str>, Node>,
+    literal: Option<Box<FxHashMap<Box<str>, Node>>>,
     one: Option<Box<Node>>,
-    /// Subscriptions whose pattern ends here with `>`.
-    rest: Vec<u64>,
-    /// Subscriptions whose pattern ends exactly here.
-    here: Vec<u64>,
+    /// Subscriptions ending here: exact ones, and `>` ones flagged with `REST`.
+    ids: Box<[u64]>,
 }
 
 impl Node {
-    pub(crate) fn insert(&mut self, tokens: &[Token], id: u64) {
-        match tokens.split_first() {
-            None => self.here.push(id),
-            Some((Token::Rest, _)) => self.rest.push(id),
-            Some((Token::One, tail)) => self
+    pub(crate) fn insert<'a>(&mut self, mut tokens: impl Iterator<Item = Token<'a>>, id: u64) {
+        match tokens.next() {
+            None => self.add(id),
+            Some(Token::Rest) => self.add(id | REST),
+            Some(Token::One) => self
                 .one
                 .get_or_insert_with(Default::default)
-                .insert(tail, id),
-            Some((Token::Literal(l), tail)) => {
-                self.literal.entry(l.clone()).or_default().insert(tail, id)
-            }
+                .insert(tokens, id),
+            Some(Token::Literal(l)) => self
+                .literal
+                .get_or_insert_with(Default::default)
+                .entry(l.into())
+                .or_default()
+                .insert(tokens, id),
         }
     }
 
-    /// Removes `id` under `tokens`; returns whether it was found.
-    pub(crate) fn remove(&mut self, tokens: &[Token], id: u64) -> bool {
-        fn drop_id(v: &mut Vec<u64>, id: u64) -> bool {
-            let before = v.len();
-            v.retain(|&x| x != id);
-            if v.is_empty() {
-                v.shrink_to_fit();
-            }
-            before != v.len()
-        }
-        match tokens.split_first() {
-            None => drop_id(&mut self.here, id),
-            Some((Token::Rest, _)) => drop_id(&mut self.rest, id),
-            Some((Token::One, tail)) => {
+    fn add(&mut self, flagged: u64) {
+        let mut ids = std::mem::take(&mut self.ids).into_vec();
+        ids.push(flagged);
+        self.ids = ids.into_boxed_slice();
+    }
+
+    fn drop_id(&mut self, flagged: u64) -> bool {
+        let before = self.ids.len();
+        let ids: Vec<u64> = self.ids.iter().copied().filter(|&x| x != flagged).collect();
+        self.ids = ids.into_boxed_slice();
+        before != self.ids.len()
+    }
+
+    /// Removes `id` under `tokens`; returns whether it was found. Empty nodes are pruned.
+    pub(crate) fn remove<'a>(
+        &mut self,
+        mut tokens: impl Iterator<Item = Token<'a>>,
+        id: u64,
+    ) -> bool {
+        match tokens.next() {
+            None => self.drop_id(id),
+            Some(Token::Rest) => self.drop_id(id | REST),
+            Some(Token::One) => {
                 let Some(child) = self.one.as_mut() else {
                     return false;
                 };
-                let found = child.remove(tail, id);
+                let found = child.remove(tokens, id);
                 if child.is_empty() {
                     self.one = None;
                 }
                 found
             }
-            Some((Token::Literal(l), tail)) => {
-                let Some(child) = self.literal.get_mut(l) else {
+            Some(Token::Literal(l)) => {
+                let Some(map) = self.literal.as_mut() else {
                     return false;
                 };
-                let found = child.remove(tail, id);
+                let Some(child) = map.get_mut(l) else {
+                    return false;
+                };
+                let found = child.remove(tokens, id);
                 if child.is_empty() {
-                    self.literal.remove(l);
-                    if self.literal.is_empty() {
-                        self.literal.shrink_to_fit();
+                    map.remove(l);
+                    if map.is_empty() {
+                        self.literal = None;
+                    } else if map.len() * 4 < map.capacity() {
+                        map.shrink_to_fit();
                     }
                 }
                 found
@@ -70,19 +89,21 @@ impl Node {
     }
 
     fn is_empty(&self) -> bool {
-        self.literal.is_empty()
-            && self.one.is_none()
-            && self.rest.is_empty()
-            && self.here.is_empty()
+        self.literal.is_none() && self.one.is_none() && self.ids.is_empty()
     }
 
     /// Appends the ids of every pattern that matches `tokens` (unordered across branches).
     pub(crate) fn collect(&self, tokens: &[&str], out: &mut Vec<u64>) {
         match tokens.split_first() {
-            None => out.extend_from_slice(&self.here),
+            None => out.extend(self.ids.iter().filter(|&&x| x & REST == 0)),
             Some((head, tail)) => {
-                out.extend_from_slice(&self.rest);
-                if let Some(child) = self.literal.get(*head) {
+                out.extend(
+                    self.ids
+                        .iter()
+                        .filter(|&&x| x & REST != 0)
+                        .map(|&x| x & !REST),
+                );
+                if let Some(child) = self.literal.as_ref().and_then(|m| m.get(*head)) {
                     child.collect(tail, out);
                 }
                 if let Some(child) = &self.one {
