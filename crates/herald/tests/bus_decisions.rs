@@ -729,7 +729,9 @@ fn a_subscription_made_on_one_thread_is_seen_by_a_publisher_on_another_whose_rou
     let publisher = {
         let bus = bus.clone();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime");
             for _ in 0..2 {
                 go_rx.recv().expect("go");
                 rt.block_on(bus.publish(ev("cache.x"))).expect("publish");
@@ -745,5 +747,9 @@ fn a_subscription_made_on_one_thread_is_seen_by_a_publisher_on_another_whose_rou
     done_rx.recv().expect("done");
     publisher.join().expect("join");
     assert_eq!(first.load(Ordering::SeqCst), 2);
-    assert_eq!(second.load(Ordering::SeqCst), 1, "the cached route list was refreshed");
+    assert_eq!(
+        second.load(Ordering::SeqCst),
+        1,
+        "the cached route list was refreshed"
+    );
 }
