@@ -25,7 +25,7 @@ pub(crate) struct Global {
         default_value = "nats://127.0.0.1:4222"
     )]
     pub(crate) bus: String,
-    /// Durable store: sqlite://PATH (default under .herald/) or postgres://...
+    /// Durable store: sqlite://PATH or postgres://... (accepted; no command uses a store yet).
     #[arg(
         long,
         global = true,
@@ -33,7 +33,7 @@ pub(crate) struct Global {
         default_value = "sqlite://.herald/herald.db"
     )]
     pub(crate) store: String,
-    /// A TOML config file.
+    /// A TOML config file (accepted; not read yet).
     #[arg(long, global = true, env = "HERALD_CONFIG")]
     pub(crate) config: Option<PathBuf>,
 }
