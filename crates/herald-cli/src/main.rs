@@ -3,6 +3,7 @@
 mod alloc;
 mod cli;
 mod commands;
+mod output;
 
 use std::process::ExitCode;
 

@@ -377,14 +377,14 @@ impl Nats {
         let nats = self.clone();
         let task = tokio::spawn(async move {
             while let Some(incoming) = stream.next().await {
-                if incoming.reply.is_none() {
+                let Some(reply) = incoming.reply else {
                     tracing::warn!(
                         subject = incoming.event.subject.as_str(),
                         "message without a reply subject on a responder; skipped"
                     );
                     continue;
-                }
-                let request = Arc::new(incoming.event.clone());
+                };
+                let request = Arc::new(incoming.event);
                 let answer = std::panic::AssertUnwindSafe(respond(request.clone()))
                     .catch_unwind()
                     .await;
@@ -411,7 +411,7 @@ impl Nats {
                         continue;
                     }
                 };
-                if let Err(e) = nats.respond_to(&incoming, data).await {
+                if let Err(e) = nats.answer(&reply, &request, data).await {
                     tracing::warn!("response not sent: {e}");
                 }
             }
@@ -441,10 +441,14 @@ impl Nats {
                 ),
             });
         };
-        let response = Event::new(request.event.subject.clone())
+        self.answer(reply, &request.event, data).await
+    }
+
+    async fn answer(&self, reply: &str, request: &Event, data: Object) -> Result<Event, NatsError> {
+        let response = Event::new(request.subject.clone())
             .with_type("response")
             .with_source(self.name())
-            .with_correlation_id(request.event.correlation_id.clone())
+            .with_correlation_id(request.correlation_id.clone())
             .with_data(data);
         self.send(reply, Bytes::from(response.to_json())).await?;
         Ok(response)

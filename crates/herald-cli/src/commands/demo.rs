@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 use serde_json::json;
 
 use crate::cli::DemoArgs;
+use crate::output::out;
 use crate::CliError;
 
 /// Counts trivia activity per event type and per player.
@@ -155,7 +156,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), CliError> {
     let bus = Bus::builder().history(100).build();
     let say = |line: String| {
         if !args.quiet {
-            println!("{line}");
+            out!("{line}");
         }
     };
 
@@ -268,23 +269,23 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), CliError> {
             )
         })
         .collect();
-    println!("== herald demo summary ==");
-    println!(
+    out!("== herald demo summary ==");
+    out!(
         "events published {}, handler calls {}, handler errors {} ({} panics, all isolated; {} seen in reports)",
         stats.events_published, stats.events_dispatched, stats.handler_errors, stats.handler_panics, failures
     );
-    println!(
+    out!(
         "emitted {}, emit refused {}, publishes refused {}",
         stats.emitted,
         stats.emit_rejected,
         stats.refused_stopped + stats.refused_depth
     );
-    println!(
+    out!(
         "plugins loaded: {}; subscriptions: {}",
         plugins.loaded().join(", "),
         stats.subscriptions
     );
-    println!(
+    out!(
         "stats plugin: {}",
         counts
             .lock()
@@ -293,14 +294,14 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), CliError> {
             .collect::<Vec<_>>()
             .join(" ")
     );
-    println!(
+    out!(
         "search index: {} words; search results in drain order: {}",
         index.lock().len(),
         results.join(" ")
     );
-    println!("history (newest first, last 5):");
+    out!("history (newest first, last 5):");
     for e in bus.history(Some(5)) {
-        println!(
+        out!(
             "  {} {} {}",
             e.timestamp,
             e.subject,

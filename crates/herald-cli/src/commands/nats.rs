@@ -1,7 +1,7 @@
 //! The NATS verbs: `pub`, `sub`, `request`, `reply` and `streams`, each one connection to the
 //! server named by `--bus`.
 
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::time::Duration;
 
 use herald::{Event, Priority, Subject};
@@ -9,6 +9,7 @@ use herald_nats::{Nats, NatsError, StreamSpec};
 use serde_json::Value;
 
 use crate::cli::{PubArgs, ReplyArgs, RequestArgs, StreamsArgs, StreamsCommand, SubArgs};
+use crate::output::print_line;
 use crate::CliError;
 
 impl From<NatsError> for CliError {
@@ -72,16 +73,6 @@ fn parse_timeout(secs: f64, flag: &str) -> Result<Duration, CliError> {
         )));
     }
     Ok(Duration::from_secs_f64(secs))
-}
-
-/// Writes one line to stdout; a closed pipe ends the command quietly.
-fn print_line(line: &str) -> Result<bool, CliError> {
-    let mut out = std::io::stdout().lock();
-    match writeln!(out, "{line}").and_then(|()| out.flush()) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
-        Err(e) => Err(CliError::Other(format!("writing to stdout: {e}"))),
-    }
 }
 
 pub(crate) async fn publish(args: PubArgs, bus: &str) -> Result<(), CliError> {

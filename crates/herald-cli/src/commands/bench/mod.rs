@@ -79,10 +79,10 @@ pub(crate) struct Report {
 impl Report {
     pub(crate) fn new(json: bool) -> Self {
         if !json {
-            println!(
+            let _ = crate::output::print_line(&format!(
                 "{:<34} {:>14} {:>14} {:>8}  {:<10} baseline",
                 "figure", "herald", "baseline", "ratio", "unit"
-            );
+            ));
         }
         Report {
             json,
@@ -92,14 +92,15 @@ impl Report {
 
     pub(crate) fn add(&mut self, f: Figure) {
         if self.json {
-            println!("{}", serde_json::to_string(&f).unwrap_or_default());
+            // A closed pipe (`| head`) stops nothing: the figures are still measured and kept.
+            let _ = crate::output::print_line(&serde_json::to_string(&f).unwrap_or_default());
         } else {
             let target = match f.target {
                 Some(t) if f.ratio >= t => format!(" (target {t}x: met)"),
                 Some(t) => format!(" (target {t}x: NOT met)"),
                 None => String::new(),
             };
-            println!(
+            let _ = crate::output::print_line(&format!(
                 "{:<34} {:>14} {:>14} {:>7.2}x  {:<10} {}{}",
                 f.name,
                 human(f.herald),
@@ -108,7 +109,7 @@ impl Report {
                 f.unit,
                 f.baseline_name,
                 target
-            );
+            ));
         }
         self.figures.push(f);
     }
@@ -173,13 +174,9 @@ pub(crate) async fn run(args: BenchArgs, global: &Global) -> Result<(), CliError
     }
     if !args.json {
         let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-        println!(
-            "machine load (1/5/15 min): {}",
-            load.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        );
+        let load: Vec<&str> = load.split_whitespace().take(3).collect();
+        let _ =
+            crate::output::print_line(&format!("machine load (1/5/15 min): {}", load.join(" ")));
     }
     Ok(())
 }

@@ -106,7 +106,7 @@ async fn raw_subscribe(
 ) -> Result<f64, CliError> {
     let subject = format!("{}.sub", unique("s"));
     let mut sub = client.subscribe(subject.clone()).await.map_err(other)?;
-    client.flush().await.map_err(other)?;
+    let _ = client.request(client.new_inbox(), Bytes::new()).await;
     let start = Instant::now();
     let sender = {
         let (p, s) = (publisher.clone(), subject.clone());
@@ -155,7 +155,9 @@ async fn raw_request(
 ) -> Result<f64, CliError> {
     let subject = format!("{}.rr", unique("r"));
     let mut sub = responder.subscribe(subject.clone()).await.map_err(other)?;
-    responder.flush().await.map_err(other)?;
+    // A round trip on the responder's connection, so its SUB is live at the server (the
+    // same wait Herald's subscribe does).
+    let _ = responder.request(responder.new_inbox(), Bytes::new()).await;
     let r = responder.clone();
     let task = tokio::spawn(async move {
         while let Some(msg) = sub.next().await {
@@ -278,9 +280,9 @@ pub(crate) async fn run(report: &mut Report, scale: f64, url: &str) -> Result<()
     ));
 
     let (h, r) = paired(
-        5,
-        || herald_request(&nats, &other_conn, n(2_000.0)),
-        || raw_request(&raw, &raw_other, n(2_000.0)),
+        7,
+        || herald_request(&nats, &other_conn, n(3_000.0)),
+        || raw_request(&raw, &raw_other, n(3_000.0)),
     )
     .await?;
     report.add(
