@@ -138,7 +138,10 @@ impl Nats {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> NatsStats {
-        self.inner.counters.snapshot(self.inner.state.reconnects())
+        self.inner.counters.snapshot(
+            self.inner.state.reconnects(),
+            self.inner.state.slow_consumers(),
+        )
     }
 
     /// The server's `max_payload` in bytes.

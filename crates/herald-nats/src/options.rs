@@ -271,6 +271,10 @@ impl NatsBuilder {
                         async_nats::Event::Connected => s.set(ConnectionState::Connected),
                         async_nats::Event::Disconnected => s.set(ConnectionState::Disconnected),
                         async_nats::Event::Closed => s.set(ConnectionState::Closed),
+                        async_nats::Event::SlowConsumer(sid) => {
+                            s.add_slow_consumer();
+                            tracing::warn!(sid, "NATS slow consumer: the client dropped messages for a subscription whose handler fell behind");
+                        }
                         other => tracing::warn!("NATS: {other}"),
                     }
                 }

@@ -28,6 +28,7 @@ pub type StateCallback = Arc<dyn Fn(ConnectionState) + Send + Sync>;
 pub(crate) struct StateCell {
     tx: watch::Sender<ConnectionState>,
     connects: AtomicU64,
+    slow_consumers: AtomicU64,
     callback: Option<StateCallback>,
 }
 
@@ -37,6 +38,7 @@ impl StateCell {
         Arc::new(StateCell {
             tx,
             connects: AtomicU64::new(0),
+            slow_consumers: AtomicU64::new(0),
             callback,
         })
     }
@@ -63,6 +65,16 @@ impl StateCell {
 
     pub(crate) fn watch(&self) -> watch::Receiver<ConnectionState> {
         self.tx.subscribe()
+    }
+
+    pub(crate) fn add_slow_consumer(&self) {
+        self.slow_consumers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Slow-consumer events: a subscription's buffer overflowed and the client dropped
+    /// messages for it.
+    pub(crate) fn slow_consumers(&self) -> u64 {
+        self.slow_consumers.load(Ordering::Relaxed)
     }
 
     /// Successful reconnects (connections after the first).

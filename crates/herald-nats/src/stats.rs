@@ -23,6 +23,8 @@ pub struct NatsStats {
     pub handler_panics: u64,
     /// Successful reconnects.
     pub reconnects: u64,
+    /// Slow-consumer events (the client dropped messages for a subscription that fell behind).
+    pub slow_consumers: u64,
 }
 
 #[derive(Default)]
@@ -42,7 +44,7 @@ impl Counters {
         c.fetch_add(1, Relaxed);
     }
 
-    pub(crate) fn snapshot(&self, reconnects: u64) -> NatsStats {
+    pub(crate) fn snapshot(&self, reconnects: u64, slow_consumers: u64) -> NatsStats {
         NatsStats {
             published: self.published.load(Relaxed),
             publish_failed: self.publish_failed.load(Relaxed),
@@ -53,6 +55,7 @@ impl Counters {
             handler_errors: self.handler_errors.load(Relaxed),
             handler_panics: self.handler_panics.load(Relaxed),
             reconnects,
+            slow_consumers,
         }
     }
 }

@@ -170,6 +170,29 @@ async fn emit_overflow_is_refused_with_the_event_back_and_counted() {
     );
 }
 
+#[tokio::test(flavor = "current_thread")]
+async fn emit_wait_from_a_handler_on_the_dispatcher_refuses_instead_of_waiting_for_itself() {
+    let bus = Bus::builder().queue_capacity(1).build();
+    let results: Arc<Mutex<Vec<bool>>> = Default::default();
+    let (b, r) = (bus.clone(), results.clone());
+    let handler = handler_fn(move |_e: Arc<Event>| {
+        let (b, r) = (b.clone(), r.clone());
+        async move {
+            // Fill the one-slot queue, then ask to wait for room that only this very
+            // dispatcher could make.
+            b.emit(ev("filler")).expect("the queue has room for one");
+            let outcome = b.emit_wait(ev("third")).await;
+            r.lock()
+                .push(matches!(outcome, Err(EmitError::Full { .. })));
+        }
+    });
+    let _s = bus.subscribe("first", handler).expect("sub");
+    bus.emit(ev("first")).expect("emit");
+    let flushed = tokio::time::timeout(std::time::Duration::from_secs(5), bus.flush()).await;
+    assert!(flushed.is_ok(), "the dispatcher deadlocked");
+    assert_eq!(*results.lock(), [true]);
+}
+
 // ----- handler order -----
 
 #[tokio::test]

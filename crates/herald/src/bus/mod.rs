@@ -44,6 +44,8 @@ use subscription::{SubscribeOptions, Subscription, SubscriptionId, SubscriptionI
 
 tokio::task_local! {
     static DEPTH: u32;
+    /// Set on the dispatcher task, which must never wait for room in its own queue.
+    static ON_DISPATCHER: ();
 }
 
 /// Why a publish was refused. Nothing was dispatched.
@@ -378,14 +380,20 @@ impl Bus {
     /// Like [`Bus::emit`], but waits for room when the queue is full instead of refusing:
     /// backpressure for producers that can wait, as `mpsc::Sender::send` gives.
     ///
+    /// A handler running on the dispatcher task (one that handles an emitted event) would wait
+    /// for itself, so there it does not wait: a full queue refuses with `Full`, as `emit` does.
+    ///
     /// # Errors
     ///
-    /// [`EmitError`] (never `Full`) with the event inside.
+    /// [`EmitError`] with the event inside; `Full` only on the dispatcher task.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: if dropped while waiting for room, the event was not queued.
     pub async fn emit_wait(&self, event: Event) -> Result<(), EmitError> {
+        if ON_DISPATCHER.try_with(|_| ()).is_ok() {
+            return self.emit(event);
+        }
         let (event, depth) = self.admit(event)?;
         self.inner.queue.push_wait(event, depth).await;
         self.inner.counters.add_emitted();
@@ -426,7 +434,7 @@ impl Bus {
         let handle = tokio::runtime::Handle::try_current().map_err(|_| NoRuntime)?;
         let queue = self.inner.queue.clone();
         let weak = Arc::downgrade(&self.inner);
-        *slot = Some(handle.spawn(run_dispatcher(queue, weak)));
+        *slot = Some(handle.spawn(ON_DISPATCHER.scope((), run_dispatcher(queue, weak))));
         Ok(())
     }
 
