@@ -98,26 +98,25 @@ pub(crate) async fn publish(args: PubArgs, bus: &str) -> Result<(), CliError> {
     } else {
         vec![parse_data(args.data.as_deref(), "pub")?]
     };
-    let mut events = Vec::new();
-    for data in &datas {
-        for _ in 0..args.count {
-            let mut e = Event::new(subject.clone())
-                .with_data(data.clone())
-                .with_source(&args.source)
-                .with_priority(priority);
-            if let Some(t) = &args.event_type {
-                e = e.with_type(t);
-            }
-            if args.js {
-                e = e.ensure_event_id();
-            }
-            events.push(e);
+    // Events are made one at a time (a large --count costs no memory); every copy of one
+    // data line has the same size, so checking one per line checks them all.
+    let make = |data: &serde_json::Map<String, Value>| {
+        let mut e = Event::new(subject.clone())
+            .with_data(data.clone())
+            .with_source(&args.source)
+            .with_priority(priority);
+        if let Some(t) = &args.event_type {
+            e = e.with_type(t);
         }
-    }
+        if args.js {
+            e = e.ensure_event_id();
+        }
+        e
+    };
     let nats = connect(bus, false).await?;
     let max = nats.max_payload();
-    for e in &events {
-        let size = e.to_json().len();
+    for data in &datas {
+        let size = make(data).to_json().len();
         if size > max {
             return Err(NatsError::PayloadTooLarge {
                 subject: subject.to_string(),
@@ -127,34 +126,38 @@ pub(crate) async fn publish(args: PubArgs, bus: &str) -> Result<(), CliError> {
             .into());
         }
     }
-    if args.js {
-        let js = nats.jetstream();
-        if js
+    let js = nats.jetstream();
+    if args.js
+        && js
             .context()
             .stream_by_subject(subject.as_str())
             .await
             .is_err()
-        {
-            return Err(NatsError::NoStream {
-                subject: subject.to_string(),
-            }
-            .into());
+    {
+        return Err(NatsError::NoStream {
+            subject: subject.to_string(),
         }
-        for e in &events {
-            let ack = js.publish(e).await?;
-            if !print_line(&serde_json::to_string(&ack).unwrap_or_default())? {
-                break;
-            }
-        }
-    } else {
-        for e in &events {
-            nats.publish(e).await?;
-        }
-        nats.flush().await?;
+        .into());
     }
+    let mut published = 0u64;
+    'all: for data in &datas {
+        for _ in 0..args.count {
+            let e = make(data);
+            if args.js {
+                let ack = js.publish(&e).await?;
+                if !print_line(&serde_json::to_string(&ack).unwrap_or_default())? {
+                    break 'all;
+                }
+            } else {
+                nats.publish(&e).await?;
+            }
+            published += 1;
+        }
+    }
+    nats.flush().await?;
     eprintln!(
         "published {} event(s) to {subject}{}",
-        events.len(),
+        published,
         if args.js {
             " (JetStream, acknowledged)"
         } else {
