@@ -260,3 +260,51 @@ async fn an_unreachable_server_fails_within_seconds() {
     assert!(matches!(err, NatsError::Connect { .. }), "{err}");
     assert!(start.elapsed() < Duration::from_secs(10));
 }
+
+#[tokio::test]
+async fn token_and_user_password_auth_are_sent_and_a_wrong_secret_is_a_connect_error() {
+    use herald_testkit::nats_server::OwnNatsServer;
+    let Some(token_server) = OwnNatsServer::start_with("auth_token", &["--auth", "s3cret-token"])
+    else {
+        return;
+    };
+    let url = token_server.url();
+    let ok = Nats::builder()
+        .server(&url)
+        .token("s3cret-token")
+        .connect()
+        .await
+        .expect("right token");
+    ok.publish(&ev("auth.x", "1")).await.expect("publish");
+    let err = Nats::builder()
+        .server(&url)
+        .token("wrong")
+        .connect()
+        .await
+        .expect_err("wrong token");
+    assert!(matches!(err, NatsError::Connect { .. }), "{err}");
+    assert!(
+        !format!("{:?}", ok).contains("s3cret-token"),
+        "the token is redacted"
+    );
+
+    let Some(user_server) =
+        OwnNatsServer::start_with("auth_user", &["--user", "ada", "--pass", "lovelace"])
+    else {
+        return;
+    };
+    let url = user_server.url();
+    Nats::builder()
+        .server(&url)
+        .user_and_password("ada", "lovelace")
+        .connect()
+        .await
+        .expect("right password");
+    let err = Nats::builder()
+        .server(&url)
+        .user_and_password("ada", "babbage")
+        .connect()
+        .await
+        .expect_err("wrong password");
+    assert!(matches!(err, NatsError::Connect { .. }), "{err}");
+}

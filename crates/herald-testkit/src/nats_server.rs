@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct OwnNatsServer {
     child: Option<Child>,
+    extra: Vec<String>,
     /// The port it listens on (127.0.0.1).
     pub port: u16,
     /// Its JetStream store directory.
@@ -41,6 +42,15 @@ impl OwnNatsServer {
     ///
     /// When the binary is missing and services are required, or the server does not start.
     pub fn start(test: &str) -> Option<Self> {
+        Self::start_with(test, &[])
+    }
+
+    /// [`OwnNatsServer::start`] with extra nats-server arguments (`--auth TOKEN`, `--user U`).
+    ///
+    /// # Panics
+    ///
+    /// As [`OwnNatsServer::start`].
+    pub fn start_with(test: &str, extra: &[&str]) -> Option<Self> {
         let Some(_) = binary() else {
             if crate::env::services_required() {
                 panic!("{test}: nats-server is not installed and HERALD_REQUIRE_SERVICES=1; run scripts/services.sh");
@@ -52,6 +62,7 @@ impl OwnNatsServer {
         std::fs::create_dir_all(&store).expect("create the store directory");
         let mut server = OwnNatsServer {
             child: None,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             port: crate::env::free_port(),
             store,
         };
@@ -63,6 +74,7 @@ impl OwnNatsServer {
     pub fn placeholder() -> Self {
         OwnNatsServer {
             child: None,
+            extra: Vec::new(),
             port: 0,
             store: PathBuf::new(),
         }
@@ -96,6 +108,7 @@ impl OwnNatsServer {
                 "-sd",
             ])
             .arg(&self.store)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
