@@ -10,10 +10,17 @@ use herald_testkit::nats_server::OwnNatsServer;
 use herald_testkit::DeliveryCheck;
 
 async fn connect(url: &str) -> Nats {
+    connect_watching(url, Arc::default()).await
+}
+
+/// Connects and records every state change (the callback sees each one; a `watch` receiver
+/// may only see the latest).
+async fn connect_watching(url: &str, states: Arc<Mutex<Vec<ConnectionState>>>) -> Nats {
     Nats::builder()
         .server(url)
         .reconnect_delay(Duration::from_millis(250))
         .reconnect_buffer(256)
+        .on_state_change(move |s| states.lock().expect("lock").push(s))
         .connect()
         .await
         .expect("connect to our own server")
@@ -67,7 +74,8 @@ async fn across_a_server_restart_core_loss_is_reported_and_jetstream_keeps_every
         return;
     };
     let url = server.url();
-    let core_pub = connect(&url).await;
+    let states: Arc<Mutex<Vec<ConnectionState>>> = Default::default();
+    let core_pub = connect_watching(&url, states.clone()).await;
     let js_pub = connect(&url).await;
     let listener = connect(&url).await;
     let js = js_pub.jetstream();
@@ -89,15 +97,6 @@ async fn across_a_server_restart_core_loss_is_reported_and_jetstream_keeps_every
         )
         .await
         .expect("subscribe");
-    let states: Arc<Mutex<Vec<ConnectionState>>> = Default::default();
-    let mut watch = core_pub.watch_state();
-    let s = states.clone();
-    let watcher = tokio::spawn(async move {
-        while watch.changed().await.is_ok() {
-            let state = *watch.borrow();
-            s.lock().expect("lock").push(state);
-        }
-    });
 
     let core_task = tokio::spawn(publish_core(core_pub.clone()));
     let js_task = tokio::spawn(publish_js(js.clone()));
@@ -170,7 +169,6 @@ async fn across_a_server_restart_core_loss_is_reported_and_jetstream_keeps_every
     assert!(js_check.duplicated.is_empty(), "{js_check}");
     assert!(!js_acked.is_empty());
 
-    watcher.abort();
     let seen = states.lock().expect("lock").clone();
     assert!(
         seen.contains(&ConnectionState::Disconnected),
