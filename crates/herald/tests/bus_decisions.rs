@@ -776,3 +776,28 @@ fn a_subscription_made_on_one_thread_is_seen_by_a_publisher_on_another_whose_rou
         "the cached route list was refreshed"
     );
 }
+
+#[test]
+fn an_unsubscribed_handler_is_released_even_when_another_thread_cached_its_route() {
+    let bus = Bus::new();
+    let resource = Arc::new(());
+    let held = resource.clone();
+    let sub = bus
+        .subscribe("release.x", sync_handler(move |_: &Event| {
+            let _ = &held;
+        }))
+        .expect("sub");
+    let publisher = {
+        let bus = bus.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+            rt.block_on(bus.publish(ev("release.x"))).expect("publish");
+            // Keep the thread (and its route cache) alive past the unsubscribe.
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    drop(sub);
+    assert_eq!(Arc::strong_count(&resource), 1, "the handler's closure was dropped");
+    publisher.join().expect("join");
+}

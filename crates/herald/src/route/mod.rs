@@ -2,15 +2,17 @@
 //!
 //! Token patterns live in a trie ([`trie`]), so a lookup walks the subject's tokens and never
 //! looks at a subscription that cannot match; glob patterns (opt-in) are checked one by one.
-//! Results are cached per thread and per subject until the next (un)subscribe, so a hot
-//! subject costs one hash lookup and takes no lock. Each result is an immutable snapshot: a
-//! publish in progress keeps the list it started with.
+//! Results are cached per subject until the next (un)subscribe: the table owns each result
+//! (`Arc`), and each thread keeps a `Weak` to it, so a hot subject costs one hash lookup and
+//! takes no lock, while an unsubscribed handler is released as soon as the table lets go of
+//! it. Each result is an immutable snapshot: a publish in progress keeps the list it started
+//! with.
 
 mod trie;
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use parking_lot::RwLock;
 use rustc_hash::FxHashMap;
@@ -19,7 +21,7 @@ use crate::handler::Handler;
 use crate::message::priority::Priority;
 use crate::message::subject::{Pattern, Subject};
 
-/// How many distinct subjects a thread's cache remembers per bus before it starts over.
+/// How many distinct subjects the cache remembers per bus before it starts over.
 const CACHE_CAPACITY: usize = 4096;
 
 /// How many buses a thread keeps caches for.
@@ -50,11 +52,13 @@ struct Table {
     globs: Vec<u64>,
     entries: FxHashMap<u64, Arc<Entry>>,
     generation: u64,
+    /// The owner of every cached result; emptied by every change.
+    matched: FxHashMap<Arc<str>, Arc<Matched>>,
 }
 
 #[derive(Default)]
 struct Cache {
-    map: FxHashMap<Arc<str>, Arc<Matched>>,
+    map: FxHashMap<Arc<str>, Weak<Matched>>,
     generation: u64,
 }
 
@@ -135,6 +139,7 @@ impl Routes {
     }
 
     fn invalidate(&self, table: &mut Table) {
+        table.matched.clear();
         table.generation += 1;
         self.generation.store(table.generation, Ordering::Release);
     }
@@ -177,11 +182,42 @@ impl Routes {
     /// The subscriptions matching `subject`, in dispatch order: priority (critical first),
     /// then subscription order.
     pub(crate) fn lookup(&self, subject: &Subject) -> Arc<Matched> {
-        if let Some(hit) = self.with_cache(|c| c.map.get(subject.as_str()).cloned()) {
+        let cached = self.with_cache(|c| c.map.get(subject.as_str()).and_then(Weak::upgrade));
+        if let Some(hit) = cached {
             return hit;
         }
         let table = self.table.read();
         let generation = table.generation;
+        let (matched, computed) = match table.matched.get(subject.as_str()) {
+            Some(m) => (m.clone(), false),
+            None => (Arc::new(Self::compute(&table, subject)), true),
+        };
+        drop(table);
+        if computed {
+            let mut table = self.table.write();
+            if table.generation == generation {
+                if table.matched.len() >= CACHE_CAPACITY {
+                    table.matched.clear();
+                }
+                table
+                    .matched
+                    .insert(Arc::from(subject.as_str()), matched.clone());
+            }
+        }
+        self.with_cache(|cache| {
+            if cache.generation == generation {
+                if cache.map.len() >= CACHE_CAPACITY {
+                    cache.map.clear();
+                }
+                cache
+                    .map
+                    .insert(Arc::from(subject.as_str()), Arc::downgrade(&matched));
+            }
+        });
+        matched
+    }
+
+    fn compute(table: &Table, subject: &Subject) -> Matched {
         let tokens: Vec<&str> = subject.tokens().collect();
         let mut ids = Vec::new();
         table.trie.collect(&tokens, &mut ids);
@@ -196,22 +232,10 @@ impl Routes {
             .iter()
             .filter_map(|id| table.entries.get(id).cloned())
             .collect();
-        drop(table);
         entries.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
-        let matched = Arc::new(Matched {
+        Matched {
             all_sync: entries.iter().all(|e| e.handler.is_sync()),
             entries: entries.into_boxed_slice(),
-        });
-        self.with_cache(|cache| {
-            if cache.generation == generation {
-                if cache.map.len() >= CACHE_CAPACITY {
-                    cache.map.clear();
-                }
-                cache
-                    .map
-                    .insert(Arc::from(subject.as_str()), matched.clone());
-            }
-        });
-        matched
+        }
     }
 }
