@@ -49,6 +49,30 @@ fn publish(c: &mut Criterion) {
         })
     });
 
+    // The same with the history ring off: what recording every publish costs.
+    let quiet = Bus::builder().history(0).build();
+    for _ in 0..4 {
+        let n = count.clone();
+        quiet
+            .subscribe(
+                "bench.tick",
+                sync_handler(move |_: &Event| {
+                    n.fetch_add(1, Ordering::Relaxed);
+                }),
+            )
+            .expect("sub")
+            .detach();
+    }
+    g.bench_function("herald_4_sync_handlers_no_history", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                for _ in 0..1_000 {
+                    quiet.publish_shared(ev.clone()).await.expect("publish");
+                }
+            })
+        })
+    });
+
     let handlers: Vec<Callback> = (0..4)
         .map(|_| {
             let n = count.clone();

@@ -783,14 +783,19 @@ fn an_unsubscribed_handler_is_released_even_when_another_thread_cached_its_route
     let resource = Arc::new(());
     let held = resource.clone();
     let sub = bus
-        .subscribe("release.x", sync_handler(move |_: &Event| {
-            let _ = &held;
-        }))
+        .subscribe(
+            "release.x",
+            sync_handler(move |_: &Event| {
+                let _ = &held;
+            }),
+        )
         .expect("sub");
     let publisher = {
         let bus = bus.clone();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime");
             rt.block_on(bus.publish(ev("release.x"))).expect("publish");
             // Keep the thread (and its route cache) alive past the unsubscribe.
             std::thread::sleep(std::time::Duration::from_millis(200));
@@ -798,6 +803,10 @@ fn an_unsubscribed_handler_is_released_even_when_another_thread_cached_its_route
     };
     std::thread::sleep(std::time::Duration::from_millis(50));
     drop(sub);
-    assert_eq!(Arc::strong_count(&resource), 1, "the handler's closure was dropped");
+    assert_eq!(
+        Arc::strong_count(&resource),
+        1,
+        "the handler's closure was dropped"
+    );
     publisher.join().expect("join");
 }
