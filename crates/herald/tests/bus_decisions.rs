@@ -810,3 +810,19 @@ fn an_unsubscribed_handler_is_released_even_when_another_thread_cached_its_route
     );
     publisher.join().expect("join");
 }
+
+#[test]
+fn emit_works_again_on_a_new_runtime_after_the_first_one_is_gone() {
+    let bus = Bus::new();
+    let (n, h) = counter();
+    let _s = bus.subscribe(">", h).expect("sub");
+    for _ in 0..2 {
+        let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        rt.block_on(async {
+            bus.emit(ev("rt.x")).expect("emit");
+            bus.flush().await;
+        });
+        drop(rt); // the dispatcher task dies with its runtime
+    }
+    assert_eq!(n.load(Ordering::SeqCst), 2);
+}

@@ -165,7 +165,7 @@ impl BusBuilder {
                 running: AtomicBool::new(true),
                 max_depth: self.max_depth,
                 queue: Queue::new(self.queue_capacity),
-                dispatcher: Mutex::new(None),
+                dispatcher: Mutex::new(()),
                 next_id: AtomicU64::new(1),
             }),
         }
@@ -179,7 +179,8 @@ pub(crate) struct Inner {
     running: AtomicBool,
     max_depth: u32,
     queue: Arc<Queue>,
-    dispatcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Serialises starting the dispatcher task.
+    dispatcher: Mutex<()>,
     next_id: AtomicU64,
 }
 
@@ -427,14 +428,20 @@ impl Bus {
     }
 
     fn ensure_dispatcher(&self) -> Result<(), NoRuntime> {
-        let mut slot = self.inner.dispatcher.lock();
-        if slot.as_ref().is_some_and(|h| !h.is_finished()) {
+        // Fast path: one atomic load. The flag drops when the dispatcher ends or its runtime
+        // goes away, and the next emit starts a new one on the caller's runtime.
+        if self.inner.queue.alive.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _spawning = self.inner.dispatcher.lock();
+        if self.inner.queue.alive.load(Ordering::Acquire) {
             return Ok(());
         }
         let handle = tokio::runtime::Handle::try_current().map_err(|_| NoRuntime)?;
         let queue = self.inner.queue.clone();
         let weak = Arc::downgrade(&self.inner);
-        *slot = Some(handle.spawn(ON_DISPATCHER.scope((), run_dispatcher(queue, weak))));
+        queue.alive.store(true, Ordering::Release);
+        handle.spawn(ON_DISPATCHER.scope((), run_dispatcher(queue, weak)));
         Ok(())
     }
 
@@ -538,7 +545,18 @@ impl Inner {
 /// meanwhile waits for at most this many.
 const BATCH: usize = 32;
 
+/// Clears the queue's `alive` flag however the dispatcher ends (returns, or is dropped with
+/// its runtime).
+struct AliveGuard(Arc<Queue>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.alive.store(false, Ordering::Release);
+    }
+}
+
 async fn run_dispatcher(queue: Arc<Queue>, bus: Weak<Inner>) {
+    let _alive = AliveGuard(queue.clone());
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         let notified = queue.ready.notified();

@@ -49,6 +49,8 @@ pub(crate) struct Queue {
     idle: Notify,
     space: Notify,
     pub(crate) closed: AtomicBool,
+    /// A dispatcher task is running for this queue.
+    pub(crate) alive: AtomicBool,
 }
 
 impl Queue {
@@ -61,6 +63,7 @@ impl Queue {
             idle: Notify::new(),
             space: Notify::new(),
             closed: AtomicBool::new(false),
+            alive: AtomicBool::new(false),
         })
     }
 
