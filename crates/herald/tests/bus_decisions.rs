@@ -817,7 +817,9 @@ fn emit_works_again_on_a_new_runtime_after_the_first_one_is_gone() {
     let (n, h) = counter();
     let _s = bus.subscribe(">", h).expect("sub");
     for _ in 0..2 {
-        let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
         rt.block_on(async {
             bus.emit(ev("rt.x")).expect("emit");
             bus.flush().await;

@@ -154,7 +154,7 @@ pub(crate) async fn publish(args: PubArgs, bus: &str) -> Result<(), CliError> {
             published += 1;
         }
     }
-    nats.flush().await?;
+    flush_within(&nats, published).await?;
     eprintln!(
         "published {} event(s) to {subject}{}",
         published,
@@ -165,6 +165,17 @@ pub(crate) async fn publish(args: PubArgs, bus: &str) -> Result<(), CliError> {
         }
     );
     Ok(())
+}
+
+/// Flushes, but gives up after 10 s (a server that went away mid-command) instead of waiting
+/// for a reconnect that may never come.
+async fn flush_within(nats: &Nats, sent: u64) -> Result<(), CliError> {
+    match tokio::time::timeout(Duration::from_secs(10), nats.flush()).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(CliError::Other(format!(
+            "the server did not take the last of {sent} message(s) within 10 s (disconnected?); they may be lost"
+        ))),
+    }
 }
 
 pub(crate) async fn subscribe(args: SubArgs, bus: &str) -> Result<(), CliError> {
@@ -249,7 +260,7 @@ pub(crate) async fn reply(args: ReplyArgs, bus: &str) -> Result<(), CliError> {
         }
     }
     // Let the last response leave before the connection closes.
-    nats.flush().await?;
+    flush_within(&nats, answered).await?;
     Ok(())
 }
 
