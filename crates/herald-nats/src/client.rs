@@ -477,17 +477,19 @@ impl Nats {
             })
     }
 
-    /// The polite close: unsubscribes everything, delivers what is in flight, flushes, then
-    /// closes the connection.
+    /// The polite close: unsubscribes everything, lets subscribers take what was already
+    /// delivered, flushes what was published, then closes the connection. Returns once the
+    /// connection is closed (at most 30 s).
     ///
     /// # Errors
     ///
-    /// [`NatsError::Connection`].
+    /// [`NatsError::Connection`] when the drain cannot start or does not finish in 30 s.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: the drain goes on in the background.
     pub async fn drain(&self) -> Result<(), NatsError> {
+        let mut state = self.watch_state();
         self.inner
             .client
             .drain()
@@ -496,8 +498,17 @@ impl Nats {
                 operation: "drain",
                 source: Box::new(e),
             })?;
-        self.inner.state.set(ConnectionState::Closed);
-        Ok(())
+        let closed = async {
+            state
+                .wait_for(|s| *s == ConnectionState::Closed)
+                .await
+                .is_ok()
+        };
+        let outcome = tokio::time::timeout(Duration::from_secs(30), closed).await;
+        outcome.map(drop).map_err(|e| NatsError::Connection {
+            operation: "drain",
+            source: Box::new(e),
+        })
     }
 
     /// Flushes what was published and closes the connection (alias of [`Nats::drain`]: the

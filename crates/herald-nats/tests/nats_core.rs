@@ -308,3 +308,37 @@ async fn token_and_user_password_auth_are_sent_and_a_wrong_secret_is_a_connect_e
         .expect_err("wrong password");
     assert!(matches!(err, NatsError::Connect { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn drain_delivers_what_was_in_flight_then_closes() {
+    let Some(nats) = connect("drain").await else {
+        return;
+    };
+    let subject = format!("{}.drain", unique("drain"));
+    let mut stream = nats
+        .subscribe(subject.as_str(), None)
+        .await
+        .expect("subscribe");
+    let ids: Vec<String> = (0..50).map(|i| i.to_string()).collect();
+    for id in &ids {
+        nats.publish(&ev(&subject, id)).await.expect("publish");
+    }
+    nats.flush().await.expect("flush");
+    // Wait until the server has delivered them to the client, then drain.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::timeout(Duration::from_secs(30), nats.drain())
+        .await
+        .expect("in time")
+        .expect("drain");
+    assert_eq!(nats.state(), herald_nats::ConnectionState::Closed);
+    let mut got = Vec::new();
+    while let Ok(Some(incoming)) = tokio::time::timeout(Duration::from_secs(5), stream.next()).await
+    {
+        got.push(id_of(&incoming.event));
+    }
+    DeliveryCheck::compare(ids, got).assert_exactly_once();
+    assert!(
+        nats.publish(&ev(&subject, "late")).await.is_err(),
+        "a drained connection refuses publishes"
+    );
+}
