@@ -209,10 +209,35 @@ pub async fn dropping_the_subscription_stops_delivery<T: Transport>(t: &T, prefi
     DeliveryCheck::compare(["before"], lock(&seen).clone()).assert_exactly_once();
 }
 
+/// One publisher's events reach a subscriber in the order they were published.
+pub async fn events_from_one_publisher_arrive_in_publish_order<T: Transport>(t: &T, prefix: &str) {
+    let seen: Seen = Default::default();
+    let subject = format!("{prefix}.order.x");
+    let _s = t
+        .subscribe_handler(
+            Pattern::new(&subject).expect("pattern"),
+            recorder(&seen, true),
+        )
+        .await
+        .expect("subscribe");
+    let sent: Vec<String> = (0..300).map(|i| format!("{prefix}-{i}")).collect();
+    for id in &sent {
+        t.publish_event(event(&subject, id)).await.expect("publish");
+    }
+    t.flush().await.expect("flush");
+    settle(&[&seen], &[sent.len()]).await;
+    assert_eq!(
+        *lock(&seen),
+        sent,
+        "arrival order differs from publish order"
+    );
+}
+
 /// Runs the whole suite; each part uses its own subjects under `prefix`.
 pub async fn run_all<T: Transport>(t: &T, prefix: &str) {
     every_event_reaches_each_matching_subscriber_exactly_once(t, &format!("{prefix}-a")).await;
     wildcards_route_exactly_what_they_match(t, &format!("{prefix}-b")).await;
     a_failing_handler_keeps_its_subscription(t, &format!("{prefix}-c")).await;
     dropping_the_subscription_stops_delivery(t, &format!("{prefix}-d")).await;
+    events_from_one_publisher_arrive_in_publish_order(t, &format!("{prefix}-e")).await;
 }

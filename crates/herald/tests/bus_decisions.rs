@@ -828,3 +828,75 @@ fn emit_works_again_on_a_new_runtime_after_the_first_one_is_gone() {
     }
     assert_eq!(n.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_churning_during_concurrent_publishes_never_disturb_the_stable_ones() {
+    let bus = Bus::new();
+    let stable: Arc<Mutex<Vec<String>>> = Default::default();
+    let s = stable.clone();
+    let _stable = bus
+        .subscribe(
+            "churn.*",
+            sync_handler(move |e: &Event| s.lock().push(id_of(e))),
+        )
+        .expect("sub");
+    let churn_calls = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churner = {
+        let (bus, calls, stop) = (bus.clone(), churn_calls.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut rounds = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let c = calls.clone();
+                let pattern = if rounds.is_multiple_of(2) {
+                    "churn.>"
+                } else {
+                    "*.x"
+                };
+                let guard = bus
+                    .subscribe(
+                        pattern,
+                        sync_handler(move |_: &Event| {
+                            c.fetch_add(1, Ordering::SeqCst);
+                        }),
+                    )
+                    .expect("sub");
+                tokio::task::yield_now().await;
+                drop(guard);
+                rounds += 1;
+            }
+            rounds
+        })
+    };
+    let mut publishers = Vec::new();
+    for t in 0..4 {
+        let bus = bus.clone();
+        publishers.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..5_000 {
+                let id = format!("{t}-{i}");
+                bus.publish(ev_id("churn.x", &id)).await.expect("publish");
+                acked.push(id);
+            }
+            acked
+        }));
+    }
+    let mut acked = Vec::new();
+    for p in publishers {
+        acked.extend(p.await.expect("publisher"));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let rounds = churner.await.expect("churner");
+    assert!(rounds > 0);
+    DeliveryCheck::compare(acked, stable.lock().clone()).assert_exactly_once();
+    let stats = bus.stats();
+    assert_eq!(stats.events_published, 20_000);
+    assert_eq!(
+        stats.events_dispatched,
+        20_000 + churn_calls.load(Ordering::SeqCst) as u64
+    );
+    assert_eq!(
+        stats.subscriptions, 1,
+        "every churned subscription was removed"
+    );
+}
