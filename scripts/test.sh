@@ -14,6 +14,7 @@ bash scripts/python-deps.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
 
 # `herald demo` needs no server and no network.
 cargo build -q --bin herald
