@@ -13,7 +13,9 @@ bash scripts/python-deps.sh
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-cargo test --workspace
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+cargo test --workspace 2>&1 | tee "$log"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
 
 # `herald demo` needs no server and no network.
@@ -24,3 +26,9 @@ else
   echo "test.sh: unshare -n unavailable here; running the demo with the network" >&2
   target/debug/herald demo --quiet
 fi
+
+# One closing line for the whole run, summed over every test binary.
+sum() { grep -E '^test result:' "$log" | sed -E "s/.* ([0-9]+) $1.*/\\1/" | awk '{s += $1} END {print s + 0}'; }
+passed=$(sum passed)
+failed=$(sum failed)
+echo "herald: ${passed} passed, ${failed} failed"
