@@ -303,7 +303,7 @@ impl Nats {
                 }
             }
         });
-        Ok(HandlerSubscription { task })
+        Ok(HandlerSubscription::new(task))
     }
 
     pub(crate) fn record_failure(&self, event: &Event, f: &herald::Failure) {
@@ -419,7 +419,7 @@ impl Nats {
                 }
             }
         });
-        Ok(HandlerSubscription { task })
+        Ok(HandlerSubscription::new(task))
     }
 
     /// Answers one request received on an [`EventStream`]: the response envelope has the
@@ -587,12 +587,25 @@ impl EventStream {
 #[derive(Debug)]
 #[must_use = "dropping a HandlerSubscription unsubscribes it"]
 pub struct HandlerSubscription {
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl HandlerSubscription {
+    fn new(task: tokio::task::JoinHandle<()>) -> Self {
+        HandlerSubscription { task: Some(task) }
+    }
+
+    /// Keeps the handler running after this guard is gone, until the connection closes.
+    pub fn detach(mut self) {
+        self.task = None;
+    }
 }
 
 impl Drop for HandlerSubscription {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 

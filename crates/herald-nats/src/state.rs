@@ -47,15 +47,16 @@ impl StateCell {
         if *self.tx.borrow() == ConnectionState::Closed {
             return;
         }
+        let previous = self.tx.send_replace(state);
+        if previous == state {
+            return;
+        }
         if state == ConnectionState::Connected {
             self.connects.fetch_add(1, Ordering::Relaxed);
         }
-        let changed = self.tx.send_replace(state) != state;
-        if changed {
-            tracing::info!(state = ?state, "NATS connection state");
-            if let Some(cb) = &self.callback {
-                cb(state);
-            }
+        tracing::info!(state = ?state, "NATS connection state");
+        if let Some(cb) = &self.callback {
+            cb(state);
         }
     }
 

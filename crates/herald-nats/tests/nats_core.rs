@@ -342,3 +342,13 @@ async fn drain_delivers_what_was_in_flight_then_closes() {
         "a drained connection refuses publishes"
     );
 }
+
+#[tokio::test]
+async fn a_fresh_connection_reports_connected_and_no_reconnects() {
+    let Some(nats) = connect("fresh_connection").await else {
+        return;
+    };
+    assert_eq!(nats.state(), herald_nats::ConnectionState::Connected);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(nats.stats().reconnects, 0);
+}
