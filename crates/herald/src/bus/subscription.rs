@@ -24,10 +24,16 @@ pub struct SubscribeOptions {
     pub priority: Priority,
 }
 
+/// The owner of subscriptions made without one; shared, so they cost no allocation.
+fn anonymous() -> Arc<str> {
+    static ANONYMOUS: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    ANONYMOUS.get_or_init(|| Arc::from("anonymous")).clone()
+}
+
 impl Default for SubscribeOptions {
     fn default() -> Self {
         SubscribeOptions {
-            owner: Arc::from("anonymous"),
+            owner: anonymous(),
             priority: Priority::Normal,
         }
     }
