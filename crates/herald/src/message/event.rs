@@ -205,9 +205,10 @@ impl Event {
     /// [`EnvelopeError`] naming the field at fault; see the type-level docs for what is
     /// lenient and what is strict.
     pub fn from_json(bytes: &[u8]) -> Result<Decoded, EnvelopeError> {
-        let value: Value =
+        // Straight into the eight slots, without building an intermediate map.
+        let fields: Fields =
             serde_json::from_slice(bytes).map_err(|e| EnvelopeError::NotAnObject(e.to_string()))?;
-        Self::from_value(value)
+        fields.build()
     }
 
     /// Reads an envelope from a parsed JSON value.
@@ -216,20 +217,61 @@ impl Event {
     ///
     /// As [`Event::from_json`].
     pub fn from_value(value: Value) -> Result<Decoded, EnvelopeError> {
-        let Value::Object(mut map) = value else {
+        let Value::Object(map) = value else {
             return Err(EnvelopeError::NotAnObject(format!(
                 "found {}",
                 json_type(&value)
             )));
         };
+        let mut fields = Fields::default();
+        for (key, value) in map {
+            fields.put(&key, value);
+        }
+        fields.build()
+    }
+}
+
+/// The top-level fields of an envelope as read, before validation.
+#[derive(Default)]
+struct Fields {
+    subject: Option<Value>,
+    event_type: Option<Value>,
+    source: Option<Value>,
+    data: Option<Value>,
+    timestamp: Option<Value>,
+    correlation_id: Option<Value>,
+    priority: Option<Value>,
+    metadata: Option<Value>,
+    unknown: usize,
+}
+
+impl Fields {
+    fn put(&mut self, key: &str, value: Value) {
+        let slot = match key {
+            "subject" => &mut self.subject,
+            "event_type" => &mut self.event_type,
+            "source" => &mut self.source,
+            "data" => &mut self.data,
+            "timestamp" => &mut self.timestamp,
+            "correlation_id" => &mut self.correlation_id,
+            "priority" => &mut self.priority,
+            "metadata" => &mut self.metadata,
+            _ => {
+                self.unknown += 1;
+                return;
+            }
+        };
+        *slot = Some(value);
+    }
+
+    fn build(self) -> Result<Decoded, EnvelopeError> {
         let subject = Subject::new(
-            &take_string(&mut map, "subject")?.ok_or(EnvelopeError::MissingField("subject"))?,
+            &string(self.subject, "subject")?.ok_or(EnvelopeError::MissingField("subject"))?,
         )?;
-        let event_type =
-            take_string(&mut map, "event_type")?.unwrap_or_else(|| subject.last_token().to_owned());
-        let source =
-            take_string(&mut map, "source")?.ok_or(EnvelopeError::MissingField("source"))?;
-        let data = match map.remove("data") {
+        let event_type = string(self.event_type, "event_type")?
+            .unwrap_or_else(|| subject.last_token().to_owned());
+        let source = string(self.source, "source")?.ok_or(EnvelopeError::MissingField("source"))?;
+        let data = match self.data {
             Some(Value::Object(data)) => data,
             Some(_) => {
                 return Err(EnvelopeError::WrongType {
@@ -239,17 +281,17 @@ impl Event {
             }
             None => return Err(EnvelopeError::MissingField("data")),
         };
-        let timestamp = match take_string(&mut map, "timestamp")? {
+        let timestamp = match string(self.timestamp, "timestamp")? {
             Some(t) => Timestamp::parse(&t)?,
             None => Timestamp::now(),
         };
-        let correlation_id = take_string(&mut map, "correlation_id")?
+        let correlation_id = string(self.correlation_id, "correlation_id")?
             .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        let priority = match take_string(&mut map, "priority")? {
+        let priority = match string(self.priority, "priority")? {
             Some(p) => p.parse()?,
             None => Priority::Normal,
         };
-        let metadata = match map.remove("metadata") {
+        let metadata = match self.metadata {
             Some(Value::Object(m)) => m,
             None | Some(Value::Null) => Object::new(),
             Some(_) => {
@@ -270,8 +312,41 @@ impl Event {
                 priority,
                 metadata,
             },
-            unknown_fields: map.len(),
+            unknown_fields: self.unknown,
         })
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Fields {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Fields;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Fields, A::Error> {
+                let mut fields = Fields::default();
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match &*key {
+                        "subject" | "event_type" | "source" | "data" | "timestamp"
+                        | "correlation_id" | "priority" | "metadata" => {
+                            let value: Value = map.next_value()?;
+                            fields.put(&key, value);
+                        }
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                            fields.unknown += 1;
+                        }
+                    }
+                }
+                Ok(fields)
+            }
+        }
+        d.deserialize_map(Visit)
     }
 }
 
@@ -286,8 +361,8 @@ fn json_type(v: &Value) -> &'static str {
     }
 }
 
-fn take_string(map: &mut Object, field: &'static str) -> Result<Option<String>, EnvelopeError> {
-    match map.remove(field) {
+fn string(value: Option<Value>, field: &'static str) -> Result<Option<String>, EnvelopeError> {
+    match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
         Some(_) => Err(EnvelopeError::WrongType {

@@ -94,15 +94,47 @@ impl Subject {
     /// assert!(Subject::new("trivia.*").is_err());
     /// ```
     pub fn new(input: &str) -> Result<Self, SubjectError> {
-        for token in tokens_of(input)? {
-            for c in token.chars() {
-                check_char(input, c)?;
-                if c == '*' || c == '>' {
+        if input.is_empty() {
+            return Err(SubjectError::Empty);
+        }
+        // One pass over the bytes; only non-ASCII text takes the slower char checks.
+        let (mut position, mut token_len) = (0usize, 0usize);
+        for &b in input.as_bytes() {
+            match b {
+                b'.' => {
+                    if token_len == 0 {
+                        return Err(SubjectError::EmptyToken {
+                            input: input.to_owned(),
+                            position,
+                        });
+                    }
+                    position += 1;
+                    token_len = 0;
+                }
+                b'*' | b'>' => {
                     return Err(SubjectError::Wildcard {
                         input: input.to_owned(),
                         reason: "a subject holds no wildcard (`*` or `>`); use a Pattern to match",
-                    });
+                    })
                 }
+                0x21..=0x7e | 0x80..=0xff => token_len += 1,
+                other => {
+                    return Err(SubjectError::InvalidChar {
+                        input: input.to_owned(),
+                        found: char::from(other),
+                    })
+                }
+            }
+        }
+        if token_len == 0 {
+            return Err(SubjectError::EmptyToken {
+                input: input.to_owned(),
+                position,
+            });
+        }
+        if !input.is_ascii() {
+            for c in input.chars() {
+                check_char(input, c)?;
             }
         }
         Ok(Subject(Arc::from(input)))

@@ -276,7 +276,7 @@ pub(crate) async fn run(report: &mut Report, scale: f64, url: &str) -> Result<()
         "msgs/s",
         h,
         r,
-        "raw async-nats subscriber + serde_json",
+        "raw async-nats subscriber + serde derive struct",
     ));
 
     let (h, r) = paired(
