@@ -11,6 +11,10 @@
 //! durable queues and in-process alike. Subjects follow the NATS token rules ([`Subject`],
 //! [`Pattern`]): `*` matches one token, `>` the rest.
 //!
+//! A [`Handler`] (an async fn, a sync closure, or a [`Handle`] impl) runs the same on the
+//! in-process [`Bus`] and on any other [`Transport`] (`herald-nats`). Plugins
+//! ([`plugin`]) own their subscriptions and lose them all when unloaded.
+//!
 //! # Examples
 //!
 //! ```
