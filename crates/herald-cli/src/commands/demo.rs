@@ -242,6 +242,29 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), CliError> {
         )?)
         .await?;
     }
+    // A runaway handler that answers every ping with another ping: the dispatch depth limit
+    // stops the chain at 16 and the publisher of the 17th gets an error; the process lives.
+    let (b, pings) = (bus.clone(), Arc::new(std::sync::atomic::AtomicU64::new(0)));
+    let p = pings.clone();
+    let runaway = bus.subscribe_with(
+        "loop.ping",
+        herald::SubscribeOptions::owner("runaway"),
+        handler_fn(move |e: Arc<Event>| {
+            let (b, p) = (b.clone(), p.clone());
+            async move {
+                p.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                b.publish((*e).clone()).await.map(drop)
+            }
+        }),
+    )?;
+    bus.publish(event("loop.ping", "demo", json!({}))?).await?;
+    drop(runaway);
+    say(format!(
+        "runaway loop stopped after {} nested publishes (depth limit 16)",
+        pings.load(std::sync::atomic::Ordering::Relaxed)
+    ));
+    progress.lock().clear();
+
     // The fire-and-forget path: a backlog drains critical first.
     for (q, prio) in [
         ("code", Priority::Low),
@@ -271,14 +294,16 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), CliError> {
         .collect();
     out!("== herald demo summary ==");
     out!(
-        "events published {}, handler calls {}, handler errors {} ({} panics, all isolated; {} seen in reports)",
+        "events published {}, handler calls {}, handler errors {} (panics {}; all isolated; {} seen by the trivia publisher)",
         stats.events_published, stats.events_dispatched, stats.handler_errors, stats.handler_panics, failures
     );
     out!(
-        "emitted {}, emit refused {}, publishes refused {}",
+        "emitted {}, emit refused {}, publishes refused {} (depth limit {}, stopped bus {})",
         stats.emitted,
         stats.emit_rejected,
-        stats.refused_stopped + stats.refused_depth
+        stats.refused_stopped + stats.refused_depth,
+        stats.refused_depth,
+        stats.refused_stopped
     );
     out!(
         "plugins loaded: {}; subscriptions: {}",
@@ -316,7 +341,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), CliError> {
         .iter()
         .filter(|e| e.subject == expected_subject)
         .count();
-    if stats.handler_errors == 0 || heard == 0 {
+    if stats.handler_errors == 0 || heard == 0 || stats.refused_depth != 1 {
         return Err(CliError::Other(
             "demo did not exercise isolation as expected".into(),
         ));
