@@ -177,13 +177,29 @@ async fn malformed_messages_are_counted_and_skipped_and_the_subscription_keeps_r
             .await
             .expect("raw publish");
     }
-    nats.publish(&ev(&subject, "good")).await.expect("publish");
-    let got = tokio::time::timeout(Duration::from_secs(5), stream.next())
+    let extra = format!(
+        r#"{{"subject":"{subject}","source":"py","data":{{}},"metadata":{{"test_id":"extra"}},"trace":"x"}}"#
+    );
+    raw.publish(subject.clone(), extra.into_bytes().into())
         .await
-        .expect("in time")
-        .expect("an event");
-    assert_eq!(id_of(&got.event), "good");
-    assert_eq!(nats.stats().malformed, 3);
+        .expect("raw publish");
+    nats.publish(&ev(&subject, "good")).await.expect("publish");
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let next = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("in time")
+            .expect("an event");
+        got.push(id_of(&next.event));
+    }
+    assert_eq!(got, ["extra", "good"]);
+    let stats = nats.stats();
+    assert_eq!(stats.malformed, 3);
+    assert_eq!(
+        stats.unknown_fields, 1,
+        "the extra top-level field was accepted and counted"
+    );
+    assert_eq!(stats.received, 2);
 }
 
 #[tokio::test]
