@@ -900,3 +900,32 @@ async fn subscribers_churning_during_concurrent_publishes_never_disturb_the_stab
         "every churned subscription was removed"
     );
 }
+
+#[test]
+fn a_handler_that_owns_its_own_subscription_guard_is_removed_without_deadlock() {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let bus = Bus::new();
+        let slot: Arc<Mutex<Option<herald::Subscription>>> = Default::default();
+        let inner = slot.clone();
+        let guard = bus
+            .subscribe_with(
+                "own.x",
+                SubscribeOptions::owner("self"),
+                sync_handler(move |_: &Event| {
+                    let _ = &inner;
+                }),
+            )
+            .expect("sub");
+        *slot.lock() = Some(guard);
+        drop(slot); // now only the handler's closure holds its own guard
+                    // Removing the subscription drops the closure, which drops the guard, whose drop
+                    // unsubscribes again: that must not happen under the routing lock.
+        let removed = bus.unsubscribe_all("self");
+        let _ = done_tx.send((removed, bus.subscriptions().len()));
+    });
+    let (removed, left) = done_rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("unsubscribe_all returned (no deadlock)");
+    assert_eq!((removed, left), (1, 0));
+}

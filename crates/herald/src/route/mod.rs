@@ -93,7 +93,9 @@ impl Routes {
             None => table.globs.push(entry.id),
         }
         table.entries.insert(entry.id, Arc::new(entry));
-        self.invalidate(&mut table);
+        let stale = self.invalidate(&mut table);
+        drop(table);
+        drop(stale);
     }
 
     /// Removes every subscription for which `select` is true; returns how many.
@@ -114,13 +116,20 @@ impl Routes {
                 None => table.globs.retain(|&id| id != entry.id),
             }
         }
+        let mut stale = FxHashMap::default();
         if !doomed.is_empty() {
             if table.entries.is_empty() {
                 table.entries.shrink_to_fit();
             }
-            self.invalidate(&mut table);
+            stale = self.invalidate(&mut table);
         }
-        doomed.len()
+        // Handlers are dropped only after the lock is released: a handler's closure may hold
+        // a Subscription guard whose drop comes back here.
+        drop(table);
+        drop(stale);
+        let removed = doomed.len();
+        drop(doomed);
+        removed
     }
 
     pub(crate) fn remove_id(&self, id: u64) -> bool {
@@ -134,14 +143,21 @@ impl Routes {
             }
             None => table.globs.retain(|&g| g != id),
         }
-        self.invalidate(&mut table);
+        let stale = self.invalidate(&mut table);
+        // As in remove_where: drop the handler after the lock is released.
+        drop(table);
+        drop(stale);
+        drop(entry);
         true
     }
 
-    fn invalidate(&self, table: &mut Table) {
-        table.matched.clear();
+    /// Moves to a new generation and hands back the cached results, for the caller to drop
+    /// once the lock is released.
+    #[must_use]
+    fn invalidate(&self, table: &mut Table) -> FxHashMap<Arc<str>, Arc<Matched>> {
         table.generation += 1;
         self.generation.store(table.generation, Ordering::Release);
+        std::mem::take(&mut table.matched)
     }
 
     /// Runs `f` on this thread's cache for these routes, emptied if it is stale.
@@ -195,14 +211,17 @@ impl Routes {
         drop(table);
         if computed {
             let mut table = self.table.write();
+            let mut evicted = FxHashMap::default();
             if table.generation == generation {
                 if table.matched.len() >= CACHE_CAPACITY {
-                    table.matched.clear();
+                    evicted = std::mem::take(&mut table.matched);
                 }
                 table
                     .matched
                     .insert(Arc::from(subject.as_str()), matched.clone());
             }
+            drop(table);
+            drop(evicted);
         }
         self.with_cache(|cache| {
             if cache.generation == generation {
