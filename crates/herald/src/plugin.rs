@@ -186,9 +186,14 @@ pub enum PluginError {
 }
 
 /// Loads, unloads and reloads plugins on one bus.
+///
+/// Load, unload and reload are serialised (one at a time), so two loads of the same name
+/// cannot both succeed.
 pub struct PluginManager {
     bus: Bus,
     plugins: Mutex<BTreeMap<String, Box<dyn Plugin>>>,
+    /// Held for the whole of a load, unload or reload.
+    lifecycle: Mutex<()>,
 }
 
 impl std::fmt::Debug for PluginManager {
@@ -205,6 +210,7 @@ impl PluginManager {
         PluginManager {
             bus,
             plugins: Mutex::new(BTreeMap::new()),
+            lifecycle: Mutex::new(()),
         }
     }
 
@@ -243,6 +249,7 @@ impl PluginManager {
     ///
     /// As [`PluginManager::load`].
     pub fn load_boxed(&self, plugin: Box<dyn Plugin>) -> Result<(), PluginError> {
+        let _one_at_a_time = self.lifecycle.lock();
         if self.plugins.lock().contains_key(plugin.name()) {
             return Err(PluginError::AlreadyLoaded(plugin.name().to_owned()));
         }
@@ -269,6 +276,7 @@ impl PluginManager {
     ///
     /// [`PluginError::NotLoaded`].
     pub fn unload(&self, name: &str) -> Result<(), PluginError> {
+        let _one_at_a_time = self.lifecycle.lock();
         self.take_down(name).map(drop)
     }
 
@@ -279,6 +287,7 @@ impl PluginManager {
     ///
     /// [`PluginError::NotLoaded`], or [`PluginError::Setup`] (then it stays unloaded).
     pub fn reload(&self, name: &str) -> Result<(), PluginError> {
+        let _one_at_a_time = self.lifecycle.lock();
         let plugin = self.take_down(name)?;
         self.set_up(plugin)
     }

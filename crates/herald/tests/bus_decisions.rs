@@ -929,3 +929,36 @@ fn a_handler_that_owns_its_own_subscription_guard_is_removed_without_deadlock() 
         .expect("unsubscribe_all returned (no deadlock)");
     assert_eq!((removed, left), (1, 0));
 }
+
+struct Slow;
+impl Plugin for Slow {
+    fn name(&self) -> &str {
+        "slow"
+    }
+    fn setup(&mut self, ctx: &PluginContext) -> Result<(), BoxError> {
+        ctx.subscribe("slow.x", sync_handler(|_: &Event| ()))?;
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        Ok(())
+    }
+}
+
+#[test]
+fn two_concurrent_loads_of_the_same_plugin_let_exactly_one_succeed() {
+    let bus = Bus::new();
+    let plugins = Arc::new(PluginManager::new(bus.clone()));
+    let results: Vec<bool> = (0..2)
+        .map(|_| {
+            let p = plugins.clone();
+            std::thread::spawn(move || p.load(Slow).is_ok())
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().expect("join"))
+        .collect();
+    assert_eq!(results.iter().filter(|ok| **ok).count(), 1);
+    assert_eq!(
+        bus.subscriptions().len(),
+        1,
+        "the loser left nothing subscribed"
+    );
+}
