@@ -757,7 +757,10 @@ impl DurableConsumer {
             let delivery = match next {
                 None => break,
                 Some(Err(e)) => {
+                    // Missed heartbeats while disconnected, a deleted consumer: log, and do
+                    // not spin while the cause lasts.
                     tracing::warn!("{e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
                 Some(Ok(d)) => d,
