@@ -27,10 +27,32 @@ pub struct BusStats {
     pub queued: u64,
 }
 
+/// How many stripes the hot counters are split into.
+const STRIPES: usize = 16;
+
+/// One cache line per stripe, so publishers on different threads never share one.
 #[derive(Default)]
-pub(crate) struct Counters {
+#[repr(align(128))]
+struct Stripe {
     published: AtomicU64,
     dispatched: AtomicU64,
+}
+
+/// This thread's stripe: handed out round robin when the thread first counts.
+fn stripe_index() -> usize {
+    use std::sync::atomic::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Relaxed) % STRIPES;
+    }
+    INDEX.with(|i| *i)
+}
+
+/// The bus's counters. The two that every publish touches are striped per thread, so that
+/// concurrent publishers do not fight over one cache line; a snapshot adds the stripes up
+/// (exact once the publishes it should see have returned).
+pub(crate) struct Counters {
+    hot: Box<[Stripe]>,
     errors: AtomicU64,
     panics: AtomicU64,
     refused_stopped: AtomicU64,
@@ -39,13 +61,29 @@ pub(crate) struct Counters {
     emit_rejected: AtomicU64,
 }
 
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            hot: (0..STRIPES).map(|_| Stripe::default()).collect(),
+            errors: AtomicU64::new(0),
+            panics: AtomicU64::new(0),
+            refused_stopped: AtomicU64::new(0),
+            refused_depth: AtomicU64::new(0),
+            emitted: AtomicU64::new(0),
+            emit_rejected: AtomicU64::new(0),
+        }
+    }
+}
+
 impl Counters {
     pub(crate) fn add_published(&self) {
-        self.published.fetch_add(1, Relaxed);
+        self.hot[stripe_index()].published.fetch_add(1, Relaxed);
     }
     pub(crate) fn add_dispatched(&self, n: usize) {
         if n > 0 {
-            self.dispatched.fetch_add(n as u64, Relaxed);
+            self.hot[stripe_index()]
+                .dispatched
+                .fetch_add(n as u64, Relaxed);
         }
     }
     pub(crate) fn record_failure(&self, panic: bool) {
@@ -69,8 +107,8 @@ impl Counters {
 
     pub(crate) fn snapshot(&self, subscriptions: usize, queued: usize) -> BusStats {
         BusStats {
-            events_published: self.published.load(Relaxed),
-            events_dispatched: self.dispatched.load(Relaxed),
+            events_published: self.hot.iter().map(|s| s.published.load(Relaxed)).sum(),
+            events_dispatched: self.hot.iter().map(|s| s.dispatched.load(Relaxed)).sum(),
             handler_errors: self.errors.load(Relaxed),
             handler_panics: self.panics.load(Relaxed),
             refused_stopped: self.refused_stopped.load(Relaxed),

@@ -2,10 +2,10 @@
 //!
 //! Token patterns live in a trie ([`trie`]), so a lookup walks the subject's tokens and never
 //! looks at a subscription that cannot match; glob patterns (opt-in) are checked one by one.
-//! Results are cached per subject until the next (un)subscribe: the table owns each result
-//! (`Arc`), and each thread keeps a `Weak` to it, so a hot subject costs one hash lookup and
-//! takes no lock, while an unsubscribed handler is released as soon as the table lets go of
-//! it. Each result is an immutable snapshot: a publish in progress keeps the list it started
+//! Results are cached per subject and per thread until the next (un)subscribe: the table
+//! owns each result (`Arc`), and the thread it was made for keeps a `Weak` to it, so a hot
+//! subject costs one hash lookup, takes no lock and touches no cache line another thread
+//! writes, while an unsubscribed handler is released as soon as the table lets go of it. Each result is an immutable snapshot: a publish in progress keeps the list it started
 //! with.
 
 mod trie;
@@ -30,6 +30,18 @@ const CACHED_BUSES: usize = 8;
 /// Gives every `Routes` a distinct id for the thread-local caches.
 static NEXT_ROUTES_ID: AtomicU64 = AtomicU64::new(1);
 
+/// This thread's key in the table's cache (each thread gets results of its own, so that the
+/// reference counts publishers touch are never shared).
+fn thread_key() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static KEY: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    KEY.with(|k| *k)
+}
+
+type Owned = FxHashMap<(Arc<str>, u64), Arc<Matched>>;
+
 /// One subscription as the router keeps it.
 pub(crate) struct Entry {
     pub(crate) id: u64,
@@ -52,8 +64,8 @@ struct Table {
     globs: Vec<u64>,
     entries: FxHashMap<u64, Arc<Entry>>,
     generation: u64,
-    /// The owner of every cached result; emptied by every change.
-    matched: FxHashMap<Arc<str>, Arc<Matched>>,
+    /// The owner of every cached result, per subject and thread; emptied by every change.
+    matched: Owned,
 }
 
 #[derive(Default)]
@@ -154,7 +166,7 @@ impl Routes {
     /// Moves to a new generation and hands back the cached results, for the caller to drop
     /// once the lock is released.
     #[must_use]
-    fn invalidate(&self, table: &mut Table) -> FxHashMap<Arc<str>, Arc<Matched>> {
+    fn invalidate(&self, table: &mut Table) -> Owned {
         table.generation += 1;
         self.generation.store(table.generation, Ordering::Release);
         std::mem::take(&mut table.matched)
@@ -202,9 +214,10 @@ impl Routes {
         if let Some(hit) = cached {
             return hit;
         }
+        let key = (Arc::<str>::from(subject.as_str()), thread_key());
         let table = self.table.read();
         let generation = table.generation;
-        let (matched, computed) = match table.matched.get(subject.as_str()) {
+        let (matched, computed) = match table.matched.get(&key) {
             Some(m) => (m.clone(), false),
             None => (Arc::new(Self::compute(&table, subject)), true),
         };
@@ -216,9 +229,7 @@ impl Routes {
                 if table.matched.len() >= CACHE_CAPACITY {
                     evicted = std::mem::take(&mut table.matched);
                 }
-                table
-                    .matched
-                    .insert(Arc::from(subject.as_str()), matched.clone());
+                table.matched.insert(key.clone(), matched.clone());
             }
             drop(table);
             drop(evicted);
@@ -228,9 +239,7 @@ impl Routes {
                 if cache.map.len() >= CACHE_CAPACITY {
                     cache.map.clear();
                 }
-                cache
-                    .map
-                    .insert(Arc::from(subject.as_str()), Arc::downgrade(&matched));
+                cache.map.insert(key.0, Arc::downgrade(&matched));
             }
         });
         matched

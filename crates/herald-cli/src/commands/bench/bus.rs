@@ -188,6 +188,47 @@ async fn vec_box_fn4(n: u64) -> Result<f64, CliError> {
     Ok(r)
 }
 
+/// Total sync publish throughput of `threads` publisher threads (each with its own runtime)
+/// into one bus with 4 sync handlers and history 100.
+fn threads_publishing(threads: usize, n: u64) -> Result<f64, CliError> {
+    let bus = Bus::new();
+    for _ in 0..4 {
+        // No shared counter here: the handlers must not be what the threads contend on.
+        bus.subscribe(
+            "bench.tick",
+            sync_handler(move |e: &Event| {
+                black_box(e);
+            }),
+        )?
+        .detach();
+    }
+    let start = Instant::now();
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let bus = bus.clone();
+            std::thread::spawn(move || -> Result<(), CliError> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .map_err(|e| CliError::Other(e.to_string()))?;
+                let ev = Arc::new(tick()?);
+                rt.block_on(async {
+                    for _ in 0..n {
+                        bus.publish_shared(ev.clone()).await?;
+                    }
+                    Ok::<(), CliError>(())
+                })
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join()
+            .map_err(|_| CliError::Other("bench publisher thread panicked".into()))??;
+    }
+    let r = rate(n * threads as u64, start);
+    check("threads", bus.stats().events_published, n * threads as u64)?;
+    Ok(r)
+}
+
 /// Sync publish throughput with `noise` non-matching subscriptions; `subjects` distinct
 /// subjects in rotation (more than the cache holds = every lookup walks the trie).
 async fn routing(noise: usize, subjects: usize, n: u64) -> Result<f64, CliError> {
@@ -336,6 +377,20 @@ pub(crate) async fn run(report: &mut Report, scale: f64) -> Result<(), CliError>
         s4,
         vb,
         "Vec<Box<dyn Fn>> loop, 4 handlers",
+    ));
+
+    let (t2, t1) = paired(
+        5,
+        || async { threads_publishing(2, n(1_000_000.0)) },
+        || async { threads_publishing(1, n(1_000_000.0)) },
+    )
+    .await?;
+    report.add(Figure::higher(
+        "publish_2_threads_vs_1",
+        "events/s",
+        t2,
+        t1,
+        "same bus, one publisher thread",
     ));
 
     let (r100k, r10) = paired(
