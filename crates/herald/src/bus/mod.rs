@@ -371,7 +371,7 @@ impl Bus {
             Err(event) => {
                 inner.counters.add_emit_rejected();
                 Err(EmitError::Full {
-                    event,
+                    event: unshare(event),
                     capacity: inner.queue.capacity(),
                 })
             }
@@ -402,7 +402,7 @@ impl Bus {
     }
 
     /// The checks before an event may enter the queue: running, depth, a runtime.
-    fn admit(&self, event: Event) -> Result<(Box<Event>, u32), EmitError> {
+    fn admit(&self, event: Event) -> Result<(Arc<Event>, u32), EmitError> {
         let inner = &self.inner;
         if !inner.running.load(Ordering::Acquire) {
             inner.counters.add_refused_stopped();
@@ -424,7 +424,8 @@ impl Bus {
                 event: Box::new(event),
             });
         }
-        Ok((Box::new(event), depth))
+        // One allocation: the queue holds the Arc that the handlers will share.
+        Ok((Arc::new(event), depth))
     }
 
     fn ensure_dispatcher(&self) -> Result<(), NoRuntime> {
@@ -508,6 +509,11 @@ impl Bus {
 
 struct NoRuntime;
 
+/// Gives back a refused event, which nobody else holds.
+fn unshare(event: Arc<Event>) -> Box<Event> {
+    Box::new(Arc::try_unwrap(event).unwrap_or_else(|shared| (*shared).clone()))
+}
+
 impl Inner {
     async fn deliver(&self, event: Arc<Event>, depth: u32) -> Result<DispatchReport, PublishError> {
         if depth > self.max_depth {
@@ -573,7 +579,7 @@ async fn run_dispatcher(queue: Arc<Queue>, bus: Weak<Inner>) {
             let n = batch.len();
             for item in batch.drain(..) {
                 // The emitting handler ran at depth - 1; deliver() refuses beyond the maximum.
-                let _ = inner.deliver(Arc::from(item.event), item.depth).await;
+                let _ = inner.deliver(item.event, item.depth).await;
             }
             drop(inner);
             queue.done(n);

@@ -12,7 +12,7 @@ use crate::message::event::Event;
 use crate::message::priority::Priority;
 
 pub(crate) struct Item {
-    pub(crate) event: Box<Event>,
+    pub(crate) event: Arc<Event>,
     pub(crate) depth: u32,
     key: (Priority, Reverse<u64>),
 }
@@ -72,7 +72,7 @@ impl Queue {
     }
 
     /// Queues the event, or gives it back when full.
-    pub(crate) fn push(&self, event: Box<Event>, depth: u32) -> Result<(), Box<Event>> {
+    pub(crate) fn push(&self, event: Arc<Event>, depth: u32) -> Result<(), Arc<Event>> {
         let mut heap = self.heap.lock();
         if heap.heap.len() >= self.capacity {
             return Err(event);
@@ -102,8 +102,13 @@ impl Queue {
     }
 
     /// Queues the event, waiting for room while the queue is full.
-    pub(crate) async fn push_wait(&self, mut event: Box<Event>, depth: u32) {
+    pub(crate) async fn push_wait(&self, mut event: Arc<Event>, depth: u32) {
         loop {
+            // The common case first: there is room, and no waiter needs registering.
+            match self.push(event, depth) {
+                Ok(()) => return,
+                Err(back) => event = back,
+            }
             let room = self.space.notified();
             tokio::pin!(room);
             room.as_mut().enable();
