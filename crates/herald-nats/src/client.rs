@@ -554,21 +554,25 @@ impl EventStream {
     ///
     /// Cancel safe: no event is lost when the future is dropped.
     pub async fn next(&mut self) -> Option<Incoming> {
-        loop {
-            let msg = self.subscriber.next().await?;
-            match Event::from_json(&msg.payload) {
-                Ok(decoded) => {
-                    let c = &self.nats.inner.counters;
-                    Counters::inc(&c.received);
-                    if decoded.unknown_fields > 0 {
-                        Counters::inc(&c.unknown_fields);
-                    }
-                    return Some(Incoming {
-                        event: decoded.event,
-                        reply: msg.reply.map(|r| r.to_string()),
-                    });
+        StreamExt::next(self).await
+    }
+
+    fn decode(&self, msg: async_nats::Message) -> Option<Incoming> {
+        match Event::from_json(&msg.payload) {
+            Ok(decoded) => {
+                let c = &self.nats.inner.counters;
+                Counters::inc(&c.received);
+                if decoded.unknown_fields > 0 {
+                    Counters::inc(&c.unknown_fields);
                 }
-                Err(e) => self.nats.note_malformed(msg.subject.as_str(), &e),
+                Some(Incoming {
+                    event: decoded.event,
+                    reply: msg.reply.map(|r| r.to_string()),
+                })
+            }
+            Err(e) => {
+                self.nats.note_malformed(msg.subject.as_str(), &e);
+                None
             }
         }
     }
@@ -580,6 +584,29 @@ impl EventStream {
     /// Cancel safe.
     pub async fn unsubscribe(mut self) {
         let _ = self.subscriber.unsubscribe().await;
+    }
+}
+
+/// The same events as [`EventStream::next`], for `StreamExt` combinators.
+impl futures_util::Stream for EventStream {
+    type Item = Incoming;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Incoming>> {
+        use std::task::Poll;
+        loop {
+            match std::pin::Pin::new(&mut self.subscriber).poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Ready(Some(msg)) => {
+                    if let Some(incoming) = self.decode(msg) {
+                        return Poll::Ready(Some(incoming));
+                    }
+                }
+            }
+        }
     }
 }
 

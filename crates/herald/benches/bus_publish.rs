@@ -153,6 +153,21 @@ fn routing(c: &mut Criterion) {
     g.finish();
 }
 
+/// What a user of raw serde would decode into, for comparison.
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct RawEnvelope {
+    subject: String,
+    event_type: String,
+    source: String,
+    data: serde_json::Map<String, serde_json::Value>,
+    timestamp: String,
+    correlation_id: String,
+    priority: String,
+    #[serde(default)]
+    metadata: serde_json::Map<String, serde_json::Value>,
+}
+
 fn envelope(c: &mut Criterion) {
     let bytes = Event::try_new(
         "trivia.started",
@@ -162,6 +177,14 @@ fn envelope(c: &mut Criterion) {
     .to_json();
     c.bench_function("envelope_from_json", |b| {
         b.iter(|| Event::from_json(black_box(&bytes)).expect("decode"))
+    });
+    c.bench_function("envelope_raw_derive_struct", |b| {
+        b.iter(|| serde_json::from_slice::<RawEnvelope>(black_box(&bytes)).expect("decode"))
+    });
+    c.bench_function("timestamp_parse", |b| {
+        b.iter(|| {
+            herald::Timestamp::parse(black_box("2026-11-23T10:11:12.123456Z")).expect("timestamp")
+        })
     });
     c.bench_function("subject_new", |b| {
         b.iter(|| Subject::new(black_box("rosey.command.trivia.start")).expect("subject"))

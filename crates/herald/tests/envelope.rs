@@ -185,3 +185,42 @@ proptest! {
         prop_assert_eq!(Event::from_json(&event.to_json()).expect("round trip").event, event);
     }
 }
+
+#[test]
+fn a_non_string_where_a_string_belongs_is_a_typed_error_naming_the_field() {
+    let cases: [(&[u8], &str); 5] = [
+        (br#"{"subject":7,"source":"s","data":{}}"#, "subject"),
+        (br#"{"subject":"a.b","source":["s"],"data":{}}"#, "source"),
+        (
+            br#"{"subject":"a.b","source":"s","data":{},"timestamp":{"t":1}}"#,
+            "timestamp",
+        ),
+        (
+            br#"{"subject":"a.b","source":"s","data":{},"correlation_id":true}"#,
+            "correlation_id",
+        ),
+        (
+            br#"{"subject":"a.b","source":"s","data":{},"event_type":1.5}"#,
+            "event_type",
+        ),
+    ];
+    for (input, field) in cases {
+        match Event::from_json(input) {
+            Err(EnvelopeError::WrongType { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("{}: {other:?}", String::from_utf8_lossy(input)),
+        }
+        let value: Value = serde_json::from_slice(input).expect("json");
+        assert!(matches!(
+            Event::from_value(value),
+            Err(EnvelopeError::WrongType { .. })
+        ));
+    }
+}
+
+#[test]
+fn escaped_strings_and_duplicate_keys_read_like_serde_json_does() {
+    let d = Event::from_json(br#"{"subject":"a.b","subject":"c.d","source":"s\u00e9","data":{}}"#)
+        .expect("decode");
+    assert_eq!(d.event.subject.as_str(), "c.d", "the last duplicate wins");
+    assert_eq!(d.event.source, "s\u{e9}");
+}

@@ -1,5 +1,7 @@
 //! `Event`: the eight-field JSON envelope, lenient on read where that is safe and strict where it is not.
 
+use std::borrow::Cow;
+
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
@@ -231,46 +233,58 @@ impl Event {
     }
 }
 
+/// A top-level string field as read: borrowed from the input when it has no escapes.
+enum Text<'a> {
+    Str(Cow<'a, str>),
+    /// Present, but not a string (the type error is reported by `build`).
+    NotString,
+}
+
 /// The top-level fields of an envelope as read, before validation.
 #[derive(Default)]
-struct Fields {
-    subject: Option<Value>,
-    event_type: Option<Value>,
-    source: Option<Value>,
+struct Fields<'a> {
+    subject: Option<Text<'a>>,
+    event_type: Option<Text<'a>>,
+    source: Option<Text<'a>>,
     data: Option<Value>,
-    timestamp: Option<Value>,
-    correlation_id: Option<Value>,
-    priority: Option<Value>,
+    timestamp: Option<Text<'a>>,
+    correlation_id: Option<Text<'a>>,
+    priority: Option<Text<'a>>,
     metadata: Option<Value>,
     unknown: usize,
 }
 
-impl Fields {
+impl Fields<'static> {
     fn put(&mut self, key: &str, value: Value) {
-        let slot = match key {
-            "subject" => &mut self.subject,
-            "event_type" => &mut self.event_type,
-            "source" => &mut self.source,
-            "data" => &mut self.data,
-            "timestamp" => &mut self.timestamp,
-            "correlation_id" => &mut self.correlation_id,
-            "priority" => &mut self.priority,
-            "metadata" => &mut self.metadata,
-            _ => {
-                self.unknown += 1;
-                return;
-            }
+        let text = |v: Value| match v {
+            Value::Null => None,
+            Value::String(s) => Some(Text::Str(Cow::Owned(s))),
+            _ => Some(Text::NotString),
         };
-        *slot = Some(value);
+        match key {
+            "subject" => self.subject = text(value),
+            "event_type" => self.event_type = text(value),
+            "source" => self.source = text(value),
+            "timestamp" => self.timestamp = text(value),
+            "correlation_id" => self.correlation_id = text(value),
+            "priority" => self.priority = text(value),
+            "data" => self.data = Some(value),
+            "metadata" => self.metadata = Some(value),
+            _ => self.unknown += 1,
+        }
     }
+}
 
+impl Fields<'_> {
     fn build(self) -> Result<Decoded, EnvelopeError> {
         let subject = Subject::new(
             &string(self.subject, "subject")?.ok_or(EnvelopeError::MissingField("subject"))?,
         )?;
         let event_type = string(self.event_type, "event_type")?
-            .unwrap_or_else(|| subject.last_token().to_owned());
-        let source = string(self.source, "source")?.ok_or(EnvelopeError::MissingField("source"))?;
+            .map_or_else(|| subject.last_token().to_owned(), Cow::into_owned);
+        let source = string(self.source, "source")?
+            .ok_or(EnvelopeError::MissingField("source"))?
+            .into_owned();
         let data = match self.data {
             Some(Value::Object(data)) => data,
             Some(_) => {
@@ -286,7 +300,7 @@ impl Fields {
             None => Timestamp::now(),
         };
         let correlation_id = string(self.correlation_id, "correlation_id")?
-            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+            .map_or_else(|| uuid::Uuid::now_v7().to_string(), Cow::into_owned);
         let priority = match string(self.priority, "priority")? {
             Some(p) => p.parse()?,
             None => Priority::Normal,
@@ -317,33 +331,82 @@ impl Fields {
     }
 }
 
-impl<'de> serde::Deserialize<'de> for Fields {
+impl<'de> serde::Deserialize<'de> for Text<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Text<'de>, E> {
+                Ok(Text::Str(Cow::Owned(v)))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Text<'de>, E> {
+                Ok(Text::NotString)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Text<'de>, E> {
+                Ok(Text::NotString)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Text<'de>, E> {
+                Ok(Text::NotString)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Text<'de>, E> {
+                Ok(Text::NotString)
+            }
+            fn visit_unit<E>(self) -> Result<Text<'de>, E> {
+                Ok(Text::NotString)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Text<'de>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Text::NotString)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Text<'de>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Text::NotString)
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Fields<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Visit;
         impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = Fields;
+            type Value = Fields<'de>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 mut map: A,
-            ) -> Result<Fields, A::Error> {
-                let mut fields = Fields::default();
-                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            ) -> Result<Fields<'de>, A::Error> {
+                let mut f = Fields::default();
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
                     match &*key {
-                        "subject" | "event_type" | "source" | "data" | "timestamp"
-                        | "correlation_id" | "priority" | "metadata" => {
-                            let value: Value = map.next_value()?;
-                            fields.put(&key, value);
-                        }
+                        "subject" => f.subject = map.next_value()?,
+                        "event_type" => f.event_type = map.next_value()?,
+                        "source" => f.source = map.next_value()?,
+                        "timestamp" => f.timestamp = map.next_value()?,
+                        "correlation_id" => f.correlation_id = map.next_value()?,
+                        "priority" => f.priority = map.next_value()?,
+                        "data" => f.data = Some(map.next_value()?),
+                        "metadata" => f.metadata = Some(map.next_value()?),
                         _ => {
                             map.next_value::<serde::de::IgnoredAny>()?;
-                            fields.unknown += 1;
+                            f.unknown += 1;
                         }
                     }
                 }
-                Ok(fields)
+                Ok(f)
             }
         }
         d.deserialize_map(Visit)
@@ -361,11 +424,14 @@ fn json_type(v: &Value) -> &'static str {
     }
 }
 
-fn string(value: Option<Value>, field: &'static str) -> Result<Option<String>, EnvelopeError> {
-    match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(EnvelopeError::WrongType {
+fn string<'a>(
+    text: Option<Text<'a>>,
+    field: &'static str,
+) -> Result<Option<Cow<'a, str>>, EnvelopeError> {
+    match text {
+        None => Ok(None),
+        Some(Text::Str(s)) => Ok(Some(s)),
+        Some(Text::NotString) => Err(EnvelopeError::WrongType {
             field,
             expected: "a string",
         }),

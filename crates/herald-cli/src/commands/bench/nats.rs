@@ -72,22 +72,44 @@ async fn blast(publisher: &async_nats::Client, subject: &str, n: u64) -> Result<
     Ok(())
 }
 
-async fn herald_subscribe(
-    nats: &Nats,
+/// What a user of raw async-nats would decode into: a derived struct, no validation.
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct RawEnvelope {
+    subject: String,
+    event_type: String,
+    source: String,
+    data: serde_json::Map<String, serde_json::Value>,
+    timestamp: String,
+    correlation_id: String,
+    priority: String,
+    #[serde(default)]
+    metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Messages per second from the first publish until `stream` has yielded `n` decoded items.
+async fn receive<S, T>(
+    mut stream: S,
     publisher: &async_nats::Client,
+    subject: String,
     n: u64,
-) -> Result<f64, CliError> {
-    let subject = format!("{}.sub", unique("s"));
-    let mut stream = nats.subscribe(subject.as_str(), None).await?;
+    decode: impl Fn(S::Item) -> Result<T, CliError>,
+) -> Result<f64, CliError>
+where
+    S: futures_util::Stream + Unpin,
+{
     let start = Instant::now();
     let sender = {
-        let (p, s) = (publisher.clone(), subject.clone());
-        tokio::spawn(async move { blast(&p, &s, n).await })
+        let p = publisher.clone();
+        tokio::spawn(async move { blast(&p, &subject, n).await })
     };
     let mut got = 0;
     while got < n {
         match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
-            Ok(Some(_)) => got += 1,
+            Ok(Some(item)) => {
+                std::hint::black_box(decode(item)?);
+                got += 1;
+            }
             _ => {
                 return Err(CliError::Other(format!(
                     "bench subscribe: {got} of {n} arrived"
@@ -99,36 +121,30 @@ async fn herald_subscribe(
     Ok(rate(n, start))
 }
 
+async fn herald_subscribe(
+    nats: &Nats,
+    publisher: &async_nats::Client,
+    n: u64,
+) -> Result<f64, CliError> {
+    let subject = format!("{}.sub", unique("s"));
+    // Herald's stream decodes and validates the envelope itself.
+    let stream = nats.subscribe(subject.as_str(), None).await?;
+    receive(stream, publisher, subject, n, Ok).await
+}
+
 async fn raw_subscribe(
     client: &async_nats::Client,
     publisher: &async_nats::Client,
     n: u64,
 ) -> Result<f64, CliError> {
     let subject = format!("{}.sub", unique("s"));
-    let mut sub = client.subscribe(subject.clone()).await.map_err(other)?;
+    let sub = client.subscribe(subject.clone()).await.map_err(other)?;
+    // A round trip, so the SUB is live at the server (the same wait Herald's subscribe does).
     let _ = client.request(client.new_inbox(), Bytes::new()).await;
-    let start = Instant::now();
-    let sender = {
-        let (p, s) = (publisher.clone(), subject.clone());
-        tokio::spawn(async move { blast(&p, &s, n).await })
-    };
-    let mut got = 0;
-    while got < n {
-        match tokio::time::timeout(Duration::from_secs(10), sub.next()).await {
-            Ok(Some(msg)) => {
-                let decoded: Event = serde_json::from_slice(&msg.payload).map_err(other)?;
-                std::hint::black_box(decoded);
-                got += 1;
-            }
-            _ => {
-                return Err(CliError::Other(format!(
-                    "bench raw subscribe: {got} of {n} arrived"
-                )))
-            }
-        }
-    }
-    sender.await.map_err(other)??;
-    Ok(rate(n, start))
+    receive(sub, publisher, subject, n, |msg: async_nats::Message| {
+        serde_json::from_slice::<RawEnvelope>(&msg.payload).map_err(other)
+    })
+    .await
 }
 
 /// Mean request/reply round trip in microseconds.
