@@ -388,29 +388,11 @@ impl Nats {
                     continue;
                 };
                 let request = Arc::new(incoming.event);
-                let answer = std::panic::AssertUnwindSafe(respond(request.clone()))
-                    .catch_unwind()
-                    .await;
-                let data = match answer {
-                    Ok(Ok(data)) => data,
-                    Ok(Err(e)) => {
-                        nats.record_failure(
-                            &request,
-                            &herald::Failure {
-                                kind: FailureKind::Error,
-                                message: e.to_string(),
-                            },
-                        );
-                        continue;
-                    }
-                    Err(_) => {
-                        nats.record_failure(
-                            &request,
-                            &herald::Failure {
-                                kind: FailureKind::Panic,
-                                message: "responder panicked".into(),
-                            },
-                        );
+                // The same isolation as a handler's, including a panic before the first await.
+                let data = match herald::isolate(|| respond(request.clone())).await {
+                    Ok(data) => data,
+                    Err(failure) => {
+                        nats.record_failure(&request, &failure);
                         continue;
                     }
                 };

@@ -368,3 +368,32 @@ async fn a_fresh_connection_reports_connected_and_no_reconnects() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(nats.stats().reconnects, 0);
 }
+
+#[tokio::test]
+async fn a_responder_that_panics_before_its_first_await_keeps_answering() {
+    let Some(nats) = connect("responder_panic").await else {
+        return;
+    };
+    let subject = format!("{}.fragile", unique("rr"));
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = calls.clone();
+    let _responder = nats
+        .respond(subject.as_str(), None, move |req: Arc<Event>| {
+            // A panic in the closure itself, not inside the async block.
+            if c.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                panic!("first request breaks the responder");
+            }
+            async move { Ok(req.data.clone()) }
+        })
+        .await
+        .expect("responder");
+    let request = Event::try_new(&subject, serde_json::json!({"n": 1})).expect("event");
+    let first = nats.request(&request, Duration::from_millis(500)).await;
+    assert!(matches!(first, Err(NatsError::Timeout { .. })), "{first:?}");
+    let second = nats
+        .request(&request, Duration::from_secs(2))
+        .await
+        .expect("the responder lives on");
+    assert_eq!(second.data["n"], 1);
+    assert_eq!(nats.stats().handler_panics, 1);
+}

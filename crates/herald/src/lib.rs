@@ -63,7 +63,7 @@ pub use bus::subscription::{SubscribeOptions, Subscription, SubscriptionId, Subs
 pub use bus::{Bus, BusBuilder, EmitError, PublishError};
 pub use dispatch::{DispatchReport, HandlerFailure};
 pub use handler::{
-    handler_fn, sync_handler, BoxError, BoxFuture, Failure, FailureKind, Handle, Handler,
+    handler_fn, isolate, sync_handler, BoxError, BoxFuture, Failure, FailureKind, Handle, Handler,
     HandlerResult, IntoHandlerResult,
 };
 pub use message::event::{Decoded, EnvelopeError, Event, Object, DEFAULT_SOURCE, EVENT_ID};

@@ -48,9 +48,11 @@ fn panic_message(payload: Box<dyn Any + Send>) -> String {
     }
 }
 
-fn from_result(r: std::thread::Result<super::HandlerResult>) -> Result<(), Failure> {
+fn from_result<T, E: std::fmt::Display>(
+    r: std::thread::Result<Result<T, E>>,
+) -> Result<T, Failure> {
     match r {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(Failure {
             kind: FailureKind::Error,
             message: e.to_string(),
@@ -67,11 +69,33 @@ pub(super) fn run_sync(f: &SyncFn, event: &Event) -> Result<(), Failure> {
 }
 
 pub(super) async fn run_async(f: &AsyncFn, event: Arc<Event>) -> Result<(), Failure> {
-    // Creating the future runs the closure body up to its first await: isolate that too.
-    let mut fut = match catch_unwind(AssertUnwindSafe(|| f(event))) {
+    isolate(|| f(event)).await
+}
+
+/// Runs the future that `make` returns, isolated: an `Err`, or a panic while making or
+/// polling the future, comes back as a [`Failure`] instead of unwinding into the caller.
+/// Handlers are run this way; so is anything else that runs user code for an event (a
+/// NATS responder).
+///
+/// # Errors
+///
+/// [`Failure`] of kind `Error` (the `Display` of the error) or `Panic` (the panic message).
+///
+/// # Cancel safety
+///
+/// Dropping the future stops the user code at its current await point.
+pub async fn isolate<F, Fut, T, E>(make: F) -> Result<T, Failure>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    // Creating the future runs a closure body up to its first await: isolate that too.
+    let fut = match catch_unwind(AssertUnwindSafe(make)) {
         Ok(fut) => fut,
-        Err(payload) => return from_result(Err(payload)),
+        Err(payload) => return from_result::<T, E>(Err(payload)),
     };
+    let mut fut = std::pin::pin!(fut);
     let result = poll_fn(
         |cx| match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
             Ok(Poll::Pending) => Poll::Pending,

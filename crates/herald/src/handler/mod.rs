@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::message::event::Event;
 
-pub use isolate::{Failure, FailureKind};
+pub use isolate::{isolate, Failure, FailureKind};
 
 /// A boxed error, as handlers return it.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
