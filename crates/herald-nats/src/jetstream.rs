@@ -489,8 +489,8 @@ pub struct DurableConsumer {
 /// (in-progress may come first, any number of times).
 #[derive(Debug)]
 pub struct Delivery {
-    /// The envelope.
-    pub event: Event,
+    /// The envelope, shared as handlers take it.
+    pub event: Arc<Event>,
     /// Its stream sequence.
     pub stream_sequence: u64,
     /// How many times it has been delivered (1 on the first delivery).
@@ -589,7 +589,7 @@ async fn to_delivery(nats: &Nats, message: async_nats::jetstream::Message) -> Op
         Ok(decoded) => {
             Counters::inc(&nats.inner().counters.received);
             Some(Delivery {
-                event: decoded.event,
+                event: Arc::new(decoded.event),
                 stream_sequence,
                 delivered,
                 message,
@@ -768,7 +768,7 @@ impl DurableConsumer {
             let (handler, nats) = (handler.clone(), self.nats.clone());
             tasks.spawn(async move {
                 let _permit = permit;
-                let event = Arc::new(delivery.event.clone());
+                let event = delivery.event.clone();
                 match handler.call(&event).await {
                     Ok(()) => {
                         if let Err(e) = delivery.ack().await {
@@ -796,6 +796,12 @@ impl DurableConsumer {
 fn tally(report: &mut ConsumeReport, done: Result<bool, tokio::task::JoinError>) {
     match done {
         Ok(true) => report.acked += 1,
-        Ok(false) | Err(_) => report.naked += 1,
+        Ok(false) => report.naked += 1,
+        Err(e) => {
+            // Handlers are isolated, so only the settling code could get here; the message
+            // was not acked and comes back after the ack wait.
+            tracing::warn!("consume task failed: {e}");
+            report.naked += 1;
+        }
     }
 }
