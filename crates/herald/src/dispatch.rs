@@ -76,7 +76,6 @@ pub(crate) fn dispatch_sync(
             record(counters, &mut report, entry, event, result);
         }
     }
-    counters.add_dispatched(report.handlers_run);
     report
 }
 
@@ -94,6 +93,5 @@ pub(crate) async fn dispatch(
         };
         record(counters, &mut report, entry, event, result);
     }
-    counters.add_dispatched(report.handlers_run);
     report
 }

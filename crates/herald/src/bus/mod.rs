@@ -530,20 +530,24 @@ impl Inner {
                 subject: event.subject.to_string(),
             });
         }
-        self.counters.add_published();
+        let hot = self.counters.hot();
+        hot.add_published();
         self.history.record(&event);
         let matched = self.routes.lookup(&event.subject);
         if matched.entries.is_empty() {
             return Ok(DispatchReport::default());
         }
-        if matched.all_sync {
-            return Ok(DEPTH.sync_scope(depth, || {
+        let report = if matched.all_sync {
+            DEPTH.sync_scope(depth, || {
                 dispatch::dispatch_sync(&self.counters, &matched, &event)
-            }));
-        }
-        Ok(DEPTH
-            .scope(depth, dispatch::dispatch(&self.counters, &matched, &event))
-            .await)
+            })
+        } else {
+            DEPTH
+                .scope(depth, dispatch::dispatch(&self.counters, &matched, &event))
+                .await
+        };
+        hot.add_dispatched(report.handlers_run);
+        Ok(report)
     }
 }
 

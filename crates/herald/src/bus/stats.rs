@@ -33,7 +33,7 @@ const STRIPES: usize = 16;
 /// One cache line per stripe, so publishers on different threads never share one.
 #[derive(Default)]
 #[repr(align(128))]
-struct Stripe {
+pub(crate) struct Stripe {
     published: AtomicU64,
     dispatched: AtomicU64,
 }
@@ -75,16 +75,21 @@ impl Default for Counters {
     }
 }
 
-impl Counters {
+impl Stripe {
     pub(crate) fn add_published(&self) {
-        self.hot[stripe_index()].published.fetch_add(1, Relaxed);
+        self.published.fetch_add(1, Relaxed);
     }
     pub(crate) fn add_dispatched(&self, n: usize) {
         if n > 0 {
-            self.hot[stripe_index()]
-                .dispatched
-                .fetch_add(n as u64, Relaxed);
+            self.dispatched.fetch_add(n as u64, Relaxed);
         }
+    }
+}
+
+impl Counters {
+    /// This thread's stripe of the hot counters (look it up once per publish).
+    pub(crate) fn hot(&self) -> &Stripe {
+        &self.hot[stripe_index()]
     }
     pub(crate) fn record_failure(&self, panic: bool) {
         self.errors.fetch_add(1, Relaxed);

@@ -140,6 +140,11 @@ impl Subject {
         Ok(Subject(Arc::from(input)))
     }
 
+    /// The subject's shared text (no copy).
+    pub(crate) fn shared(&self) -> Arc<str> {
+        self.0.clone()
+    }
+
     /// The subject as a string.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -273,11 +278,12 @@ impl Pattern {
     /// the last token, `*` inside a longer token, or the glob characters `?`, `[`, `]`
     /// (ask for [`Pattern::glob`] explicitly if that is what you meant).
     pub fn new(input: &str) -> Result<Self, SubjectError> {
-        let last = tokens_of(input)?.count() - 1;
-        for (i, token) in tokens_of(input)?.enumerate() {
+        let mut tokens = tokens_of(input)?.peekable();
+        while let Some(token) = tokens.next() {
+            let last = tokens.peek().is_none();
             match token {
                 "*" => {}
-                ">" if i == last => {}
+                ">" if last => {}
                 ">" => {
                     return Err(SubjectError::Wildcard {
                         input: input.to_owned(),

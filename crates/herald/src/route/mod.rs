@@ -5,7 +5,8 @@
 //! Results are cached per subject and per thread until the next (un)subscribe: the table
 //! owns each result (`Arc`), and the thread it was made for keeps a `Weak` to it, so a hot
 //! subject costs one hash lookup, takes no lock and touches no cache line another thread
-//! writes, while an unsubscribed handler is released as soon as the table lets go of it. Each result is an immutable snapshot: a publish in progress keeps the list it started
+//! writes, while an unsubscribed handler is released as soon as the table lets go of it.
+//! Each result is an immutable snapshot: a publish in progress keeps the list it started
 //! with.
 
 mod trie;
@@ -214,7 +215,7 @@ impl Routes {
         if let Some(hit) = cached {
             return hit;
         }
-        let key = (Arc::<str>::from(subject.as_str()), thread_key());
+        let key = (subject.shared(), thread_key());
         let table = self.table.read();
         let generation = table.generation;
         let (matched, computed) = match table.matched.get(&key) {
