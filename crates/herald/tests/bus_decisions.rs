@@ -45,6 +45,35 @@ fn counter() -> (Arc<AtomicUsize>, herald::Handler) {
     )
 }
 
+/// Spawns `tasks` publishers that each publish `each` events with ids `{task}-{i}` on
+/// `subject`; returns every id whose publish returned `Ok`.
+async fn publish_from_tasks(
+    bus: &Bus,
+    subject: &'static str,
+    tasks: usize,
+    each: usize,
+) -> Vec<String> {
+    let publishers: Vec<_> = (0..tasks)
+        .map(|t| {
+            let bus = bus.clone();
+            tokio::spawn(async move {
+                let mut acked = Vec::with_capacity(each);
+                for i in 0..each {
+                    let id = format!("{t}-{i}");
+                    bus.publish(ev_id(subject, &id)).await.expect("publish");
+                    acked.push(id);
+                }
+                acked
+            })
+        })
+        .collect();
+    let mut acked = Vec::new();
+    for p in publishers {
+        acked.extend(p.await.expect("publisher task"));
+    }
+    acked
+}
+
 #[allow(dead_code)]
 fn assert_send_sync<T: Send + Sync + Clone>() {}
 const _: fn() = || assert_send_sync::<Bus>();
@@ -596,23 +625,7 @@ async fn sixteen_publishers_into_four_subscribers_deliver_every_event_exactly_on
         };
         subs.push(bus.subscribe(pattern, h).expect("sub"));
     }
-    let mut tasks = Vec::new();
-    for t in 0..TASKS {
-        let bus = bus.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut acked = Vec::with_capacity(EACH);
-            for i in 0..EACH {
-                let id = format!("{t}-{i}");
-                bus.publish(ev_id("c.x", &id)).await.expect("publish");
-                acked.push(id);
-            }
-            acked
-        }));
-    }
-    let mut acked = Vec::new();
-    for t in tasks {
-        acked.extend(t.await.expect("publisher task"));
-    }
+    let acked = publish_from_tasks(&bus, "c.x", TASKS, EACH).await;
     for s in &seen {
         DeliveryCheck::compare(acked.iter().cloned(), s.lock().iter().cloned())
             .assert_exactly_once();
@@ -868,23 +881,7 @@ async fn subscribers_churning_during_concurrent_publishes_never_disturb_the_stab
             rounds
         })
     };
-    let mut publishers = Vec::new();
-    for t in 0..4 {
-        let bus = bus.clone();
-        publishers.push(tokio::spawn(async move {
-            let mut acked = Vec::new();
-            for i in 0..5_000 {
-                let id = format!("{t}-{i}");
-                bus.publish(ev_id("churn.x", &id)).await.expect("publish");
-                acked.push(id);
-            }
-            acked
-        }));
-    }
-    let mut acked = Vec::new();
-    for p in publishers {
-        acked.extend(p.await.expect("publisher"));
-    }
+    let acked = publish_from_tasks(&bus, "churn.x", 4, 5_000).await;
     stop.store(true, Ordering::SeqCst);
     let rounds = churner.await.expect("churner");
     assert!(rounds > 0);
