@@ -15,10 +15,11 @@ pub(crate) fn print_line(line: &str) -> Result<bool, CliError> {
     }
 }
 
-/// `println!` that stops quietly on a closed pipe instead of panicking.
+/// `println!` for commands that return `Result<_, CliError>`: a closed pipe is ignored, any
+/// other write error is returned.
 macro_rules! out {
     ($($arg:tt)*) => {
-        let _ = $crate::output::print_line(&format!($($arg)*));
+        let _reader_still_there: bool = $crate::output::print_line(&format!($($arg)*))?;
     };
 }
 pub(crate) use out;

@@ -154,10 +154,11 @@ fn event(subject: &str, source: &str, data: serde_json::Value) -> Result<Event, 
 
 pub(crate) async fn run(args: DemoArgs) -> Result<(), CliError> {
     let bus = Bus::builder().history(100).build();
-    let say = |line: String| {
+    let say = |line: String| -> Result<(), CliError> {
         if !args.quiet {
-            out!("{line}");
+            crate::output::print_line(&line)?;
         }
+        Ok(())
     };
 
     // A monitor sees everything, last.
@@ -185,14 +186,14 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), CliError> {
         index: index.clone(),
     })?;
     plugins.load(Flaky)?;
-    say(format!("loaded plugins: {}", plugins.loaded().join(", ")));
+    say(format!("loaded plugins: {}", plugins.loaded().join(", ")))?;
 
     let trivia = PluginContext::new(bus.clone(), "trivia");
     let players = ["ada", "grace", "linus"];
     let answers = ["paris", "42", "", "blue", "7"];
     let mut failures = 0usize;
     for round in 1..=args.rounds {
-        say(format!("round {round}: trivia.started"));
+        say(format!("round {round}: trivia.started"))?;
         trivia
             .publish(event("trivia.started", "trivia", json!({"round": round}))?)
             .await?;
@@ -207,21 +208,21 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), CliError> {
                 .await?;
             for f in &report.failures {
                 failures += 1;
-                say(format!("  isolated failure in {}: {}", f.owner, f.failure));
+                say(format!("  isolated failure in {}: {}", f.owner, f.failure))?;
             }
         }
         trivia
             .publish(event("trivia.ended", "trivia", json!({"round": round}))?)
             .await?;
         for line in progress.lock().drain(..) {
-            say(line);
+            say(line)?;
         }
         if round == 2 {
             plugins.reload("stats")?;
             say(
                 "reloaded plugin stats (its counts go on; it hears each later event once)"
                     .to_owned(),
-            );
+            )?;
         }
     }
 
@@ -262,7 +263,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), CliError> {
     say(format!(
         "runaway loop stopped after {} nested publishes (depth limit 16)",
         pings.load(std::sync::atomic::Ordering::Relaxed)
-    ));
+    ))?;
     progress.lock().clear();
 
     // The fire-and-forget path: a backlog drains critical first.
@@ -276,7 +277,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), CliError> {
     }
     bus.flush().await;
     for line in progress.lock().drain(..) {
-        say(line);
+        say(line)?;
     }
 
     let stats = bus.stats();

@@ -332,7 +332,7 @@ pub(crate) async fn run(report: &mut Report, scale: f64) -> Result<(), CliError>
         after_total,
         after_warm,
         "same bus after 10k publishes",
-    ));
+    ))?;
 
     let (pw, bc) = paired(
         5,
@@ -349,7 +349,7 @@ pub(crate) async fn run(report: &mut Report, scale: f64) -> Result<(), CliError>
             "tokio broadcast, 2 receiver tasks",
         )
         .target(0.5),
-    );
+    )?;
 
     let (em, mp) = paired(
         5,
@@ -363,7 +363,7 @@ pub(crate) async fn run(report: &mut Report, scale: f64) -> Result<(), CliError>
         em,
         mp,
         "tokio mpsc + 1 dispatcher task",
-    ));
+    ))?;
 
     let (s4, vb) = paired(
         5,
@@ -377,7 +377,7 @@ pub(crate) async fn run(report: &mut Report, scale: f64) -> Result<(), CliError>
         s4,
         vb,
         "Vec<Box<dyn Fn>> loop, 4 handlers",
-    ));
+    ))?;
 
     let (t2, t1) = paired(
         5,
@@ -391,7 +391,7 @@ pub(crate) async fn run(report: &mut Report, scale: f64) -> Result<(), CliError>
         t2,
         t1,
         "same bus, one publisher thread",
-    ));
+    ))?;
 
     let (r100k, r10) = paired(
         5,
@@ -408,7 +408,7 @@ pub(crate) async fn run(report: &mut Report, scale: f64) -> Result<(), CliError>
             "same bus with 10 subscriptions",
         )
         .target(0.67),
-    );
+    )?;
     let (u100k, u10) = paired(
         5,
         || routing(100_000, 8_192, n(300_000.0)),
@@ -424,7 +424,7 @@ pub(crate) async fn run(report: &mut Report, scale: f64) -> Result<(), CliError>
             "same bus with 10 subscriptions",
         )
         .target(0.67),
-    );
+    )?;
 
     let (per_sub, per_plain) = bytes_per_subscription(100_000)?;
     report.add(Figure::lower(
@@ -433,7 +433,7 @@ pub(crate) async fn run(report: &mut Report, scale: f64) -> Result<(), CliError>
         per_sub,
         per_plain,
         "Vec<(String, Box<dyn Fn>)>",
-    ));
+    ))?;
 
     match python_seed_002(n(100_000.0)) {
         Some(py) => report.add(
@@ -445,7 +445,7 @@ pub(crate) async fn run(report: &mut Report, scale: f64) -> Result<(), CliError>
                 "seed 002 Python EventBus, 2 async subs",
             )
             .target(20.0),
-        ),
+        )?,
         None => eprintln!("bench: python3 not available; the seed 002 comparison was skipped"),
     }
     Ok(())

@@ -10,6 +10,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::cli::{BenchArgs, Global, Suite};
+use crate::output::print_line;
 use crate::CliError;
 
 /// One measured figure. `ratio > 1` means Herald is better.
@@ -70,37 +71,33 @@ impl Figure {
     }
 }
 
-/// Prints figures as they come.
+/// Prints figures as they come. A closed pipe (`| head`) is not an error; any other failure
+/// to write is.
 pub(crate) struct Report {
     json: bool,
-    pub(crate) figures: Vec<Figure>,
 }
 
 impl Report {
-    pub(crate) fn new(json: bool) -> Self {
+    pub(crate) fn new(json: bool) -> Result<Self, CliError> {
         if !json {
-            let _ = crate::output::print_line(&format!(
+            print_line(&format!(
                 "{:<34} {:>14} {:>14} {:>8}  {:<10} baseline",
                 "figure", "herald", "baseline", "ratio", "unit"
-            ));
+            ))?;
         }
-        Report {
-            json,
-            figures: Vec::new(),
-        }
+        Ok(Report { json })
     }
 
-    pub(crate) fn add(&mut self, f: Figure) {
-        if self.json {
-            // A closed pipe (`| head`) stops nothing: the figures are still measured and kept.
-            let _ = crate::output::print_line(&serde_json::to_string(&f).unwrap_or_default());
+    pub(crate) fn add(&mut self, f: Figure) -> Result<(), CliError> {
+        let line = if self.json {
+            serde_json::to_string(&f).map_err(|e| CliError::Other(e.to_string()))?
         } else {
             let target = match f.target {
                 Some(t) if f.ratio >= t => format!(" (target {t}x: met)"),
                 Some(t) => format!(" (target {t}x: NOT met)"),
                 None => String::new(),
             };
-            let _ = crate::output::print_line(&format!(
+            format!(
                 "{:<34} {:>14} {:>14} {:>7.2}x  {:<10} {}{}",
                 f.name,
                 human(f.herald),
@@ -109,9 +106,10 @@ impl Report {
                 f.unit,
                 f.baseline_name,
                 target
-            ));
-        }
-        self.figures.push(f);
+            )
+        };
+        print_line(&line)?;
+        Ok(())
     }
 }
 
@@ -165,7 +163,7 @@ pub(crate) async fn run(args: BenchArgs, global: &Global) -> Result<(), CliError
             args.scale
         )));
     }
-    let mut report = Report::new(args.json);
+    let mut report = Report::new(args.json)?;
     if matches!(args.suite, Suite::Bus | Suite::All) {
         bus::run(&mut report, args.scale).await?;
     }
@@ -175,8 +173,7 @@ pub(crate) async fn run(args: BenchArgs, global: &Global) -> Result<(), CliError
     if !args.json {
         let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
         let load: Vec<&str> = load.split_whitespace().take(3).collect();
-        let _ =
-            crate::output::print_line(&format!("machine load (1/5/15 min): {}", load.join(" ")));
+        print_line(&format!("machine load (1/5/15 min): {}", load.join(" ")))?;
     }
     Ok(())
 }

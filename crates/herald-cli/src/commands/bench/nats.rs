@@ -279,7 +279,7 @@ pub(crate) async fn run(report: &mut Report, scale: f64, url: &str) -> Result<()
             "raw async-nats publish + serde_json",
         )
         .target(0.8),
-    );
+    )?;
 
     let (h, r) = paired(
         5,
@@ -293,7 +293,7 @@ pub(crate) async fn run(report: &mut Report, scale: f64, url: &str) -> Result<()
         h,
         r,
         "raw async-nats subscriber + serde derive struct",
-    ));
+    ))?;
 
     let (h, r) = paired(
         7,
@@ -310,7 +310,7 @@ pub(crate) async fn run(report: &mut Report, scale: f64, url: &str) -> Result<()
             "raw async-nats request + responder",
         )
         .target(0.9),
-    );
+    )?;
 
     let stream = unique("JS").to_uppercase();
     let subject = format!("{}.x", stream.to_lowercase());
@@ -340,6 +340,6 @@ pub(crate) async fn run(report: &mut Report, scale: f64, url: &str) -> Result<()
             "raw async-nats JetStream publish, same window",
         )
         .target(0.8),
-    );
+    )?;
     Ok(())
 }
