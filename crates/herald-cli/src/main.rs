@@ -3,7 +3,11 @@
 mod alloc;
 mod cli;
 mod commands;
+mod connect;
+mod error;
 mod output;
+
+pub(crate) use error::CliError;
 
 use std::process::ExitCode;
 
@@ -11,29 +15,6 @@ use clap::Parser;
 
 #[global_allocator]
 static ALLOC: alloc::Counting = alloc::Counting;
-
-/// Every way a command can fail; printed as one line on stderr.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum CliError {
-    /// Bad arguments or input.
-    #[error("{0}")]
-    Usage(String),
-    /// A malformed subject or pattern.
-    #[error("{0}")]
-    Subject(#[from] herald::SubjectError),
-    /// A malformed envelope or data.
-    #[error("{0}")]
-    Envelope(#[from] herald::EnvelopeError),
-    /// A refused publish.
-    #[error("{0}")]
-    Publish(#[from] herald::PublishError),
-    /// A plugin failure.
-    #[error("{0}")]
-    Plugin(#[from] herald::plugin::PluginError),
-    /// Anything else.
-    #[error("{0}")]
-    Other(String),
-}
 
 fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {

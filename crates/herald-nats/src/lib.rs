@@ -18,7 +18,7 @@
 //! let js = nats.jetstream();
 //! js.ensure_default_streams().await?;
 //! let ack = js
-//!     .publish(&Event::try_new("rosey.platform.user.joined", serde_json::json!({}))?.ensure_event_id())
+//!     .publish(&Event::try_new("rosey.platform.user.joined", serde_json::json!({}))?)
 //!     .await?;
 //! println!("stored at {}", ack.sequence);
 //! # Ok(()) }
@@ -36,7 +36,8 @@
 //! - **Request/reply**: at most once; a timeout ([`NatsError::Timeout`]) does not tell whether
 //!   the responder ran. [`NatsError::NoResponders`] means nobody was listening.
 //! - **JetStream** ([`JetStream::publish`]): an `Ok(JsAck)` means the stream stored the event
-//!   (the server's PubAck). With an event id (`Nats-Msg-Id`), a retried publish within the
+//!   (the server's PubAck). Every publish carries a `Nats-Msg-Id` (the event id, or a hash
+//!   of the envelope: [`message_id`]), so a retried publish of the same event within the
 //!   stream's duplicate window is stored once. Durable consumers deliver **at least once**:
 //!   an event is redelivered until it is acked (or termed, or `max_deliver` runs out), so
 //!   handlers should be idempotent; a consumer's progress survives reconnects and restarts.
@@ -55,15 +56,20 @@ mod client;
 mod error;
 mod jetstream;
 mod options;
+mod request;
 mod state;
 mod stats;
+mod subscribe;
+mod transport;
 
-pub use client::{EventStream, HandlerSubscription, Incoming, Nats};
+pub use client::Nats;
 pub use error::NatsError;
+pub use herald::{ConsumeOptions, ConsumeReport};
 pub use jetstream::{
-    default_streams, ConsumeOptions, ConsumeReport, ConsumerSpec, Deliveries, Delivery,
-    DurableConsumer, JetStream, JsAck, PendingAck, StreamSpec, StreamSummary,
+    default_streams, message_id, ConsumerSpec, Deliveries, Delivery, DurableConsumer, JetStream,
+    JsAck, PendingAck, StreamSpec, StreamSummary,
 };
 pub use options::{NatsBuilder, NatsConfig};
 pub use state::{ConnectionState, StateCallback};
 pub use stats::NatsStats;
+pub use subscribe::{EventStream, HandlerSubscription, Incoming};

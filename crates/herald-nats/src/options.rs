@@ -2,6 +2,7 @@
 //! callbacks, ending in `connect`). Defaults follow seed 004 and DESIGN.md: reconnect forever,
 //! about 2 s apart plus jitter, a bounded reconnect buffer.
 
+use herald::Shutdown;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -125,6 +126,7 @@ impl NatsConfig {
         NatsBuilder {
             config: self,
             on_state: None,
+            shutdown: Shutdown::new(),
         }
     }
 }
@@ -148,6 +150,7 @@ impl NatsConfig {
 pub struct NatsBuilder {
     config: NatsConfig,
     on_state: Option<StateCallback>,
+    shutdown: Shutdown,
 }
 
 impl NatsBuilder {
@@ -222,6 +225,13 @@ impl NatsBuilder {
         self
     }
 
+    /// The [`Shutdown`] handler and responder tasks run under (default: the connection's own).
+    /// Share one with the rest of the service to stop everything with one call.
+    pub fn shutdown(mut self, shutdown: Shutdown) -> Self {
+        self.shutdown = shutdown;
+        self
+    }
+
     /// Called on every state change (connected, disconnected, reconnecting, closed).
     pub fn on_state_change(mut self, f: impl Fn(ConnectionState) + Send + Sync + 'static) -> Self {
         self.on_state = Some(Arc::new(f));
@@ -242,7 +252,7 @@ impl NatsBuilder {
         let config = self.config;
         config.validate()?;
         let servers = config.servers.join(",");
-        let connect_err = |e: Box<dyn std::error::Error + Send + Sync>| NatsError::Connect {
+        let connect_err = |e: herald::BoxError| NatsError::Connect {
             servers: servers.clone(),
             source: e,
         };
@@ -310,7 +320,7 @@ impl NatsBuilder {
         if client.connection_state() == async_nats::connection::State::Connected {
             state.set(ConnectionState::Connected);
         }
-        Ok(Nats::from_parts(client, state, config))
+        Ok(Nats::from_parts(client, state, config, self.shutdown))
     }
 }
 

@@ -257,7 +257,8 @@ async fn the_consume_loop_acks_successes_naks_failures_and_ends_with_every_messa
     };
     let options = ConsumeOptions {
         max_in_flight: 8,
-        nak_delay: Duration::from_millis(100),
+        retry_after: Duration::from_millis(100),
+        ..ConsumeOptions::default()
     };
     let report = tokio::time::timeout(
         Duration::from_secs(30),
@@ -267,7 +268,7 @@ async fn the_consume_loop_acks_successes_naks_failures_and_ends_with_every_messa
     .expect("finished in time")
     .expect("consume");
     DeliveryCheck::compare(ids, handled.lock().expect("lock").clone()).assert_exactly_once();
-    assert_eq!(report.naked, 10);
+    assert_eq!(report.retried, 10);
     assert_eq!(report.acked, 100);
     assert_eq!(f.nats.stats().handler_errors, 10);
     f.cleanup().await;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use herald::{handler_fn, sync_handler, Bus, Event, Pattern, Priority, SubscribeOptions};
+use herald::{handler_fn, sync_handler, Bus, Event, Priority, SubscribeOptions};
 use serde_json::json;
 
 #[tokio::main(flavor = "current_thread")]
@@ -56,7 +56,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     bus.flush().await;
 
     let recent: Vec<String> = bus
-        .history_matching(&Pattern::new("orders.>")?, Some(3))
+        .history_matching("orders.>", Some(3))?
         .iter()
         .map(|e| e.subject.to_string())
         .collect();

@@ -1,12 +1,11 @@
-//! Stage 3, DISPATCH: run the matched handlers of one event in order, isolate each failure,
-//! count it, and hand back a report.
+//! Stage 3, DISPATCH: run the matched handlers of one event in order, isolate and log each
+//! failure, and hand back the report the bus counts from.
 
 use std::sync::Arc;
 
-use crate::bus::stats::Counters;
-use crate::handler::{Failure, FailureKind};
+use crate::handler::Failure;
 use crate::message::event::Event;
-use crate::route::{Entry, Matched};
+use crate::route::{Entry, Matched, SubscriptionId};
 
 /// What one publish did: how many handlers ran and which failed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,23 +32,16 @@ impl DispatchReport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandlerFailure {
     /// The subscription whose handler failed.
-    pub subscription: crate::SubscriptionId,
+    pub subscription: SubscriptionId,
     /// Its owner.
     pub owner: Arc<str>,
     /// The error or panic.
     pub failure: Failure,
 }
 
-fn record(
-    counters: &Counters,
-    report: &mut DispatchReport,
-    entry: &Entry,
-    event: &Event,
-    result: Result<(), Failure>,
-) {
+fn record(report: &mut DispatchReport, entry: &Entry, event: &Event, result: Result<(), Failure>) {
     report.handlers_run += 1;
     if let Err(failure) = result {
-        counters.record_failure(failure.kind == FailureKind::Panic);
         tracing::warn!(
             owner = &*entry.owner,
             subject = event.subject.as_str(),
@@ -57,7 +49,7 @@ fn record(
             "{failure}"
         );
         report.failures.push(HandlerFailure {
-            subscription: crate::SubscriptionId(entry.id),
+            subscription: SubscriptionId(entry.id),
             owner: entry.owner.clone(),
             failure,
         });
@@ -65,33 +57,25 @@ fn record(
 }
 
 /// Runs every handler of a list made only of synchronous handlers, inline.
-pub(crate) fn dispatch_sync(
-    counters: &Counters,
-    matched: &Matched,
-    event: &Event,
-) -> DispatchReport {
+pub(crate) fn dispatch_sync(matched: &Matched, event: &Event) -> DispatchReport {
     let mut report = DispatchReport::default();
     for entry in matched.entries.iter() {
         if let Some(result) = entry.handler.call_sync(event) {
-            record(counters, &mut report, entry, event, result);
+            record(&mut report, entry, event, result);
         }
     }
     report
 }
 
 /// Runs every handler, in order, awaiting each async one before the next starts.
-pub(crate) async fn dispatch(
-    counters: &Counters,
-    matched: &Matched,
-    event: &Arc<Event>,
-) -> DispatchReport {
+pub(crate) async fn dispatch(matched: &Matched, event: &Arc<Event>) -> DispatchReport {
     let mut report = DispatchReport::default();
     for entry in matched.entries.iter() {
         let result = match entry.handler.call_sync(event) {
             Some(result) => result,
             None => entry.handler.call(event).await,
         };
-        record(counters, &mut report, entry, event, result);
+        record(&mut report, entry, event, result);
     }
     report
 }

@@ -37,7 +37,7 @@
 //! let report = bus.publish(event).await?;
 //! assert_eq!(report.handlers_run, 1);
 //! assert_eq!(bus.stats().events_published, 1);
-//! assert_eq!(bus.history_matching(&Pattern::new("trivia.>")?, Some(1)).len(), 1);
+//! assert_eq!(bus.history_matching("trivia.>", Some(1))?.len(), 1);
 //! drop(stats); // unsubscribes
 //! # Ok(())
 //! # }
@@ -51,23 +51,31 @@
 //! exits first: the queue is memory) or refuses it with the event handed back.
 
 mod bus;
+pub mod consume;
 mod dispatch;
 mod handler;
 mod message;
+mod outcome;
 pub mod plugin;
 mod route;
+mod shutdown;
 mod transport;
 
 pub use bus::stats::BusStats;
 pub use bus::subscription::{SubscribeOptions, Subscription, SubscriptionId, SubscriptionInfo};
 pub use bus::{Bus, BusBuilder, EmitError, PublishError};
+pub use consume::{Consume, ConsumeOptions, ConsumeReport};
 pub use dispatch::{DispatchReport, HandlerFailure};
 pub use handler::{
     handler_fn, isolate, sync_handler, BoxError, BoxFuture, Failure, FailureKind, Handle, Handler,
     HandlerResult, IntoHandlerResult,
 };
 pub use message::event::{Decoded, EnvelopeError, Event, Object, DEFAULT_SOURCE, EVENT_ID};
+pub use message::pattern::{IntoPattern, Pattern, Token};
 pub use message::priority::{Priority, UnknownPriority};
-pub use message::subject::{IntoPattern, Pattern, Subject, SubjectError, Token};
+pub use message::subject::{Subject, SubjectError};
 pub use message::timestamp::{Timestamp, TimestampError};
-pub use transport::{Receipt, Transport};
+pub use outcome::{Outcome, Reject, RetryAfter};
+pub use plugin::{Plugin, PluginContext, PluginError, PluginManager};
+pub use shutdown::{DrainTimeout, Shutdown};
+pub use transport::{Delivery, DeliverySource, ErrorKind, Receipt, Transport, TransportError};

@@ -36,8 +36,9 @@ use crate::bus::{Bus, EmitError, PublishError};
 use crate::dispatch::DispatchReport;
 use crate::handler::{BoxError, Handler};
 use crate::message::event::{EnvelopeError, Event};
+use crate::message::pattern::IntoPattern;
 use crate::message::priority::Priority;
-use crate::message::subject::{IntoPattern, SubjectError};
+use crate::message::subject::SubjectError;
 
 /// A unit of behaviour that talks to others only over the bus.
 ///
@@ -189,6 +190,13 @@ pub enum PluginError {
 ///
 /// Load, unload and reload are serialised (one at a time), so two loads of the same name
 /// cannot both succeed.
+///
+/// A plugin's name is its owner name on the bus, and owners are per bus, not per manager:
+/// unloading a plugin calls [`Bus::unsubscribe_all`] with its name, which removes **every**
+/// subscription of that owner on the bus, including ones made outside the plugin (with
+/// [`SubscribeOptions::owner`](crate::SubscribeOptions::owner)) or by a second manager on
+/// the same bus that loaded a plugin of the same name. Give plugins names no other code
+/// subscribes under, and keep one manager per bus.
 pub struct PluginManager {
     bus: Bus,
     plugins: Mutex<BTreeMap<String, Box<dyn Plugin>>>,

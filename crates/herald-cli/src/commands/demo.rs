@@ -282,7 +282,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), CliError> {
 
     let stats = bus.stats();
     let results: Vec<String> = bus
-        .history_matching(&herald::Pattern::new("search.result")?, None)
+        .history_matching("search.result", None)?
         .iter()
         .rev()
         .map(|e| {

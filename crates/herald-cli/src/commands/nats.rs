@@ -9,39 +9,9 @@ use herald_nats::{Nats, NatsError, StreamSpec};
 use serde_json::Value;
 
 use crate::cli::{PubArgs, ReplyArgs, RequestArgs, StreamsArgs, StreamsCommand, SubArgs};
+use crate::connect::connect_nats as connect;
 use crate::output::print_line;
 use crate::CliError;
-
-impl From<NatsError> for CliError {
-    fn from(e: NatsError) -> Self {
-        CliError::Other(e.to_string())
-    }
-}
-
-/// Connects to `--bus` (a `nats://` URL); one-shot commands fail within seconds.
-pub(crate) async fn connect(bus: &str, long_running: bool) -> Result<Nats, CliError> {
-    if bus.starts_with("memory://") {
-        return Err(CliError::Usage(format!(
-            "--bus {bus}: the in-process bus lives inside one process; this command needs a NATS server (nats://HOST:PORT)"
-        )));
-    }
-    if !bus.starts_with("nats://") && !bus.starts_with("tls://") {
-        return Err(CliError::Usage(format!(
-            "--bus {bus:?}: expected nats://HOST:PORT or memory://"
-        )));
-    }
-    let name = if long_running {
-        "herald-cli-long"
-    } else {
-        "herald-cli"
-    };
-    Ok(Nats::builder()
-        .server(bus)
-        .name(name)
-        .connect_timeout(Duration::from_secs(3))
-        .connect()
-        .await?)
-}
 
 /// Parses DATA: a JSON object; `None` is `{}`.
 fn parse_data(data: Option<&str>, what: &str) -> Result<serde_json::Map<String, Value>, CliError> {
@@ -108,9 +78,6 @@ pub(crate) async fn publish(args: PubArgs, bus: &str) -> Result<(), CliError> {
         if let Some(t) = &args.event_type {
             e = e.with_type(t);
         }
-        if args.js {
-            e = e.ensure_event_id();
-        }
         e
     };
     let nats = connect(bus, false).await?;
@@ -127,17 +94,9 @@ pub(crate) async fn publish(args: PubArgs, bus: &str) -> Result<(), CliError> {
         }
     }
     let js = nats.jetstream();
-    if args.js
-        && js
-            .context()
-            .stream_by_subject(subject.as_str())
-            .await
-            .is_err()
-    {
-        return Err(NatsError::NoStream {
-            subject: subject.to_string(),
-        }
-        .into());
+    if args.js {
+        // Refused before anything is sent; each publish is deduplicated by herald-nats.
+        js.stream_for(subject.as_str()).await?;
     }
     let mut published = 0u64;
     'all: for data in &datas {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::message::event::Event;
-use crate::message::subject::Pattern;
+use crate::message::pattern::Pattern;
 
 #[derive(Default)]
 #[repr(align(64))]

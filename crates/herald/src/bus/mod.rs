@@ -22,154 +22,40 @@
 //!   handler takes effect from the next publish.
 //! - A stopped bus refuses `publish` and `emit` with a typed error and counts the refusal.
 
+mod builder;
+mod emit;
+mod error;
 pub(crate) mod history;
-mod queue;
 pub(crate) mod stats;
 pub(crate) mod subscription;
+mod transport;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
 use crate::dispatch::{self, DispatchReport};
 use crate::handler::Handler;
 use crate::message::event::Event;
-use crate::message::subject::{IntoPattern, Pattern, SubjectError};
-use crate::route::{Entry, Routes};
+use crate::message::pattern::IntoPattern;
+use crate::message::subject::SubjectError;
+use crate::route::Routes;
+use crate::shutdown::{DrainTimeout, Shutdown};
+use emit::Queue;
 use history::History;
-use queue::Queue;
 use stats::{BusStats, Counters};
+
+pub use builder::BusBuilder;
+pub use error::{EmitError, PublishError};
 use subscription::{SubscribeOptions, Subscription, SubscriptionId, SubscriptionInfo};
 
 tokio::task_local! {
     static DEPTH: u32;
     /// Set on the dispatcher task, which must never wait for room in its own queue.
     static ON_DISPATCHER: ();
-}
-
-/// Why a publish was refused. Nothing was dispatched.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum PublishError {
-    /// The bus is stopped.
-    #[error("bus is stopped: publish to {subject} refused")]
-    Stopped {
-        /// The refused event's subject.
-        subject: String,
-    },
-    /// The publish would run deeper than the maximum dispatch depth (a publish loop).
-    #[error("dispatch depth {depth} exceeds the maximum {max}: publish to {subject} refused (a handler publishing in a loop?)")]
-    DepthExceeded {
-        /// The depth this publish would have run at.
-        depth: u32,
-        /// The configured maximum.
-        max: u32,
-        /// The refused event's subject.
-        subject: String,
-    },
-}
-
-/// Why an emit was refused. The event comes back inside the error.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum EmitError {
-    /// The queue holds `capacity` events already.
-    #[error("emit queue full ({capacity} events): event on {} refused", .event.subject)]
-    Full {
-        /// The refused event.
-        event: Box<Event>,
-        /// The queue's capacity.
-        capacity: usize,
-    },
-    /// The bus is stopped.
-    #[error("bus is stopped: emit on {} refused", .event.subject)]
-    Stopped {
-        /// The refused event.
-        event: Box<Event>,
-    },
-    /// The emit was made beyond the maximum dispatch depth.
-    #[error("dispatch depth {depth} exceeds the maximum {max}: emit on {} refused", .event.subject)]
-    DepthExceeded {
-        /// The refused event.
-        event: Box<Event>,
-        /// The depth it would have run at.
-        depth: u32,
-        /// The maximum.
-        max: u32,
-    },
-    /// `emit` was called outside a Tokio runtime, so no dispatcher can run.
-    #[error("emit needs a Tokio runtime for its dispatcher task: event on {} refused", .event.subject)]
-    NoRuntime {
-        /// The refused event.
-        event: Box<Event>,
-    },
-}
-
-impl EmitError {
-    /// Gives back the refused event.
-    pub fn into_event(self) -> Event {
-        match self {
-            EmitError::Full { event, .. }
-            | EmitError::Stopped { event }
-            | EmitError::DepthExceeded { event, .. }
-            | EmitError::NoRuntime { event } => *event,
-        }
-    }
-}
-
-/// Settings for a new bus.
-#[derive(Debug, Clone)]
-pub struct BusBuilder {
-    history: usize,
-    max_depth: u32,
-    queue_capacity: usize,
-}
-
-impl Default for BusBuilder {
-    fn default() -> Self {
-        BusBuilder {
-            history: 100,
-            max_depth: 16,
-            queue_capacity: 10_000,
-        }
-    }
-}
-
-impl BusBuilder {
-    /// How many events the history ring keeps (default 100; 0 keeps none).
-    pub fn history(mut self, n: usize) -> Self {
-        self.history = n;
-        self
-    }
-
-    /// The maximum dispatch depth (default 16; values below 1 are taken as 1).
-    pub fn max_depth(mut self, depth: u32) -> Self {
-        self.max_depth = depth.max(1);
-        self
-    }
-
-    /// The emit queue's capacity (default 10,000; values below 1 are taken as 1).
-    pub fn queue_capacity(mut self, n: usize) -> Self {
-        self.queue_capacity = n.max(1);
-        self
-    }
-
-    /// Builds a running bus.
-    pub fn build(self) -> Bus {
-        Bus {
-            inner: Arc::new(Inner {
-                routes: Routes::default(),
-                history: History::new(self.history),
-                counters: Counters::default(),
-                running: AtomicBool::new(true),
-                max_depth: self.max_depth,
-                queue: Queue::new(self.queue_capacity),
-                dispatcher: Mutex::new(()),
-                next_id: AtomicU64::new(1),
-            }),
-        }
-    }
 }
 
 pub(crate) struct Inner {
@@ -181,7 +67,7 @@ pub(crate) struct Inner {
     queue: Arc<Queue>,
     /// Serialises starting the dispatcher task.
     dispatcher: Mutex<()>,
-    next_id: AtomicU64,
+    shutdown: Shutdown,
 }
 
 impl Drop for Inner {
@@ -242,6 +128,29 @@ impl Bus {
 
     /// Subscribes `handler` to `pattern` as owner `anonymous` with normal priority.
     ///
+    /// The returned guard **is** the subscription: dropping it unsubscribes. Bind it for as
+    /// long as the handler should run, or call [`Subscription::detach`] to keep the handler
+    /// until [`Bus::unsubscribe_all`] or [`Bus::unsubscribe_id`] removes it. Beware
+    /// `let _ = bus.subscribe(..)`: `_` drops the guard at once, so nothing is subscribed
+    /// (`let _guard = ..` keeps it).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use herald::{sync_handler, Bus, Event};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = Bus::new();
+    /// let guard = bus.subscribe("orders.*", sync_handler(|e: &Event| println!("{}", e.subject)))?;
+    /// bus.subscribe("audit.>", sync_handler(|_: &Event| {}))?.detach(); // lives on
+    /// assert_eq!(bus.subscriptions().len(), 2);
+    /// drop(guard); // unsubscribes
+    /// assert_eq!(bus.subscriptions().len(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`SubjectError`] when the pattern is malformed.
@@ -256,7 +165,7 @@ impl Bus {
         self.subscribe_with(pattern, SubscribeOptions::default(), handler)
     }
 
-    /// Subscribes with an owner and a priority.
+    /// Subscribes with an owner and a priority. The guard works as [`Bus::subscribe`]'s.
     ///
     /// # Errors
     ///
@@ -271,27 +180,27 @@ impl Bus {
         P: IntoPattern,
     {
         let pattern = pattern.into_pattern()?;
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        self.inner.routes.insert(Entry {
-            id,
-            pattern,
-            owner: options.owner,
-            priority: options.priority,
-            handler: handler.into(),
-        });
+        let id = self
+            .inner
+            .routes
+            .insert(pattern, options.owner, options.priority, handler.into());
         Ok(Subscription {
-            id: SubscriptionId(id),
+            id,
             bus: Arc::downgrade(&self.inner),
             detached: false,
         })
     }
 
-    /// Removes `owner`'s subscriptions made with exactly `pattern` (as written); returns how
-    /// many. An unknown pair is a no-op.
-    pub fn unsubscribe(&self, pattern: &str, owner: &str) -> usize {
+    /// Removes `owner`'s subscriptions made with exactly `pattern` (the same text, and a glob
+    /// only if it was subscribed as one); returns how many. An unknown pair, or a pattern
+    /// that does not parse (nothing can be subscribed with it), is a no-op.
+    pub fn unsubscribe(&self, pattern: impl IntoPattern, owner: &str) -> usize {
+        let Ok(pattern) = pattern.into_pattern() else {
+            return 0;
+        };
         self.inner
             .routes
-            .remove_where(|e| e.pattern.as_str() == pattern && &*e.owner == owner)
+            .remove_where(|e| e.pattern == pattern && &*e.owner == owner)
     }
 
     /// Removes one subscription by id; returns whether it existed.
@@ -299,7 +208,8 @@ impl Bus {
         self.inner.routes.remove_id(id.0)
     }
 
-    /// Removes every subscription of `owner`; returns how many.
+    /// Removes every subscription of `owner` on this bus, however it was made (through a
+    /// plugin context or directly); returns how many.
     pub fn unsubscribe_all(&self, owner: &str) -> usize {
         self.inner.routes.remove_where(|e| &*e.owner == owner)
     }
@@ -317,6 +227,40 @@ impl Bus {
                 priority: e.priority,
             })
             .collect()
+    }
+
+    /// Seed 002's view of the subscriptions: pattern -> owners (in subscription order), for
+    /// one owner or for all.
+    pub fn subscriptions_by_pattern(&self, owner: Option<&str>) -> BTreeMap<String, Vec<Arc<str>>> {
+        let mut out: BTreeMap<String, Vec<Arc<str>>> = BTreeMap::new();
+        for e in self.inner.routes.all().iter() {
+            if owner.is_none_or(|o| &*e.owner == o) {
+                out.entry(e.pattern.to_string())
+                    .or_default()
+                    .push(e.owner.clone());
+            }
+        }
+        out
+    }
+
+    /// Publishes an event made from a subject and JSON data in one call (source `herald`,
+    /// normal priority); see [`Bus::publish`].
+    ///
+    /// # Errors
+    ///
+    /// [`PublishError::Invalid`] for a malformed subject or `data` that is not a JSON
+    /// object (nothing recorded or dispatched); otherwise as [`Bus::publish`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Bus::publish`].
+    pub async fn publish_json(
+        &self,
+        subject: &str,
+        data: serde_json::Value,
+    ) -> Result<DispatchReport, PublishError> {
+        let event = Event::try_new(subject, data)?;
+        self.publish(event).await
     }
 
     /// Publishes `event` and returns once every matching handler has run.
@@ -354,98 +298,6 @@ impl Bus {
         self.inner.deliver(event, depth).await
     }
 
-    /// Queues `event` for the dispatcher task and returns at once.
-    ///
-    /// # Errors
-    ///
-    /// [`EmitError`] with the event inside: the queue is full, the bus is stopped, the emit
-    /// is beyond the maximum depth, or there is no Tokio runtime. Each refusal is counted.
-    pub fn emit(&self, event: Event) -> Result<(), EmitError> {
-        let (event, depth) = self.admit(event)?;
-        let inner = &self.inner;
-        match inner.queue.push(event, depth) {
-            Ok(()) => {
-                inner.counters.add_emitted();
-                Ok(())
-            }
-            Err(event) => {
-                inner.counters.add_emit_rejected();
-                Err(EmitError::Full {
-                    event: unshare(event),
-                    capacity: inner.queue.capacity(),
-                })
-            }
-        }
-    }
-
-    /// Like [`Bus::emit`], but waits for room when the queue is full instead of refusing:
-    /// backpressure for producers that can wait, as `mpsc::Sender::send` gives.
-    ///
-    /// A handler running on the dispatcher task (one that handles an emitted event) would wait
-    /// for itself, so there it does not wait: a full queue refuses with `Full`, as `emit` does.
-    ///
-    /// # Errors
-    ///
-    /// [`EmitError`] with the event inside; `Full` only on the dispatcher task.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe: if dropped while waiting for room, the event was not queued.
-    pub async fn emit_wait(&self, event: Event) -> Result<(), EmitError> {
-        if ON_DISPATCHER.try_with(|_| ()).is_ok() {
-            return self.emit(event);
-        }
-        let (event, depth) = self.admit(event)?;
-        self.inner.queue.push_wait(event, depth).await;
-        self.inner.counters.add_emitted();
-        Ok(())
-    }
-
-    /// The checks before an event may enter the queue: running, depth, a runtime.
-    fn admit(&self, event: Event) -> Result<(Arc<Event>, u32), EmitError> {
-        let inner = &self.inner;
-        if !inner.running.load(Ordering::Acquire) {
-            inner.counters.add_refused_stopped();
-            return Err(EmitError::Stopped {
-                event: Box::new(event),
-            });
-        }
-        let depth = DEPTH.try_with(|d| *d).unwrap_or(0) + 1;
-        if depth > inner.max_depth {
-            inner.counters.add_refused_depth();
-            return Err(EmitError::DepthExceeded {
-                event: Box::new(event),
-                depth,
-                max: inner.max_depth,
-            });
-        }
-        if self.ensure_dispatcher().is_err() {
-            return Err(EmitError::NoRuntime {
-                event: Box::new(event),
-            });
-        }
-        // One allocation: the queue holds the Arc that the handlers will share.
-        Ok((Arc::new(event), depth))
-    }
-
-    fn ensure_dispatcher(&self) -> Result<(), NoRuntime> {
-        // Fast path: one atomic load. The flag drops when the dispatcher ends or its runtime
-        // goes away, and the next emit starts a new one on the caller's runtime.
-        if self.inner.queue.alive.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let _spawning = self.inner.dispatcher.lock();
-        if self.inner.queue.alive.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let handle = tokio::runtime::Handle::try_current().map_err(|_| NoRuntime)?;
-        let queue = self.inner.queue.clone();
-        let weak = Arc::downgrade(&self.inner);
-        queue.alive.store(true, Ordering::Release);
-        handle.spawn(ON_DISPATCHER.scope((), run_dispatcher(queue, weak)));
-        Ok(())
-    }
-
     /// Waits until the emit queue is empty and its last event has been dispatched.
     ///
     /// # Cancel safety
@@ -472,6 +324,36 @@ impl Bus {
         self.flush().await;
     }
 
+    /// Stops the bus as [`Bus::stop`] does, then triggers its [`Shutdown`] and waits up to
+    /// `within` for every task started through it (the emit dispatcher, and whatever else
+    /// shares that `Shutdown`) to drain.
+    ///
+    /// # Errors
+    ///
+    /// [`DrainTimeout`] when tasks were still running at the bound.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the bus stays stopped and the shutdown triggered.
+    pub async fn shutdown(&self, within: Duration) -> Result<(), DrainTimeout> {
+        self.inner.running.store(false, Ordering::Release);
+        match tokio::time::timeout(within, self.flush()).await {
+            Ok(()) => self.inner.shutdown.shutdown(within).await,
+            Err(_) => {
+                self.inner.shutdown.trigger();
+                Err(DrainTimeout {
+                    running: self.inner.shutdown.running(),
+                    within,
+                })
+            }
+        }
+    }
+
+    /// The [`Shutdown`] this bus starts its tasks through.
+    pub fn shutdown_handle(&self) -> &Shutdown {
+        &self.inner.shutdown
+    }
+
     /// Whether the bus accepts publishes.
     pub fn is_running(&self) -> bool {
         self.inner.running.load(Ordering::Acquire)
@@ -483,9 +365,19 @@ impl Bus {
         self.inner.history.query(count, None)
     }
 
-    /// The last events whose subject matches `pattern`, newest first.
-    pub fn history_matching(&self, pattern: &Pattern, count: Option<usize>) -> Vec<Arc<Event>> {
-        self.inner.history.query(count, Some(pattern))
+    /// The last events whose subject matches `pattern`, newest first; `count` as in
+    /// [`Bus::history`].
+    ///
+    /// # Errors
+    ///
+    /// [`SubjectError`] when the pattern is malformed.
+    pub fn history_matching(
+        &self,
+        pattern: impl IntoPattern,
+        count: Option<usize>,
+    ) -> Result<Vec<Arc<Event>>, SubjectError> {
+        let pattern = pattern.into_pattern()?;
+        Ok(self.inner.history.query(count, Some(&pattern)))
     }
 
     /// Empties the history ring.
@@ -505,13 +397,6 @@ impl Bus {
     pub fn current_depth() -> u32 {
         DEPTH.try_with(|d| *d).unwrap_or(0)
     }
-}
-
-struct NoRuntime;
-
-/// Gives back a refused event, which nobody else holds.
-fn unshare(event: Arc<Event>) -> Box<Event> {
-    Box::new(Arc::try_unwrap(event).unwrap_or_else(|shared| (*shared).clone()))
 }
 
 impl Inner {
@@ -538,59 +423,16 @@ impl Inner {
             return Ok(DispatchReport::default());
         }
         let report = if matched.all_sync {
-            DEPTH.sync_scope(depth, || {
-                dispatch::dispatch_sync(&self.counters, &matched, &event)
-            })
+            DEPTH.sync_scope(depth, || dispatch::dispatch_sync(&matched, &event))
         } else {
             DEPTH
-                .scope(depth, dispatch::dispatch(&self.counters, &matched, &event))
+                .scope(depth, dispatch::dispatch(&matched, &event))
                 .await
         };
         hot.add_dispatched(report.handlers_run);
+        if !report.is_ok() {
+            self.counters.record_failures(&report);
+        }
         Ok(report)
-    }
-}
-
-/// How many queued events the dispatcher takes per lock. A more urgent event that arrives
-/// meanwhile waits for at most this many.
-const BATCH: usize = 32;
-
-/// Clears the queue's `alive` flag however the dispatcher ends (returns, or is dropped with
-/// its runtime).
-struct AliveGuard(Arc<Queue>);
-
-impl Drop for AliveGuard {
-    fn drop(&mut self) {
-        self.0.alive.store(false, Ordering::Release);
-    }
-}
-
-async fn run_dispatcher(queue: Arc<Queue>, bus: Weak<Inner>) {
-    let _alive = AliveGuard(queue.clone());
-    let mut batch = Vec::with_capacity(BATCH);
-    loop {
-        let notified = queue.ready.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        loop {
-            queue.pop_batch(BATCH, &mut batch);
-            if batch.is_empty() {
-                break;
-            }
-            let Some(inner) = bus.upgrade() else {
-                return;
-            };
-            let n = batch.len();
-            for item in batch.drain(..) {
-                // The emitting handler ran at depth - 1; deliver() refuses beyond the maximum.
-                let _ = inner.deliver(item.event, item.depth).await;
-            }
-            drop(inner);
-            queue.done(n);
-        }
-        if queue.closed.load(Ordering::SeqCst) {
-            return;
-        }
-        notified.await;
     }
 }

@@ -1,5 +1,7 @@
 //! The bus's counters (atomics) and the `BusStats` snapshot they produce.
 
+use crate::dispatch::DispatchReport;
+use crate::handler::FailureKind;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// A snapshot of the bus's counters.
@@ -91,10 +93,16 @@ impl Counters {
     pub(crate) fn hot(&self) -> &Stripe {
         &self.hot[stripe_index()]
     }
-    pub(crate) fn record_failure(&self, panic: bool) {
-        self.errors.fetch_add(1, Relaxed);
-        if panic {
-            self.panics.fetch_add(1, Relaxed);
+    /// Counts the failures of one dispatch report.
+    pub(crate) fn record_failures(&self, report: &DispatchReport) {
+        let panics = report
+            .failures
+            .iter()
+            .filter(|f| f.failure.kind == FailureKind::Panic)
+            .count();
+        self.errors.fetch_add(report.failed() as u64, Relaxed);
+        if panics > 0 {
+            self.panics.fetch_add(panics as u64, Relaxed);
         }
     }
     pub(crate) fn add_refused_stopped(&self) {

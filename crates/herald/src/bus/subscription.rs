@@ -1,19 +1,11 @@
-//! Subscription ids, options, listings, and the guard that unsubscribes on drop.
+//! Subscription options, listings, and the guard that unsubscribes on drop.
 
 use std::sync::{Arc, Weak};
 
+use crate::message::pattern::Pattern;
 use crate::message::priority::Priority;
-use crate::message::subject::Pattern;
 
-/// Identifies one subscription on one bus.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SubscriptionId(pub(crate) u64);
-
-impl std::fmt::Display for SubscriptionId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "sub-{}", self.0)
-    }
-}
+pub use crate::route::SubscriptionId;
 
 /// Who subscribes, and how urgently.
 #[derive(Debug, Clone)]

@@ -6,8 +6,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::task::Poll;
 
-use super::{AsyncFn, SyncFn};
+use super::{AsyncFn, HandlerResult, SyncFn};
 use crate::message::event::Event;
+use crate::outcome::{requested, Outcome};
 
 /// How a handler failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +26,9 @@ pub struct Failure {
     pub kind: FailureKind,
     /// The error's `Display`, or the panic message.
     pub message: String,
+    /// What the handler asked for by returning a [`Reject`](crate::Reject) or a
+    /// [`RetryAfter`](crate::RetryAfter); `None` for any other error and for a panic.
+    pub requested: Option<Outcome>,
 }
 
 impl std::fmt::Display for Failure {
@@ -56,20 +60,34 @@ fn from_result<T, E: std::fmt::Display>(
         Ok(Err(e)) => Err(Failure {
             kind: FailureKind::Error,
             message: e.to_string(),
+            requested: None,
         }),
         Err(payload) => Err(Failure {
             kind: FailureKind::Panic,
             message: panic_message(payload),
+            requested: None,
         }),
     }
 }
 
+/// A handler's result: as [`from_result`], and an error that asks for an outcome keeps it.
+fn from_handler_result(r: std::thread::Result<HandlerResult>) -> Result<(), Failure> {
+    match r {
+        Ok(Err(e)) => Err(Failure {
+            kind: FailureKind::Error,
+            message: e.to_string(),
+            requested: requested(&*e),
+        }),
+        other => from_result(other),
+    }
+}
+
 pub(super) fn run_sync(f: &SyncFn, event: &Event) -> Result<(), Failure> {
-    from_result(catch_unwind(AssertUnwindSafe(|| f(event))))
+    from_handler_result(catch_unwind(AssertUnwindSafe(|| f(event))))
 }
 
 pub(super) async fn run_async(f: &AsyncFn, event: Arc<Event>) -> Result<(), Failure> {
-    isolate(|| f(event)).await
+    from_handler_result(catch(|| f(event)).await)
 }
 
 /// Runs the future that `make` returns, isolated: an `Err`, or a panic while making or
@@ -90,19 +108,24 @@ where
     Fut: std::future::Future<Output = Result<T, E>>,
     E: std::fmt::Display,
 {
+    from_result(catch(make).await)
+}
+
+/// Runs the future `make` returns, catching a panic while making or polling it.
+async fn catch<F, Fut>(make: F) -> std::thread::Result<Fut::Output>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future,
+{
     // Creating the future runs a closure body up to its first await: isolate that too.
-    let fut = match catch_unwind(AssertUnwindSafe(make)) {
-        Ok(fut) => fut,
-        Err(payload) => return from_result::<T, E>(Err(payload)),
-    };
+    let fut = catch_unwind(AssertUnwindSafe(make))?;
     let mut fut = std::pin::pin!(fut);
-    let result = poll_fn(
+    poll_fn(
         |cx| match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(r)) => Poll::Ready(Ok(r)),
             Err(payload) => Poll::Ready(Err(payload)),
         },
     )
-    .await;
-    from_result(result)
+    .await
 }

@@ -19,8 +19,9 @@ use parking_lot::RwLock;
 use rustc_hash::FxHashMap;
 
 use crate::handler::Handler;
+use crate::message::pattern::Pattern;
 use crate::message::priority::Priority;
-use crate::message::subject::{Pattern, Subject};
+use crate::message::subject::Subject;
 
 /// How many distinct subjects the cache remembers per bus before it starts over.
 const CACHE_CAPACITY: usize = 4096;
@@ -44,6 +45,16 @@ fn thread_key() -> u64 {
 type Owned = FxHashMap<(Arc<str>, u64), Arc<Matched>>;
 
 /// One subscription as the router keeps it.
+/// Identifies one subscription on one bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubscriptionId(pub(crate) u64);
+
+impl std::fmt::Display for SubscriptionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "sub-{}", self.0)
+    }
+}
+
 pub(crate) struct Entry {
     pub(crate) id: u64,
     pub(crate) pattern: Pattern,
@@ -83,6 +94,8 @@ thread_local! {
 /// The routing table: insert, remove, lookup.
 pub(crate) struct Routes {
     table: RwLock<Table>,
+    /// The next subscription id: ids are handed out here, in subscription order.
+    next_id: AtomicU64,
     /// Bumped by every change; a thread's cache for an older generation is stale.
     generation: AtomicU64,
     id: u64,
@@ -92,6 +105,7 @@ impl Default for Routes {
     fn default() -> Self {
         Routes {
             table: RwLock::default(),
+            next_id: AtomicU64::new(1),
             generation: AtomicU64::new(0),
             id: NEXT_ROUTES_ID.fetch_add(1, Ordering::Relaxed),
         }
@@ -99,7 +113,27 @@ impl Default for Routes {
 }
 
 impl Routes {
-    pub(crate) fn insert(&self, entry: Entry) {
+    /// Adds a subscription and returns its id (ids grow in subscription order, which is the
+    /// dispatch order within a priority).
+    pub(crate) fn insert(
+        &self,
+        pattern: Pattern,
+        owner: Arc<str>,
+        priority: Priority,
+        handler: Handler,
+    ) -> SubscriptionId {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.insert_entry(Entry {
+            id,
+            pattern,
+            owner,
+            priority,
+            handler,
+        });
+        SubscriptionId(id)
+    }
+
+    fn insert_entry(&self, entry: Entry) {
         let mut table = self.table.write();
         match entry.pattern.tokens() {
             Some(tokens) => table.trie.insert(tokens, entry.id),

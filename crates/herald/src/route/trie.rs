@@ -3,7 +3,7 @@
 
 use rustc_hash::FxHashMap;
 
-use crate::message::subject::Token;
+use crate::message::pattern::Token;
 
 /// Marks an id whose pattern ends in `>` at this node (it needs one or more further tokens).
 const REST: u64 = 1 << 63;

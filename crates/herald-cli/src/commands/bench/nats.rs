@@ -12,7 +12,7 @@ use herald::Event;
 use herald_nats::{Nats, StreamSpec};
 
 use super::{paired, rate, Figure, Report};
-use crate::commands::nats::connect;
+use crate::connect::connect_nats as connect;
 use crate::CliError;
 
 fn other(e: impl std::fmt::Display) -> CliError {

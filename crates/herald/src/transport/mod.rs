@@ -1,14 +1,19 @@
-//! The transport seam: publish an event, subscribe a `Handler` to a pattern, flush. The
-//! in-process bus implements it here; `herald-nats` implements it for NATS, and the
-//! conformance suite in `herald-testkit` runs against both.
+//! The transport seam: publish an event, subscribe a `Handler` to a pattern, flush; and the
+//! consume side, `Delivery` and `DeliverySource`. Typed errors say whether a retry can help.
+//! The in-process bus implements `Transport` in `bus/transport.rs`; `herald-nats` implements it
+//! for NATS, and the conformance suite in `herald-testkit` runs against both.
+
+mod delivery;
+mod error;
 
 use std::future::Future;
 
-use crate::bus::subscription::Subscription;
-use crate::bus::Bus;
-use crate::handler::{BoxError, Handler};
+use crate::handler::Handler;
 use crate::message::event::Event;
-use crate::message::subject::Pattern;
+use crate::message::pattern::Pattern;
+
+pub use delivery::{Delivery, DeliverySource};
+pub use error::{ErrorKind, TransportError};
 
 /// What a successful publish proves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,47 +41,28 @@ pub trait Transport: Send + Sync + 'static {
     ///
     /// # Errors
     ///
-    /// The transport's error, boxed.
-    fn publish_event(&self, event: Event)
-        -> impl Future<Output = Result<Receipt, BoxError>> + Send;
+    /// [`TransportError`]: [`is_transient`](TransportError::is_transient) says whether the
+    /// same publish may succeed later.
+    fn publish_event(
+        &self,
+        event: Event,
+    ) -> impl Future<Output = Result<Receipt, TransportError>> + Send;
 
     /// Runs `handler` for each event whose subject matches `pattern`.
     ///
     /// # Errors
     ///
-    /// The transport's error, boxed.
+    /// [`TransportError`].
     fn subscribe_handler(
         &self,
         pattern: Pattern,
         handler: Handler,
-    ) -> impl Future<Output = Result<Self::Subscription, BoxError>> + Send;
+    ) -> impl Future<Output = Result<Self::Subscription, TransportError>> + Send;
 
     /// Waits until what was published so far has left this process.
     ///
     /// # Errors
     ///
-    /// The transport's error, boxed.
-    fn flush(&self) -> impl Future<Output = Result<(), BoxError>> + Send;
-}
-
-impl Transport for Bus {
-    type Subscription = Subscription;
-
-    async fn publish_event(&self, event: Event) -> Result<Receipt, BoxError> {
-        self.publish(event).await?;
-        Ok(Receipt::Accepted)
-    }
-
-    async fn subscribe_handler(
-        &self,
-        pattern: Pattern,
-        handler: Handler,
-    ) -> Result<Subscription, BoxError> {
-        Ok(self.subscribe(pattern, handler)?)
-    }
-
-    async fn flush(&self) -> Result<(), BoxError> {
-        Bus::flush(self).await;
-        Ok(())
-    }
+    /// [`TransportError`].
+    fn flush(&self) -> impl Future<Output = Result<(), TransportError>> + Send;
 }

@@ -1,0 +1,53 @@
+//! The one place that turns a `--bus` URL into a backend: `nats://`/`tls://` connects to NATS,
+//! `memory://` names the in-process bus; anything else is one line naming the value.
+
+use std::time::Duration;
+
+use herald_nats::Nats;
+
+use crate::CliError;
+
+/// What a `--bus` URL names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BusUrl {
+    /// The in-process bus (`memory://`).
+    Memory,
+    /// A NATS server (`nats://HOST:PORT` or `tls://HOST:PORT`).
+    Nats(String),
+}
+
+/// Parses a `--bus` URL.
+pub(crate) fn parse_bus(bus: &str) -> Result<BusUrl, CliError> {
+    if bus.starts_with("memory://") {
+        return Ok(BusUrl::Memory);
+    }
+    if bus.starts_with("nats://") || bus.starts_with("tls://") {
+        return Ok(BusUrl::Nats(bus.to_owned()));
+    }
+    Err(CliError::Usage(format!(
+        "--bus {bus:?}: expected nats://HOST:PORT or memory://"
+    )))
+}
+
+/// Connects to `--bus`, which must name a NATS server; one-shot commands fail within seconds.
+pub(crate) async fn connect_nats(bus: &str, long_running: bool) -> Result<Nats, CliError> {
+    let url = match parse_bus(bus)? {
+        BusUrl::Nats(url) => url,
+        BusUrl::Memory => {
+            return Err(CliError::Usage(format!(
+            "--bus {bus}: the in-process bus lives inside one process; this command needs a NATS server (nats://HOST:PORT)"
+        )))
+        }
+    };
+    let name = if long_running {
+        "herald-cli-long"
+    } else {
+        "herald-cli"
+    };
+    Ok(Nats::builder()
+        .server(url)
+        .name(name)
+        .connect_timeout(Duration::from_secs(3))
+        .connect()
+        .await?)
+}

@@ -1,0 +1,59 @@
+//! `CliError`: every way a command can fail, printed by `main` as one line on stderr.
+
+/// Every way a command can fail; printed as one line on stderr.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CliError {
+    /// Bad arguments or input.
+    #[error("{0}")]
+    Usage(String),
+    /// A malformed subject or pattern.
+    #[error("{0}")]
+    Subject(#[from] herald::SubjectError),
+    /// A malformed envelope or data.
+    #[error("{0}")]
+    Envelope(#[from] herald::EnvelopeError),
+    /// A refused publish.
+    #[error("{0}")]
+    Publish(#[from] herald::PublishError),
+    /// A plugin failure.
+    #[error("{0}")]
+    Plugin(#[from] herald::plugin::PluginError),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<herald_nats::NatsError> for CliError {
+    fn from(e: herald_nats::NatsError) -> Self {
+        CliError::Other(report(&e))
+    }
+}
+
+/// An error and its causes on one line, each once: `outer: cause: root cause`.
+pub(crate) fn report(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nats_error_reads_as_one_line_with_its_cause_once() {
+        let e = herald_nats::NatsError::Publish {
+            subject: "a.b".into(),
+            source: "connection reset".into(),
+        };
+        assert_eq!(
+            CliError::from(e).to_string(),
+            "publish to a.b failed: connection reset"
+        );
+    }
+}

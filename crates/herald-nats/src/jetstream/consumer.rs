@@ -1,0 +1,378 @@
+//! JetStream durable pull consumers: settings, deliveries (ack, nak with delay, term,
+//! in-progress; malformed messages termed and counted), and `consume` on Herald's one
+//! consume loop.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::message::AckKind;
+use futures_util::StreamExt;
+use herald::{
+    Consume, ConsumeOptions, ConsumeReport, DeliverySource, Event, Handler, Outcome, TransportError,
+};
+
+use super::JetStream;
+use crate::client::Nats;
+use crate::error::{to_transport, NatsError};
+use crate::stats::Counters;
+
+impl JetStream {
+    /// Creates (or binds to) a durable pull consumer with explicit acks.
+    ///
+    /// # Errors
+    ///
+    /// [`NatsError::JetStream`] (no such stream, a conflicting consumer config).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe.
+    pub async fn durable_consumer(
+        &self,
+        stream: &str,
+        spec: &ConsumerSpec,
+    ) -> Result<DurableConsumer, NatsError> {
+        let s = self
+            .ctx
+            .get_stream(stream)
+            .await
+            .map_err(|e| NatsError::js(format!("get stream {stream}"), e))?;
+        let config = pull::Config {
+            durable_name: Some(spec.durable.clone()),
+            filter_subject: spec.filter_subject.clone().unwrap_or_default(),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: spec.ack_wait,
+            max_deliver: spec.max_deliver,
+            max_ack_pending: spec.max_ack_pending,
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        };
+        let consumer: PullConsumer = s
+            .get_or_create_consumer(&spec.durable, config)
+            .await
+            .map_err(|e| {
+                NatsError::js(format!("create consumer {} on {stream}", spec.durable), e)
+            })?;
+        Ok(DurableConsumer {
+            consumer,
+            nats: self.nats.clone(),
+        })
+    }
+}
+
+/// A durable pull consumer's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerSpec {
+    /// The durable name: progress survives restarts and reconnects under this name.
+    pub durable: String,
+    /// Only subjects matching this pattern.
+    pub filter_subject: Option<String>,
+    /// Redelivery after this long without an ack (default 30 s).
+    pub ack_wait: Duration,
+    /// Deliveries before the server gives up on a message (-1 = unlimited).
+    pub max_deliver: i64,
+    /// Unacknowledged messages the server lets out at once (default 1,000).
+    pub max_ack_pending: i64,
+}
+
+impl ConsumerSpec {
+    /// Defaults: ack wait 30 s, unlimited deliveries, 1,000 pending acks.
+    pub fn durable(name: impl Into<String>) -> Self {
+        ConsumerSpec {
+            durable: name.into(),
+            filter_subject: None,
+            ack_wait: Duration::from_secs(30),
+            max_deliver: -1,
+            max_ack_pending: 1_000,
+        }
+    }
+
+    /// Only subjects matching `pattern`.
+    pub fn filter(mut self, pattern: impl Into<String>) -> Self {
+        self.filter_subject = Some(pattern.into());
+        self
+    }
+
+    /// Redelivery after `d` without an ack.
+    pub fn ack_wait(mut self, d: Duration) -> Self {
+        self.ack_wait = d;
+        self
+    }
+}
+
+/// A durable pull consumer.
+#[derive(Debug)]
+pub struct DurableConsumer {
+    consumer: PullConsumer,
+    nats: Nats,
+}
+
+/// One message from a durable consumer; settle it with exactly one of ack, nak or term
+/// (in-progress may come first, any number of times).
+#[derive(Debug)]
+pub struct Delivery {
+    /// The envelope, shared as handlers take it.
+    pub event: Arc<Event>,
+    /// Its stream sequence.
+    pub stream_sequence: u64,
+    /// How many times it has been delivered (1 on the first delivery).
+    pub delivered: i64,
+    message: async_nats::jetstream::Message,
+}
+
+fn ack_err(op: &'static str, e: async_nats::Error) -> NatsError {
+    NatsError::JetStream {
+        operation: op.to_owned(),
+        source: e,
+    }
+}
+
+impl Delivery {
+    /// Done: the server will not deliver it again.
+    ///
+    /// # Errors
+    ///
+    /// [`NatsError::JetStream`] when the ack cannot be sent.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe; an ack that was not sent leads to a redelivery after the ack wait.
+    pub async fn ack(&self) -> Result<(), NatsError> {
+        self.message.ack().await.map_err(|e| ack_err("ack", e))
+    }
+
+    /// Not now: deliver it again, after `delay` if given.
+    ///
+    /// # Errors
+    ///
+    /// As [`Delivery::ack`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Delivery::ack`].
+    pub async fn nak(&self, delay: Option<Duration>) -> Result<(), NatsError> {
+        self.message
+            .ack_with(AckKind::Nak(delay))
+            .await
+            .map_err(|e| ack_err("nak", e))
+    }
+
+    /// Never: do not deliver it again (a poison message).
+    ///
+    /// # Errors
+    ///
+    /// As [`Delivery::ack`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Delivery::ack`].
+    pub async fn term(&self) -> Result<(), NatsError> {
+        self.message
+            .ack_with(AckKind::Term)
+            .await
+            .map_err(|e| ack_err("term", e))
+    }
+
+    /// Still working: restart the ack wait.
+    ///
+    /// # Errors
+    ///
+    /// As [`Delivery::ack`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Delivery::ack`].
+    pub async fn in_progress(&self) -> Result<(), NatsError> {
+        self.message
+            .ack_with(AckKind::Progress)
+            .await
+            .map_err(|e| ack_err("in-progress", e))
+    }
+}
+
+/// A consumer's continuous stream of deliveries.
+pub struct Deliveries {
+    inner: async_nats::jetstream::consumer::pull::Stream,
+    nats: Nats,
+}
+
+impl std::fmt::Debug for Deliveries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Deliveries")
+    }
+}
+
+async fn to_delivery(nats: &Nats, message: async_nats::jetstream::Message) -> Option<Delivery> {
+    let (stream_sequence, delivered) = match message.info() {
+        Ok(info) => (info.stream_sequence, info.delivered),
+        Err(_) => (0, 0),
+    };
+    match Event::from_json(&message.payload) {
+        Ok(decoded) => {
+            Counters::inc(&nats.inner().counters.received);
+            Some(Delivery {
+                event: Arc::new(decoded.event),
+                stream_sequence,
+                delivered,
+                message,
+            })
+        }
+        Err(e) => {
+            // A poison message: term it so that it never blocks the consumer, count it, log it.
+            nats.note_malformed(message.subject.as_str(), &e);
+            if let Err(e) = message.ack_with(AckKind::Term).await {
+                tracing::warn!("term of a malformed message failed: {e}");
+            }
+            None
+        }
+    }
+}
+
+impl Deliveries {
+    /// The next delivery. Malformed messages are termed, counted and skipped.
+    ///
+    /// # Errors
+    ///
+    /// [`NatsError::JetStream`] for a consumer error (missed heartbeats while disconnected,
+    /// a deleted consumer); the stream may go on after one.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a message pulled but not yet returned is redelivered after the ack wait.
+    pub async fn next(&mut self) -> Option<Result<Delivery, NatsError>> {
+        loop {
+            match self.inner.next().await? {
+                Ok(message) => {
+                    if let Some(d) = to_delivery(&self.nats, message).await {
+                        return Some(Ok(d));
+                    }
+                }
+                Err(e) => return Some(Err(NatsError::js("pull messages", e))),
+            }
+        }
+    }
+}
+
+impl DurableConsumer {
+    /// A continuous stream of deliveries.
+    ///
+    /// # Errors
+    ///
+    /// [`NatsError::JetStream`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn messages(&self) -> Result<Deliveries, NatsError> {
+        let inner = self
+            .consumer
+            .messages()
+            .await
+            .map_err(|e| NatsError::js("consume", e))?;
+        Ok(Deliveries {
+            inner,
+            nats: self.nats.clone(),
+        })
+    }
+
+    /// Up to `max` deliveries, waiting at most `wait` for them.
+    ///
+    /// # Errors
+    ///
+    /// [`NatsError::JetStream`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: pulled messages not returned are redelivered after the ack wait.
+    pub async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, NatsError> {
+        let mut batch = self
+            .consumer
+            .fetch()
+            .max_messages(max)
+            .expires(wait)
+            .messages()
+            .await
+            .map_err(|e| NatsError::js("fetch", e))?;
+        let mut out = Vec::new();
+        while let Some(m) = batch.next().await {
+            let m = m.map_err(|e| NatsError::JetStream {
+                operation: "fetch".to_owned(),
+                source: e,
+            })?;
+            if let Some(d) = to_delivery(&self.nats, m).await {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs `handler` for each delivery until `shutdown` completes, on Herald's one consume
+    /// loop ([`herald::Consume`]): ack on success, nak with the handler's
+    /// [`RetryAfter`](herald::RetryAfter) delay or [`ConsumeOptions::retry_after`] on an
+    /// error or panic, term on a [`Reject`](herald::Reject), at most
+    /// [`ConsumeOptions::max_in_flight`] at once. On shutdown it stops pulling and waits (up
+    /// to [`ConsumeOptions::drain_timeout`]) for the handlers in flight to settle.
+    ///
+    /// Delivery is at least once: a message whose ack is lost (a crash, a disconnect) is
+    /// delivered again after the ack wait, so handlers should be idempotent.
+    ///
+    /// # Errors
+    ///
+    /// [`NatsError::JetStream`] when the consumer cannot be read at all.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: dropped, handlers in flight are aborted and their messages are
+    /// redelivered after the ack wait.
+    pub async fn consume(
+        &self,
+        handler: impl Into<Handler>,
+        options: ConsumeOptions,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<ConsumeReport, NatsError> {
+        let deliveries = self.messages().await?;
+        let nats = self.nats.clone();
+        Ok(Consume::new(deliveries, handler)
+            .options(options)
+            .on_failure(move |event, failure| nats.record_failure(event, failure))
+            .run(shutdown)
+            .await)
+    }
+}
+
+impl herald::Delivery for Delivery {
+    fn event(&self) -> &Arc<Event> {
+        &self.event
+    }
+
+    fn attempt(&self) -> u32 {
+        u32::try_from(self.delivered.max(1)).unwrap_or(u32::MAX)
+    }
+
+    async fn settle(self, outcome: Outcome) -> Result<(), TransportError> {
+        let settled = match outcome {
+            Outcome::Ack => self.ack().await,
+            Outcome::Retry { after } => self.nak(Some(after)).await,
+            Outcome::Reject { reason } => {
+                tracing::warn!(
+                    subject = self.event.subject.as_str(),
+                    stream_sequence = self.stream_sequence,
+                    "rejected, termed: {reason}"
+                );
+                self.term().await
+            }
+        };
+        settled.map_err(|e| to_transport("settle", e))
+    }
+}
+
+impl DeliverySource for Deliveries {
+    type Delivery = Delivery;
+
+    async fn next(&mut self) -> Option<Result<Delivery, TransportError>> {
+        Deliveries::next(self)
+            .await
+            .map(|r| r.map_err(|e| to_transport("read", e)))
+    }
+}

@@ -1,0 +1,32 @@
+//! JetStream on one connection: the `JetStream` handle; streams (`stream.rs`), publish with
+//! PubAck and an automatic dedupe id (`publish.rs`), durable consumers on Herald's one consume
+//! loop (`consumer.rs`).
+
+mod consumer;
+mod publish;
+mod stream;
+
+use crate::client::Nats;
+
+pub use consumer::{ConsumerSpec, Deliveries, Delivery, DurableConsumer};
+pub use publish::{message_id, JsAck, PendingAck};
+pub use stream::{default_streams, StreamSpec, StreamSummary};
+
+/// JetStream on one connection. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct JetStream {
+    nats: Nats,
+    ctx: async_nats::jetstream::Context,
+}
+
+impl JetStream {
+    pub(crate) fn new(nats: Nats) -> Self {
+        let ctx = async_nats::jetstream::new(nats.client().clone());
+        JetStream { nats, ctx }
+    }
+
+    /// The async-nats JetStream context, for what Herald does not wrap.
+    pub fn context(&self) -> &async_nats::jetstream::Context {
+        &self.ctx
+    }
+}

@@ -1,0 +1,311 @@
+//! The fire-and-forget path: `Bus::emit`/`emit_wait`, the bounded emit queue (a heap ordered
+//! by event priority, critical first, then emit order) and the dispatcher task that drains it.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+use std::sync::atomic::Ordering::{Acquire, Release, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use super::error::EmitError;
+use super::{Bus, Inner, DEPTH, ON_DISPATCHER};
+use crate::message::event::Event;
+use crate::message::priority::Priority;
+use std::sync::Weak;
+
+pub(crate) struct Item {
+    pub(crate) event: Arc<Event>,
+    pub(crate) depth: u32,
+    key: (Priority, Reverse<u64>),
+}
+
+impl PartialEq for Item {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+impl Eq for Item {}
+impl PartialOrd for Item {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Item {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key.cmp(&other.key)
+    }
+}
+
+#[derive(Default)]
+struct Heap {
+    heap: BinaryHeap<Item>,
+    seq: u64,
+}
+
+pub(crate) struct Queue {
+    heap: Mutex<Heap>,
+    capacity: usize,
+    /// Queued plus in flight: zero means idle.
+    pending: AtomicUsize,
+    pub(crate) ready: Notify,
+    idle: Notify,
+    space: Notify,
+    pub(crate) closed: AtomicBool,
+    /// A dispatcher task is running for this queue.
+    pub(crate) alive: AtomicBool,
+}
+
+impl Queue {
+    pub(crate) fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Queue {
+            heap: Mutex::new(Heap::default()),
+            capacity,
+            pending: AtomicUsize::new(0),
+            ready: Notify::new(),
+            idle: Notify::new(),
+            space: Notify::new(),
+            closed: AtomicBool::new(false),
+            alive: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Queues the event, or gives it back when full.
+    pub(crate) fn push(&self, event: Arc<Event>, depth: u32) -> Result<(), Arc<Event>> {
+        let mut heap = self.heap.lock();
+        if heap.heap.len() >= self.capacity {
+            return Err(event);
+        }
+        heap.seq += 1;
+        let key = (event.priority, Reverse(heap.seq));
+        heap.heap.push(Item { event, depth, key });
+        self.pending.fetch_add(1, SeqCst);
+        drop(heap);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Takes up to `max` items, most urgent first, and wakes producers waiting for room.
+    pub(crate) fn pop_batch(&self, max: usize, out: &mut Vec<Item>) {
+        let mut heap = self.heap.lock();
+        for _ in 0..max {
+            match heap.heap.pop() {
+                Some(item) => out.push(item),
+                None => break,
+            }
+        }
+        drop(heap);
+        if !out.is_empty() {
+            self.space.notify_waiters();
+        }
+    }
+
+    /// Queues the event, waiting for room while the queue is full.
+    pub(crate) async fn push_wait(&self, mut event: Arc<Event>, depth: u32) {
+        loop {
+            // The common case first: there is room, and no waiter needs registering.
+            match self.push(event, depth) {
+                Ok(()) => return,
+                Err(back) => event = back,
+            }
+            let room = self.space.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.push(event, depth) {
+                Ok(()) => return,
+                Err(back) => event = back,
+            }
+            room.await;
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.heap.lock().heap.len()
+    }
+
+    /// Marks `n` popped items as finished.
+    pub(crate) fn done(&self, n: usize) {
+        if n > 0 && self.pending.fetch_sub(n, SeqCst) == n {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Waits until nothing is queued or in flight.
+    pub(crate) async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.pending.load(SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Bus {
+    /// Queues `event` for the dispatcher task and returns at once.
+    ///
+    /// # Errors
+    ///
+    /// [`EmitError`] with the event inside: the queue is full, the bus is stopped, the emit
+    /// is beyond the maximum depth, or there is no Tokio runtime. Each refusal is counted.
+    pub fn emit(&self, event: Event) -> Result<(), EmitError> {
+        let (event, depth) = self.admit(event)?;
+        let inner = &self.inner;
+        match inner.queue.push(event, depth) {
+            Ok(()) => {
+                inner.counters.add_emitted();
+                Ok(())
+            }
+            Err(event) => {
+                inner.counters.add_emit_rejected();
+                Err(EmitError::Full {
+                    event: unshare(event),
+                    capacity: inner.queue.capacity(),
+                })
+            }
+        }
+    }
+
+    /// Like [`Bus::emit`], but waits for room when the queue is full instead of refusing:
+    /// backpressure for producers that can wait, as `mpsc::Sender::send` gives.
+    ///
+    /// A handler running on the dispatcher task (one that handles an emitted event) would wait
+    /// for itself, so there it does not wait: a full queue refuses with `Full`, as `emit` does.
+    ///
+    /// # Errors
+    ///
+    /// [`EmitError`] with the event inside; `Full` only on the dispatcher task.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: if dropped while waiting for room, the event was not queued.
+    pub async fn emit_wait(&self, event: Event) -> Result<(), EmitError> {
+        if ON_DISPATCHER.try_with(|_| ()).is_ok() {
+            return self.emit(event);
+        }
+        let (event, depth) = self.admit(event)?;
+        self.inner.queue.push_wait(event, depth).await;
+        self.inner.counters.add_emitted();
+        Ok(())
+    }
+
+    /// The checks before an event may enter the queue: running, depth, a runtime.
+    fn admit(&self, event: Event) -> Result<(Arc<Event>, u32), EmitError> {
+        let inner = &self.inner;
+        if !inner.running.load(Acquire) || inner.shutdown.is_triggered() {
+            inner.counters.add_refused_stopped();
+            return Err(EmitError::Stopped {
+                event: Box::new(event),
+            });
+        }
+        let depth = DEPTH.try_with(|d| *d).unwrap_or(0) + 1;
+        if depth > inner.max_depth {
+            inner.counters.add_refused_depth();
+            return Err(EmitError::DepthExceeded {
+                event: Box::new(event),
+                depth,
+                max: inner.max_depth,
+            });
+        }
+        if self.ensure_dispatcher().is_err() {
+            return Err(EmitError::NoRuntime {
+                event: Box::new(event),
+            });
+        }
+        // One allocation: the queue holds the Arc that the handlers will share.
+        Ok((Arc::new(event), depth))
+    }
+
+    fn ensure_dispatcher(&self) -> Result<(), NoRuntime> {
+        // Fast path: one atomic load. The flag drops when the dispatcher ends or its runtime
+        // goes away, and the next emit starts a new one on the caller's runtime.
+        if self.inner.queue.alive.load(Acquire) {
+            return Ok(());
+        }
+        let _spawning = self.inner.dispatcher.lock();
+        if self.inner.queue.alive.load(Acquire) {
+            return Ok(());
+        }
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| NoRuntime)?;
+        let queue = self.inner.queue.clone();
+        let weak = Arc::downgrade(&self.inner);
+        queue.alive.store(true, Release);
+        let stop = self.inner.shutdown.cancelled_owned();
+        self.inner.shutdown.spawn_on(
+            ON_DISPATCHER.scope((), run_dispatcher(queue, weak, stop)),
+            &handle,
+        );
+        Ok(())
+    }
+}
+
+struct NoRuntime;
+
+/// Gives back a refused event, which nobody else holds.
+fn unshare(event: Arc<Event>) -> Box<Event> {
+    Box::new(Arc::try_unwrap(event).unwrap_or_else(|shared| (*shared).clone()))
+}
+
+/// How many queued events the dispatcher takes per lock. A more urgent event that arrives
+/// meanwhile waits for at most this many.
+const BATCH: usize = 32;
+
+/// Clears the queue's `alive` flag however the dispatcher ends (returns, or is dropped with
+/// its runtime).
+struct AliveGuard(Arc<Queue>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.alive.store(false, Release);
+    }
+}
+
+/// Drains the queue until the bus is gone or the shutdown is triggered; on a shutdown it
+/// dispatches what is still queued, then ends.
+async fn run_dispatcher(
+    queue: Arc<Queue>,
+    bus: Weak<Inner>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let _alive = AliveGuard(queue.clone());
+    tokio::pin!(stop);
+    let mut stopping = false;
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        let notified = queue.ready.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        loop {
+            queue.pop_batch(BATCH, &mut batch);
+            if batch.is_empty() {
+                break;
+            }
+            let Some(inner) = bus.upgrade() else {
+                return;
+            };
+            let n = batch.len();
+            for item in batch.drain(..) {
+                // The emitting handler ran at depth - 1; deliver() refuses beyond the maximum.
+                let _ = inner.deliver(item.event, item.depth).await;
+            }
+            drop(inner);
+            queue.done(n);
+        }
+        if stopping || queue.closed.load(SeqCst) {
+            return;
+        }
+        tokio::select! {
+            _ = notified => {}
+            _ = &mut stop => stopping = true, // one more pass drains what is queued
+        }
+    }
+}

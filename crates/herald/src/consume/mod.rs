@@ -1,0 +1,242 @@
+//! The one consume loop: deliveries -> isolated handler -> settle, with a bound on handlers in
+//! flight, a stop signal, and a bounded drain. JetStream's durable consumer runs on it; the
+//! durable queues, the worker and the runtime's consumers are meant to.
+
+pub mod memory;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+
+use crate::handler::{Failure, Handler};
+use crate::message::event::Event;
+use crate::outcome::Outcome;
+use crate::transport::{Delivery, DeliverySource};
+
+/// How a consume loop runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumeOptions {
+    /// Handlers running at once (default 64; values below 1 are taken as 1).
+    pub max_in_flight: usize,
+    /// The delay before a failed event comes back, unless its handler asked for another
+    /// with [`RetryAfter`](crate::RetryAfter) (default 1 s).
+    pub retry_after: Duration,
+    /// After the stop signal, how long handlers in flight may take to finish and settle
+    /// (default 30 s). Those still running then are aborted, unsettled: their source
+    /// delivers them again.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ConsumeOptions {
+    fn default() -> Self {
+        ConsumeOptions {
+            max_in_flight: 64,
+            retry_after: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a consume loop did, one count per delivery.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConsumeReport {
+    /// Handled and acknowledged.
+    pub acked: u64,
+    /// Failed and settled for a later retry.
+    pub retried: u64,
+    /// Rejected for good (poison).
+    pub rejected: u64,
+    /// Handled, but the settle itself failed (the source delivers them again).
+    pub settle_failed: u64,
+    /// Still running when the drain bound ran out: aborted, unsettled.
+    pub abandoned: u64,
+    /// Reads from the source that failed (each followed by a short back-off).
+    pub source_errors: u64,
+}
+
+impl ConsumeReport {
+    fn tally(&mut self, done: Result<Settled, tokio::task::JoinError>) {
+        match done {
+            Ok(Settled::Ack) => self.acked += 1,
+            Ok(Settled::Retry) => self.retried += 1,
+            Ok(Settled::Reject) => self.rejected += 1,
+            Ok(Settled::Failed) => self.settle_failed += 1,
+            Err(e) if e.is_cancelled() => self.abandoned += 1,
+            Err(e) => {
+                // Handlers are isolated, so only a settle implementation could panic here.
+                tracing::warn!("consume task failed: {e}");
+                self.settle_failed += 1;
+            }
+        }
+    }
+}
+
+enum Settled {
+    Ack,
+    Retry,
+    Reject,
+    Failed,
+}
+
+type FailureHook = Arc<dyn Fn(&Event, &Failure) + Send + Sync>;
+
+/// A consume loop over one [`DeliverySource`]: each delivery runs the handler (isolated: an
+/// error or panic is a failure, never a crash), its result becomes an [`Outcome`], and the
+/// delivery is settled with it.
+///
+/// Delivery is at least once: an event whose settle is lost (a crash, a disconnect) comes
+/// back, so handlers should be idempotent.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use herald::consume::memory::MemorySource;
+/// use herald::{sync_handler, Consume, ConsumeOptions, Event, Subject};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let source = MemorySource::new();
+/// source.push(Event::new(Subject::new("orders.placed").unwrap()));
+/// source.close(); // the loop ends once the source is empty
+/// let report = Consume::new(source.clone(), sync_handler(|_: &Event| {}))
+///     .run(std::future::pending())
+///     .await;
+/// assert_eq!(report.acked, 1);
+/// # }
+/// ```
+pub struct Consume<S> {
+    source: S,
+    handler: Handler,
+    options: ConsumeOptions,
+    on_failure: Option<FailureHook>,
+}
+
+impl<S: DeliverySource> Consume<S> {
+    /// A loop running `handler` for each delivery of `source`, with the default options.
+    pub fn new(source: S, handler: impl Into<Handler>) -> Self {
+        Consume {
+            source,
+            handler: handler.into(),
+            options: ConsumeOptions::default(),
+            on_failure: None,
+        }
+    }
+
+    /// Sets the options.
+    pub fn options(mut self, options: ConsumeOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Calls `hook` for each failed handler call (after it is logged), to count it.
+    pub fn on_failure(mut self, hook: impl Fn(&Event, &Failure) + Send + Sync + 'static) -> Self {
+        self.on_failure = Some(Arc::new(hook));
+        self
+    }
+
+    /// Runs until the source ends or `stop` completes, then drains: no new reads, handlers in
+    /// flight finish and settle within [`ConsumeOptions::drain_timeout`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: dropped, handlers in flight are aborted unsettled, and their source
+    /// delivers them again.
+    pub async fn run(self, stop: impl Future<Output = ()>) -> ConsumeReport {
+        let Consume {
+            mut source,
+            handler,
+            options,
+            on_failure,
+        } = self;
+        let limit = Arc::new(tokio::sync::Semaphore::new(options.max_in_flight.max(1)));
+        let mut tasks: JoinSet<Settled> = JoinSet::new();
+        let mut report = ConsumeReport::default();
+        tokio::pin!(stop);
+        loop {
+            let permit = tokio::select! {
+                _ = &mut stop => break,
+                p = limit.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let next = tokio::select! {
+                _ = &mut stop => break,
+                n = source.next() => n,
+            };
+            while let Some(done) = tasks.try_join_next() {
+                report.tally(done);
+            }
+            let delivery = match next {
+                None => break,
+                Some(Err(e)) => {
+                    // A failed read (a disconnect, a busy store): log it, and do not spin
+                    // while the cause lasts.
+                    report.source_errors += 1;
+                    tracing::warn!("{e}");
+                    tokio::select! {
+                        _ = &mut stop => break,
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                    }
+                }
+                Some(Ok(d)) => d,
+            };
+            let (handler, on_failure) = (handler.clone(), on_failure.clone());
+            tasks.spawn(async move {
+                let _permit = permit;
+                let event = delivery.event().clone();
+                let result = handler.call(&event).await;
+                if let Err(f) = &result {
+                    tracing::warn!(
+                        subject = event.subject.as_str(),
+                        attempt = delivery.attempt(),
+                        "{f}"
+                    );
+                    if let Some(hook) = &on_failure {
+                        hook(&event, f);
+                    }
+                }
+                let outcome = Outcome::from_result(&result, options.retry_after);
+                let settled = match &outcome {
+                    Outcome::Ack => Settled::Ack,
+                    Outcome::Retry { .. } => Settled::Retry,
+                    Outcome::Reject { .. } => Settled::Reject,
+                };
+                match delivery.settle(outcome).await {
+                    Ok(()) => settled,
+                    Err(e) => {
+                        tracing::warn!("{e}");
+                        Settled::Failed
+                    }
+                }
+            });
+        }
+        drain(&mut tasks, &mut report, options.drain_timeout).await;
+        report
+    }
+}
+
+/// Waits up to `within` for the tasks in flight, then aborts the rest.
+async fn drain(tasks: &mut JoinSet<Settled>, report: &mut ConsumeReport, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, tasks.join_next()).await {
+            Ok(Some(done)) => report.tally(done),
+            Ok(None) => return,
+            Err(_) => {
+                tracing::warn!(
+                    running = tasks.len(),
+                    "drain bound of {within:?} ran out: aborting handlers in flight"
+                );
+                tasks.abort_all();
+                while let Some(done) = tasks.join_next().await {
+                    report.tally(done);
+                }
+                return;
+            }
+        }
+    }
+}
