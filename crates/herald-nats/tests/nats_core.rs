@@ -7,6 +7,7 @@ use std::time::Duration;
 use herald::{handler_fn, sync_handler, Event, Subject};
 use herald_nats::{Nats, NatsError};
 use herald_testkit::env::{nats_url, unique};
+use herald_testkit::fixtures::{id_of, tagged as ev};
 use herald_testkit::DeliveryCheck;
 
 async fn connect(test: &str) -> Option<Nats> {
@@ -16,18 +17,6 @@ async fn connect(test: &str) -> Option<Nats> {
             .await
             .expect("connect to the test server"),
     )
-}
-
-fn ev(subject: &str, id: &str) -> Event {
-    Event::new(Subject::new(subject).expect("subject")).with_metadata("test_id", id)
-}
-
-fn id_of(e: &Event) -> String {
-    e.metadata
-        .get("test_id")
-        .and_then(|v| v.as_str())
-        .unwrap_or("?")
-        .to_owned()
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 use herald::{sync_handler, BoxError, Event, Subject};
 use herald_nats::{ConsumeOptions, ConsumerSpec, JetStream, Nats, NatsError, StreamSpec};
 use herald_testkit::env::{nats_url, unique};
+use herald_testkit::fixtures::id_of;
 use herald_testkit::DeliveryCheck;
 
 struct Fixture {
@@ -45,10 +46,6 @@ impl Fixture {
     async fn cleanup(self) {
         let _ = self.js.delete_stream(&self.stream).await;
     }
-}
-
-fn id_of(e: &Event) -> String {
-    e.event_id().unwrap_or("?").to_owned()
 }
 
 #[tokio::test]

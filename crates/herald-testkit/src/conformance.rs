@@ -17,19 +17,12 @@ use std::time::{Duration, Instant};
 use herald::{handler_fn, sync_handler, Event, Handler, Pattern, Subject, Transport};
 
 use crate::delivery::DeliveryCheck;
+use crate::fixtures::{id_of, tagged as event};
 
 type Seen = Arc<Mutex<Vec<String>>>;
 
 fn lock(seen: &Seen) -> std::sync::MutexGuard<'_, Vec<String>> {
     seen.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn id_of(e: &Event) -> String {
-    e.metadata
-        .get("test_id")
-        .and_then(|v| v.as_str())
-        .unwrap_or("<no id>")
-        .to_owned()
 }
 
 fn recorder(seen: &Seen, async_handler: bool) -> Handler {
@@ -42,11 +35,6 @@ fn recorder(seen: &Seen, async_handler: bool) -> Handler {
     } else {
         sync_handler(move |e: &Event| lock(&seen).push(id_of(e)))
     }
-}
-
-fn event(subject: &str, id: &str) -> Event {
-    let subject = Subject::new(subject).expect("conformance subjects are valid");
-    Event::new(subject).with_metadata("test_id", id)
 }
 
 /// Waits until `seen` holds at least `want` ids, or five seconds pass.

@@ -1,9 +1,10 @@
-//! Test support for Herald: service URLs from the environment, delivery set checks, and the
-//! conformance suite every transport runs.
+//! Test support for Herald: service URLs from the environment, delivery set checks, shared
+//! fixtures, and the conformance suite every transport runs.
 
 pub mod conformance;
 pub mod delivery;
 pub mod env;
+pub mod fixtures;
 pub mod nats_server;
 
 pub use delivery::DeliveryCheck;

@@ -9,16 +9,13 @@ use std::time::Duration;
 use herald::consume::memory::MemorySource;
 use herald::{
     handler_fn, sync_handler, BoxError, Consume, ConsumeOptions, Event, Outcome, Reject,
-    RetryAfter, Shutdown, Subject,
+    RetryAfter, Shutdown,
 };
 use herald_testkit::delivery::DeliveryCheck;
+use herald_testkit::fixtures::{id_of, tagged};
 
 fn ev(id: &str) -> Event {
-    Event::new(Subject::new("orders.placed").expect("subject")).with_metadata("event_id", id)
-}
-
-fn id_of(e: &Event) -> String {
-    e.event_id().unwrap_or("?").to_owned()
+    tagged("orders.placed", id)
 }
 
 #[tokio::test]

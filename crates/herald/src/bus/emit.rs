@@ -309,3 +309,71 @@ async fn run_dispatcher(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::subject::Subject;
+
+    fn ev(subject: &str, priority: Priority) -> Arc<Event> {
+        Arc::new(Event::new(Subject::new(subject).expect("subject")).with_priority(priority))
+    }
+
+    #[test]
+    fn the_heap_pops_critical_first_and_equal_priorities_in_emit_order() {
+        let q = Queue::new(10);
+        for (s, p) in [
+            ("l1", Priority::Low),
+            ("n1", Priority::Normal),
+            ("c1", Priority::Critical),
+            ("n2", Priority::Normal),
+            ("h1", Priority::High),
+            ("c2", Priority::Critical),
+        ] {
+            q.push(ev(s, p), 1).map_err(drop).expect("room");
+        }
+        let mut out = Vec::new();
+        q.pop_batch(10, &mut out);
+        let order: Vec<String> = out.iter().map(|i| i.event.subject.to_string()).collect();
+        assert_eq!(order, ["c1", "c2", "h1", "n1", "n2", "l1"]);
+    }
+
+    #[test]
+    fn a_full_heap_gives_the_event_back_and_a_pop_makes_room() {
+        let q = Queue::new(2);
+        q.push(ev("a", Priority::Normal), 1)
+            .map_err(drop)
+            .expect("room");
+        q.push(ev("b", Priority::Normal), 1)
+            .map_err(drop)
+            .expect("room");
+        let back = q.push(ev("c", Priority::Critical), 1).expect_err("full");
+        assert_eq!(back.subject.as_str(), "c");
+        assert_eq!(q.len(), 2);
+        let mut out = Vec::new();
+        q.pop_batch(1, &mut out);
+        assert_eq!(out.len(), 1);
+        q.push(back, 1).map_err(drop).expect("room after a pop");
+    }
+
+    #[tokio::test]
+    async fn idle_waits_until_popped_items_are_marked_done() {
+        let q = Queue::new(4);
+        q.push(ev("a", Priority::Normal), 1)
+            .map_err(drop)
+            .expect("room");
+        let mut out = Vec::new();
+        q.pop_batch(4, &mut out);
+        let waiter = {
+            let q = q.clone();
+            tokio::spawn(async move { q.idle().await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "one item is still in flight");
+        q.done(out.len());
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("idle after done")
+            .expect("task");
+    }
+}

@@ -81,3 +81,56 @@ impl History {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::subject::Subject;
+
+    fn ev(subject: &str) -> Arc<Event> {
+        Arc::new(Event::new(Subject::new(subject).expect("subject")))
+    }
+
+    fn subjects(events: &[Arc<Event>]) -> Vec<String> {
+        events.iter().map(|e| e.subject.to_string()).collect()
+    }
+
+    #[test]
+    fn the_ring_keeps_the_last_n_newest_first_and_counts_as_asked() {
+        let h = History::new(3);
+        for s in ["a.1", "a.2", "b.3", "a.4"] {
+            h.record(&ev(s));
+        }
+        assert_eq!(subjects(&h.query(None, None)), ["a.4", "b.3", "a.2"]);
+        assert_eq!(subjects(&h.query(Some(2), None)), ["a.4", "b.3"]);
+        assert!(h.query(Some(0), None).is_empty());
+        let a = Pattern::new("a.*").expect("pattern");
+        assert_eq!(subjects(&h.query(None, Some(&a))), ["a.4", "a.2"]);
+        h.clear();
+        assert!(h.query(None, None).is_empty());
+    }
+
+    #[test]
+    fn a_ring_of_zero_keeps_nothing() {
+        let h = History::new(0);
+        h.record(&ev("a.b"));
+        assert!(h.query(None, None).is_empty());
+    }
+
+    #[test]
+    fn concurrent_writers_leave_only_the_newest_n() {
+        let h = Arc::new(History::new(8));
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let h = h.clone();
+                s.spawn(move || {
+                    for i in 0..1000 {
+                        h.record(&ev(&format!("t{t}.e{i}")));
+                    }
+                });
+            }
+        });
+        let got = h.query(None, None);
+        assert_eq!(got.len(), 8, "every slot holds one of the newest events");
+    }
+}

@@ -113,3 +113,66 @@ impl Node {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::pattern::Pattern;
+
+    fn insert(root: &mut Node, pattern: &str, id: u64) {
+        let p = Pattern::new(pattern).expect("pattern");
+        root.insert(p.tokens().expect("token pattern"), id);
+    }
+
+    fn matches(root: &Node, subject: &str) -> Vec<u64> {
+        let tokens: Vec<&str> = subject.split('.').collect();
+        let mut out = Vec::new();
+        root.collect(&tokens, &mut out);
+        out.sort_unstable();
+        out
+    }
+
+    #[test]
+    fn literal_star_and_rest_collect_exactly_their_subjects() {
+        let mut root = Node::default();
+        insert(&mut root, "a.b", 1);
+        insert(&mut root, "a.*", 2);
+        insert(&mut root, "a.>", 3);
+        insert(&mut root, ">", 4);
+        insert(&mut root, "*.b.c", 5);
+        assert_eq!(matches(&root, "a.b"), [1, 2, 3, 4]);
+        assert_eq!(
+            matches(&root, "a"),
+            [4],
+            "`a.>` needs at least one more token"
+        );
+        assert_eq!(matches(&root, "a.b.c"), [3, 4, 5]);
+        assert_eq!(matches(&root, "x.y"), [4]);
+    }
+
+    #[test]
+    fn removing_every_id_prunes_the_trie_back_to_empty() {
+        let mut root = Node::default();
+        let patterns = ["a.b", "a.*", "a.>", "*.b.c", "x.y.z"];
+        for (id, p) in patterns.iter().enumerate() {
+            insert(&mut root, p, id as u64);
+        }
+        for (id, p) in patterns.iter().enumerate() {
+            let pattern = Pattern::new(p).expect("pattern");
+            assert!(root.remove(pattern.tokens().expect("tokens"), id as u64));
+            assert!(
+                !root.remove(pattern.tokens().expect("tokens"), id as u64),
+                "a second removal finds nothing"
+            );
+        }
+        assert!(root.is_empty());
+    }
+
+    #[test]
+    fn the_same_pattern_twice_keeps_both_ids() {
+        let mut root = Node::default();
+        insert(&mut root, "a.*", 7);
+        insert(&mut root, "a.*", 8);
+        assert_eq!(matches(&root, "a.z"), [7, 8]);
+    }
+}
