@@ -57,6 +57,7 @@ mod handler;
 mod message;
 mod outcome;
 pub mod plugin;
+pub mod queue;
 mod route;
 mod shutdown;
 mod transport;

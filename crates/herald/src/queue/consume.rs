@@ -1,0 +1,269 @@
+//! A durable queue as a delivery source for the one consume loop: `QueueSource` reads in
+//! batches (waiting without spinning), and each `QueueDelivery` settles guarded by the read
+//! count it was read with: ack archives, retry hides it for the delay, reject dead-letters it
+//! (archived, and a copy with the reason sent to `{queue}_dlq` in the same transaction). A
+//! message whose body is not an envelope is dead-lettered at once, counted and logged.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::{Message, Queue, QueueError, QueueName, Settle, Settled, Settlement};
+use crate::message::event::Event;
+use crate::message::subject::Subject;
+use crate::outcome::Outcome;
+use crate::transport::{Delivery, DeliverySource, ErrorKind, TransportError};
+
+/// The subject of a dead letter whose body was not an envelope.
+pub const DEAD_LETTER_SUBJECT: &str = "herald.dead_letter";
+
+/// The dead letter for `message` of `queue`: the event itself when the body is an envelope,
+/// else an envelope on [`DEAD_LETTER_SUBJECT`] holding the raw body; either way
+/// `metadata.dead_letter` says why, from which queue, which message and after how many reads.
+pub fn dead_letter(queue: &QueueName, message: &Message, reason: &str) -> Event {
+    let why = json!({
+        "reason": reason,
+        "queue": queue.as_str(),
+        "msg_id": message.msg_id,
+        "read_ct": message.read_ct,
+    });
+    let event = match message.event() {
+        Ok(event) => event,
+        Err(_) => {
+            let subject = Subject::new(DEAD_LETTER_SUBJECT).unwrap_or_else(|_| unreachable!());
+            let mut data = serde_json::Map::new();
+            data.insert(
+                "body".into(),
+                Value::String(String::from_utf8_lossy(&message.body).into_owned()),
+            );
+            Event::new(subject).with_data(data).with_source("herald")
+        }
+    };
+    event.with_metadata("dead_letter", why)
+}
+
+/// Counters of a [`QueueSource`], shared with its deliveries.
+#[derive(Debug, Default)]
+pub struct SourceCounters {
+    /// Messages whose body was not an envelope, dead-lettered on read.
+    pub malformed: AtomicU64,
+    /// Settles refused because the message had been read again since (its vt ran out).
+    pub stale: AtomicU64,
+    /// Messages dead-lettered (rejected or malformed).
+    pub dead_lettered: AtomicU64,
+}
+
+struct Shared<Q> {
+    store: Q,
+    queue: QueueName,
+    dlq: QueueName,
+    counters: SourceCounters,
+}
+
+/// A queue read as a [`DeliverySource`].
+pub struct QueueSource<Q> {
+    shared: Arc<Shared<Q>>,
+    vt: Duration,
+    batch: usize,
+    wait: Duration,
+    buffer: VecDeque<Message>,
+}
+
+impl<Q> std::fmt::Debug for QueueSource<Q> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueSource")
+            .field("queue", &self.shared.queue)
+            .finish()
+    }
+}
+
+impl<Q: Queue> QueueSource<Q> {
+    /// Reads `queue` of `store` (and creates it and its `_dlq` when missing), hiding each
+    /// message for `vt` while its handler runs; reads up to 32 at a time, waiting up to 1 s
+    /// per read for a first message.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::InvalidName`] when `{queue}_dlq` is too long; store errors from create.
+    pub async fn new(store: Q, queue: QueueName, vt: Duration) -> Result<Self, QueueError> {
+        let dlq = queue.with_suffix("_dlq")?;
+        store.create(&queue).await?;
+        store.create(&dlq).await?;
+        Ok(QueueSource {
+            shared: Arc::new(Shared {
+                store,
+                queue,
+                dlq,
+                counters: SourceCounters::default(),
+            }),
+            vt,
+            batch: 32,
+            wait: Duration::from_secs(1),
+            buffer: VecDeque::new(),
+        })
+    }
+
+    /// Messages per read (default 32; at least 1).
+    pub fn batch(mut self, n: usize) -> Self {
+        self.batch = n.max(1);
+        self
+    }
+
+    /// The dead-letter queue.
+    pub fn dlq(&self) -> &QueueName {
+        &self.shared.dlq
+    }
+
+    /// The source's counters.
+    pub fn counters(&self) -> &SourceCounters {
+        &self.shared.counters
+    }
+
+    /// A handle on the counters that outlives the source (which the consume loop takes).
+    pub fn counters_handle(&self) -> impl std::ops::Deref<Target = SourceCounters> + use<Q> {
+        struct Handle<Q>(Arc<Shared<Q>>);
+        impl<Q> std::ops::Deref for Handle<Q> {
+            type Target = SourceCounters;
+            fn deref(&self) -> &SourceCounters {
+                &self.0.counters
+            }
+        }
+        Handle(self.shared.clone())
+    }
+}
+
+fn to_transport(e: QueueError, operation: &'static str, queue: &QueueName) -> TransportError {
+    let kind = match &e {
+        QueueError::InvalidName { .. } => ErrorKind::Invalid,
+        QueueError::NoSuchQueue { .. } | QueueError::Closed => ErrorKind::Refused,
+        QueueError::Store { transient, .. } if *transient => ErrorKind::Unavailable,
+        _ => ErrorKind::Other,
+    };
+    TransportError::new(kind, operation, queue.to_string(), e)
+}
+
+impl<Q: Queue> DeliverySource for QueueSource<Q> {
+    type Delivery = QueueDelivery<Q>;
+
+    async fn next(&mut self) -> Option<Result<QueueDelivery<Q>, TransportError>> {
+        loop {
+            while let Some(message) = self.buffer.pop_front() {
+                match message.event() {
+                    Ok(event) => {
+                        return Some(Ok(QueueDelivery {
+                            shared: self.shared.clone(),
+                            event: Arc::new(event),
+                            msg_id: message.msg_id,
+                            read_ct: message.read_ct,
+                        }))
+                    }
+                    Err(e) => {
+                        let s = &self.shared;
+                        s.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            queue = s.queue.as_str(),
+                            msg_id = message.msg_id,
+                            "malformed message dead-lettered: {e}"
+                        );
+                        let letter = dead_letter(&s.queue, &message, &e.to_string());
+                        let settlement =
+                            Settlement::only(Settle::Archive).and_send(s.dlq.clone(), letter);
+                        match s
+                            .store
+                            .settle(&s.queue, message.msg_id, message.read_ct, settlement)
+                            .await
+                        {
+                            Ok(Settled::Applied { .. }) => {
+                                s.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(Settled::Stale) => {
+                                s.counters.stale.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => return Some(Err(to_transport(e, "dead-letter", &s.queue))),
+                        }
+                    }
+                }
+            }
+            let s = &self.shared;
+            match s
+                .store
+                .read_with_poll(&s.queue, self.vt, self.batch, self.wait)
+                .await
+            {
+                Ok(messages) => self.buffer.extend(messages),
+                Err(e) => return Some(Err(to_transport(e, "read", &s.queue))),
+            }
+        }
+    }
+}
+
+/// One message of a [`QueueSource`], settled with a guarded settle.
+pub struct QueueDelivery<Q> {
+    shared: Arc<Shared<Q>>,
+    event: Arc<Event>,
+    msg_id: i64,
+    read_ct: i32,
+}
+
+impl<Q> std::fmt::Debug for QueueDelivery<Q> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueDelivery")
+            .field("msg_id", &self.msg_id)
+            .field("read_ct", &self.read_ct)
+            .finish()
+    }
+}
+
+impl<Q: Queue> Delivery for QueueDelivery<Q> {
+    fn event(&self) -> &Arc<Event> {
+        &self.event
+    }
+
+    fn attempt(&self) -> u32 {
+        u32::try_from(self.read_ct.max(1)).unwrap_or(1)
+    }
+
+    async fn settle(self, outcome: Outcome) -> Result<(), TransportError> {
+        let s = &self.shared;
+        let settlement = match &outcome {
+            Outcome::Ack => Settlement::only(Settle::Archive),
+            Outcome::Retry { after } => Settlement::only(Settle::Retry { after: *after }),
+            Outcome::Reject { reason } => {
+                let message = Message {
+                    msg_id: self.msg_id,
+                    read_ct: self.read_ct,
+                    enqueued_at: crate::Timestamp::now(),
+                    vt: crate::Timestamp::now(),
+                    body: self.event.to_json(),
+                };
+                Settlement::only(Settle::Archive)
+                    .and_send(s.dlq.clone(), dead_letter(&s.queue, &message, reason))
+            }
+        };
+        match s
+            .store
+            .settle(&s.queue, self.msg_id, self.read_ct, settlement)
+            .await
+        {
+            Ok(Settled::Applied { .. }) => {
+                if matches!(outcome, Outcome::Reject { .. }) {
+                    s.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            }
+            Ok(Settled::Stale) => {
+                s.counters.stale.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    queue = s.queue.as_str(),
+                    msg_id = self.msg_id,
+                    "settle refused: the message was read again since (its vt ran out)"
+                );
+                Ok(())
+            }
+            Err(e) => Err(to_transport(e, "settle", &s.queue)),
+        }
+    }
+}
