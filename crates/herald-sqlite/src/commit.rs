@@ -1,0 +1,172 @@
+//! The single writer: one thread owns the connection and applies every operation; the
+//! operations waiting when it is free go into one transaction (group commit), each in a
+//! savepoint, and each caller hears back only after the commit.
+
+use std::sync::mpsc;
+
+use herald::queue::QueueError;
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+/// Runs after the transaction ends: `None` if it committed, else the commit's error.
+type Finish = Box<dyn FnOnce(Option<&str>) + Send>;
+
+/// One operation waiting for the writer.
+trait Job: Send {
+    /// Applies it inside the open transaction; the finish answers the caller.
+    fn apply(self: Box<Self>, conn: &Connection) -> Finish;
+    /// Answers the caller without applying it (no transaction could be started).
+    fn fail(self: Box<Self>, error: &str);
+}
+
+type Work = Box<dyn Job>;
+
+struct Op<T, F> {
+    operation: &'static str,
+    queue: String,
+    f: F,
+    reply: oneshot::Sender<Result<T, QueueError>>,
+}
+
+impl<T, F> Job for Op<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, QueueError> + Send + 'static,
+{
+    fn apply(self: Box<Self>, conn: &Connection) -> Finish {
+        let Op {
+            operation,
+            queue,
+            f,
+            reply,
+        } = *self;
+        let result = in_savepoint(conn, f);
+        Box::new(move |commit_error: Option<&str>| {
+            let out = match (result, commit_error) {
+                (Ok(value), None) => Ok(value),
+                (Ok(_), Some(e)) => Err(QueueError::store(
+                    operation,
+                    queue,
+                    true,
+                    format!("commit failed: {e}"),
+                )),
+                (Err(e), _) => Err(e),
+            };
+            let _ = reply.send(out);
+        })
+    }
+
+    fn fail(self: Box<Self>, error: &str) {
+        let _ = self.reply.send(Err(QueueError::store(
+            self.operation,
+            self.queue,
+            true,
+            format!("cannot start a write transaction: {error}"),
+        )));
+    }
+}
+
+/// The handle that sends work to the writer thread. Cloning shares the thread; it ends when
+/// the last handle is dropped.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    tx: mpsc::Sender<Work>,
+}
+
+impl Writer {
+    /// Starts the writer thread on `conn`.
+    pub(crate) fn start(conn: Connection, max_batch: usize, name: String) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel::<Work>();
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || run(conn, rx, max_batch.max(1)))?;
+        Ok(Writer { tx })
+    }
+
+    /// Runs `f` inside the next transaction; returns its result once that committed.
+    pub(crate) async fn run<T, F>(
+        &self,
+        operation: &'static str,
+        queue: &str,
+        f: F,
+    ) -> Result<T, QueueError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, QueueError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let work: Work = Box::new(Op {
+            operation,
+            queue: queue.to_owned(),
+            f,
+            reply,
+        });
+        self.tx.send(work).map_err(|_| QueueError::Closed)?;
+        answer.await.map_err(|_| QueueError::Closed)?
+    }
+}
+
+/// Runs `f` in a savepoint: its changes are undone if it fails, and the others' stay.
+fn in_savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, QueueError>,
+) -> Result<T, QueueError> {
+    if let Err(e) = conn.execute_batch("SAVEPOINT op") {
+        return Err(QueueError::store("savepoint", "*", true, e));
+    }
+    let result = f(conn);
+    let end = if result.is_ok() {
+        "RELEASE op"
+    } else {
+        "ROLLBACK TO op; RELEASE op"
+    };
+    match (result, conn.execute_batch(end)) {
+        (Ok(v), Ok(())) => Ok(v),
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(e)) => Err(QueueError::store("savepoint", "*", true, e)),
+    }
+}
+
+fn run(conn: Connection, rx: mpsc::Receiver<Work>, max_batch: usize) {
+    let mut batch: Vec<Work> = Vec::with_capacity(max_batch);
+    let mut finishes: Vec<Finish> = Vec::with_capacity(max_batch);
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        let began = conn.execute_batch("BEGIN IMMEDIATE");
+        if let Err(e) = began {
+            // Another process held the lock past the busy timeout: fail this batch, go on.
+            let text = e.to_string();
+            for work in batch.drain(..) {
+                work.fail(&text);
+            }
+            continue;
+        }
+        for work in batch.drain(..) {
+            finishes.push(work.apply(&conn));
+        }
+        match conn.execute_batch("COMMIT") {
+            Ok(()) => {
+                for finish in finishes.drain(..) {
+                    finish(None);
+                }
+            }
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                let text = e.to_string();
+                tracing::warn!(
+                    "SQLite commit failed, {} caller(s) told: {text}",
+                    finishes.len()
+                );
+                for finish in finishes.drain(..) {
+                    finish(Some(&text));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! The SQLite schema, created idempotently on open and versioned: one table of live messages
+//! and one archive for all queues (queue names are bound values, never SQL), times in
+//! microseconds since the Unix epoch.
+
+use rusqlite::Connection;
+
+/// The schema version this code writes and reads.
+pub(crate) const VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS herald_schema (
+    version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS herald_queues (
+    name        TEXT PRIMARY KEY,
+    created_at  INTEGER NOT NULL,
+    total_sent  INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS herald_messages (
+    msg_id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue       TEXT NOT NULL,
+    read_ct     INTEGER NOT NULL DEFAULT 0,
+    enqueued_at INTEGER NOT NULL,
+    vt          INTEGER NOT NULL,
+    message     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS herald_messages_ready ON herald_messages (queue, vt, msg_id);
+CREATE TABLE IF NOT EXISTS herald_archive (
+    msg_id      INTEGER NOT NULL,
+    queue       TEXT NOT NULL,
+    read_ct     INTEGER NOT NULL,
+    enqueued_at INTEGER NOT NULL,
+    vt          INTEGER NOT NULL,
+    archived_at INTEGER NOT NULL,
+    message     TEXT NOT NULL,
+    PRIMARY KEY (queue, msg_id)
+);
+";
+
+/// Creates the schema if missing and checks its version.
+pub(crate) fn ensure(conn: &Connection) -> Result<(), String> {
+    conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA}"))
+        .map_err(|e| format!("creating the schema: {e}"))?;
+    let found: Option<i64> = conn
+        .query_row("SELECT max(version) FROM herald_schema", [], |r| r.get(0))
+        .map_err(|e| format!("reading the schema version: {e}"))?;
+    let outcome = match found {
+        None => conn
+            .execute("INSERT INTO herald_schema (version) VALUES (?1)", [VERSION])
+            .map(drop)
+            .map_err(|e| format!("recording the schema version: {e}")),
+        Some(v) if v == VERSION => Ok(()),
+        Some(v) => Err(format!(
+            "the file has schema version {v}; this Herald reads version {VERSION} (never altered silently)"
+        )),
+    };
+    match outcome {
+        Ok(()) => conn
+            .execute_batch("COMMIT")
+            .map_err(|e| format!("committing the schema: {e}")),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
