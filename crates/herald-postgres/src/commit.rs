@@ -1,0 +1,328 @@
+//! Group commit: one committer task takes every write that is waiting (sends, deletes,
+//! archives, guarded settles), applies them in one transaction (sends to one queue merged
+//! into one `pgmq.send_batch`), and answers each caller after `COMMIT`. If one operation
+//! fails, the transaction is rolled back and each operation is retried alone, so only the
+//! failing caller hears of it; if the commit itself fails, every caller in it does.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use herald::queue::{QueueError, Settle, Settled};
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::store;
+use crate::listen::channel;
+
+/// One write.
+pub(crate) enum Work {
+    Send {
+        queue: String,
+        bodies: Vec<String>,
+        delay: Duration,
+    },
+    Delete {
+        queue: String,
+        ids: Vec<i64>,
+    },
+    Archive {
+        queue: String,
+        ids: Vec<i64>,
+    },
+    Settle {
+        queue: String,
+        msg_id: i64,
+        read_ct: i32,
+        settle: Settle,
+        sends: Vec<(String, String)>,
+    },
+}
+
+impl Work {
+    fn queue(&self) -> &str {
+        match self {
+            Work::Send { queue, .. }
+            | Work::Delete { queue, .. }
+            | Work::Archive { queue, .. }
+            | Work::Settle { queue, .. } => queue,
+        }
+    }
+
+    fn operation(&self) -> &'static str {
+        match self {
+            Work::Send { .. } => "send",
+            Work::Delete { .. } => "delete",
+            Work::Archive { .. } => "archive",
+            Work::Settle { .. } => "settle",
+        }
+    }
+}
+
+/// What a write gave back.
+pub(crate) enum Done {
+    Ids(Vec<i64>),
+    Settled(Settled),
+}
+
+struct Pending {
+    work: Work,
+    reply: oneshot::Sender<Result<Done, QueueError>>,
+}
+
+/// The handle that sends writes to the committer task, which ends when the last handle is
+/// dropped.
+#[derive(Clone)]
+pub(crate) struct Committer {
+    tx: mpsc::UnboundedSender<Pending>,
+}
+
+impl Committer {
+    pub(crate) fn start(pool: PgPool, max_batch: usize) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(pool, rx, max_batch.max(1)));
+        Committer { tx }
+    }
+
+    /// Applies `work` in the next group commit.
+    pub(crate) async fn submit(&self, work: Work) -> Result<Done, QueueError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Pending { work, reply })
+            .map_err(|_| QueueError::Closed)?;
+        answer.await.map_err(|_| QueueError::Closed)?
+    }
+}
+
+async fn run(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Pending>, max_batch: usize) {
+    let mut batch: Vec<Pending> = Vec::with_capacity(max_batch);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let works: Vec<&Work> = batch.iter().map(|p| &p.work).collect();
+        match transaction(&pool, &works).await {
+            Ok(dones) => {
+                for (p, done) in batch.drain(..).zip(dones) {
+                    let _ = p.reply.send(Ok(done));
+                }
+            }
+            Err(Failed::Commit(text)) => {
+                tracing::warn!("commit failed, {} caller(s) told: {text}", batch.len());
+                for p in batch.drain(..) {
+                    let e =
+                        QueueError::store(p.work.operation(), p.work.queue(), true, text.clone());
+                    let _ = p.reply.send(Err(e));
+                }
+            }
+            Err(Failed::Op(e)) if batch.len() == 1 => {
+                if let Some(p) = batch.pop() {
+                    let _ = p.reply.send(Err(e));
+                }
+            }
+            Err(Failed::Op(_)) => {
+                // Someone's operation failed: each goes again alone.
+                for p in batch.drain(..) {
+                    let result = match transaction(&pool, &[&p.work]).await {
+                        Ok(mut dones) => dones.pop().ok_or(QueueError::Closed),
+                        Err(Failed::Op(e)) => Err(e),
+                        Err(Failed::Commit(text)) => Err(QueueError::store(
+                            p.work.operation(),
+                            p.work.queue(),
+                            true,
+                            text,
+                        )),
+                    };
+                    let _ = p.reply.send(result);
+                }
+            }
+        }
+    }
+}
+
+enum Failed {
+    Op(QueueError),
+    Commit(String),
+}
+
+async fn transaction(pool: &PgPool, works: &[&Work]) -> Result<Vec<Done>, Failed> {
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(|e| Failed::Op(store("begin", "*", e)))?;
+    let dones = apply(&mut tx, works).await.map_err(Failed::Op)?;
+    tx.commit()
+        .await
+        .map_err(|e| Failed::Commit(e.to_string()))?;
+    Ok(dones)
+}
+
+/// Applies every write in the open transaction; the answers come back in `works` order.
+async fn apply(conn: &mut PgConnection, works: &[&Work]) -> Result<Vec<Done>, QueueError> {
+    let mut dones: Vec<Option<Done>> = works.iter().map(|_| None).collect();
+    // Sends to one queue with one delay become one send_batch.
+    let mut groups: HashMap<(&str, Duration), Vec<usize>> = HashMap::new();
+    for (i, w) in works.iter().enumerate() {
+        if let Work::Send { queue, delay, .. } = w {
+            groups.entry((queue.as_str(), *delay)).or_default().push(i);
+        }
+    }
+    let mut notify: Vec<String> = Vec::new();
+    for ((queue, delay), members) in groups {
+        let bodies: Vec<&str> = members
+            .iter()
+            .flat_map(|&i| match works[i] {
+                Work::Send { bodies, .. } => bodies.iter().map(String::as_str).collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        let mut ids = send_batch(conn, queue, &bodies, delay).await?;
+        ids.sort_unstable();
+        let mut ids = ids.into_iter();
+        for i in members {
+            if let Work::Send { bodies, .. } = works[i] {
+                dones[i] = Some(Done::Ids(ids.by_ref().take(bodies.len()).collect()));
+            }
+        }
+        notify.push(queue.to_owned());
+    }
+    for (i, w) in works.iter().enumerate() {
+        match w {
+            Work::Send { .. } => {}
+            Work::Delete { queue, ids } => {
+                let done: Vec<i64> = sqlx::query_scalar("SELECT * FROM pgmq.delete($1, $2)")
+                    .bind(queue)
+                    .bind(ids)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(|e| store("delete", queue, e))?;
+                dones[i] = Some(Done::Ids(done));
+            }
+            Work::Archive { queue, ids } => {
+                let done: Vec<i64> = sqlx::query_scalar("SELECT * FROM pgmq.archive($1, $2)")
+                    .bind(queue)
+                    .bind(ids)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(|e| store("archive", queue, e))?;
+                dones[i] = Some(Done::Ids(done));
+            }
+            Work::Settle {
+                queue,
+                msg_id,
+                read_ct,
+                settle,
+                sends,
+            } => {
+                let settled = settle_one(conn, queue, *msg_id, *read_ct, settle, sends).await?;
+                if matches!(settled, Settled::Applied { .. }) {
+                    notify.extend(sends.iter().map(|(q, _)| q.clone()));
+                }
+                dones[i] = Some(Done::Settled(settled));
+            }
+        }
+    }
+    notify.sort();
+    notify.dedup();
+    for queue in notify {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(channel(&queue))
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| store("notify", &queue, e))?;
+    }
+    Ok(dones
+        .into_iter()
+        .map(|d| d.unwrap_or(Done::Ids(Vec::new())))
+        .collect())
+}
+
+pub(crate) fn seconds(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+async fn send_batch(
+    conn: &mut PgConnection,
+    queue: &str,
+    bodies: &[&str],
+    delay: Duration,
+) -> Result<Vec<i64>, QueueError> {
+    sqlx::query_scalar(
+        "SELECT * FROM pgmq.send_batch($1, $2::text[]::jsonb[],
+             clock_timestamp() + make_interval(secs => $3))",
+    )
+    .bind(queue)
+    .bind(bodies)
+    .bind(seconds(delay))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| store("send", queue, e))
+}
+
+/// The guarded settle on PGMQ's tables. `queue` and the send targets are validated
+/// `QueueName`s, so formatting them into table names is safe.
+async fn settle_one(
+    conn: &mut PgConnection,
+    queue: &str,
+    msg_id: i64,
+    read_ct: i32,
+    settle: &Settle,
+    sends: &[(String, String)],
+) -> Result<Settled, QueueError> {
+    let held: Option<i64> = match settle {
+        Settle::Archive => {
+            let sql = format!(
+                "WITH m AS (DELETE FROM pgmq.\"q_{queue}\" WHERE msg_id = $1 AND read_ct = $2
+                     RETURNING msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers)
+                 INSERT INTO pgmq.\"a_{queue}\" (msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers)
+                 SELECT msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers FROM m
+                 RETURNING msg_id"
+            );
+            sqlx::query_scalar(&sql)
+                .bind(msg_id)
+                .bind(read_ct)
+                .fetch_optional(&mut *conn)
+                .await
+        }
+        Settle::Delete => {
+            let sql = format!(
+                "DELETE FROM pgmq.\"q_{queue}\" WHERE msg_id = $1 AND read_ct = $2 RETURNING msg_id"
+            );
+            sqlx::query_scalar(&sql)
+                .bind(msg_id)
+                .bind(read_ct)
+                .fetch_optional(&mut *conn)
+                .await
+        }
+        Settle::Retry { after } => {
+            let sql = format!(
+                "UPDATE pgmq.\"q_{queue}\" SET vt = clock_timestamp() + make_interval(secs => $3)
+                 WHERE msg_id = $1 AND read_ct = $2 RETURNING msg_id"
+            );
+            sqlx::query_scalar(&sql)
+                .bind(msg_id)
+                .bind(read_ct)
+                .bind(seconds(*after))
+                .fetch_optional(&mut *conn)
+                .await
+        }
+    }
+    .map_err(|e| store("settle", queue, e))?;
+    if held.is_none() {
+        return Ok(Settled::Stale);
+    }
+    let mut sent = Vec::with_capacity(sends.len());
+    for (to, body) in sends {
+        let id: i64 = sqlx::query_scalar("SELECT * FROM pgmq.send($1, $2::jsonb)")
+            .bind(to)
+            .bind(body)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| store("send", to, e))?;
+        sent.push(id);
+    }
+    Ok(Settled::Applied { sent })
+}

@@ -1,0 +1,452 @@
+//! `PgStore`: the durable queue contract on PGMQ's tables and functions; writes go through
+//! the group committer (`commit.rs`), reads straight to the pool.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald::queue::{Message, Queue, QueueError, QueueMetrics, QueueName, Settled, Settlement};
+use herald::{Event, Timestamp};
+use sqlx::postgres::{PgPoolOptions, PgRow};
+use sqlx::{PgPool, Row};
+use time::OffsetDateTime;
+
+use crate::commit::{seconds, Committer, Done, Work};
+use crate::error::store;
+use crate::listen::Listener;
+use crate::schema;
+
+/// How to connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgOptions {
+    /// `postgres://...`
+    pub url: String,
+    /// Pool connections (default 10).
+    pub max_connections: u32,
+    /// Writes applied in one group commit at most (default 512).
+    pub max_batch: usize,
+    /// How long a connect may take (default 5 s).
+    pub connect_timeout: Duration,
+}
+
+impl PgOptions {
+    /// The defaults for `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        PgOptions {
+            url: url.into(),
+            max_connections: 10,
+            max_batch: 512,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The PostgreSQL queue store. Cheap to clone: clones share the pool and the committer.
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    committer: Committer,
+    listener: Listener,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").finish_non_exhaustive()
+    }
+}
+
+fn message(row: &PgRow) -> Result<Message, sqlx::Error> {
+    let body: String = row.try_get("body")?;
+    let enqueued: OffsetDateTime = row.try_get("enqueued_at")?;
+    let vt: OffsetDateTime = row.try_get("vt")?;
+    Ok(Message {
+        msg_id: row.try_get("msg_id")?,
+        read_ct: row.try_get("read_ct")?,
+        enqueued_at: Timestamp::from_datetime(enqueued),
+        vt: Timestamp::from_datetime(vt),
+        body: body.into_bytes(),
+    })
+}
+
+fn messages(
+    rows: Vec<PgRow>,
+    operation: &'static str,
+    queue: &str,
+) -> Result<Vec<Message>, QueueError> {
+    rows.iter()
+        .map(message)
+        .collect::<Result<_, _>>()
+        .map_err(|e| store(operation, queue, e))
+}
+
+const COLUMNS: &str = "msg_id, read_ct, enqueued_at, vt, message::text AS body";
+
+/// Whole seconds, rounded up, as PGMQ's `read` takes them.
+fn whole_seconds(d: Duration) -> i32 {
+    let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    i32::try_from(s).unwrap_or(i32::MAX)
+}
+
+impl PgStore {
+    /// Connects with the defaults, installing PGMQ and Herald's schema when missing.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Store`] naming the URL (password hidden) when it is not a PostgreSQL
+    /// URL or the server cannot be reached.
+    pub async fn connect(url: &str) -> Result<PgStore, QueueError> {
+        PgStore::connect_with(PgOptions::new(url)).await
+    }
+
+    /// Connects with these options.
+    ///
+    /// # Errors
+    ///
+    /// As [`PgStore::connect`].
+    pub async fn connect_with(options: PgOptions) -> Result<PgStore, QueueError> {
+        let shown = redact(&options.url);
+        if !(options.url.starts_with("postgres://") || options.url.starts_with("postgresql://")) {
+            return Err(QueueError::store(
+                "connect",
+                "*",
+                false,
+                format!("{shown:?} is not a PostgreSQL URL (expected postgres://...)"),
+            ));
+        }
+        let fail =
+            |e: sqlx::Error| QueueError::store("connect", "*", true, format!("{shown}: {e}"));
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(2))
+            .acquire_timeout(options.connect_timeout)
+            .connect(&options.url)
+            .await
+            .map_err(fail)?;
+        schema::ensure(&pool).await?;
+        let listener = Listener::start(&pool).await.map_err(fail)?;
+        let committer = Committer::start(pool.clone(), options.max_batch);
+        Ok(PgStore {
+            inner: Arc::new(Inner {
+                pool,
+                committer,
+                listener,
+            }),
+        })
+    }
+
+    /// The connection pool, for what Herald does not wrap (and for the raw-pgmq benchmark).
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// Sends a raw body (any JSON) with `pgmq.send`, as another producer might; no envelope
+    /// check. Prefer [`Queue::send`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::send`]; invalid JSON is a store error naming the queue.
+    pub async fn send_raw(&self, queue: &QueueName, body: &str) -> Result<i64, QueueError> {
+        let id = sqlx::query_scalar("SELECT * FROM pgmq.send($1, $2::jsonb)")
+            .bind(queue.as_str())
+            .bind(body)
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(|e| store("send", queue.as_str(), e))?;
+        self.inner.listener.wake(queue.as_str());
+        Ok(id)
+    }
+
+    async fn submit(&self, work: Work) -> Result<Done, QueueError> {
+        self.inner.committer.submit(work).await
+    }
+
+    async fn ids(&self, work: Work) -> Result<Vec<i64>, QueueError> {
+        match self.submit(work).await? {
+            Done::Ids(ids) => Ok(ids),
+            Done::Settled(_) => Err(QueueError::Closed),
+        }
+    }
+}
+
+/// The URL with any password replaced by `***`.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Queue for PgStore {
+    async fn create(&self, queue: &QueueName) -> Result<(), QueueError> {
+        sqlx::query("SELECT pgmq.create($1)")
+            .bind(queue.as_str())
+            .execute(&self.inner.pool)
+            .await
+            .map(drop)
+            .map_err(|e| store("create", queue.as_str(), e))
+    }
+
+    async fn drop_queue(&self, queue: &QueueName) -> Result<bool, QueueError> {
+        sqlx::query_scalar("SELECT pgmq.drop_queue($1)")
+            .bind(queue.as_str())
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(|e| store("drop", queue.as_str(), e))
+    }
+
+    async fn list(&self) -> Result<Vec<String>, QueueError> {
+        let mut names: Vec<String> =
+            sqlx::query_scalar("SELECT queue_name::text FROM pgmq.list_queues()")
+                .fetch_all(&self.inner.pool)
+                .await
+                .map_err(|e| store("list", "*", e))?;
+        names.sort();
+        Ok(names)
+    }
+
+    async fn send(
+        &self,
+        queue: &QueueName,
+        event: &Event,
+        delay: Duration,
+    ) -> Result<i64, QueueError> {
+        let body = String::from_utf8_lossy(&event.to_json()).into_owned();
+        let ids = self
+            .ids(Work::Send {
+                queue: queue.to_string(),
+                bodies: vec![body],
+                delay,
+            })
+            .await?;
+        self.inner.listener.wake(queue.as_str());
+        ids.first().copied().ok_or(QueueError::Closed)
+    }
+
+    async fn send_batch(
+        &self,
+        queue: &QueueName,
+        events: &[Event],
+        delay: Duration,
+    ) -> Result<Vec<i64>, QueueError> {
+        let bodies = events
+            .iter()
+            .map(|e| String::from_utf8_lossy(&e.to_json()).into_owned())
+            .collect();
+        let ids = self
+            .ids(Work::Send {
+                queue: queue.to_string(),
+                bodies,
+                delay,
+            })
+            .await?;
+        self.inner.listener.wake(queue.as_str());
+        Ok(ids)
+    }
+
+    async fn read(
+        &self,
+        queue: &QueueName,
+        vt: Duration,
+        qty: usize,
+    ) -> Result<Vec<Message>, QueueError> {
+        let sql = format!("SELECT {COLUMNS} FROM pgmq.read($1, $2, $3)");
+        let rows = sqlx::query(&sql)
+            .bind(queue.as_str())
+            .bind(whole_seconds(vt))
+            .bind(i32::try_from(qty).unwrap_or(i32::MAX))
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(|e| store("read", queue.as_str(), e))?;
+        let mut out = messages(rows, "read", queue.as_str())?;
+        out.sort_by_key(|m| m.msg_id);
+        Ok(out)
+    }
+
+    async fn read_with_poll(
+        &self,
+        queue: &QueueName,
+        vt: Duration,
+        qty: usize,
+        max_wait: Duration,
+    ) -> Result<Vec<Message>, QueueError> {
+        let notify = self.inner.listener.notify_for(queue.as_str());
+        let deadline = tokio::time::Instant::now() + max_wait;
+        loop {
+            let sent = notify.notified();
+            tokio::pin!(sent);
+            sent.as_mut().enable();
+            let got = self.read(queue, vt, qty).await?;
+            let now = tokio::time::Instant::now();
+            if !got.is_empty() || now >= deadline {
+                return Ok(got);
+            }
+            // Woken by a NOTIFY; other clients' sends without one, and delayed messages,
+            // are found within 250 ms.
+            let nap = deadline.min(now + Duration::from_millis(250));
+            tokio::select! {
+                _ = sent => {}
+                _ = tokio::time::sleep_until(nap) => {}
+            }
+        }
+    }
+
+    async fn pop(&self, queue: &QueueName, qty: usize) -> Result<Vec<Message>, QueueError> {
+        let sql = format!("SELECT {COLUMNS} FROM pgmq.pop($1, $2)");
+        let rows = sqlx::query(&sql)
+            .bind(queue.as_str())
+            .bind(i32::try_from(qty).unwrap_or(i32::MAX))
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(|e| store("pop", queue.as_str(), e))?;
+        let mut out = messages(rows, "pop", queue.as_str())?;
+        out.sort_by_key(|m| m.msg_id);
+        Ok(out)
+    }
+
+    async fn delete(&self, queue: &QueueName, msg_ids: &[i64]) -> Result<Vec<i64>, QueueError> {
+        self.ids(Work::Delete {
+            queue: queue.to_string(),
+            ids: msg_ids.to_vec(),
+        })
+        .await
+    }
+
+    async fn archive(&self, queue: &QueueName, msg_ids: &[i64]) -> Result<Vec<i64>, QueueError> {
+        self.ids(Work::Archive {
+            queue: queue.to_string(),
+            ids: msg_ids.to_vec(),
+        })
+        .await
+    }
+
+    async fn set_vt(
+        &self,
+        queue: &QueueName,
+        msg_id: i64,
+        vt: Duration,
+    ) -> Result<Option<Message>, QueueError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM pgmq.set_vt($1, $2, clock_timestamp() + make_interval(secs => $3))"
+        );
+        let row = sqlx::query(&sql)
+            .bind(queue.as_str())
+            .bind(msg_id)
+            .bind(seconds(vt))
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(|e| store("set_vt", queue.as_str(), e))?;
+        row.as_ref()
+            .map(message)
+            .transpose()
+            .map_err(|e| store("set_vt", queue.as_str(), e))
+    }
+
+    async fn purge(&self, queue: &QueueName) -> Result<u64, QueueError> {
+        let n: i64 = sqlx::query_scalar("SELECT pgmq.purge_queue($1)")
+            .bind(queue.as_str())
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(|e| store("purge", queue.as_str(), e))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn metrics(&self, queue: &QueueName) -> Result<QueueMetrics, QueueError> {
+        let row = sqlx::query(
+            "SELECT queue_length, newest_msg_age_sec, oldest_msg_age_sec, total_messages
+             FROM pgmq.metrics($1)",
+        )
+        .bind(queue.as_str())
+        .fetch_one(&self.inner.pool)
+        .await
+        .map_err(|e| store("metrics", queue.as_str(), e))?;
+        let get = |row: &PgRow| -> Result<QueueMetrics, sqlx::Error> {
+            Ok(QueueMetrics {
+                queue_name: queue.to_string(),
+                queue_length: row.try_get("queue_length")?,
+                newest_msg_age_sec: row
+                    .try_get::<Option<i32>, _>("newest_msg_age_sec")?
+                    .map(i64::from),
+                oldest_msg_age_sec: row
+                    .try_get::<Option<i32>, _>("oldest_msg_age_sec")?
+                    .map(i64::from),
+                total_messages: row.try_get("total_messages")?,
+            })
+        };
+        get(&row).map_err(|e| store("metrics", queue.as_str(), e))
+    }
+
+    async fn archived(&self, queue: &QueueName, limit: usize) -> Result<Vec<Message>, QueueError> {
+        // A validated QueueName: safe to format into the table name.
+        let sql = format!(
+            "SELECT {COLUMNS} FROM pgmq.\"a_{}\" ORDER BY msg_id LIMIT $1",
+            queue.as_str()
+        );
+        let rows = sqlx::query(&sql)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(|e| store("archived", queue.as_str(), e))?;
+        messages(rows, "archived", queue.as_str())
+    }
+
+    async fn settle(
+        &self,
+        queue: &QueueName,
+        msg_id: i64,
+        read_ct: i32,
+        settlement: Settlement,
+    ) -> Result<Settled, QueueError> {
+        let sends: Vec<(String, String)> = settlement
+            .send
+            .iter()
+            .map(|(q, e)| {
+                (
+                    q.to_string(),
+                    String::from_utf8_lossy(&e.to_json()).into_owned(),
+                )
+            })
+            .collect();
+        let targets: Vec<String> = sends.iter().map(|(q, _)| q.clone()).collect();
+        let done = self
+            .submit(Work::Settle {
+                queue: queue.to_string(),
+                msg_id,
+                read_ct,
+                settle: settlement.settle,
+                sends,
+            })
+            .await?;
+        for t in targets {
+            self.inner.listener.wake(&t);
+        }
+        match done {
+            Done::Settled(s) => Ok(s),
+            Done::Ids(_) => Err(QueueError::Closed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_never_shows_and_vt_rounds_up_to_whole_seconds() {
+        assert_eq!(
+            redact("postgres://u:s3cret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(whole_seconds(Duration::ZERO), 0);
+        assert_eq!(whole_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(whole_seconds(Duration::from_secs(30)), 30);
+    }
+}

@@ -1,0 +1,79 @@
+//! Installs PGMQ's SQL (the `pgmq` crate's embedded scripts, idempotent, tracked by its own
+//! migrations table) and Herald's versioned schema, under an advisory lock so that several
+//! processes starting at once install it once.
+
+use herald::queue::QueueError;
+use sqlx::PgPool;
+
+use crate::error::store;
+
+/// The version of Herald's own schema (`herald.schema_version`).
+pub(crate) const VERSION: i32 = 1;
+
+/// Makes sure PGMQ and Herald's schema are installed.
+pub(crate) async fn ensure(pool: &PgPool) -> Result<(), QueueError> {
+    let mut lock = pool.acquire().await.map_err(|e| store("install", "*", e))?;
+    sqlx::query("SELECT pg_advisory_lock(hashtext('herald.install'))")
+        .execute(&mut *lock)
+        .await
+        .map_err(|e| store("install", "*", e))?;
+    let result = install(pool).await;
+    let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtext('herald.install'))")
+        .execute(&mut *lock)
+        .await;
+    result?;
+    unlocked.map_err(|e| store("install", "*", e))?;
+    Ok(())
+}
+
+async fn install(pool: &PgPool) -> Result<(), QueueError> {
+    let installed: Option<String> =
+        sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname = 'pgmq'")
+            .fetch_optional(pool)
+            .await
+            .map_err(|e| store("install", "*", e))?;
+    let has_functions: bool = if installed.is_some() {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+             WHERE n.nspname = 'pgmq' AND p.proname = 'send_batch')",
+        )
+        .fetch_one(pool)
+        .await
+        .map_err(|e| store("install", "*", e))?
+    } else {
+        false
+    };
+    if !has_functions {
+        pgmq::install::install_sql_from_embedded(pool)
+            .await
+            .map_err(|e| QueueError::store("install PGMQ", "*", false, e.to_string()))?;
+    }
+    sqlx::raw_sql(
+        "CREATE SCHEMA IF NOT EXISTS herald;
+         CREATE TABLE IF NOT EXISTS herald.schema_version (version INTEGER NOT NULL);",
+    )
+    .execute(pool)
+    .await
+    .map_err(|e| store("install", "*", e))?;
+    let found: Option<i32> = sqlx::query_scalar("SELECT max(version) FROM herald.schema_version")
+        .fetch_one(pool)
+        .await
+        .map_err(|e| store("install", "*", e))?;
+    match found {
+        None => {
+            sqlx::query("INSERT INTO herald.schema_version (version) VALUES ($1)")
+                .bind(VERSION)
+                .execute(pool)
+                .await
+                .map_err(|e| store("install", "*", e))?;
+            Ok(())
+        }
+        Some(v) if v == VERSION => Ok(()),
+        Some(v) => Err(QueueError::store(
+            "install",
+            "*",
+            false,
+            format!("the database has Herald schema version {v}; this Herald reads version {VERSION} (never altered silently)"),
+        )),
+    }
+}

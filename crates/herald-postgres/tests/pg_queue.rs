@@ -1,0 +1,157 @@
+//! The PostgreSQL store against the real server (`HERALD_TEST_DATABASE_URL`): the queue
+//! conformance suite, Herald and psql's `pgmq.read`/`pgmq.send` reading each other's
+//! messages, a message sent in a rolled-back transaction never seen, and bad input.
+
+use std::process::Command;
+use std::time::Duration;
+
+use herald::queue::{Queue, QueueName};
+use herald_postgres::PgStore;
+use herald_testkit::env::{database_url, unique};
+use herald_testkit::fixtures::{id_of, tagged};
+
+async fn store(test: &str) -> Option<(PgStore, String)> {
+    let url = database_url(test)?;
+    let store = PgStore::connect(&url).await.expect("connect");
+    Some((store, url))
+}
+
+fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([url, "-tA", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .expect("psql runs (installed with PostgreSQL by scripts/services.sh)");
+    assert!(
+        out.status.success(),
+        "psql failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn qname(prefix: &str) -> QueueName {
+    QueueName::new(&unique(prefix)).expect("queue name")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_store_passes_the_queue_conformance_suite() {
+    let Some((store, _)) = store("pg_conformance").await else {
+        return;
+    };
+    herald_testkit::queue_conformance::run_all(&store, &unique("pgc")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn herald_and_psql_read_each_others_messages() {
+    let Some((store, url)) = store("pg_psql_interop").await else {
+        return;
+    };
+    let q = qname("interop");
+    store.create(&q).await.expect("create");
+    // Herald writes, psql reads with pgmq.read.
+    store
+        .send(&q, &tagged("interop.herald", "from-herald"), Duration::ZERO)
+        .await
+        .expect("send");
+    let seen = psql(
+        &url,
+        &format!("SELECT message->'metadata'->>'test_id' FROM pgmq.read('{q}', 30, 10)"),
+    );
+    assert_eq!(seen, "from-herald");
+    // psql writes an envelope with pgmq.send, Herald reads it.
+    let envelope = r#"{"subject":"interop.psql","event_type":"psql","source":"psql","data":{},"timestamp":"2026-11-23T10:00:00Z","correlation_id":"7d3c6bb5-6c1b-4d5e-9a3e-1f2a3b4c5d6e","priority":"high","metadata":{"test_id":"from-psql"}}"#;
+    psql(
+        &url,
+        &format!("SELECT pgmq.send('{q}', '{envelope}'::jsonb)"),
+    );
+    let got = store
+        .read_with_poll(&q, Duration::from_secs(30), 10, Duration::from_secs(5))
+        .await
+        .expect("read");
+    assert_eq!(got.len(), 1, "only psql's message is visible");
+    let event = got[0].event().expect("psql's envelope decodes");
+    assert_eq!(id_of(&event), "from-psql");
+    assert_eq!(event.subject.as_str(), "interop.psql");
+    store.drop_queue(&q).await.expect("drop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_sent_in_a_rolled_back_transaction_is_never_seen() {
+    let Some((store, url)) = store("pg_rollback").await else {
+        return;
+    };
+    let q = qname("rollback");
+    store.create(&q).await.expect("create");
+    psql(
+        &url,
+        &format!("BEGIN; SELECT pgmq.send('{q}', '{{\"a\":1}}'::jsonb); ROLLBACK;"),
+    );
+    let got = store
+        .read(&q, Duration::from_secs(30), 10)
+        .await
+        .expect("read");
+    assert!(got.is_empty(), "{got:?}");
+    store.drop_queue(&q).await.expect("drop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_concurrent_senders_each_get_their_own_committed_id() {
+    let Some((store, _)) = store("pg_group_commit").await else {
+        return;
+    };
+    let q = qname("group");
+    store.create(&q).await.expect("create");
+    let mut tasks = Vec::new();
+    for t in 0..64 {
+        let (store, q) = (store.clone(), q.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..20 {
+                let id = format!("{t}-{i}");
+                let msg_id = store
+                    .send(&q, &tagged("group.x", &id), Duration::ZERO)
+                    .await
+                    .expect("send");
+                acked.push((id, msg_id));
+            }
+            acked
+        }));
+    }
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.expect("sender"));
+    }
+    let msg_ids: std::collections::HashSet<i64> = acked.iter().map(|(_, m)| *m).collect();
+    assert_eq!(
+        msg_ids.len(),
+        acked.len(),
+        "every caller got its own msg_id"
+    );
+    let read = store
+        .read(&q, Duration::from_secs(60), 2000)
+        .await
+        .expect("read");
+    let by_msg: std::collections::HashMap<i64, String> = read
+        .iter()
+        .map(|m| (m.msg_id, id_of(&m.event().expect("env"))))
+        .collect();
+    for (id, msg_id) in &acked {
+        assert_eq!(by_msg.get(msg_id), Some(id), "msg_id {msg_id} holds {id}");
+    }
+    store.drop_queue(&q).await.expect("drop");
+}
+
+#[tokio::test]
+async fn a_bad_url_is_one_error_naming_it_without_the_password() {
+    let err = PgStore::connect("mysql://u:pw@x/db")
+        .await
+        .expect_err("refused");
+    let text = format!(
+        "{err}: {}",
+        std::error::Error::source(&err)
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    );
+    assert!(text.contains("mysql://u:***@x/db"), "{text}");
+    assert!(!text.contains("pw"), "{text}");
+}
