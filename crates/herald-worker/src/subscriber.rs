@@ -1,0 +1,303 @@
+//! `StepExecutionSubscriber`: on the bus, takes each `step.execution.received`, resolves its
+//! handler, runs it (isolated, with a timeout, under a concurrency bound), turns what happened
+//! into one `StepExecutionResult`, submits it, and only once the result is stored publishes
+//! `step.completion.sent`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herald::{handler_fn, BoxError, BoxFuture, Bus, Event, Subject, Subscription};
+use serde_json::{Map, Value};
+use tokio::sync::Semaphore;
+
+use crate::registry::{HandlerRegistry, ResolveError};
+use crate::step::{FfiStepEvent, StepContext, StepError, StepExecutionResult, StepHandlerResult};
+
+/// The subject steps arrive on.
+pub const STEP_RECEIVED: &str = "step.execution.received";
+/// The subject a stored result is announced on.
+pub const STEP_COMPLETED: &str = "step.completion.sent";
+/// The subject a handler error, panic or timeout is announced on.
+pub const HANDLER_ERROR: &str = "handler.error";
+
+/// What became of a submitted result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submitted {
+    /// Stored (committed): this is the step's one result.
+    Stored,
+    /// Not stored: the step will run again after a backoff (a retryable failure).
+    RetryLater,
+    /// Not stored: another attempt holds the step now (this one's visibility ran out).
+    Stale,
+}
+
+/// Where results go. The worker's sink stores them on the completion queue together with
+/// the step's archive, in one transaction.
+pub trait CompletionSink: Send + Sync + 'static {
+    /// Submits `result` for the step carried by `step` (the bus event).
+    ///
+    /// # Errors
+    ///
+    /// The store's error; the step is then neither settled nor answered, and comes back
+    /// once its visibility timeout runs out.
+    fn submit(
+        &self,
+        step: Arc<Event>,
+        result: StepExecutionResult,
+    ) -> BoxFuture<Result<Submitted, BoxError>>;
+}
+
+/// How the subscriber runs handlers.
+#[derive(Debug, Clone)]
+pub struct SubscriberConfig {
+    /// Written into every result.
+    pub worker_id: String,
+    /// A handler still running after this is a retryable `timeout` failure (default 30 s).
+    pub handler_timeout: Duration,
+    /// Handlers running at once (default 10).
+    pub max_concurrent_handlers: usize,
+}
+
+impl Default for SubscriberConfig {
+    fn default() -> Self {
+        SubscriberConfig {
+            worker_id: format!("herald-worker-{}", std::process::id()),
+            handler_timeout: Duration::from_secs(30),
+            max_concurrent_handlers: 10,
+        }
+    }
+}
+
+/// The subscriber's counters.
+#[derive(Debug, Default)]
+pub struct SubscriberCounters {
+    /// Steps taken from the bus.
+    pub received: AtomicU64,
+    /// Results stored that say success.
+    pub succeeded: AtomicU64,
+    /// Results stored that say failure.
+    pub failed: AtomicU64,
+    /// Handler runs that failed retryably and were sent back for a retry.
+    pub retried: AtomicU64,
+    /// Results refused because another attempt holds the step.
+    pub stale: AtomicU64,
+    /// Handler errors, panics and timeouts (each also on `handler.error`).
+    pub handler_errors: AtomicU64,
+    /// Steps whose handler is not registered.
+    pub not_found: AtomicU64,
+    /// Bus events on `step.execution.received` whose data is not a step.
+    pub malformed: AtomicU64,
+    /// Results the sink could not store (the step comes back after its vt).
+    pub submit_failed: AtomicU64,
+}
+
+/// Seed 000's `StepExecutionSubscriber`.
+pub struct StepExecutionSubscriber {
+    inner: Arc<Inner>,
+    subscription: Option<Subscription>,
+}
+
+struct Inner {
+    bus: Bus,
+    registry: Arc<HandlerRegistry>,
+    sink: Arc<dyn CompletionSink>,
+    config: SubscriberConfig,
+    permits: Semaphore,
+    counters: SubscriberCounters,
+}
+
+impl std::fmt::Debug for StepExecutionSubscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepExecutionSubscriber")
+            .field("active", &self.is_active())
+            .finish()
+    }
+}
+
+impl StepExecutionSubscriber {
+    /// A subscriber on `bus`, not started.
+    pub fn new(
+        bus: Bus,
+        registry: Arc<HandlerRegistry>,
+        sink: Arc<dyn CompletionSink>,
+        config: SubscriberConfig,
+    ) -> Self {
+        let permits = Semaphore::new(config.max_concurrent_handlers.max(1));
+        StepExecutionSubscriber {
+            inner: Arc::new(Inner {
+                bus,
+                registry,
+                sink,
+                config,
+                permits,
+                counters: SubscriberCounters::default(),
+            }),
+            subscription: None,
+        }
+    }
+
+    /// Subscribes to `step.execution.received`.
+    pub fn start(&mut self) {
+        if self.subscription.is_some() {
+            return;
+        }
+        let inner = self.inner.clone();
+        let handler = handler_fn(move |event: Arc<Event>| {
+            let inner = inner.clone();
+            async move { inner.handle(event).await }
+        });
+        match self.inner.bus.subscribe_with(
+            STEP_RECEIVED,
+            herald::SubscribeOptions::owner("herald-worker"),
+            handler,
+        ) {
+            Ok(sub) => self.subscription = Some(sub),
+            Err(e) => tracing::error!("cannot subscribe to {STEP_RECEIVED}: {e}"),
+        }
+    }
+
+    /// Unsubscribes (steps already running finish).
+    pub fn stop(&mut self) {
+        self.subscription = None;
+    }
+
+    /// Whether it is subscribed.
+    pub fn is_active(&self) -> bool {
+        self.subscription.is_some()
+    }
+
+    /// Its counters.
+    pub fn counters(&self) -> &SubscriberCounters {
+        &self.inner.counters
+    }
+}
+
+fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The read count a step was read with, from the bus event's metadata (1 when absent).
+pub(crate) fn attempt_of(event: &Event) -> u32 {
+    event
+        .metadata
+        .get("herald_step")
+        .and_then(|s| s.get("read_ct"))
+        .and_then(Value::as_u64)
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(1)
+}
+
+impl Inner {
+    async fn handle(&self, event: Arc<Event>) {
+        inc(&self.counters.received);
+        let step = match FfiStepEvent::from_data(&event.data) {
+            Ok(step) => step,
+            Err(e) => {
+                inc(&self.counters.malformed);
+                tracing::warn!("{STEP_RECEIVED} event is not a step, skipped: {e}");
+                return;
+            }
+        };
+        let Ok(_permit) = self.permits.acquire().await else {
+            return;
+        };
+        let started = Instant::now();
+        let attempt = attempt_of(&event);
+        let outcome = self.execute(&step, attempt).await;
+        let elapsed = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let mut result = if outcome.success {
+            StepExecutionResult::success_result(
+                &step,
+                outcome.result.unwrap_or_default(),
+                elapsed,
+                &self.config.worker_id,
+                outcome.metadata,
+            )
+        } else {
+            StepExecutionResult::failure_result(
+                &step,
+                StepError {
+                    error_type: outcome.error_type.unwrap_or_else(|| "unknown".into()),
+                    message: outcome
+                        .error_message
+                        .unwrap_or_else(|| "Unknown error".into()),
+                    retryable: outcome.retryable,
+                    metadata: outcome.metadata,
+                },
+                elapsed,
+                &self.config.worker_id,
+            )
+        };
+        result.metadata.insert("attempt".into(), attempt.into());
+        let success = result.success;
+        match self.sink.submit(event.clone(), result.clone()).await {
+            Ok(Submitted::Stored) => {
+                inc(if success {
+                    &self.counters.succeeded
+                } else {
+                    &self.counters.failed
+                });
+                self.announce(STEP_COMPLETED, result.to_data()).await;
+            }
+            Ok(Submitted::RetryLater) => inc(&self.counters.retried),
+            Ok(Submitted::Stale) => inc(&self.counters.stale),
+            Err(e) => {
+                inc(&self.counters.submit_failed);
+                tracing::error!(step = %step.step_uuid, "result not stored (the step comes back): {e}");
+            }
+        }
+    }
+
+    /// Resolves and runs the handler; every way it can go wrong is a result.
+    async fn execute(&self, step: &FfiStepEvent, attempt: u32) -> StepHandlerResult {
+        let name = &step.execution_event.handler_name;
+        let handler = match self.registry.resolve(name) {
+            Ok(h) => h,
+            Err(e @ (ResolveError::NotFound(_) | ResolveError::Construction { .. })) => {
+                inc(&self.counters.not_found);
+                tracing::warn!("{e}");
+                return StepHandlerResult::failure(e.to_string())
+                    .error_type("handler_not_found")
+                    .retryable(false);
+            }
+        };
+        let context = StepContext::new(step.clone(), attempt);
+        let run = herald::isolate(|| async move {
+            Ok::<StepHandlerResult, std::convert::Infallible>(handler.call(context).await)
+        });
+        let (error_type, message) =
+            match tokio::time::timeout(self.config.handler_timeout, run).await {
+                Ok(Ok(result)) => return result,
+                Ok(Err(failure)) => ("handler_error", failure.message),
+                Err(_) => (
+                    "timeout",
+                    format!(
+                        "handler {name} still running after {:?}",
+                        self.config.handler_timeout
+                    ),
+                ),
+            };
+        inc(&self.counters.handler_errors);
+        tracing::warn!(handler = name.as_str(), step = %step.step_uuid, "{error_type}: {message}");
+        let mut data = Map::new();
+        data.insert("handler_name".into(), name.as_str().into());
+        data.insert("step_uuid".into(), step.step_uuid.to_string().into());
+        data.insert("error_type".into(), error_type.into());
+        data.insert("message".into(), message.as_str().into());
+        self.announce(HANDLER_ERROR, data).await;
+        StepHandlerResult::failure(message).error_type(error_type)
+    }
+
+    async fn announce(&self, subject: &str, data: Map<String, Value>) {
+        let Ok(subject) = Subject::new(subject) else {
+            return;
+        };
+        let event = Event::new(subject)
+            .with_data(data)
+            .with_source(&self.config.worker_id);
+        if let Err(e) = self.bus.publish(event).await {
+            tracing::warn!("{e}");
+        }
+    }
+}

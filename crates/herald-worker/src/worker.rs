@@ -1,0 +1,501 @@
+//! The worker loop: reads the step queue, puts each step on the bus for the subscriber, and
+//! settles it with a guarded settle: the result goes to the completion queue and the step is
+//! archived in one transaction, only if the step is still held at the read count it was read
+//! with. Retryable failures come back after a backoff until `max_retries`, then the step is
+//! dead-lettered with its last error; bad input is dead-lettered at once with its reason.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald::queue::consume::dead_letter;
+use herald::queue::{Message, Queue, QueueError, QueueName, Settle, Settled, Settlement};
+use herald::{BoxError, BoxFuture, Bus, Event, Subject};
+use serde_json::json;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::registry::HandlerRegistry;
+use crate::step::{FfiStepEvent, StepExecutionResult};
+use crate::subscriber::{
+    attempt_of, CompletionSink, StepExecutionSubscriber, Submitted, SubscriberConfig,
+    SubscriberCounters, STEP_COMPLETED, STEP_RECEIVED,
+};
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Queues are `{namespace}_steps`, `{namespace}_step_results`, `{namespace}_steps_dlq`.
+    pub namespace: String,
+    /// Written into every result.
+    pub worker_id: String,
+    /// How long a read step stays hidden from other workers (default 30 s). A handler that
+    /// runs longer may see its step taken by another worker; only one result is stored.
+    pub visibility_timeout: Duration,
+    /// Steps read at a time at most (default 10).
+    pub batch_size: usize,
+    /// How long one read waits for a first step (default 1 s).
+    pub poll_wait: Duration,
+    /// Handlers running at once (default 10).
+    pub max_concurrent_handlers: usize,
+    /// A handler still running after this fails with `timeout` (default 30 s).
+    pub handler_timeout: Duration,
+    /// The first retry's delay; doubled each attempt, at most 60 s (default 1 s).
+    pub retry_backoff: Duration,
+    /// On stop, how long steps in flight may take to finish and settle (default 30 s).
+    pub drain_timeout: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            namespace: "default".into(),
+            worker_id: format!("herald-worker-{}", std::process::id()),
+            visibility_timeout: Duration::from_secs(30),
+            batch_size: 10,
+            poll_wait: Duration::from_secs(1),
+            max_concurrent_handlers: 10,
+            handler_timeout: Duration::from_secs(30),
+            retry_backoff: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The queues of one namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepQueues {
+    /// Steps in.
+    pub steps: QueueName,
+    /// One result per step.
+    pub results: QueueName,
+    /// Dead letters, kept with their reason.
+    pub dead_letters: QueueName,
+}
+
+impl StepQueues {
+    /// The queues of `namespace`.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::InvalidName`] naming the namespace's queue that is not valid.
+    pub fn of(namespace: &str) -> Result<Self, QueueError> {
+        Ok(StepQueues {
+            steps: QueueName::new(&format!("{namespace}_steps"))?,
+            results: QueueName::new(&format!("{namespace}_step_results"))?,
+            dead_letters: QueueName::new(&format!("{namespace}_steps_dlq"))?,
+        })
+    }
+}
+
+/// The worker loop's own counters (the subscriber's are beside them in [`WorkerReport`]).
+#[derive(Debug, Default)]
+pub struct WorkerCounters {
+    /// Step messages read (each read, re-reads included).
+    pub read: AtomicU64,
+    /// Messages dead-lettered because they were not a step (not JSON, not an envelope, no
+    /// `handler_name`).
+    pub bad_input: AtomicU64,
+    /// Steps dead-lettered after `max_retries` retryable failures.
+    pub exhausted: AtomicU64,
+    /// Re-reads: a step read again after its vt ran out or after a retry.
+    pub rereads: AtomicU64,
+    /// Store failures while reading (each followed by a back-off).
+    pub read_errors: AtomicU64,
+}
+
+/// A snapshot of what a worker did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WorkerReport {
+    /// Step messages read (re-reads included).
+    pub read: u64,
+    /// Results stored: success.
+    pub succeeded: u64,
+    /// Results stored: failure (non-retryable, not found, or retries exhausted).
+    pub failed: u64,
+    /// Retryable failures sent back for another attempt.
+    pub retried: u64,
+    /// Stale results refused (the step had been taken by another attempt).
+    pub stale: u64,
+    /// Bad input dead-lettered.
+    pub bad_input: u64,
+    /// Steps dead-lettered after their retries ran out.
+    pub exhausted: u64,
+    /// Handler errors, panics and timeouts.
+    pub handler_errors: u64,
+    /// Re-reads (an execution that may repeat an earlier one).
+    pub rereads: u64,
+}
+
+/// The worker: a step-queue reader, the subscriber, and the guarded settle.
+pub struct Worker<Q: Queue> {
+    store: Q,
+    bus: Bus,
+    queues: StepQueues,
+    config: WorkerConfig,
+    counters: Arc<WorkerCounters>,
+    subscriber: StepExecutionSubscriber,
+}
+
+impl<Q: Queue> std::fmt::Debug for Worker<Q> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("queues", &self.queues)
+            .finish_non_exhaustive()
+    }
+}
+
+fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+fn get(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+impl<Q: Queue> Worker<Q> {
+    /// A worker of `config.namespace` on `store`, running `registry`'s handlers through
+    /// `bus`; creates its queues when missing.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::InvalidName`] for a namespace that makes an invalid queue name; store
+    /// errors from creating the queues.
+    pub async fn new(
+        store: Q,
+        bus: Bus,
+        registry: Arc<HandlerRegistry>,
+        config: WorkerConfig,
+    ) -> Result<Self, QueueError> {
+        let queues = StepQueues::of(&config.namespace)?;
+        for q in [&queues.steps, &queues.results, &queues.dead_letters] {
+            store.create(q).await?;
+        }
+        let counters = Arc::new(WorkerCounters::default());
+        let sink = Arc::new(QueueSink {
+            store: store.clone(),
+            queues: queues.clone(),
+            backoff: config.retry_backoff,
+            counters: counters.clone(),
+        });
+        let subscriber = StepExecutionSubscriber::new(
+            bus.clone(),
+            registry,
+            sink,
+            SubscriberConfig {
+                worker_id: config.worker_id.clone(),
+                handler_timeout: config.handler_timeout,
+                max_concurrent_handlers: config.max_concurrent_handlers,
+            },
+        );
+        Ok(Worker {
+            store,
+            bus,
+            queues,
+            config,
+            counters,
+            subscriber,
+        })
+    }
+
+    /// Its queues.
+    pub fn queues(&self) -> &StepQueues {
+        &self.queues
+    }
+
+    /// What it has done so far.
+    pub fn report(&self) -> WorkerReport {
+        let (w, s): (&WorkerCounters, &SubscriberCounters) =
+            (&self.counters, self.subscriber.counters());
+        WorkerReport {
+            read: get(&w.read),
+            succeeded: get(&s.succeeded),
+            failed: get(&s.failed),
+            retried: get(&s.retried),
+            stale: get(&s.stale),
+            bad_input: get(&w.bad_input),
+            exhausted: get(&w.exhausted),
+            handler_errors: get(&s.handler_errors),
+            rereads: get(&w.rereads),
+        }
+    }
+
+    /// Runs until `stop` completes, then stops reading and lets the steps in flight finish
+    /// and settle within [`WorkerConfig::drain_timeout`] (those still running then are left
+    /// unsettled: their vt runs out and another worker runs them).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: dropped, steps in flight are abandoned unsettled (and run again).
+    pub async fn run(&mut self, stop: impl Future<Output = ()>) -> WorkerReport {
+        self.subscriber.start();
+        let permits = Arc::new(Semaphore::new(self.config.max_concurrent_handlers.max(1)));
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        tokio::pin!(stop);
+        loop {
+            while tasks.try_join_next().is_some() {}
+            let room = permits
+                .available_permits()
+                .min(self.config.batch_size)
+                .max(1);
+            let read = self.store.read_with_poll(
+                &self.queues.steps,
+                self.config.visibility_timeout,
+                room,
+                self.config.poll_wait,
+            );
+            let messages = tokio::select! {
+                _ = &mut stop => break,
+                r = read => r,
+            };
+            let messages = match messages {
+                Ok(m) => m,
+                Err(e) => {
+                    inc(&self.counters.read_errors);
+                    tracing::warn!("reading {}: {e}", self.queues.steps);
+                    tokio::select! {
+                        _ = &mut stop => break,
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                    }
+                }
+            };
+            for message in messages {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    break;
+                };
+                inc(&self.counters.read);
+                if message.read_ct > 1 {
+                    inc(&self.counters.rereads);
+                }
+                let step = StepRun {
+                    store: self.store.clone(),
+                    bus: self.bus.clone(),
+                    queues: self.queues.clone(),
+                    counters: self.counters.clone(),
+                };
+                tasks.spawn(async move {
+                    let _permit = permit;
+                    step.run(message).await;
+                });
+            }
+        }
+        let drained = tokio::time::timeout(self.config.drain_timeout, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                "{} step(s) still running after the drain timeout: left unsettled",
+                tasks.len()
+            );
+            tasks.abort_all();
+        }
+        self.subscriber.stop();
+        self.report()
+    }
+}
+
+/// One step message, from the queue to the bus.
+struct StepRun<Q> {
+    store: Q,
+    bus: Bus,
+    queues: StepQueues,
+    counters: Arc<WorkerCounters>,
+}
+
+impl<Q: Queue> StepRun<Q> {
+    async fn run(self, message: Message) {
+        let event = match message.event() {
+            Ok(event) => event,
+            Err(e) => return self.bad_input(&message, &e.to_string()).await,
+        };
+        if let Err(e) = FfiStepEvent::from_data(&event.data) {
+            return self.bad_input(&message, &e.to_string()).await;
+        }
+        let subject = Subject::new(STEP_RECEIVED).unwrap_or_else(|_| event.subject.clone());
+        let mut step = event;
+        step.subject = subject;
+        let step = step.with_metadata(
+            "herald_step",
+            json!({
+                "queue": self.queues.steps.as_str(),
+                "msg_id": message.msg_id,
+                "read_ct": message.read_ct,
+            }),
+        );
+        // The subscriber runs it and settles it through the sink; publish waits for that.
+        if let Err(e) = self.bus.publish(step).await {
+            tracing::warn!("step not dispatched (it comes back after its vt): {e}");
+        }
+    }
+
+    async fn bad_input(&self, message: &Message, reason: &str) {
+        inc(&self.counters.bad_input);
+        tracing::warn!(
+            queue = self.queues.steps.as_str(),
+            msg_id = message.msg_id,
+            "not a step, dead-lettered: {reason}"
+        );
+        let letter = dead_letter(&self.queues.steps, message, reason);
+        let settlement =
+            Settlement::only(Settle::Archive).and_send(self.queues.dead_letters.clone(), letter);
+        if let Err(e) = self
+            .store
+            .settle(
+                &self.queues.steps,
+                message.msg_id,
+                message.read_ct,
+                settlement,
+            )
+            .await
+        {
+            tracing::warn!("dead letter not stored (the message comes back): {e}");
+        }
+    }
+}
+
+/// Stores results: the guarded settle of the step with its result (and dead letter).
+struct QueueSink<Q> {
+    store: Q,
+    queues: StepQueues,
+    backoff: Duration,
+    counters: Arc<WorkerCounters>,
+}
+
+fn backoff(base: Duration, attempt: u32) -> Duration {
+    let factor = 1u32 << attempt.saturating_sub(1).min(16);
+    base.saturating_mul(factor).min(Duration::from_secs(60))
+}
+
+impl<Q: Queue> QueueSink<Q> {
+    async fn store_result(
+        &self,
+        step: Arc<Event>,
+        result: StepExecutionResult,
+    ) -> Result<Submitted, BoxError> {
+        let held = step
+            .metadata
+            .get("herald_step")
+            .and_then(|h| Some((h.get("msg_id")?.as_i64()?, h.get("read_ct")?.as_i64()?)));
+        let Some((msg_id, read_ct)) = held else {
+            return Err("the step event carries no herald_step (msg_id, read_ct)".into());
+        };
+        let read_ct = i32::try_from(read_ct)?;
+        let attempt = attempt_of(&step);
+        let ffi = FfiStepEvent::from_data(&step.data)?;
+        let retries_left = ffi.execution_event.max_retries > attempt.saturating_sub(1);
+        let retryable = result.error.as_ref().is_some_and(|e| e.retryable);
+        if !result.success && retryable && retries_left {
+            let settlement = Settlement::only(Settle::Retry {
+                after: backoff(self.backoff, attempt),
+            });
+            return Ok(
+                match self
+                    .store
+                    .settle(&self.queues.steps, msg_id, read_ct, settlement)
+                    .await?
+                {
+                    Settled::Applied { .. } => Submitted::RetryLater,
+                    Settled::Stale => Submitted::Stale,
+                },
+            );
+        }
+        let subject = Subject::new(STEP_COMPLETED)?;
+        let envelope = Event::new(subject)
+            .with_data(result.to_data())
+            .with_source(&result.worker_id)
+            .with_correlation_id(result.correlation_id.to_string());
+        let mut settlement =
+            Settlement::only(Settle::Archive).and_send(self.queues.results.clone(), envelope);
+        let exhausted = !result.success && retryable;
+        if exhausted {
+            let last = result
+                .error
+                .as_ref()
+                .map(|e| format!("{}: {}", e.error_type, e.message))
+                .unwrap_or_default();
+            let message = Message {
+                msg_id,
+                read_ct,
+                enqueued_at: herald::Timestamp::now(),
+                vt: herald::Timestamp::now(),
+                body: step.to_json(),
+            };
+            let reason = format!("retries exhausted after {attempt} attempt(s); last error {last}");
+            settlement = settlement.and_send(
+                self.queues.dead_letters.clone(),
+                dead_letter(&self.queues.steps, &message, &reason),
+            );
+        }
+        match self
+            .store
+            .settle(&self.queues.steps, msg_id, read_ct, settlement)
+            .await?
+        {
+            Settled::Applied { .. } => {
+                if exhausted {
+                    inc(&self.counters.exhausted);
+                }
+                Ok(Submitted::Stored)
+            }
+            Settled::Stale => Ok(Submitted::Stale),
+        }
+    }
+}
+
+impl<Q: Queue> CompletionSink for QueueSink<Q> {
+    fn submit(
+        &self,
+        step: Arc<Event>,
+        result: StepExecutionResult,
+    ) -> BoxFuture<Result<Submitted, BoxError>> {
+        let sink = QueueSink {
+            store: self.store.clone(),
+            queues: self.queues.clone(),
+            backoff: self.backoff,
+            counters: self.counters.clone(),
+        };
+        Box::pin(async move { sink.store_result(step, result).await })
+    }
+}
+
+/// Enqueues a step on `namespace`'s step queue; returns its msg_id once committed.
+///
+/// # Errors
+///
+/// As [`Queue::send`]; [`QueueError::InvalidName`] for a bad namespace.
+pub async fn enqueue_step<Q: Queue>(
+    store: &Q,
+    namespace: &str,
+    step: &FfiStepEvent,
+) -> Result<i64, QueueError> {
+    let queues = StepQueues::of(namespace)?;
+    store.create(&queues.steps).await?;
+    store
+        .send(&queues.steps, &step_event(step), Duration::ZERO)
+        .await
+}
+
+/// The envelope of a step: `step.execution.received` with the step as `data`.
+pub fn step_event(step: &FfiStepEvent) -> Event {
+    let subject = Subject::new(STEP_RECEIVED).unwrap_or_else(|_| unreachable!());
+    Event::new(subject)
+        .with_data(step.to_data())
+        .with_source("herald")
+        .with_correlation_id(step.correlation_id.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_per_attempt_and_stops_at_a_minute() {
+        let b = Duration::from_secs(1);
+        assert_eq!(backoff(b, 1), Duration::from_secs(1));
+        assert_eq!(backoff(b, 2), Duration::from_secs(2));
+        assert_eq!(backoff(b, 4), Duration::from_secs(8));
+        assert_eq!(backoff(b, 30), Duration::from_secs(60));
+    }
+}
