@@ -25,7 +25,7 @@ pub(crate) struct Global {
         default_value = "nats://127.0.0.1:4222"
     )]
     pub(crate) bus: String,
-    /// Durable store: sqlite://PATH or postgres://... (accepted; no command uses a store yet).
+    /// Durable store: sqlite://PATH (embedded, the default) or postgres://... (PGMQ).
     #[arg(
         long,
         global = true,
@@ -54,6 +54,115 @@ pub(crate) enum Command {
     Reply(ReplyArgs),
     /// Manage JetStream streams.
     Streams(StreamsArgs),
+    /// Durable queues on --store (PGMQ semantics): create, ls, send, read, archive, delete,
+    /// purge, metrics, dlq.
+    Queue(QueueArgs),
+    /// Run step handlers from {namespace}_steps on --store, one result per step.
+    Worker(WorkerArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct QueueArgs {
+    #[command(subcommand)]
+    pub(crate) command: QueueCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum QueueCommand {
+    /// Create a queue (a no-op when it exists).
+    Create {
+        /// Lowercase letters, digits and _, at most 47 characters.
+        name: String,
+    },
+    /// List queues.
+    Ls,
+    /// Send an event (DATA is a JSON object) and print its msg_id.
+    Send(QueueSendArgs),
+    /// Read messages (hidden for --vt seconds; read_ct + 1), one JSON line each.
+    Read {
+        /// The queue.
+        name: String,
+        /// Visibility timeout in seconds.
+        #[arg(long, default_value_t = 30)]
+        vt: u64,
+        /// Messages at most.
+        #[arg(long, default_value_t = 1)]
+        qty: usize,
+    },
+    /// Move messages to the queue's archive.
+    Archive {
+        /// The queue.
+        name: String,
+        /// Message ids.
+        #[arg(required = true)]
+        ids: Vec<i64>,
+    },
+    /// Delete messages.
+    Delete {
+        /// The queue.
+        name: String,
+        /// Message ids.
+        #[arg(required = true)]
+        ids: Vec<i64>,
+    },
+    /// Delete every message (the archive stays).
+    Purge {
+        /// The queue.
+        name: String,
+    },
+    /// Length, ages and total sent, as JSON.
+    Metrics {
+        /// The queue.
+        name: String,
+    },
+    /// List the dead letters of a queue (kept in {queue}_dlq with their reason).
+    Dlq {
+        /// The queue whose dead letters to list (a worker's is {namespace}_steps).
+        name: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct QueueSendArgs {
+    /// The queue.
+    pub(crate) name: String,
+    /// The event's data: a JSON object.
+    pub(crate) data: Option<String>,
+    /// The event's subject.
+    #[arg(long, default_value = "herald.message")]
+    pub(crate) subject: String,
+    /// Seconds before it becomes visible.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) delay: u64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WorkerArgs {
+    /// Queues {namespace}_steps, {namespace}_step_results, {namespace}_steps_dlq.
+    #[arg(long, default_value = "default")]
+    pub(crate) namespace: String,
+    /// Handlers running at once.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) concurrency: usize,
+    /// Seconds a read step stays hidden from other workers.
+    #[arg(long, default_value_t = 30)]
+    pub(crate) vt: u64,
+    /// Stop once the step queue has been empty for a second (otherwise run until SIGINT or
+    /// SIGTERM, then drain).
+    #[arg(long)]
+    pub(crate) until_empty: bool,
+    /// No progress line.
+    #[arg(long, short)]
+    pub(crate) quiet: bool,
+    /// Enqueue this many steps for --handler first (a load to run).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) enqueue: usize,
+    /// The handler of the steps --enqueue makes.
+    #[arg(long, default_value = "demo.noop")]
+    pub(crate) handler: String,
 }
 
 #[derive(Debug, Args)]

@@ -51,3 +51,44 @@ pub(crate) async fn connect_nats(bus: &str, long_running: bool) -> Result<Nats, 
         .connect()
         .await?)
 }
+
+/// A durable store, as `--store` names it.
+#[derive(Clone, Debug)]
+pub(crate) enum Store {
+    /// `sqlite://PATH`, the embedded default.
+    Sqlite(herald_sqlite::SqliteStore),
+    /// `postgres://...`, PGMQ on PostgreSQL.
+    Postgres(herald_postgres::PgStore),
+}
+
+/// Runs `$body` with `$s` bound to the store's concrete backend.
+macro_rules! with_store {
+    ($store:expr, $s:ident => $body:expr) => {
+        match $store {
+            $crate::connect::Store::Sqlite($s) => $body,
+            $crate::connect::Store::Postgres($s) => $body,
+        }
+    };
+}
+pub(crate) use with_store;
+
+/// Opens the store `--store` names: `sqlite://PATH` or `postgres://...`; anything else is
+/// one line naming the value.
+pub(crate) async fn open_store(url: &str) -> Result<Store, CliError> {
+    if url.starts_with("sqlite:") {
+        return Ok(Store::Sqlite(herald_sqlite::SqliteStore::open(url).await?));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Store::Postgres(
+            herald_postgres::PgStore::connect(url).await?,
+        ));
+    }
+    if url.starts_with("memory://") {
+        return Err(CliError::Usage(format!(
+            "--store {url}: the memory store lives inside one process; use sqlite://PATH or postgres://..."
+        )));
+    }
+    Err(CliError::Usage(format!(
+        "--store {url:?}: expected sqlite://PATH or postgres://..."
+    )))
+}

@@ -23,6 +23,12 @@ pub(crate) enum CliError {
     Other(String),
 }
 
+impl From<herald::queue::QueueError> for CliError {
+    fn from(e: herald::queue::QueueError) -> Self {
+        CliError::Other(report(&e))
+    }
+}
+
 impl From<herald_nats::NatsError> for CliError {
     fn from(e: herald_nats::NatsError) -> Self {
         CliError::Other(report(&e))

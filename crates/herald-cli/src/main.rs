@@ -40,6 +40,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // Handler panics are caught and reported by the bus; keep the default hook's multi-line
     // output out of the way and print one line instead.
@@ -86,5 +87,7 @@ async fn run(cli: cli::Cli) -> Result<(), CliError> {
         Command::Request(args) => commands::nats::request(args, &cli.global.bus).await,
         Command::Reply(args) => commands::nats::reply(args, &cli.global.bus).await,
         Command::Streams(args) => commands::nats::streams(args, &cli.global.bus).await,
+        Command::Queue(args) => commands::queue::run(args, &cli.global.store).await,
+        Command::Worker(args) => commands::worker::run(args, &cli.global.store).await,
     }
 }

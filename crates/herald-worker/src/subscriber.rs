@@ -104,7 +104,7 @@ struct Inner {
     sink: Arc<dyn CompletionSink>,
     config: SubscriberConfig,
     permits: Semaphore,
-    counters: SubscriberCounters,
+    counters: Arc<SubscriberCounters>,
 }
 
 impl std::fmt::Debug for StepExecutionSubscriber {
@@ -131,7 +131,7 @@ impl StepExecutionSubscriber {
                 sink,
                 config,
                 permits,
-                counters: SubscriberCounters::default(),
+                counters: Arc::default(),
             }),
             subscription: None,
         }
@@ -170,6 +170,11 @@ impl StepExecutionSubscriber {
     /// Its counters.
     pub fn counters(&self) -> &SubscriberCounters {
         &self.inner.counters
+    }
+
+    /// Its counters, shared (to read while it runs).
+    pub fn counters_handle(&self) -> Arc<SubscriberCounters> {
+        self.inner.counters.clone()
     }
 }
 

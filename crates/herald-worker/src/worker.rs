@@ -206,8 +206,29 @@ impl<Q: Queue> Worker<Q> {
 
     /// What it has done so far.
     pub fn report(&self) -> WorkerReport {
-        let (w, s): (&WorkerCounters, &SubscriberCounters) =
-            (&self.counters, self.subscriber.counters());
+        self.progress().report()
+    }
+
+    /// A handle that reads the counters while [`Worker::run`] holds the worker.
+    pub fn progress(&self) -> Progress {
+        Progress {
+            worker: self.counters.clone(),
+            subscriber: self.subscriber.counters_handle(),
+        }
+    }
+}
+
+/// Reads a running worker's counters (see [`Worker::progress`]).
+#[derive(Debug, Clone)]
+pub struct Progress {
+    worker: Arc<WorkerCounters>,
+    subscriber: Arc<SubscriberCounters>,
+}
+
+impl Progress {
+    /// What the worker has done so far.
+    pub fn report(&self) -> WorkerReport {
+        let (w, s): (&WorkerCounters, &SubscriberCounters) = (&self.worker, &self.subscriber);
         WorkerReport {
             read: get(&w.read),
             succeeded: get(&s.succeeded),
@@ -220,7 +241,9 @@ impl<Q: Queue> Worker<Q> {
             rereads: get(&w.rereads),
         }
     }
+}
 
+impl<Q: Queue> Worker<Q> {
     /// Runs until `stop` completes, then stops reading and lets the steps in flight finish
     /// and settle within [`WorkerConfig::drain_timeout`] (those still running then are left
     /// unsettled: their vt runs out and another worker runs them).

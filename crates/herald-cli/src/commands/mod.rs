@@ -3,3 +3,5 @@
 pub(crate) mod bench;
 pub(crate) mod demo;
 pub(crate) mod nats;
+pub(crate) mod queue;
+pub(crate) mod worker;

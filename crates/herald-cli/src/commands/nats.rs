@@ -14,7 +14,10 @@ use crate::output::print_line;
 use crate::CliError;
 
 /// Parses DATA: a JSON object; `None` is `{}`.
-fn parse_data(data: Option<&str>, what: &str) -> Result<serde_json::Map<String, Value>, CliError> {
+pub(crate) fn parse_data(
+    data: Option<&str>,
+    what: &str,
+) -> Result<serde_json::Map<String, Value>, CliError> {
     let Some(text) = data else {
         return Ok(serde_json::Map::new());
     };

@@ -1,0 +1,164 @@
+//! `herald worker`: runs the registered step handlers (the demo's, registered at link time)
+//! on `{namespace}_steps` of `--store` until SIGINT/SIGTERM (then drains) or, with
+//! `--until-empty`, until the queue stays empty; a progress line every two seconds.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald::queue::Queue;
+use herald::{BoxError, Bus, Shutdown};
+use herald_worker::{
+    enqueue_step, step_handler_fn, submit_step_handler, FfiStepEvent, HandlerRegistry, StepContext,
+    StepHandler, StepHandlerResult, Worker, WorkerConfig, WorkerReport,
+};
+use serde_json::{Map, Value};
+
+use crate::cli::WorkerArgs;
+use crate::connect::{open_store, with_store};
+use crate::CliError;
+
+fn noop() -> Result<Box<dyn StepHandler>, BoxError> {
+    Ok(Box::new(step_handler_fn(
+        "demo.noop",
+        |_c: StepContext| async { StepHandlerResult::success(Map::new()) },
+    )))
+}
+
+fn sum() -> Result<Box<dyn StepHandler>, BoxError> {
+    Ok(Box::new(step_handler_fn(
+        "demo.sum",
+        |c: StepContext| async move {
+            let total: f64 = c
+                .input_data
+                .get("numbers")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_f64).sum())
+                .unwrap_or(0.0);
+            let mut out = Map::new();
+            out.insert("sum".into(), total.into());
+            StepHandlerResult::success(out)
+        },
+    )))
+}
+
+/// Fails its first attempt (retryable), succeeds on the retry.
+fn flaky() -> Result<Box<dyn StepHandler>, BoxError> {
+    Ok(Box::new(step_handler_fn(
+        "demo.flaky",
+        |c: StepContext| async move {
+            if c.retry_count == 0 {
+                StepHandlerResult::failure("the first attempt always fails")
+            } else {
+                StepHandlerResult::success(Map::new())
+            }
+        },
+    )))
+}
+
+fn panics() -> Result<Box<dyn StepHandler>, BoxError> {
+    Ok(Box::new(step_handler_fn(
+        "demo.panic",
+        |_c: StepContext| async { panic!("demo.panic always panics") },
+    )))
+}
+
+submit_step_handler!("demo.noop", noop);
+submit_step_handler!("demo.sum", sum);
+submit_step_handler!("demo.flaky", flaky);
+submit_step_handler!("demo.panic", panics);
+
+/// A registry with every handler linked into this binary.
+pub(crate) fn registry(bus: Option<Bus>) -> Arc<HandlerRegistry> {
+    let registry = match bus {
+        Some(bus) => HandlerRegistry::with_bus(bus),
+        None => HandlerRegistry::new(),
+    };
+    registry.discover();
+    Arc::new(registry)
+}
+
+pub(crate) fn progress_line(r: &WorkerReport) -> String {
+    format!(
+        "worker: read {}, succeeded {}, failed {}, retried {}, stale {}, dead-lettered {} (bad input {}), re-reads {}",
+        r.read, r.succeeded, r.failed, r.retried, r.stale, r.exhausted + r.bad_input, r.bad_input, r.rereads
+    )
+}
+
+pub(crate) async fn run(args: WorkerArgs, store_url: &str) -> Result<(), CliError> {
+    if args.concurrency == 0 {
+        return Err(CliError::Usage("--concurrency must be at least 1".into()));
+    }
+    herald_worker::StepQueues::of(&args.namespace)?;
+    let store = open_store(store_url).await?;
+    with_store!(store, s => run_on(s, args).await)
+}
+
+async fn run_on<Q: Queue>(store: Q, args: WorkerArgs) -> Result<(), CliError> {
+    for _ in 0..args.enqueue {
+        let step = FfiStepEvent::new(args.handler.as_str(), Map::new());
+        enqueue_step(&store, &args.namespace, &step).await?;
+    }
+    let bus = Bus::new();
+    let config = WorkerConfig {
+        namespace: args.namespace.clone(),
+        visibility_timeout: Duration::from_secs(args.vt.max(1)),
+        max_concurrent_handlers: args.concurrency,
+        batch_size: args.concurrency.max(10),
+        ..WorkerConfig::default()
+    };
+    let mut worker = Worker::new(store.clone(), bus.clone(), registry(Some(bus)), config).await?;
+    let steps = worker.queues().steps.clone();
+    let stop = Shutdown::new();
+    let trigger = stop.clone();
+    let until_empty = args.until_empty;
+    let (watch_store, watch_steps) = (store.clone(), steps.clone());
+    // Stops on SIGINT/SIGTERM, or (with --until-empty) once the queue stays empty.
+    let stopper = tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!("no SIGTERM handler: {e}");
+                    return;
+                }
+            };
+        let mut empty_for = 0u32;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                _ = tokio::time::sleep(Duration::from_millis(250)), if until_empty => {
+                    let len = watch_store.metrics(&watch_steps).await.map_or(1, |m| m.queue_length);
+                    empty_for = if len == 0 { empty_for + 1 } else { 0 };
+                    if empty_for >= 4 {
+                        break;
+                    }
+                }
+            }
+        }
+        trigger.trigger();
+    });
+    let progress = worker.progress();
+    let report = {
+        let run = worker.run(stop.cancelled_owned());
+        tokio::pin!(run);
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                r = &mut run => break r,
+                _ = tick.tick() => if !args.quiet {
+                    eprintln!("{}", progress_line(&progress.report()));
+                },
+            }
+        }
+    };
+    stopper.abort();
+    let line = progress_line(&report);
+    if args.quiet {
+        tracing::info!("{line}");
+    } else {
+        eprintln!("{line}");
+    }
+    Ok(())
+}
