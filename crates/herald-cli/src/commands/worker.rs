@@ -32,7 +32,7 @@ fn sum() -> Result<Box<dyn StepHandler>, BoxError> {
                 .input_data
                 .get("numbers")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_f64).sum())
+                .map(|a| a.iter().filter_map(Value::as_f64).fold(0.0, |s, n| s + n))
                 .unwrap_or(0.0);
             let mut out = Map::new();
             out.insert("sum".into(), total.into());

@@ -1,5 +1,8 @@
 //! `herald demo`: the seed 002 scenario on the in-process bus (trivia, stats, quote and search
-//! plugins, a failing handler isolated, a plugin reloaded), with progress and a summary.
+//! plugins, a failing handler isolated, a plugin reloaded), then the worker part
+//! (`worker.rs`) on the embedded SQLite store, with progress and a summary.
+
+mod worker;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -280,6 +283,8 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), CliError> {
         say(line)?;
     }
 
+    let worker = worker::run(&bus, &say).await?;
+
     let stats = bus.stats();
     let results: Vec<String> = bus
         .history_matching("search.result", None)?
@@ -325,6 +330,9 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), CliError> {
         index.lock().len(),
         results.join(" ")
     );
+    for line in &worker.lines {
+        out!("{line}");
+    }
     out!("history (newest first, last 5):");
     for e in bus.history(Some(5)) {
         out!(
@@ -345,6 +353,11 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), CliError> {
     if stats.handler_errors == 0 || heard == 0 || stats.refused_depth != 1 {
         return Err(CliError::Other(
             "demo did not exercise isolation as expected".into(),
+        ));
+    }
+    if !worker.ok {
+        return Err(CliError::Other(
+            "demo's worker did not store one result per step as expected".into(),
         ));
     }
     Ok(())

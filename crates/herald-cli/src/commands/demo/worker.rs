@@ -1,0 +1,157 @@
+//! The demo's worker part, on the embedded SQLite store in a directory of its own (no server,
+//! no network): steps enqueued, run by the demo handlers (one that fails then succeeds on
+//! retry, one unknown, one that panics until its retries run out), one result per step, and
+//! dead letters with their reasons.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald::queue::Queue;
+use herald::{sync_handler, Bus, Event, Shutdown};
+use herald_sqlite::SqliteStore;
+use herald_worker::{enqueue_step, FfiStepEvent, StepExecutionResult, Worker, WorkerConfig};
+use parking_lot::Mutex;
+use serde_json::{json, Map, Value};
+
+use crate::commands::worker::{progress_line, registry};
+use crate::CliError;
+
+/// What the worker part did, for the summary.
+pub(crate) struct WorkerSummary {
+    pub(crate) lines: Vec<String>,
+    pub(crate) ok: bool,
+}
+
+fn numbers(ns: &[i64]) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("numbers".into(), json!(ns));
+    m
+}
+
+pub(crate) async fn run(
+    bus: &Bus,
+    say: &dyn Fn(String) -> Result<(), CliError>,
+) -> Result<WorkerSummary, CliError> {
+    let dir = std::env::temp_dir().join(format!(
+        "herald-demo-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    ));
+    let url = format!("sqlite://{}", dir.join("herald.db").display());
+    let outcome = run_in(bus, &url, say).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    outcome
+}
+
+async fn run_in(
+    bus: &Bus,
+    url: &str,
+    say: &dyn Fn(String) -> Result<(), CliError>,
+) -> Result<WorkerSummary, CliError> {
+    let store = SqliteStore::open(url).await?;
+    let config = WorkerConfig {
+        namespace: "demo".into(),
+        worker_id: "demo-worker".into(),
+        poll_wait: Duration::from_millis(100),
+        retry_backoff: Duration::from_millis(100),
+        handler_timeout: Duration::from_secs(5),
+        ..WorkerConfig::default()
+    };
+    let completed: Arc<Mutex<Vec<String>>> = Default::default();
+    let c = completed.clone();
+    let _watch = bus.subscribe(
+        "step.completion.sent",
+        sync_handler(move |e: &Event| {
+            let r: Result<StepExecutionResult, _> =
+                serde_json::from_value(Value::Object(e.data.clone()));
+            if let Ok(r) = r {
+                let how = match &r.error {
+                    None => format!("success {}", Value::Object(r.output.clone())),
+                    Some(err) => format!("failure {}: {}", err.error_type, err.message),
+                };
+                let id = r.step_uuid.simple().to_string();
+                c.lock()
+                    .push(format!("  step …{} -> {how}", &id[id.len() - 8..]));
+            }
+        }),
+    )?;
+    let mut worker = Worker::new(
+        store.clone(),
+        bus.clone(),
+        registry(Some(bus.clone())),
+        config,
+    )
+    .await?;
+    let queues = worker.queues().clone();
+    let mut plan: Vec<(&str, Map<String, Value>, u32)> = vec![
+        ("demo.sum", numbers(&[1, 2, 3]), 3),
+        ("demo.sum", numbers(&[40, 2]), 3),
+        ("demo.sum", numbers(&[]), 3),
+        ("demo.noop", Map::new(), 3),
+        ("demo.flaky", Map::new(), 3),
+        ("demo.flaky", Map::new(), 3),
+        ("demo.unknown", Map::new(), 3),
+        ("demo.panic", Map::new(), 1),
+    ];
+    for (handler, input, max_retries) in plan.drain(..) {
+        let mut step = FfiStepEvent::new(handler, input);
+        step.execution_event.max_retries = max_retries;
+        enqueue_step(&store, "demo", &step).await?;
+    }
+    store.send_raw(&queues.steps, "this is not a step").await?;
+    let steps = 8;
+    say(format!(
+        "worker: {steps} steps and 1 malformed message enqueued on {url}"
+    ))?;
+    let stop = Shutdown::new();
+    let trigger = stop.clone();
+    let (s, q) = (store.clone(), queues.clone());
+    let watcher = tokio::spawn(async move {
+        for _ in 0..600 {
+            let results = s.metrics(&q.results).await.map_or(0, |m| m.queue_length);
+            let dead = s
+                .metrics(&q.dead_letters)
+                .await
+                .map_or(0, |m| m.queue_length);
+            if results >= 8 && dead >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        trigger.trigger();
+    });
+    let report = worker.run(stop.cancelled_owned()).await;
+    let _ = watcher.await;
+    for line in completed.lock().drain(..) {
+        say(line)?;
+    }
+    let results = store
+        .read(&queues.results, Duration::from_secs(60), 100)
+        .await?;
+    let dead = store
+        .read(&queues.dead_letters, Duration::from_secs(60), 100)
+        .await?;
+    let reasons: Vec<String> = dead
+        .iter()
+        .filter_map(|m| m.event().ok())
+        .map(|e| {
+            e.metadata["dead_letter"]["reason"]
+                .as_str()
+                .unwrap_or("?")
+                .to_owned()
+        })
+        .collect();
+    let lines = vec![
+        format!(
+            "worker (embedded SQLite): {} steps, {} results stored (one per step), {}",
+            steps,
+            results.len(),
+            progress_line(&report)
+        ),
+        format!("dead letters {}: {}", dead.len(), reasons.join(" | ")),
+    ];
+    let ok = results.len() == steps && dead.len() == 2 && report.succeeded == 6;
+    Ok(WorkerSummary { lines, ok })
+}
