@@ -181,7 +181,12 @@ pub(crate) enum Suite {
     Bus,
     /// The NATS transport (needs a server at --bus).
     Nats,
-    /// Both.
+    /// Durable queues: PostgreSQL (--store if postgres://, else the local test database)
+    /// beside the raw pgmq crate, SQLite beside the disk's fdatasync floor.
+    Queue,
+    /// The step worker end to end beside the bare queue's send + read + archive.
+    Worker,
+    /// Every suite.
     All,
 }
 

@@ -149,6 +149,9 @@ enum Failed {
 }
 
 async fn transaction(pool: &PgPool, works: &[&Work]) -> Result<Vec<Done>, Failed> {
+    if let Some(done) = one_statement(pool, works).await {
+        return done;
+    }
     let mut tx = pool
         .begin()
         .await
@@ -158,6 +161,74 @@ async fn transaction(pool: &PgPool, works: &[&Work]) -> Result<Vec<Done>, Failed
         .await
         .map_err(|e| Failed::Commit(e.to_string()))?;
     Ok(dones)
+}
+
+/// Sends to one queue (however many callers), or a lone delete or archive, need one
+/// statement, which commits on its own: one round trip instead of BEGIN, the work and COMMIT.
+/// `None` when the batch needs a transaction.
+async fn one_statement(pool: &PgPool, works: &[&Work]) -> Option<Result<Vec<Done>, Failed>> {
+    let first = works.first()?;
+    match first {
+        Work::Send { queue, delay, .. } => {
+            let same = works.iter().all(
+                |w| matches!(w, Work::Send { queue: q, delay: d, .. } if q == queue && d == delay),
+            );
+            if !same {
+                return None;
+            }
+            let bodies: Vec<&str> = works
+                .iter()
+                .flat_map(|w| match w {
+                    Work::Send { bodies, .. } => bodies.iter().map(String::as_str).collect(),
+                    _ => Vec::new(),
+                })
+                .collect();
+            let sent: Result<Vec<i64>, sqlx::Error> = sqlx::query_scalar(
+                "WITH sent AS (
+                     SELECT * FROM pgmq.send_batch($1, $2::text[]::jsonb[],
+                         clock_timestamp() + make_interval(secs => $3)) AS msg_id)
+                 SELECT sent.msg_id FROM sent, (SELECT pg_notify($4, '')) AS woken",
+            )
+            .bind(queue)
+            .bind(&bodies)
+            .bind(seconds(*delay))
+            .bind(channel(queue))
+            .fetch_all(pool)
+            .await;
+            let mut ids = match sent {
+                Ok(ids) => ids,
+                Err(e) => return Some(Err(Failed::Op(store("send", queue, e)))),
+            };
+            ids.sort_unstable();
+            let mut ids = ids.into_iter();
+            let dones = works
+                .iter()
+                .map(|w| match w {
+                    Work::Send { bodies, .. } => {
+                        Done::Ids(ids.by_ref().take(bodies.len()).collect())
+                    }
+                    _ => Done::Ids(Vec::new()),
+                })
+                .collect();
+            Some(Ok(dones))
+        }
+        Work::Delete { queue, ids } | Work::Archive { queue, ids } if works.len() == 1 => {
+            let (op, sql) = match first {
+                Work::Delete { .. } => ("delete", "SELECT * FROM pgmq.delete($1, $2)"),
+                _ => ("archive", "SELECT * FROM pgmq.archive($1, $2)"),
+            };
+            let done: Result<Vec<i64>, sqlx::Error> = sqlx::query_scalar(sql)
+                .bind(queue)
+                .bind(ids)
+                .fetch_all(pool)
+                .await;
+            Some(
+                done.map(|d| vec![Done::Ids(d)])
+                    .map_err(|e| Failed::Op(store(op, queue, e))),
+            )
+        }
+        _ => None,
+    }
 }
 
 /// Applies every write in the open transaction; the answers come back in `works` order.

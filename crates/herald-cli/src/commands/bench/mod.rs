@@ -3,6 +3,8 @@
 
 pub(crate) mod bus;
 pub(crate) mod nats;
+pub(crate) mod queue;
+pub(crate) mod worker;
 
 use std::future::Future;
 use std::time::Instant;
@@ -169,6 +171,12 @@ pub(crate) async fn run(args: BenchArgs, global: &Global) -> Result<(), CliError
     }
     if matches!(args.suite, Suite::Nats | Suite::All) {
         nats::run(&mut report, args.scale, &global.bus).await?;
+    }
+    if matches!(args.suite, Suite::Queue | Suite::All) {
+        queue::run(&mut report, args.scale, &global.store).await?;
+    }
+    if matches!(args.suite, Suite::Worker | Suite::All) {
+        worker::run(&mut report, args.scale, &global.store).await?;
     }
     if !args.json {
         let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
