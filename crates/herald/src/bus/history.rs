@@ -16,17 +16,23 @@ use crate::message::pattern::Pattern;
 #[repr(align(64))]
 struct Slot(Mutex<Option<(u64, Arc<Event>)>>);
 
+/// The sequence counter on a cache line of its own: every publish writes it, and nothing a
+/// publish only reads (the route generation beside it in the bus) may share its line.
+#[derive(Default)]
+#[repr(align(64))]
+struct Head(AtomicU64);
+
 pub(crate) struct History {
     slots: Box<[Slot]>,
     /// How many events were ever recorded: the next sequence number.
-    head: AtomicU64,
+    head: Head,
 }
 
 impl History {
     pub(crate) fn new(capacity: usize) -> Self {
         History {
             slots: (0..capacity).map(|_| Slot::default()).collect(),
-            head: AtomicU64::new(0),
+            head: Head::default(),
         }
     }
 
@@ -38,7 +44,7 @@ impl History {
         if self.slots.is_empty() {
             return;
         }
-        let seq = self.head.fetch_add(1, Ordering::AcqRel);
+        let seq = self.head.0.fetch_add(1, Ordering::AcqRel);
         let replaced = {
             let mut slot = self.slot(seq).0.lock();
             if slot.as_ref().is_some_and(|(s, _)| *s > seq) {
@@ -56,7 +62,7 @@ impl History {
         if limit == 0 || self.slots.is_empty() {
             return Vec::new();
         }
-        let head = self.head.load(Ordering::Acquire);
+        let head = self.head.0.load(Ordering::Acquire);
         let oldest = head.saturating_sub(self.slots.len() as u64);
         let mut out = Vec::new();
         for seq in (oldest..head).rev() {

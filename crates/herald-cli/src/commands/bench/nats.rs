@@ -236,6 +236,8 @@ async fn raw_js(client: &async_nats::Client, subject: &str, n: u64) -> Result<f6
     let ctx = async_nats::jetstream::new(client.clone());
     let e = event(subject)?;
     let mut window = VecDeque::with_capacity(WINDOW);
+    // Unique across calls and runs: a process-wide counter under the pid.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let start = Instant::now();
     for _ in 0..n {
         if window.len() == WINDOW {
@@ -245,8 +247,14 @@ async fn raw_js(client: &async_nats::Client, subject: &str, n: u64) -> Result<f6
             }
         }
         let payload = Bytes::from(serde_json::to_vec(&e).map_err(other)?);
+        // The same work as Herald's publish: a dedupe id on every message, so that a retry
+        // is stored once (the server then tracks ids in its duplicate window).
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let msg = async_nats::jetstream::message::PublishMessage::build()
+            .payload(payload)
+            .message_id(format!("raw-{}-{id}", std::process::id()));
         window.push_back(
-            ctx.publish(subject.to_owned(), payload)
+            ctx.send_publish(subject.to_owned(), msg)
                 .await
                 .map_err(other)?,
         );
@@ -337,7 +345,7 @@ pub(crate) async fn run(report: &mut Report, scale: f64, url: &str) -> Result<()
             "msgs/s",
             h,
             r,
-            "raw async-nats JetStream publish, same window",
+            "raw async-nats JetStream publish with a Nats-Msg-Id, same window",
         )
         .target(0.8),
     )?;
