@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald::queue::{Message, Queue, QueueError, QueueMetrics, QueueName, Settled, Settlement};
+use herald::queue::{
+    read_with_wakeup, Message, Queue, QueueError, QueueMetrics, QueueName, Settled, Settlement,
+};
 use herald::{Event, Timestamp};
 use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::{PgPool, Row};
@@ -277,25 +279,13 @@ impl Queue for PgStore {
         qty: usize,
         max_wait: Duration,
     ) -> Result<Vec<Message>, QueueError> {
-        let notify = self.inner.listener.notify_for(queue.as_str());
-        let deadline = tokio::time::Instant::now() + max_wait;
-        loop {
-            let sent = notify.notified();
-            tokio::pin!(sent);
-            sent.as_mut().enable();
-            let got = self.read(queue, vt, qty).await?;
-            let now = tokio::time::Instant::now();
-            if !got.is_empty() || now >= deadline {
-                return Ok(got);
-            }
-            // Woken by a NOTIFY; other clients' sends without one, and delayed messages,
-            // are found within 250 ms.
-            let nap = deadline.min(now + Duration::from_millis(250));
-            tokio::select! {
-                _ = sent => {}
-                _ = tokio::time::sleep_until(nap) => {}
-            }
-        }
+        read_with_wakeup(
+            &self.inner.listener.notify_for(queue.as_str()),
+            max_wait,
+            Duration::from_millis(250),
+            || self.read(queue, vt, qty),
+        )
+        .await
     }
 
     async fn pop(&self, queue: &QueueName, qty: usize) -> Result<Vec<Message>, QueueError> {

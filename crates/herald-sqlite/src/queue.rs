@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald::queue::{
-    Message, Queue, QueueError, QueueMetrics, QueueName, Settle, Settled, Settlement,
+    read_with_wakeup, Message, Queue, QueueError, QueueMetrics, QueueName, Settle, Settled,
+    Settlement,
 };
 use herald::{Event, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -407,24 +408,13 @@ impl Queue for SqliteStore {
         qty: usize,
         max_wait: Duration,
     ) -> Result<Vec<Message>, QueueError> {
-        let deadline = tokio::time::Instant::now() + max_wait;
-        loop {
-            let sent = self.inner.sent.notified();
-            tokio::pin!(sent);
-            sent.as_mut().enable();
-            let got = self.read(queue, vt, qty).await?;
-            let now = tokio::time::Instant::now();
-            if !got.is_empty() || now >= deadline {
-                return Ok(got);
-            }
-            // This store's sends wake it at once; other processes' sends and delayed
-            // messages are seen within 50 ms.
-            let nap = deadline.min(now + Duration::from_millis(50));
-            tokio::select! {
-                _ = sent => {}
-                _ = tokio::time::sleep_until(nap) => {}
-            }
-        }
+        read_with_wakeup(
+            &self.inner.sent,
+            max_wait,
+            Duration::from_millis(50),
+            || self.read(queue, vt, qty),
+        )
+        .await
     }
 
     async fn pop(&self, queue: &QueueName, qty: usize) -> Result<Vec<Message>, QueueError> {

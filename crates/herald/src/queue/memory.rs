@@ -9,7 +9,10 @@ use parking_lot::Mutex;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 
-use super::{Message, Queue, QueueError, QueueMetrics, QueueName, Settle, Settled, Settlement};
+use super::{
+    read_with_wakeup, Message, Queue, QueueError, QueueMetrics, QueueName, Settle, Settled,
+    Settlement,
+};
 use crate::message::event::Event;
 use crate::message::timestamp::Timestamp;
 
@@ -165,23 +168,15 @@ impl Queue for MemoryQueue {
         qty: usize,
         max_wait: Duration,
     ) -> Result<Vec<Message>, QueueError> {
-        let deadline = tokio::time::Instant::now() + max_wait;
-        loop {
-            let sent = self.shared.sent.notified();
-            tokio::pin!(sent);
-            sent.as_mut().enable();
-            let got = self.read(queue, vt, qty).await?;
-            if !got.is_empty() || tokio::time::Instant::now() >= deadline {
-                return Ok(got);
-            }
-            // Woken by a send; a delayed message becomes visible without one, so look again
-            // at least every 100 ms.
-            let nap = deadline.min(tokio::time::Instant::now() + Duration::from_millis(100));
-            tokio::select! {
-                _ = sent => {}
-                _ = tokio::time::sleep_until(nap) => {}
-            }
-        }
+        // Woken by a send; a delayed message becomes visible without one, so look again at
+        // least every 100 ms.
+        read_with_wakeup(
+            &self.shared.sent,
+            max_wait,
+            Duration::from_millis(100),
+            || self.read(queue, vt, qty),
+        )
+        .await
     }
 
     async fn pop(&self, queue: &QueueName, qty: usize) -> Result<Vec<Message>, QueueError> {

@@ -19,6 +19,7 @@
 pub mod consume;
 pub mod memory;
 mod name;
+mod poll;
 
 use std::future::Future;
 use std::time::Duration;
@@ -28,6 +29,7 @@ use crate::message::event::{EnvelopeError, Event};
 use crate::message::timestamp::Timestamp;
 
 pub use name::{QueueName, MAX_LEN};
+pub use poll::read_with_wakeup;
 
 /// One message read from a queue.
 #[derive(Debug, Clone, PartialEq)]
