@@ -359,7 +359,17 @@ async fn postgres_every_step_gets_exactly_one_result() {
         return;
     };
     let store = PgStore::connect(&url).await.expect("connect");
-    every_step_gets_exactly_one_result(store, &unique("w")).await;
+    let namespace = unique("w");
+    every_step_gets_exactly_one_result(store.clone(), &namespace).await;
+    drop_namespace(&store, &namespace).await;
+}
+
+/// Leaves the shared database as it was.
+async fn drop_namespace<Q: Queue>(store: &Q, namespace: &str) {
+    let q = StepQueues::of(namespace).expect("queues");
+    for name in [&q.steps, &q.results, &q.dead_letters] {
+        let _ = store.drop_queue(name).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -386,7 +396,9 @@ async fn postgres_a_step_taken_over_after_its_vt_gets_one_result() {
         return;
     };
     let store = PgStore::connect(&url).await.expect("connect");
-    a_step_taken_over_after_its_vt_gets_one_result(store, &unique("t")).await;
+    let namespace = unique("t");
+    a_step_taken_over_after_its_vt_gets_one_result(store.clone(), &namespace).await;
+    drop_namespace(&store, &namespace).await;
 }
 
 #[test]
