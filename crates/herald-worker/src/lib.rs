@@ -26,6 +26,7 @@
 //!   `execution_event.handler_name`) is dead-lettered with its reason, counted, and the
 //!   worker goes on.
 
+pub mod events;
 mod handler;
 mod registry;
 mod step;
@@ -38,8 +39,8 @@ pub use inventory;
 pub use handler::{step_handler_fn, FnHandler, StepFuture, StepHandler};
 pub use registry::{HandlerFactory, HandlerRegistration, HandlerRegistry, ResolveError};
 pub use step::{
-    FfiStepEvent, StepContext, StepError, StepExecutionEvent, StepExecutionResult,
-    StepHandlerResult, StepParseError,
+    DeclaredEvent, EventCondition, FfiStepEvent, StepContext, StepError, StepExecutionEvent,
+    StepExecutionResult, StepHandlerResult, StepParseError,
 };
 pub use subscriber::{
     CompletionSink, StepExecutionSubscriber, Submitted, SubscriberConfig, SubscriberCounters,

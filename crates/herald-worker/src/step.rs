@@ -177,9 +177,73 @@ pub struct StepHandlerResult {
     pub retryable: bool,
     /// Free-form.
     pub metadata: Map<String, Value>,
+    /// Domain events to publish once this step's result is committed, each when its
+    /// condition holds (Herald's addition; empty by default).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domain_events: Vec<DeclaredEvent>,
+}
+
+/// When a declared domain event goes out, judged on the stored result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventCondition {
+    /// The step succeeded.
+    Success,
+    /// The step failed (any failure).
+    Failure,
+    /// The step failed with a retryable error (stored once its retries ran out).
+    RetryableFailure,
+    /// The step failed with an error no retry can help.
+    PermanentFailure,
+    /// Whatever the outcome.
+    Always,
+}
+
+impl EventCondition {
+    /// Whether the condition holds for a stored result.
+    pub fn holds(self, success: bool, retryable: bool) -> bool {
+        match self {
+            EventCondition::Success => success,
+            EventCondition::Failure => !success,
+            EventCondition::RetryableFailure => !success && retryable,
+            EventCondition::PermanentFailure => !success && !retryable,
+            EventCondition::Always => true,
+        }
+    }
+}
+
+/// A domain event a handler declares with its result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeclaredEvent {
+    /// What happened, e.g. `order.created`.
+    pub event_type: String,
+    /// Its data.
+    pub payload: Map<String, Value>,
+    /// When it goes out.
+    pub condition: EventCondition,
+    /// Which path it takes.
+    pub mode: crate::events::DeliveryMode,
 }
 
 impl StepHandlerResult {
+    /// Declares a domain event, published after the result is committed if `condition`
+    /// holds.
+    pub fn with_event(
+        mut self,
+        event_type: impl Into<String>,
+        payload: Map<String, Value>,
+        condition: EventCondition,
+        mode: crate::events::DeliveryMode,
+    ) -> Self {
+        self.domain_events.push(DeclaredEvent {
+            event_type: event_type.into(),
+            payload,
+            condition,
+            mode,
+        });
+        self
+    }
+
     /// A success with `result`.
     pub fn success(result: Map<String, Value>) -> Self {
         StepHandlerResult {
@@ -189,6 +253,7 @@ impl StepHandlerResult {
             error_type: None,
             retryable: true,
             metadata: Map::new(),
+            domain_events: Vec::new(),
         }
     }
 
@@ -201,6 +266,7 @@ impl StepHandlerResult {
             error_type: Some("handler_error".into()),
             retryable: true,
             metadata: Map::new(),
+            domain_events: Vec::new(),
         }
     }
 

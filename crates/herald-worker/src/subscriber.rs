@@ -11,8 +11,11 @@ use herald::{handler_fn, BoxError, BoxFuture, Bus, Event, Subject, Subscription}
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 
+use crate::events::DomainEventSink;
 use crate::registry::{HandlerRegistry, ResolveError};
-use crate::step::{FfiStepEvent, StepContext, StepError, StepExecutionResult, StepHandlerResult};
+use crate::step::{
+    DeclaredEvent, FfiStepEvent, StepContext, StepError, StepExecutionResult, StepHandlerResult,
+};
 
 /// The subject steps arrive on.
 pub const STEP_RECEIVED: &str = "step.execution.received";
@@ -49,8 +52,10 @@ pub trait CompletionSink: Send + Sync + 'static {
 }
 
 /// How the subscriber runs handlers.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SubscriberConfig {
+    /// Where declared domain events go (none: they are counted as failed and logged).
+    pub domain_events: Option<Arc<dyn DomainEventSink>>,
     /// Written into every result.
     pub worker_id: String,
     /// A handler still running after this is a retryable `timeout` failure (default 30 s).
@@ -59,9 +64,21 @@ pub struct SubscriberConfig {
     pub max_concurrent_handlers: usize,
 }
 
+impl std::fmt::Debug for SubscriberConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubscriberConfig")
+            .field("worker_id", &self.worker_id)
+            .field("handler_timeout", &self.handler_timeout)
+            .field("max_concurrent_handlers", &self.max_concurrent_handlers)
+            .field("domain_events", &self.domain_events.is_some())
+            .finish()
+    }
+}
+
 impl Default for SubscriberConfig {
     fn default() -> Self {
         SubscriberConfig {
+            domain_events: None,
             worker_id: format!("herald-worker-{}", std::process::id()),
             handler_timeout: Duration::from_secs(30),
             max_concurrent_handlers: 10,
@@ -90,6 +107,10 @@ pub struct SubscriberCounters {
     pub malformed: AtomicU64,
     /// Results the sink could not store (the step comes back after its vt).
     pub submit_failed: AtomicU64,
+    /// Declared domain events published after their step's result was committed.
+    pub domain_events_published: AtomicU64,
+    /// Declared domain events whose publish failed (the step is not failed by it).
+    pub domain_events_failed: AtomicU64,
 }
 
 /// Seed 000's `StepExecutionSubscriber`.
@@ -209,7 +230,8 @@ impl Inner {
         };
         let started = Instant::now();
         let attempt = attempt_of(&event);
-        let outcome = self.execute(&step, attempt).await;
+        let mut outcome = self.execute(&step, attempt).await;
+        let declared = std::mem::take(&mut outcome.domain_events);
         let elapsed = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let mut result = if outcome.success {
             StepExecutionResult::success_result(
@@ -236,6 +258,7 @@ impl Inner {
         };
         result.metadata.insert("attempt".into(), attempt.into());
         let success = result.success;
+        let retryable = result.error.as_ref().is_some_and(|e| e.retryable);
         match self.sink.submit(event.clone(), result.clone()).await {
             Ok(Submitted::Stored) => {
                 inc(if success {
@@ -244,6 +267,12 @@ impl Inner {
                     &self.counters.failed
                 });
                 self.announce(STEP_COMPLETED, result.to_data()).await;
+                // Only now, with the result committed, do its domain events go out.
+                for declared in declared {
+                    if declared.condition.holds(success, retryable) {
+                        self.publish_declared(declared, step.correlation_id).await;
+                    }
+                }
             }
             Ok(Submitted::RetryLater) => inc(&self.counters.retried),
             Ok(Submitted::Stale) => inc(&self.counters.stale),
@@ -292,6 +321,31 @@ impl Inner {
         data.insert("message".into(), message.as_str().into());
         self.announce(HANDLER_ERROR, data).await;
         StepHandlerResult::failure(message).error_type(error_type)
+    }
+
+    async fn publish_declared(&self, event: DeclaredEvent, correlation_id: uuid::Uuid) {
+        let event_type = event.event_type.clone();
+        let result = match &self.config.domain_events {
+            Some(sink) => {
+                sink.clone()
+                    .publish_declared(event, Some(correlation_id))
+                    .await
+            }
+            None => {
+                tracing::warn!(
+                    "domain event {event_type} declared, but no publisher is configured"
+                );
+                inc(&self.counters.domain_events_failed);
+                return;
+            }
+        };
+        match result {
+            Ok(()) => inc(&self.counters.domain_events_published),
+            Err(e) => {
+                inc(&self.counters.domain_events_failed);
+                tracing::warn!("domain event {event_type} not published (the step stands): {e}");
+            }
+        }
     }
 
     async fn announce(&self, subject: &str, data: Map<String, Value>) {

@@ -24,7 +24,7 @@ use crate::subscriber::{
 };
 
 /// How a worker runs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WorkerConfig {
     /// Queues are `{namespace}_steps`, `{namespace}_step_results`, `{namespace}_steps_dlq`.
     pub namespace: String,
@@ -45,6 +45,21 @@ pub struct WorkerConfig {
     pub retry_backoff: Duration,
     /// On stop, how long steps in flight may take to finish and settle (default 30 s).
     pub drain_timeout: Duration,
+    /// Where the domain events handlers declare go (none by default).
+    pub domain_events: Option<Arc<dyn crate::events::DomainEventSink>>,
+}
+
+impl std::fmt::Debug for WorkerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerConfig")
+            .field("namespace", &self.namespace)
+            .field("worker_id", &self.worker_id)
+            .field("visibility_timeout", &self.visibility_timeout)
+            .field("max_concurrent_handlers", &self.max_concurrent_handlers)
+            .field("handler_timeout", &self.handler_timeout)
+            .field("domain_events", &self.domain_events.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for WorkerConfig {
@@ -59,6 +74,7 @@ impl Default for WorkerConfig {
             handler_timeout: Duration::from_secs(30),
             retry_backoff: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(30),
+            domain_events: None,
         }
     }
 }
@@ -126,6 +142,10 @@ pub struct WorkerReport {
     pub handler_errors: u64,
     /// Re-reads (an execution that may repeat an earlier one).
     pub rereads: u64,
+    /// Declared domain events published after their result was committed.
+    pub domain_events_published: u64,
+    /// Declared domain events whose publish failed (their steps stand).
+    pub domain_events_failed: u64,
 }
 
 /// The worker: a step-queue reader, the subscriber, and the guarded settle.
@@ -184,6 +204,7 @@ impl<Q: Queue> Worker<Q> {
             registry,
             sink,
             SubscriberConfig {
+                domain_events: config.domain_events.clone(),
                 worker_id: config.worker_id.clone(),
                 handler_timeout: config.handler_timeout,
                 max_concurrent_handlers: config.max_concurrent_handlers,
@@ -239,6 +260,8 @@ impl Progress {
             exhausted: get(&w.exhausted),
             handler_errors: get(&s.handler_errors),
             rereads: get(&w.rereads),
+            domain_events_published: get(&s.domain_events_published),
+            domain_events_failed: get(&s.domain_events_failed),
         }
     }
 }
