@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use herald::queue::Queue;
 use herald::{BoxError, Bus, Shutdown};
+use herald_worker::events::DeliveryMode;
 use herald_worker::{
-    enqueue_step, step_handler_fn, submit_step_handler, FfiStepEvent, HandlerRegistry, StepContext,
-    StepHandler, StepHandlerResult, Worker, WorkerConfig, WorkerReport,
+    enqueue_step, step_handler_fn, submit_step_handler, EventCondition, FfiStepEvent,
+    HandlerRegistry, StepContext, StepHandler, StepHandlerResult, Worker, WorkerConfig,
+    WorkerReport,
 };
 use serde_json::{Map, Value};
 
@@ -36,7 +38,13 @@ fn sum() -> Result<Box<dyn StepHandler>, BoxError> {
                 .unwrap_or(0.0);
             let mut out = Map::new();
             out.insert("sum".into(), total.into());
-            StepHandlerResult::success(out)
+            // A domain event on both paths once the result is stored.
+            StepHandlerResult::success(out.clone()).with_event(
+                "sum.computed",
+                out,
+                EventCondition::Success,
+                DeliveryMode::Broadcast,
+            )
         },
     )))
 }
@@ -99,7 +107,16 @@ async fn run_on<Q: Queue>(store: Q, args: WorkerArgs) -> Result<(), CliError> {
         enqueue_step(&store, &args.namespace, &step).await?;
     }
     let bus = Bus::new();
+    // Declared domain events: durable on {namespace}_domain_events of the same store.
+    let events = herald_worker::events::DomainEventPublisher::new(
+        store.clone(),
+        &args.namespace,
+        "herald-worker",
+        1024,
+    )
+    .await?;
     let config = WorkerConfig {
+        domain_events: Some(Arc::new(events)),
         namespace: args.namespace.clone(),
         visibility_timeout: Duration::from_secs(args.vt.max(1)),
         max_concurrent_handlers: args.concurrency,

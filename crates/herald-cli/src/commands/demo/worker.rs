@@ -1,7 +1,8 @@
 //! The demo's worker part, on the embedded SQLite store in a directory of its own (no server,
 //! no network): steps enqueued, run by the demo handlers (one that fails then succeeds on
 //! retry, one unknown, one that panics until its retries run out), one result per step, and
-//! dead letters with their reasons.
+//! dead letters with their reasons; the summing steps declare a domain event that goes out
+//! on both paths once their result is stored, and the poller echoes the fast copies.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,9 @@ use std::time::Duration;
 use herald::queue::Queue;
 use herald::{sync_handler, Bus, Event, Shutdown};
 use herald_sqlite::SqliteStore;
+use herald_worker::events::{
+    DomainEventPublisher, InProcessDomainEventPoller, DOMAIN_EVENT_RECEIVED,
+};
 use herald_worker::{enqueue_step, FfiStepEvent, StepExecutionResult, Worker, WorkerConfig};
 use parking_lot::Mutex;
 use serde_json::{json, Map, Value};
@@ -51,7 +55,25 @@ async fn run_in(
     say: &dyn Fn(String) -> Result<(), CliError>,
 ) -> Result<WorkerSummary, CliError> {
     let store = SqliteStore::open(url).await?;
+    // Domain events: durable on the store, fast in-process, echoed on the bus by the poller.
+    let events =
+        Arc::new(DomainEventPublisher::new(store.clone(), "demo", "demo-worker", 1024).await?);
+    let mut poller = InProcessDomainEventPoller::new(bus.clone(), events.poll_handle(), 10);
+    let echoed: Arc<Mutex<Vec<String>>> = Default::default();
+    let echo = echoed.clone();
+    let _echo = bus.subscribe(
+        DOMAIN_EVENT_RECEIVED,
+        sync_handler(move |e: &Event| {
+            echo.lock().push(format!(
+                "  domain event (fast, via the poller): {} {}",
+                e.data["event_type"].as_str().unwrap_or("?"),
+                e.data["payload"]
+            ))
+        }),
+    )?;
+    poller.start().map_err(|e| CliError::Other(e.to_string()))?;
     let config = WorkerConfig {
+        domain_events: Some(events.clone()),
         namespace: "demo".into(),
         worker_id: "demo-worker".into(),
         poll_wait: Duration::from_millis(100),
@@ -124,6 +146,19 @@ async fn run_in(
     });
     let report = worker.run(stop.cancelled_owned()).await;
     let _ = watcher.await;
+    // The fast path is best effort: give the poller a moment to echo what is waiting.
+    for _ in 0..100 {
+        if echoed.lock().len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    poller
+        .stop(Duration::from_secs(5))
+        .map_err(|e| CliError::Other(e.to_string()))?;
+    for line in echoed.lock().drain(..) {
+        say(line)?;
+    }
     for line in completed.lock().drain(..) {
         say(line)?;
     }
@@ -151,7 +186,18 @@ async fn run_in(
             progress_line(&report)
         ),
         format!("dead letters {}: {}", dead.len(), reasons.join(" | ")),
+        format!(
+            "domain events: published {} (durable on {}: {}), dropped on the fast path {}, echoed by the poller {}",
+            events.published(),
+            events.queue(),
+            store.metrics(events.queue()).await?.queue_length,
+            events.dropped(),
+            poller.emitted()
+        ),
     ];
-    let ok = results.len() == steps && dead.len() == 2 && report.succeeded == 6;
+    let ok = results.len() == steps
+        && dead.len() == 2
+        && report.succeeded == 6
+        && report.domain_events_published == 3;
     Ok(WorkerSummary { lines, ok })
 }
