@@ -59,6 +59,22 @@ pub(crate) enum Command {
     Queue(QueueArgs),
     /// Run step handlers from {namespace}_steps on --store, one result per step.
     Worker(WorkerArgs),
+    /// A worker with its observability server (/health, /metrics, ...) on --http.
+    Serve(WorkerArgs),
+    /// Print the /health JSON of a running server; exit 1 when unhealthy.
+    Health(HttpArgs),
+    /// Print the /metrics.json of a running server (--prometheus: /metrics).
+    Metrics(HttpArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct HttpArgs {
+    /// The server's address.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub(crate) http: String,
+    /// The Prometheus text instead of JSON (metrics only).
+    #[arg(long)]
+    pub(crate) prometheus: bool,
 }
 
 #[derive(Debug, Args)]
@@ -163,6 +179,10 @@ pub(crate) struct WorkerArgs {
     /// The handler of the steps --enqueue makes.
     #[arg(long, default_value = "demo.noop")]
     pub(crate) handler: String,
+    /// Serve /health, /livez, /readyz, /metrics, /metrics.json and /config here
+    /// (`herald serve` defaults to 127.0.0.1:8081; another address is logged as a warning).
+    #[arg(long)]
+    pub(crate) http: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -89,5 +89,12 @@ async fn run(cli: cli::Cli) -> Result<(), CliError> {
         Command::Streams(args) => commands::nats::streams(args, &cli.global.bus).await,
         Command::Queue(args) => commands::queue::run(args, &cli.global.store).await,
         Command::Worker(args) => commands::worker::run(args, &cli.global.store).await,
+        Command::Serve(mut args) => {
+            args.http
+                .get_or_insert_with(|| herald_http::DEFAULT_ADDR.to_owned());
+            commands::worker::run(args, &cli.global.store).await
+        }
+        Command::Health(args) => commands::observe::health(args).await,
+        Command::Metrics(args) => commands::observe::metrics(args).await,
     }
 }

@@ -28,6 +28,7 @@
 
 pub mod events;
 mod handler;
+pub mod observe;
 mod registry;
 mod step;
 mod subscriber;
@@ -47,5 +48,6 @@ pub use subscriber::{
     HANDLER_ERROR, STEP_COMPLETED, STEP_RECEIVED,
 };
 pub use worker::{
-    enqueue_step, step_event, StepQueues, Worker, WorkerConfig, WorkerCounters, WorkerReport,
+    enqueue_step, step_event, Progress, StepQueues, Worker, WorkerConfig, WorkerCounters,
+    WorkerReport,
 };

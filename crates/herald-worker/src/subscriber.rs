@@ -111,6 +111,12 @@ pub struct SubscriberCounters {
     pub domain_events_published: AtomicU64,
     /// Declared domain events whose publish failed (the step is not failed by it).
     pub domain_events_failed: AtomicU64,
+    /// Handlers that timed out (also in `handler_errors`).
+    pub timeouts: AtomicU64,
+    /// Handlers running now.
+    pub in_progress: AtomicU64,
+    /// Handler run times, in microseconds.
+    pub execution_us: herald::observe::Histogram,
 }
 
 /// Seed 000's `StepExecutionSubscriber`.
@@ -230,7 +236,12 @@ impl Inner {
         };
         let started = Instant::now();
         let attempt = attempt_of(&event);
+        self.counters.in_progress.fetch_add(1, Ordering::Relaxed);
         let mut outcome = self.execute(&step, attempt).await;
+        self.counters.in_progress.fetch_sub(1, Ordering::Relaxed);
+        self.counters
+            .execution_us
+            .record(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
         let declared = std::mem::take(&mut outcome.domain_events);
         let elapsed = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let mut result = if outcome.success {
@@ -313,6 +324,9 @@ impl Inner {
                 ),
             };
         inc(&self.counters.handler_errors);
+        if error_type == "timeout" {
+            inc(&self.counters.timeouts);
+        }
         tracing::warn!(handler = name.as_str(), step = %step.step_uuid, "{error_type}: {message}");
         let mut data = Map::new();
         data.insert("handler_name".into(), name.as_str().into());

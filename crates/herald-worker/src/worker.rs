@@ -119,6 +119,10 @@ pub struct WorkerCounters {
     pub rereads: AtomicU64,
     /// Store failures while reading (each followed by a back-off).
     pub read_errors: AtomicU64,
+    /// Steps read and waiting for a handler slot.
+    pub pending: AtomicU64,
+    /// When the worker last read a step (ms since the Unix epoch; 0 = never).
+    pub last_read_ms: AtomicU64,
 }
 
 /// A snapshot of what a worker did.
@@ -247,6 +251,21 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// The subscriber's counters.
+    pub fn subscriber_counters(&self) -> &SubscriberCounters {
+        &self.subscriber
+    }
+
+    /// When a step was last read (ms since the Unix epoch; 0 = never).
+    pub fn last_read_ms(&self) -> u64 {
+        self.worker.last_read_ms.load(Ordering::Relaxed)
+    }
+
+    /// Steps read and not yet started by a handler.
+    pub fn pending(&self) -> u64 {
+        self.worker.pending.load(Ordering::Relaxed)
+    }
+
     /// What the worker has done so far.
     pub fn report(&self) -> WorkerReport {
         let (w, s): (&WorkerCounters, &SubscriberCounters) = (&self.worker, &self.subscriber);
@@ -306,8 +325,19 @@ impl<Q: Queue> Worker<Q> {
                     }
                 }
             };
+            if !messages.is_empty() {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
+                self.counters.last_read_ms.store(now, Ordering::Relaxed);
+            }
+            self.counters
+                .pending
+                .fetch_add(messages.len() as u64, Ordering::Relaxed);
             for message in messages {
-                let Ok(permit) = permits.clone().acquire_owned().await else {
+                let permit = permits.clone().acquire_owned().await;
+                self.counters.pending.fetch_sub(1, Ordering::Relaxed);
+                let Ok(permit) = permit else {
                     break;
                 };
                 inc(&self.counters.read);

@@ -55,6 +55,7 @@ pub mod consume;
 mod dispatch;
 mod handler;
 mod message;
+pub mod observe;
 mod outcome;
 pub mod plugin;
 pub mod queue;

@@ -3,5 +3,6 @@
 pub(crate) mod bench;
 pub(crate) mod demo;
 pub(crate) mod nats;
+pub(crate) mod observe;
 pub(crate) mod queue;
 pub(crate) mod worker;

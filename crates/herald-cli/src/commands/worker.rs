@@ -98,10 +98,18 @@ pub(crate) async fn run(args: WorkerArgs, store_url: &str) -> Result<(), CliErro
     }
     herald_worker::StepQueues::of(&args.namespace)?;
     let store = open_store(store_url).await?;
-    with_store!(store, s => run_on(s, args).await)
+    let kind = match &store {
+        crate::connect::Store::Sqlite(_) => "sqlite",
+        crate::connect::Store::Postgres(_) => "postgres",
+    };
+    with_store!(store, s => run_on(s, args, kind).await)
 }
 
-async fn run_on<Q: Queue>(store: Q, args: WorkerArgs) -> Result<(), CliError> {
+async fn run_on<Q: Queue>(
+    store: Q,
+    args: WorkerArgs,
+    store_kind: &'static str,
+) -> Result<(), CliError> {
     for _ in 0..args.enqueue {
         let step = FfiStepEvent::new(args.handler.as_str(), Map::new());
         enqueue_step(&store, &args.namespace, &step).await?;
@@ -115,15 +123,34 @@ async fn run_on<Q: Queue>(store: Q, args: WorkerArgs) -> Result<(), CliError> {
         1024,
     )
     .await?;
+    let events = Arc::new(events);
+    let event_counters = events.counters().clone();
     let config = WorkerConfig {
-        domain_events: Some(Arc::new(events)),
+        domain_events: Some(events),
         namespace: args.namespace.clone(),
         visibility_timeout: Duration::from_secs(args.vt.max(1)),
         max_concurrent_handlers: args.concurrency,
         batch_size: args.concurrency.max(10),
         ..WorkerConfig::default()
     };
-    let mut worker = Worker::new(store.clone(), bus.clone(), registry(Some(bus)), config).await?;
+    let model = herald_worker::observe::WorkerConfigModel {
+        worker_id: config.worker_id.clone(),
+        namespace: config.namespace.clone(),
+        environment: std::env::var("HERALD_ENV").unwrap_or_else(|_| "development".into()),
+        polling_interval_ms: u64::try_from(config.poll_wait.as_millis()).unwrap_or(u64::MAX),
+        starvation_threshold_ms: 30_000,
+        max_concurrent_handlers: config.max_concurrent_handlers as u64,
+        handler_timeout_ms: u64::try_from(config.handler_timeout.as_millis()).unwrap_or(u64::MAX),
+        dispatch_buffer_size: config.batch_size as u64,
+        completion_buffer_size: 512,
+    };
+    let mut worker = Worker::new(
+        store.clone(),
+        bus.clone(),
+        registry(Some(bus.clone())),
+        config,
+    )
+    .await?;
     let steps = worker.queues().steps.clone();
     let stop = Shutdown::new();
     let trigger = stop.clone();
@@ -156,6 +183,35 @@ async fn run_on<Q: Queue>(store: Q, args: WorkerArgs) -> Result<(), CliError> {
         trigger.trigger();
     });
     let progress = worker.progress();
+    let http = Shutdown::new();
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Some(addr) = &args.http {
+        let addr: std::net::SocketAddr = addr
+            .parse()
+            .map_err(|e| CliError::Usage(format!("--http {addr:?}: expected HOST:PORT ({e})")))?;
+        let observer = super::observe::WorkerObserver {
+            store: store.clone(),
+            store_kind,
+            queues: worker.queues().clone(),
+            bus: bus.clone(),
+            progress: progress.clone(),
+            events: event_counters,
+            config: model,
+            started: std::time::Instant::now(),
+            draining: draining.clone(),
+            stuck_after: Duration::from_secs(300),
+        };
+        let bound = herald_http::serve(addr, Arc::new(observer), &http)
+            .await
+            .map_err(|e| CliError::Other(e.to_string()))?;
+        eprintln!("observability on http://{bound}/ (health, livez, readyz, metrics, metrics.json, config)");
+    }
+    let d = draining.clone();
+    let stop_signal = stop.clone();
+    tokio::spawn(async move {
+        stop_signal.cancelled().await;
+        d.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
     let report = {
         let run = worker.run(stop.cancelled_owned());
         tokio::pin!(run);
@@ -171,6 +227,7 @@ async fn run_on<Q: Queue>(store: Q, args: WorkerArgs) -> Result<(), CliError> {
         }
     };
     stopper.abort();
+    let _ = http.shutdown(Duration::from_secs(5)).await;
     let line = progress_line(&report);
     if args.quiet {
         tracing::info!("{line}");

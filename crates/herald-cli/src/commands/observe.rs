@@ -1,0 +1,387 @@
+//! Observability: the worker's `ObserveSource` (real checks of the store, the bus and the
+//! worker; seed 001's metrics and config; Prometheus text), and `herald health|metrics`, which
+//! read a running server over HTTP/1.1 on loopback.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herald::observe::{roll_up, ComponentHealth, HealthCheck, HealthStatus};
+use herald::queue::Queue;
+use herald::{BoxFuture, Bus};
+use herald_http::ObserveSource;
+use herald_worker::events::DomainEventCounters;
+use herald_worker::observe::{WorkerConfigModel, WorkerMetrics};
+use herald_worker::{Progress, StepQueues};
+use serde_json::{Map, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::cli::HttpArgs;
+use crate::CliError;
+
+/// What a running worker shows over HTTP.
+pub(crate) struct WorkerObserver<Q> {
+    pub(crate) store: Q,
+    pub(crate) store_kind: &'static str,
+    pub(crate) queues: StepQueues,
+    pub(crate) bus: Bus,
+    pub(crate) progress: Progress,
+    pub(crate) events: Arc<DomainEventCounters>,
+    pub(crate) config: WorkerConfigModel,
+    pub(crate) started: Instant,
+    pub(crate) draining: Arc<AtomicBool>,
+    /// The oldest step older than this means the durable path is stuck (not ready).
+    pub(crate) stuck_after: Duration,
+}
+
+impl<Q: Queue> WorkerObserver<Q> {
+    fn metrics(&self) -> WorkerMetrics {
+        self.progress.metrics(
+            &self.config.worker_id,
+            self.started,
+            self.config.max_concurrent_handlers as usize,
+            Some(&self.events),
+        )
+    }
+
+    async fn check(&self) -> HealthCheck {
+        let mut components = std::collections::BTreeMap::new();
+        let store = tokio::time::timeout(
+            Duration::from_secs(2),
+            self.store.metrics(&self.queues.steps),
+        )
+        .await;
+        let (store_health, depth) = match store {
+            Ok(Ok(m)) => (
+                ComponentHealth::new(
+                    "store",
+                    HealthStatus::Healthy,
+                    Some(format!("{} reachable", self.store_kind)),
+                    true,
+                ),
+                Some(m),
+            ),
+            Ok(Err(e)) => (
+                ComponentHealth::new(
+                    "store",
+                    HealthStatus::Unhealthy,
+                    Some(format!(
+                        "{} store: {}",
+                        self.store_kind,
+                        crate::error::report(&e)
+                    )),
+                    true,
+                ),
+                None,
+            ),
+            Err(_) => (
+                ComponentHealth::new(
+                    "store",
+                    HealthStatus::Unhealthy,
+                    Some(format!("{} store: no answer within 2 s", self.store_kind)),
+                    true,
+                ),
+                None,
+            ),
+        };
+        components.insert("store".to_owned(), store_health);
+        let stats = self.bus.stats();
+        let bus = if self.bus.is_running() {
+            ComponentHealth::new(
+                "bus",
+                HealthStatus::Healthy,
+                Some(format!("{} queued", stats.queued)),
+                true,
+            )
+        } else {
+            ComponentHealth::new(
+                "bus",
+                HealthStatus::Unhealthy,
+                Some("the bus is stopped".into()),
+                true,
+            )
+        };
+        components.insert("bus".to_owned(), bus);
+        let m = self.metrics();
+        let waiting = depth.as_ref().map_or(0, |d| d.queue_length);
+        let idle_ms = {
+            let last = self.progress.last_read_ms();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
+            if last == 0 {
+                u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+            } else {
+                now.saturating_sub(last)
+            }
+        };
+        let worker = if waiting > 0
+            && m.steps_in_progress == 0
+            && idle_ms > self.config.starvation_threshold_ms
+        {
+            ComponentHealth::new(
+                "worker",
+                HealthStatus::Degraded,
+                Some(format!(
+                    "starved: {waiting} step(s) waiting, nothing read for {idle_ms} ms"
+                )),
+                true,
+            )
+        } else if m.dispatch_channel_saturation >= 1.0 {
+            ComponentHealth::new(
+                "worker",
+                HealthStatus::Degraded,
+                Some("saturated: every handler slot in use".into()),
+                true,
+            )
+        } else {
+            ComponentHealth::new(
+                "worker",
+                HealthStatus::Healthy,
+                Some(format!("{} in progress", m.steps_in_progress)),
+                true,
+            )
+        };
+        components.insert("worker".to_owned(), worker);
+        let mut rust = Map::new();
+        rust.insert("version".into(), env!("CARGO_PKG_VERSION").into());
+        rust.insert("store".into(), self.store_kind.into());
+        HealthCheck {
+            status: roll_up(components.values()),
+            worker_id: self.config.worker_id.clone(),
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
+            components,
+            rust,
+            python: Map::new(),
+        }
+    }
+
+    async fn prometheus_text(&self) -> String {
+        let m = self.metrics();
+        let b = self.bus.stats();
+        let id = &m.worker_id;
+        let mut out = String::new();
+        let mut line = |name: &str, kind: &str, help: &str, value: f64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{worker_id=\"{id}\"}} {value}"
+            );
+        };
+        line(
+            "herald_steps_processed_total",
+            "counter",
+            "Step results stored.",
+            m.steps_processed as f64,
+        );
+        line(
+            "herald_steps_succeeded_total",
+            "counter",
+            "Step results stored that say success.",
+            m.steps_succeeded as f64,
+        );
+        line(
+            "herald_steps_failed_total",
+            "counter",
+            "Step results stored that say failure.",
+            m.steps_failed as f64,
+        );
+        line(
+            "herald_steps_in_progress",
+            "gauge",
+            "Handlers running now.",
+            m.steps_in_progress as f64,
+        );
+        line(
+            "herald_step_execution_time_ms_avg",
+            "gauge",
+            "Mean handler run time.",
+            m.avg_execution_time_ms,
+        );
+        line(
+            "herald_step_execution_time_ms_p95",
+            "gauge",
+            "95th percentile handler run time.",
+            m.p95_execution_time_ms,
+        );
+        line(
+            "herald_step_execution_time_ms_p99",
+            "gauge",
+            "99th percentile handler run time.",
+            m.p99_execution_time_ms,
+        );
+        line(
+            "herald_dispatch_saturation",
+            "gauge",
+            "Handler slots in use, 0..1.",
+            m.dispatch_channel_saturation,
+        );
+        line(
+            "herald_handler_errors_total",
+            "counter",
+            "Handler errors, panics and timeouts.",
+            m.handler_errors as f64,
+        );
+        line(
+            "herald_timeout_errors_total",
+            "counter",
+            "Handler timeouts.",
+            m.timeout_errors as f64,
+        );
+        line(
+            "herald_domain_events_published_total",
+            "counter",
+            "Domain events published.",
+            m.domain_events_published as f64,
+        );
+        line(
+            "herald_domain_events_dropped_total",
+            "counter",
+            "Fast-path domain events lagging receivers missed.",
+            m.domain_events_dropped as f64,
+        );
+        line(
+            "herald_bus_events_published_total",
+            "counter",
+            "Events published on the in-process bus.",
+            b.events_published as f64,
+        );
+        line(
+            "herald_bus_handler_errors_total",
+            "counter",
+            "Bus handler failures.",
+            b.handler_errors as f64,
+        );
+        let _ = writeln!(out, "# HELP herald_queue_depth Messages in a durable queue.\n# TYPE herald_queue_depth gauge");
+        let mut ages = String::new();
+        for q in [
+            &self.queues.steps,
+            &self.queues.results,
+            &self.queues.dead_letters,
+        ] {
+            if let Ok(d) = self.store.metrics(q).await {
+                let _ = writeln!(
+                    out,
+                    "herald_queue_depth{{queue=\"{q}\"}} {}",
+                    d.queue_length
+                );
+                let _ = writeln!(
+                    ages,
+                    "herald_queue_oldest_age_seconds{{queue=\"{q}\"}} {}",
+                    d.oldest_msg_age_sec.unwrap_or(0)
+                );
+            }
+        }
+        let _ = writeln!(out, "# HELP herald_queue_oldest_age_seconds Age of a queue's oldest message.\n# TYPE herald_queue_oldest_age_seconds gauge");
+        out.push_str(&ages);
+        out
+    }
+}
+
+impl<Q: Queue> ObserveSource for WorkerObserver<Q> {
+    fn health(&self) -> BoxFuture<HealthCheck> {
+        let this = self.clone_handle();
+        Box::pin(async move { this.check().await })
+    }
+
+    fn ready(&self) -> BoxFuture<Result<(), String>> {
+        let this = self.clone_handle();
+        Box::pin(async move {
+            if this.draining.load(Ordering::SeqCst) {
+                return Err("draining".into());
+            }
+            let m = tokio::time::timeout(
+                Duration::from_secs(2),
+                this.store.metrics(&this.queues.steps),
+            )
+            .await
+            .map_err(|_| format!("{} store: no answer within 2 s", this.store_kind))?
+            .map_err(|e| format!("{} store: {}", this.store_kind, crate::error::report(&e)))?;
+            let oldest = m.oldest_msg_age_sec.unwrap_or(0);
+            if Duration::from_secs(u64::try_from(oldest).unwrap_or(0)) > this.stuck_after {
+                return Err(format!("stuck: the oldest step has waited {oldest} s"));
+            }
+            Ok(())
+        })
+    }
+
+    fn metrics_json(&self) -> Value {
+        serde_json::to_value(self.metrics()).unwrap_or(Value::Null)
+    }
+
+    fn prometheus(&self) -> BoxFuture<String> {
+        let this = self.clone_handle();
+        Box::pin(async move { this.prometheus_text().await })
+    }
+
+    fn config_json(&self) -> Value {
+        serde_json::to_value(&self.config).unwrap_or(Value::Null)
+    }
+}
+
+impl<Q: Queue> WorkerObserver<Q> {
+    fn clone_handle(&self) -> Arc<WorkerObserver<Q>> {
+        Arc::new(WorkerObserver {
+            store: self.store.clone(),
+            store_kind: self.store_kind,
+            queues: self.queues.clone(),
+            bus: self.bus.clone(),
+            progress: self.progress.clone(),
+            events: self.events.clone(),
+            config: self.config.clone(),
+            started: self.started,
+            draining: self.draining.clone(),
+            stuck_after: self.stuck_after,
+        })
+    }
+}
+
+/// GET `path` from a server on loopback; returns (status, body).
+async fn get(addr: &str, path: &str) -> Result<(u16, String), CliError> {
+    let fail = |e: std::io::Error| CliError::Other(format!("cannot reach {addr}: {e}"));
+    let mut stream =
+        tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr))
+            .await
+            .map_err(|_| CliError::Other(format!("cannot reach {addr}: no answer within 3 s")))?
+            .map_err(fail)?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.map_err(fail)?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+        .await
+        .map_err(|_| CliError::Other(format!("{addr}{path}: no answer within 10 s")))?
+        .map_err(fail)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| CliError::Other(format!("{addr}{path}: not an HTTP answer")))?;
+    Ok((status, body.to_owned()))
+}
+
+pub(crate) async fn health(args: HttpArgs) -> Result<(), CliError> {
+    let (status, body) = get(&args.http, "/health").await?;
+    let _ = crate::output::print_line(body.trim_end())?;
+    if status == 200 {
+        Ok(())
+    } else {
+        Err(CliError::Other(format!("unhealthy (HTTP {status})")))
+    }
+}
+
+pub(crate) async fn metrics(args: HttpArgs) -> Result<(), CliError> {
+    let path = if args.prometheus {
+        "/metrics"
+    } else {
+        "/metrics.json"
+    };
+    let (status, body) = get(&args.http, path).await?;
+    let _ = crate::output::print_line(body.trim_end())?;
+    if status == 200 {
+        Ok(())
+    } else {
+        Err(CliError::Other(format!("{path}: HTTP {status}")))
+    }
+}
