@@ -25,15 +25,12 @@ pub(crate) struct Global {
         default_value = "nats://127.0.0.1:4222"
     )]
     pub(crate) bus: String,
-    /// Durable store: sqlite://PATH (embedded, the default) or postgres://... (PGMQ).
-    #[arg(
-        long,
-        global = true,
-        env = "HERALD_STORE",
-        default_value = "sqlite://.herald/herald.db"
-    )]
-    pub(crate) store: String,
-    /// A TOML config file (accepted; not read yet).
+    /// Durable store: sqlite://PATH (embedded; default sqlite://.herald/herald.db) or
+    /// postgres://... (PGMQ). Overrides the config file's `store`.
+    #[arg(long, global = true, env = "HERALD_STORE")]
+    pub(crate) store: Option<String>,
+    /// A TOML config file (store, bus, [worker] with seed 001's WorkerConfig fields, [http]);
+    /// HERALD_* variables and flags override it. A bad file exits with 78.
     #[arg(long, global = true, env = "HERALD_CONFIG")]
     pub(crate) config: Option<PathBuf>,
 }
@@ -65,6 +62,18 @@ pub(crate) enum Command {
     Health(HttpArgs),
     /// Print the /metrics.json of a running server (--prometheus: /metrics).
     Metrics(HttpArgs),
+    /// Print the effective config (file, then HERALD_* variables), secrets redacted.
+    Config(ConfigArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ConfigArgs {
+    /// JSON instead of TOML.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Only validate this file (exit 78 with one line when it is bad).
+    #[arg(long)]
+    pub(crate) check: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -157,12 +166,13 @@ pub(crate) struct QueueSendArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct WorkerArgs {
-    /// Queues {namespace}_steps, {namespace}_step_results, {namespace}_steps_dlq.
-    #[arg(long, default_value = "default")]
-    pub(crate) namespace: String,
-    /// Handlers running at once.
-    #[arg(long, default_value_t = 10)]
-    pub(crate) concurrency: usize,
+    /// Queues {namespace}_steps, {namespace}_step_results, {namespace}_steps_dlq (default:
+    /// the config's worker.namespace, `default`).
+    #[arg(long)]
+    pub(crate) namespace: Option<String>,
+    /// Handlers running at once (default: the config's worker.max_concurrent_handlers, 10).
+    #[arg(long)]
+    pub(crate) concurrency: Option<usize>,
     /// Seconds a read step stays hidden from other workers.
     #[arg(long, default_value_t = 30)]
     pub(crate) vt: u64,

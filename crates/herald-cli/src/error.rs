@@ -18,6 +18,9 @@ pub(crate) enum CliError {
     /// A plugin failure.
     #[error("{0}")]
     Plugin(#[from] herald::plugin::PluginError),
+    /// A bad config: the key path, the file, what is wrong (exit code 78, EX_CONFIG).
+    #[error("{0}")]
+    Config(String),
     /// Anything else.
     #[error("{0}")]
     Other(String),

@@ -3,6 +3,7 @@
 mod alloc;
 mod cli;
 mod commands;
+mod config;
 mod connect;
 mod error;
 mod output;
@@ -70,6 +71,10 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e @ CliError::Config(_)) => {
+            eprintln!("herald: {e}");
+            ExitCode::from(78)
+        }
         Err(e) => {
             eprintln!("herald: {e}");
             ExitCode::FAILURE
@@ -87,13 +92,21 @@ async fn run(cli: cli::Cli) -> Result<(), CliError> {
         Command::Request(args) => commands::nats::request(args, &cli.global.bus).await,
         Command::Reply(args) => commands::nats::reply(args, &cli.global.bus).await,
         Command::Streams(args) => commands::nats::streams(args, &cli.global.bus).await,
-        Command::Queue(args) => commands::queue::run(args, &cli.global.store).await,
-        Command::Worker(args) => commands::worker::run(args, &cli.global.store).await,
-        Command::Serve(mut args) => {
-            args.http
-                .get_or_insert_with(|| herald_http::DEFAULT_ADDR.to_owned());
-            commands::worker::run(args, &cli.global.store).await
+        Command::Queue(args) => {
+            let config = config::load(cli.global.config.as_deref())?;
+            let store = cli.global.store.clone().unwrap_or(config.store);
+            commands::queue::run(args, &store).await
         }
+        Command::Worker(args) => {
+            let config = config::load(cli.global.config.as_deref())?;
+            commands::worker::run(args, cli.global.store.clone(), config).await
+        }
+        Command::Serve(mut args) => {
+            let config = config::load(cli.global.config.as_deref())?;
+            args.http.get_or_insert_with(|| config.http.addr.clone());
+            commands::worker::run(args, cli.global.store.clone(), config).await
+        }
+        Command::Config(args) => config::command(args, cli.global.config.as_ref()),
         Command::Health(args) => commands::observe::health(args).await,
         Command::Metrics(args) => commands::observe::metrics(args).await,
     }

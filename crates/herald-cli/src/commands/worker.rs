@@ -16,6 +16,7 @@ use herald_worker::{
 use serde_json::{Map, Value};
 
 use crate::cli::WorkerArgs;
+use crate::config::HeraldConfig;
 use crate::connect::{open_store, with_store};
 use crate::CliError;
 
@@ -92,33 +93,50 @@ pub(crate) fn progress_line(r: &WorkerReport) -> String {
     )
 }
 
-pub(crate) async fn run(args: WorkerArgs, store_url: &str) -> Result<(), CliError> {
-    if args.concurrency == 0 {
+pub(crate) async fn run(
+    mut args: WorkerArgs,
+    store_flag: Option<String>,
+    config: HeraldConfig,
+) -> Result<(), CliError> {
+    // Flags win over HERALD_* variables, which win over the file, which wins over defaults.
+    let namespace = args
+        .namespace
+        .get_or_insert_with(|| config.worker.namespace.clone())
+        .clone();
+    let concurrency = *args.concurrency.get_or_insert(
+        usize::try_from(config.worker.max_concurrent_handlers).unwrap_or(usize::MAX),
+    );
+    if concurrency == 0 {
         return Err(CliError::Usage("--concurrency must be at least 1".into()));
     }
-    herald_worker::StepQueues::of(&args.namespace)?;
-    let store = open_store(store_url).await?;
+    herald_worker::StepQueues::of(&namespace)?;
+    let store_url = store_flag.unwrap_or_else(|| config.store.clone());
+    let store = open_store(&store_url).await?;
     let kind = match &store {
         crate::connect::Store::Sqlite(_) => "sqlite",
         crate::connect::Store::Postgres(_) => "postgres",
     };
-    with_store!(store, s => run_on(s, args, kind).await)
+    with_store!(store, s => run_on(s, args, kind, &config).await)
 }
 
 async fn run_on<Q: Queue>(
     store: Q,
     args: WorkerArgs,
     store_kind: &'static str,
+    file: &HeraldConfig,
 ) -> Result<(), CliError> {
+    let namespace = args.namespace.clone().unwrap_or_default();
+    let concurrency = args.concurrency.unwrap_or(10);
+    let w = &file.worker;
     for _ in 0..args.enqueue {
         let step = FfiStepEvent::new(args.handler.as_str(), Map::new());
-        enqueue_step(&store, &args.namespace, &step).await?;
+        enqueue_step(&store, &namespace, &step).await?;
     }
     let bus = Bus::new();
     // Declared domain events: durable on {namespace}_domain_events of the same store.
     let events = herald_worker::events::DomainEventPublisher::new(
         store.clone(),
-        &args.namespace,
+        &namespace,
         "herald-worker",
         1024,
     )
@@ -127,22 +145,27 @@ async fn run_on<Q: Queue>(
     let event_counters = events.counters().clone();
     let config = WorkerConfig {
         domain_events: Some(events),
-        namespace: args.namespace.clone(),
+        namespace: namespace.clone(),
+        worker_id: w.worker_id.clone(),
         visibility_timeout: Duration::from_secs(args.vt.max(1)),
-        max_concurrent_handlers: args.concurrency,
-        batch_size: args.concurrency.max(10),
+        max_concurrent_handlers: concurrency,
+        batch_size: usize::try_from(w.dispatch_buffer_size)
+            .unwrap_or(10)
+            .max(concurrency),
+        poll_wait: Duration::from_millis(w.polling_interval_ms),
+        handler_timeout: Duration::from_millis(w.handler_timeout_ms),
         ..WorkerConfig::default()
     };
     let model = herald_worker::observe::WorkerConfigModel {
         worker_id: config.worker_id.clone(),
         namespace: config.namespace.clone(),
-        environment: std::env::var("HERALD_ENV").unwrap_or_else(|_| "development".into()),
+        environment: w.environment.clone(),
         polling_interval_ms: u64::try_from(config.poll_wait.as_millis()).unwrap_or(u64::MAX),
-        starvation_threshold_ms: 30_000,
+        starvation_threshold_ms: w.starvation_threshold_ms,
         max_concurrent_handlers: config.max_concurrent_handlers as u64,
         handler_timeout_ms: u64::try_from(config.handler_timeout.as_millis()).unwrap_or(u64::MAX),
         dispatch_buffer_size: config.batch_size as u64,
-        completion_buffer_size: 512,
+        completion_buffer_size: w.completion_buffer_size,
     };
     let mut worker = Worker::new(
         store.clone(),

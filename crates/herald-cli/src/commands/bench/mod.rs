@@ -173,10 +173,20 @@ pub(crate) async fn run(args: BenchArgs, global: &Global) -> Result<(), CliError
         nats::run(&mut report, args.scale, &global.bus).await?;
     }
     if matches!(args.suite, Suite::Queue | Suite::All) {
-        queue::run(&mut report, args.scale, &global.store).await?;
+        queue::run(
+            &mut report,
+            args.scale,
+            global.store.as_deref().unwrap_or(""),
+        )
+        .await?;
     }
     if matches!(args.suite, Suite::Worker | Suite::All) {
-        worker::run(&mut report, args.scale, &global.store).await?;
+        worker::run(
+            &mut report,
+            args.scale,
+            global.store.as_deref().unwrap_or(""),
+        )
+        .await?;
     }
     if !args.json {
         let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();

@@ -1,0 +1,296 @@
+//! Herald's one typed config: a TOML file (`--config`, `HERALD_CONFIG`), then `HERALD_*`
+//! environment overrides, then command-line flags; validated at load. Any error is one line
+//! naming the key path and the file, and the process exits with 78 (EX_CONFIG). Secrets
+//! (passwords in URLs) are redacted in everything it prints.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::CliError;
+
+/// The whole config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct HeraldConfig {
+    /// The durable store URL (may hold a password).
+    pub(crate) store: String,
+    /// The bus URL (may hold credentials).
+    pub(crate) bus: String,
+    /// Seed 001's `WorkerConfig` fields.
+    pub(crate) worker: WorkerSection,
+    /// The observability server.
+    pub(crate) http: HttpSection,
+}
+
+/// Seed 001's `WorkerConfig`, as a config section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct WorkerSection {
+    pub(crate) worker_id: String,
+    pub(crate) namespace: String,
+    pub(crate) environment: String,
+    pub(crate) polling_interval_ms: u64,
+    pub(crate) starvation_threshold_ms: u64,
+    pub(crate) max_concurrent_handlers: u64,
+    pub(crate) handler_timeout_ms: u64,
+    pub(crate) dispatch_buffer_size: u64,
+    pub(crate) completion_buffer_size: u64,
+}
+
+/// Where `/health` and friends are served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct HttpSection {
+    pub(crate) addr: String,
+}
+
+impl Default for HeraldConfig {
+    fn default() -> Self {
+        HeraldConfig {
+            store: "sqlite://.herald/herald.db".into(),
+            bus: "nats://127.0.0.1:4222".into(),
+            worker: WorkerSection::default(),
+            http: HttpSection::default(),
+        }
+    }
+}
+
+impl Default for WorkerSection {
+    fn default() -> Self {
+        WorkerSection {
+            worker_id: format!("herald-worker-{}", std::process::id()),
+            namespace: "default".into(),
+            environment: "development".into(),
+            polling_interval_ms: 1000,
+            starvation_threshold_ms: 30_000,
+            max_concurrent_handlers: 10,
+            handler_timeout_ms: 30_000,
+            dispatch_buffer_size: 10,
+            completion_buffer_size: 512,
+        }
+    }
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            addr: herald_http::DEFAULT_ADDR.into(),
+        }
+    }
+}
+
+/// A config error: the key path, where it came from, and what is wrong.
+fn bad(key: &str, from: &str, what: impl std::fmt::Display) -> CliError {
+    CliError::Config(format!("config key `{key}` in {from}: {what}"))
+}
+
+/// Reads `file` (if any), applies the `HERALD_*` overrides, and validates.
+pub(crate) fn load(file: Option<&Path>) -> Result<HeraldConfig, CliError> {
+    let mut config = match file {
+        Some(path) => read_file(path)?,
+        None => HeraldConfig::default(),
+    };
+    apply_env(&mut config)?;
+    validate(
+        &config,
+        &file.map_or_else(|| "the defaults".to_owned(), |p| p.display().to_string()),
+    )?;
+    Ok(config)
+}
+
+fn read_file(path: &Path) -> Result<HeraldConfig, CliError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::Config(format!("config file {shown}: {e}")))?;
+    let de = toml::Deserializer::new(&text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let what = one_line(&e.into_inner().to_string());
+        if key == "." {
+            CliError::Config(format!("config file {shown}: {what}"))
+        } else {
+            bad(&key, &shown, what)
+        }
+    })
+}
+
+/// The parser's message on one line, without the echo of the file's line (which could hold
+/// a secret) or the caret under it.
+fn one_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| {
+            let echo = l
+                .split_once('|')
+                .is_some_and(|(n, _)| n.trim().chars().all(|c| c.is_ascii_digit()));
+            !l.is_empty() && !echo && !l.chars().all(|c| c == '^' || c == ' ')
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// `HERALD_*` overrides: `HERALD_STORE`, `HERALD_BUS`, `HERALD_HTTP_ADDR`, and
+/// `HERALD_WORKER_<FIELD>` for each worker field.
+fn apply_env(c: &mut HeraldConfig) -> Result<(), CliError> {
+    let var = |name: &str| std::env::var(name).ok();
+    if let Some(v) = var("HERALD_STORE") {
+        c.store = v;
+    }
+    if let Some(v) = var("HERALD_BUS") {
+        c.bus = v;
+    }
+    if let Some(v) = var("HERALD_HTTP_ADDR") {
+        c.http.addr = v;
+    }
+    let w = &mut c.worker;
+    for (name, slot) in [
+        ("WORKER_ID", &mut w.worker_id),
+        ("NAMESPACE", &mut w.namespace),
+        ("ENVIRONMENT", &mut w.environment),
+    ] {
+        if let Some(v) = var(&format!("HERALD_WORKER_{name}")) {
+            *slot = v;
+        }
+    }
+    for (name, key, slot) in [
+        (
+            "POLLING_INTERVAL_MS",
+            "worker.polling_interval_ms",
+            &mut w.polling_interval_ms,
+        ),
+        (
+            "STARVATION_THRESHOLD_MS",
+            "worker.starvation_threshold_ms",
+            &mut w.starvation_threshold_ms,
+        ),
+        (
+            "MAX_CONCURRENT_HANDLERS",
+            "worker.max_concurrent_handlers",
+            &mut w.max_concurrent_handlers,
+        ),
+        (
+            "HANDLER_TIMEOUT_MS",
+            "worker.handler_timeout_ms",
+            &mut w.handler_timeout_ms,
+        ),
+        (
+            "DISPATCH_BUFFER_SIZE",
+            "worker.dispatch_buffer_size",
+            &mut w.dispatch_buffer_size,
+        ),
+        (
+            "COMPLETION_BUFFER_SIZE",
+            "worker.completion_buffer_size",
+            &mut w.completion_buffer_size,
+        ),
+    ] {
+        let env = format!("HERALD_WORKER_{name}");
+        if let Some(v) = var(&env) {
+            let n: u64 = v.trim().parse().map_err(|_| {
+                bad(
+                    key,
+                    &format!("${env}"),
+                    format!("expected a positive whole number, got {v:?}"),
+                )
+            })?;
+            if n == 0 {
+                return Err(bad(key, &format!("${env}"), "must be at least 1"));
+            }
+            *slot = n;
+        }
+    }
+    Ok(())
+}
+
+fn validate(c: &HeraldConfig, from: &str) -> Result<(), CliError> {
+    let w = &c.worker;
+    for (key, v) in [
+        ("worker.polling_interval_ms", w.polling_interval_ms),
+        ("worker.starvation_threshold_ms", w.starvation_threshold_ms),
+        ("worker.max_concurrent_handlers", w.max_concurrent_handlers),
+        ("worker.handler_timeout_ms", w.handler_timeout_ms),
+        ("worker.dispatch_buffer_size", w.dispatch_buffer_size),
+        ("worker.completion_buffer_size", w.completion_buffer_size),
+    ] {
+        if v == 0 {
+            return Err(bad(key, from, "must be at least 1"));
+        }
+    }
+    herald_worker::StepQueues::of(&w.namespace).map_err(|e| bad("worker.namespace", from, e))?;
+    if w.worker_id.trim().is_empty() {
+        return Err(bad("worker.worker_id", from, "must not be empty"));
+    }
+    c.http
+        .addr
+        .parse::<std::net::SocketAddr>()
+        .map_err(|e| bad("http.addr", from, format!("{:?}: {e}", c.http.addr)))?;
+    if !(c.store.starts_with("sqlite:") || c.store.starts_with("postgres")) {
+        return Err(bad(
+            "store",
+            from,
+            format!(
+                "{:?}: expected sqlite://PATH or postgres://...",
+                redact(&c.store)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A URL with any password replaced by `***`.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => format!("{}***{}", &url[..s + 3], &url[at..]),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl HeraldConfig {
+    /// The config with every secret redacted, for printing.
+    pub(crate) fn redacted(&self) -> HeraldConfig {
+        HeraldConfig {
+            store: redact(&self.store),
+            bus: redact(&self.bus),
+            ..self.clone()
+        }
+    }
+}
+
+/// `herald config`: the effective config, redacted; `--check FILE` only validates.
+pub(crate) fn command(
+    args: crate::cli::ConfigArgs,
+    file: Option<&PathBuf>,
+) -> Result<(), CliError> {
+    let config = load(args.check.as_deref().or(file.map(PathBuf::as_path)))?;
+    if args.check.is_some() {
+        eprintln!("config OK");
+        return Ok(());
+    }
+    let shown = config.redacted();
+    let text = if args.json {
+        serde_json::to_string_pretty(&shown).map_err(|e| CliError::Other(e.to_string()))?
+    } else {
+        toml::to_string(&shown).map_err(|e| CliError::Other(e.to_string()))?
+    };
+    let _ = crate::output::print_line(text.trim_end())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(redact("postgres://u:s3cret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("nats://tok3n@h:4222"), "nats://***@h:4222");
+        assert_eq!(redact("sqlite://.herald/h.db"), "sqlite://.herald/h.db");
+    }
+}
