@@ -90,6 +90,22 @@ impl DeliveryCheck {
     }
 }
 
+impl DeliveryCheck {
+    /// Panics unless every acknowledged id arrived exactly once. Ids that were not
+    /// acknowledged may have arrived: a publish whose answer was lost (a crash after the
+    /// commit) is not a false acknowledgement.
+    ///
+    /// # Panics
+    ///
+    /// When an acknowledged id is missing or any id arrived twice.
+    pub fn assert_no_acknowledged_lost(&self) {
+        assert!(
+            self.missing.is_empty() && self.duplicated.is_empty(),
+            "acknowledged ids lost or duplicated: {self}"
+        );
+    }
+}
+
 fn received_iter<R>(r: R) -> impl Iterator<Item = String>
 where
     R: IntoIterator,

@@ -6,6 +6,7 @@ pub mod delivery;
 pub mod env;
 pub mod fixtures;
 pub mod nats_server;
+pub mod postgres_server;
 pub mod queue_conformance;
 
 pub use delivery::DeliveryCheck;
