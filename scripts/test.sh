@@ -10,6 +10,7 @@ export HERALD_TEST_DATABASE_URL="${HERALD_TEST_DATABASE_URL:-postgres://postgres
 
 bash scripts/services.sh
 bash scripts/python-deps.sh
+bash scripts/browser-deps.sh
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

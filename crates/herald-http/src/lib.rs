@@ -1,6 +1,7 @@
 //! Herald's observability over HTTP, on axum: `/health` (200 when healthy or degraded, 503
 //! when unhealthy), `/livez`, `/readyz` (503 while starting, draining, or stuck), `/metrics`
-//! (Prometheus text), `/metrics.json`, `/config`. GET and HEAD only (anything else is 405),
+//! (Prometheus text), `/metrics.json`, `/config`, `/events.json` and `/`, a live page that
+//! refreshes itself. GET and HEAD only (anything else is 405),
 //! a small request body limit, a time limit per request, and 127.0.0.1:8081 by default: any
 //! other address must be asked for and is logged with a warning.
 //!
@@ -39,6 +40,8 @@ pub trait ObserveSource: Send + Sync + 'static {
     fn prometheus(&self) -> BoxFuture<String>;
     /// The effective config as JSON, secrets redacted.
     fn config_json(&self) -> Value;
+    /// The latest events, newest first (for the live page).
+    fn events_json(&self) -> Value;
 }
 
 type Source = Arc<dyn ObserveSource>;
@@ -101,6 +104,27 @@ async fn config(State(s): State<Source>) -> Json<Value> {
     Json(s.config_json())
 }
 
+async fn events(State(s): State<Source>) -> Json<Value> {
+    Json(s.events_json())
+}
+
+/// The live page: one file inside the binary, nothing fetched from elsewhere.
+const PAGE: &str = include_str!("page/index.html");
+
+async fn page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'unsafe-inline' 'self'; style-src 'unsafe-inline'",
+            ),
+        ],
+        PAGE,
+    )
+        .into_response()
+}
+
 /// The routes, on `source`. Each answers GET and HEAD; other methods get 405.
 pub fn router(source: Arc<dyn ObserveSource>) -> Router {
     Router::new()
@@ -110,6 +134,8 @@ pub fn router(source: Arc<dyn ObserveSource>) -> Router {
         .route("/metrics", get(metrics))
         .route("/metrics.json", get(metrics_json))
         .route("/config", get(config))
+        .route("/events.json", get(events))
+        .route("/", get(page))
         .layer(DefaultBodyLimit::max(1024))
         .with_state(source)
 }

@@ -317,6 +317,22 @@ impl<Q: Queue> ObserveSource for WorkerObserver<Q> {
     fn config_json(&self) -> Value {
         serde_json::to_value(&self.config).unwrap_or(Value::Null)
     }
+
+    fn events_json(&self) -> Value {
+        let latest: Vec<Value> = self
+            .bus
+            .history(Some(20))
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "timestamp": e.timestamp.to_string(),
+                    "subject": e.subject.as_str(),
+                    "source": e.source,
+                })
+            })
+            .collect();
+        Value::Array(latest)
+    }
 }
 
 impl<Q: Queue> WorkerObserver<Q> {
