@@ -14,6 +14,9 @@ pub(crate) struct Cli {
     pub(crate) command: Command,
 }
 
+/// The bus when neither `--bus`, `HERALD_BUS` nor the config file names one.
+pub(crate) const DEFAULT_BUS: &str = "nats://127.0.0.1:4222";
+
 /// Options accepted before or after the subcommand.
 #[derive(Debug, Args, Clone)]
 pub(crate) struct Global {
@@ -193,6 +196,10 @@ pub(crate) struct WorkerArgs {
     /// (`herald serve` defaults to 127.0.0.1:8081; another address is logged as a warning).
     #[arg(long)]
     pub(crate) http: Option<String>,
+    /// Connect to the NATS server at --bus and report its connection in /health (an
+    /// optional component: down makes the service degraded, not unhealthy).
+    #[arg(long)]
+    pub(crate) nats: bool,
 }
 
 #[derive(Debug, Args)]

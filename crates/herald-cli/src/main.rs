@@ -98,11 +98,17 @@ async fn run(cli: cli::Cli) -> Result<(), CliError> {
             commands::queue::run(args, &store).await
         }
         Command::Worker(args) => {
-            let config = config::load(cli.global.config.as_deref())?;
+            let mut config = config::load(cli.global.config.as_deref())?;
+            if cli.global.bus != cli::DEFAULT_BUS {
+                config.bus = cli.global.bus.clone();
+            }
             commands::worker::run(args, cli.global.store.clone(), config).await
         }
         Command::Serve(mut args) => {
-            let config = config::load(cli.global.config.as_deref())?;
+            let mut config = config::load(cli.global.config.as_deref())?;
+            if cli.global.bus != cli::DEFAULT_BUS {
+                config.bus = cli.global.bus.clone();
+            }
             args.http.get_or_insert_with(|| config.http.addr.clone());
             commands::worker::run(args, cli.global.store.clone(), config).await
         }

@@ -33,6 +33,8 @@ pub(crate) struct WorkerObserver<Q> {
     pub(crate) draining: Arc<AtomicBool>,
     /// The oldest step older than this means the durable path is stuck (not ready).
     pub(crate) stuck_after: Duration,
+    /// The NATS connection, when configured.
+    pub(crate) nats: Option<herald_nats::Nats>,
 }
 
 impl<Q: Queue> WorkerObserver<Q> {
@@ -144,6 +146,25 @@ impl<Q: Queue> WorkerObserver<Q> {
             )
         };
         components.insert("worker".to_owned(), worker);
+        if let Some(nats) = &self.nats {
+            let state = nats.state();
+            let health = if state == herald_nats::ConnectionState::Connected {
+                ComponentHealth::new(
+                    "nats",
+                    HealthStatus::Healthy,
+                    Some(format!("{state:?}")),
+                    false,
+                )
+            } else {
+                ComponentHealth::new(
+                    "nats",
+                    HealthStatus::Unhealthy,
+                    Some(format!("nats: {state:?}")),
+                    false,
+                )
+            };
+            components.insert("nats".to_owned(), health);
+        }
         let mut rust = Map::new();
         rust.insert("version".into(), env!("CARGO_PKG_VERSION").into());
         rust.insert("store".into(), self.store_kind.into());
@@ -348,6 +369,7 @@ impl<Q: Queue> WorkerObserver<Q> {
             started: self.started,
             draining: self.draining.clone(),
             stuck_after: self.stuck_after,
+            nats: self.nats.clone(),
         })
     }
 }

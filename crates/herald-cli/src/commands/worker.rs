@@ -208,6 +208,11 @@ async fn run_on<Q: Queue>(
     let progress = worker.progress();
     let http = Shutdown::new();
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let nats = if args.nats {
+        Some(crate::connect::connect_nats(&file.bus, true).await?)
+    } else {
+        None
+    };
     if let Some(addr) = &args.http {
         let addr: std::net::SocketAddr = addr
             .parse()
@@ -223,6 +228,7 @@ async fn run_on<Q: Queue>(
             started: std::time::Instant::now(),
             draining: draining.clone(),
             stuck_after: Duration::from_secs(300),
+            nats,
         };
         let bound = herald_http::serve(addr, Arc::new(observer), &http)
             .await
