@@ -38,7 +38,7 @@ pub(crate) struct WorkerObserver<Q> {
 }
 
 impl<Q: Queue> WorkerObserver<Q> {
-    fn metrics(&self) -> WorkerMetrics {
+    pub(crate) fn metrics(&self) -> WorkerMetrics {
         self.progress.metrics(
             &self.config.worker_id,
             self.started,
@@ -47,7 +47,7 @@ impl<Q: Queue> WorkerObserver<Q> {
         )
     }
 
-    async fn check(&self) -> HealthCheck {
+    pub(crate) async fn check(&self) -> HealthCheck {
         let mut components = std::collections::BTreeMap::new();
         let store = tokio::time::timeout(
             Duration::from_secs(2),

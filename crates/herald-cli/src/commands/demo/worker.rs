@@ -144,6 +144,8 @@ async fn run_in(
         }
         trigger.trigger();
     });
+    let progress = worker.progress();
+    let started = std::time::Instant::now();
     let report = worker.run(stop.cancelled_owned()).await;
     let _ = watcher.await;
     // The fast path is best effort: give the poller a moment to echo what is waiting.
@@ -178,7 +180,7 @@ async fn run_in(
                 .to_owned()
         })
         .collect();
-    let lines = vec![
+    let mut lines = vec![
         format!(
             "worker (embedded SQLite): {} steps, {} results stored (one per step), {}",
             steps,
@@ -195,6 +197,39 @@ async fn run_in(
             poller.emitted()
         ),
     ];
+    // Health and metrics: the same JSON `herald serve` answers on /health and /metrics.json.
+    let observer = crate::commands::observe::WorkerObserver {
+        store: store.clone(),
+        store_kind: "sqlite",
+        queues: queues.clone(),
+        bus: bus.clone(),
+        progress,
+        events: events.counters().clone(),
+        config: herald_worker::observe::WorkerConfigModel {
+            worker_id: "demo-worker".into(),
+            namespace: "demo".into(),
+            environment: "demo".into(),
+            polling_interval_ms: 100,
+            starvation_threshold_ms: 30_000,
+            max_concurrent_handlers: 10,
+            handler_timeout_ms: 5_000,
+            dispatch_buffer_size: 10,
+            completion_buffer_size: 512,
+        },
+        started,
+        draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        stuck_after: Duration::from_secs(300),
+        nats: None,
+    };
+    let health = observer.check().await;
+    lines.push(format!(
+        "health: {}",
+        serde_json::to_string(&health).unwrap_or_default()
+    ));
+    lines.push(format!(
+        "metrics: {}",
+        serde_json::to_string(&observer.metrics()).unwrap_or_default()
+    ));
     let ok = results.len() == steps
         && dead.len() == 2
         && report.succeeded == 6
