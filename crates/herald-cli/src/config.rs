@@ -21,6 +21,10 @@ pub(crate) struct HeraldConfig {
     pub(crate) worker: WorkerSection,
     /// The observability server.
     pub(crate) http: HttpSection,
+    /// Where each key's value came from (`file PATH`, `environment $VAR`, `flag --x`);
+    /// a key not here has its default.
+    #[serde(skip)]
+    pub(crate) sources: std::collections::BTreeMap<String, String>,
 }
 
 /// Seed 001's `WorkerConfig`, as a config section.
@@ -52,6 +56,7 @@ impl Default for HeraldConfig {
             bus: "nats://127.0.0.1:4222".into(),
             worker: WorkerSection::default(),
             http: HttpSection::default(),
+            sources: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -104,7 +109,7 @@ fn read_file(path: &Path) -> Result<HeraldConfig, CliError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::Config(format!("config file {shown}: {e}")))?;
     let de = toml::Deserializer::new(&text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let mut config: HeraldConfig = serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
         let what = one_line(&e.into_inner().to_string());
         if key == "." {
@@ -112,7 +117,25 @@ fn read_file(path: &Path) -> Result<HeraldConfig, CliError> {
         } else {
             bad(&key, &shown, what)
         }
-    })
+    })?;
+    // It parsed as a config, so it parses as a table: note which keys the file set.
+    if let Ok(table) = text.parse::<toml::Table>() {
+        for (k, v) in &table {
+            match v.as_table() {
+                Some(section) => {
+                    for sub in section.keys() {
+                        config
+                            .sources
+                            .insert(format!("{k}.{sub}"), format!("file {shown}"));
+                    }
+                }
+                None => {
+                    config.sources.insert(k.clone(), format!("file {shown}"));
+                }
+            }
+        }
+    }
+    Ok(config)
 }
 
 /// The parser's message on one line, without the echo of the file's line (which could hold
@@ -134,23 +157,29 @@ fn one_line(s: &str) -> String {
 /// `HERALD_WORKER_<FIELD>` for each worker field.
 fn apply_env(c: &mut HeraldConfig) -> Result<(), CliError> {
     let var = |name: &str| std::env::var(name).ok();
+    let mut set = Vec::new();
     if let Some(v) = var("HERALD_STORE") {
         c.store = v;
+        set.push(("store".to_owned(), "HERALD_STORE".to_owned()));
     }
     if let Some(v) = var("HERALD_BUS") {
         c.bus = v;
+        set.push(("bus".to_owned(), "HERALD_BUS".to_owned()));
     }
     if let Some(v) = var("HERALD_HTTP_ADDR") {
         c.http.addr = v;
+        set.push(("http.addr".to_owned(), "HERALD_HTTP_ADDR".to_owned()));
     }
     let w = &mut c.worker;
-    for (name, slot) in [
-        ("WORKER_ID", &mut w.worker_id),
-        ("NAMESPACE", &mut w.namespace),
-        ("ENVIRONMENT", &mut w.environment),
+    for (name, key, slot) in [
+        ("WORKER_ID", "worker.worker_id", &mut w.worker_id),
+        ("NAMESPACE", "worker.namespace", &mut w.namespace),
+        ("ENVIRONMENT", "worker.environment", &mut w.environment),
     ] {
-        if let Some(v) = var(&format!("HERALD_WORKER_{name}")) {
+        let env = format!("HERALD_WORKER_{name}");
+        if let Some(v) = var(&env) {
             *slot = v;
+            set.push((key.to_owned(), env));
         }
     }
     for (name, key, slot) in [
@@ -198,7 +227,11 @@ fn apply_env(c: &mut HeraldConfig) -> Result<(), CliError> {
                 return Err(bad(key, &format!("${env}"), "must be at least 1"));
             }
             *slot = n;
+            set.push((key.to_owned(), env));
         }
+    }
+    for (key, env) in set {
+        c.sources.insert(key, format!("environment ${env}"));
     }
     Ok(())
 }
@@ -253,6 +286,40 @@ pub(crate) fn redact(url: &str) -> String {
 }
 
 impl HeraldConfig {
+    /// Where `key` (a dotted path) came from.
+    pub(crate) fn source_of(&self, key: &str) -> String {
+        self.sources
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| "default".to_owned())
+    }
+
+    /// Every key of the redacted config with its value and where it came from.
+    pub(crate) fn verbose(&self) -> serde_json::Value {
+        let shown = serde_json::to_value(self.redacted()).unwrap_or_default();
+        let mut out = serde_json::Map::new();
+        if let Some(top) = shown.as_object() {
+            for (k, v) in top {
+                match v.as_object() {
+                    Some(section) => {
+                        for (sub, value) in section {
+                            let key = format!("{k}.{sub}");
+                            let source = self.source_of(&key);
+                            out.insert(key, serde_json::json!({"value": value, "source": source}));
+                        }
+                    }
+                    None => {
+                        out.insert(
+                            k.clone(),
+                            serde_json::json!({"value": v, "source": self.source_of(k)}),
+                        );
+                    }
+                }
+            }
+        }
+        serde_json::Value::Object(out)
+    }
+
     /// The config with every secret redacted, for printing.
     pub(crate) fn redacted(&self) -> HeraldConfig {
         HeraldConfig {

@@ -158,3 +158,52 @@ fn planted_secrets_appear_in_no_output() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn config_verbose_says_where_each_value_came_from() {
+    let dir = std::env::temp_dir().join(unique("verbose"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("herald.toml");
+    std::fs::write(&file, "[worker]\nhandler_timeout_ms = 1234\n").expect("write");
+    let store = format!("sqlite://{}", dir.join("h.db").display());
+    let addr = format!("127.0.0.1:{}", free_port());
+    let f = file.display().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args([
+            "--config",
+            &f,
+            "--store",
+            &store,
+            "serve",
+            "--http",
+            &addr,
+            "--namespace",
+            "vv",
+            "--quiet",
+        ])
+        .env("HERALD_WORKER_ENVIRONMENT", "staging")
+        .env_remove("HERALD_STORE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve");
+    let raw = get(&addr, "/config?verbose");
+    let _ = child.kill();
+    let _ = child.wait();
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let v: serde_json::Value = serde_json::from_str(body).expect("JSON");
+    let source = |k: &str| v[k]["source"].as_str().unwrap_or("?").to_owned();
+    assert_eq!(v["worker.handler_timeout_ms"]["value"], 1234);
+    assert!(
+        source("worker.handler_timeout_ms").starts_with("file "),
+        "{v}"
+    );
+    assert_eq!(
+        source("worker.environment"),
+        "environment $HERALD_WORKER_ENVIRONMENT"
+    );
+    assert_eq!(source("worker.namespace"), "flag --namespace");
+    assert_eq!(source("http.addr"), "flag --http");
+    assert_eq!(source("worker.polling_interval_ms"), "default");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -38,8 +38,9 @@ pub trait ObserveSource: Send + Sync + 'static {
     fn metrics_json(&self) -> Value;
     /// The same figures and more in Prometheus text format.
     fn prometheus(&self) -> BoxFuture<String>;
-    /// The effective config as JSON, secrets redacted.
-    fn config_json(&self) -> Value;
+    /// The effective config as JSON, secrets redacted; `verbose` adds where each value came
+    /// from (file, environment, flag, default).
+    fn config_json(&self, verbose: bool) -> Value;
     /// The latest events, newest first (for the live page).
     fn events_json(&self) -> Value;
 }
@@ -100,8 +101,11 @@ async fn metrics_json(State(s): State<Source>) -> Json<Value> {
     Json(s.metrics_json())
 }
 
-async fn config(State(s): State<Source>) -> Json<Value> {
-    Json(s.config_json())
+async fn config(
+    State(s): State<Source>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Json<Value> {
+    Json(s.config_json(q.contains_key("verbose")))
 }
 
 async fn events(State(s): State<Source>) -> Json<Value> {

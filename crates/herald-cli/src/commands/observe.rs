@@ -35,6 +35,8 @@ pub(crate) struct WorkerObserver<Q> {
     pub(crate) stuck_after: Duration,
     /// The NATS connection, when configured.
     pub(crate) nats: Option<herald_nats::Nats>,
+    /// The loaded config with the source of each value (for `/config?verbose`).
+    pub(crate) file: Option<crate::config::HeraldConfig>,
 }
 
 impl<Q: Queue> WorkerObserver<Q> {
@@ -335,8 +337,11 @@ impl<Q: Queue> ObserveSource for WorkerObserver<Q> {
         Box::pin(async move { this.prometheus_text().await })
     }
 
-    fn config_json(&self) -> Value {
-        serde_json::to_value(&self.config).unwrap_or(Value::Null)
+    fn config_json(&self, verbose: bool) -> Value {
+        match (&self.file, verbose) {
+            (Some(file), true) => file.verbose(),
+            _ => serde_json::to_value(&self.config).unwrap_or(Value::Null),
+        }
     }
 
     fn events_json(&self) -> Value {
@@ -370,6 +375,7 @@ impl<Q: Queue> WorkerObserver<Q> {
             draining: self.draining.clone(),
             stuck_after: self.stuck_after,
             nats: self.nats.clone(),
+            file: self.file.clone(),
         })
     }
 }

@@ -96,8 +96,16 @@ pub(crate) fn progress_line(r: &WorkerReport) -> String {
 pub(crate) async fn run(
     mut args: WorkerArgs,
     store_flag: Option<String>,
-    config: HeraldConfig,
+    mut config: HeraldConfig,
 ) -> Result<(), CliError> {
+    if let Some(flag) = &store_flag {
+        if *flag != config.store {
+            config.store = flag.clone();
+            config
+                .sources
+                .insert("store".into(), "flag --store (or $HERALD_STORE)".into());
+        }
+    }
     // Flags win over HERALD_* variables, which win over the file, which wins over defaults.
     let namespace = args
         .namespace
@@ -128,6 +136,29 @@ async fn run_on<Q: Queue>(
     let namespace = args.namespace.clone().unwrap_or_default();
     let concurrency = args.concurrency.unwrap_or(10);
     let w = &file.worker;
+    // The effective config, flags applied, with where each value came from.
+    let mut effective = file.clone();
+    if effective.worker.namespace != namespace {
+        effective.worker.namespace = namespace.clone();
+        effective
+            .sources
+            .insert("worker.namespace".into(), "flag --namespace".into());
+    }
+    if let Some(addr) = &args.http {
+        if *addr != effective.http.addr {
+            effective.http.addr = addr.clone();
+            effective
+                .sources
+                .insert("http.addr".into(), "flag --http".into());
+        }
+    }
+    if effective.worker.max_concurrent_handlers != concurrency as u64 {
+        effective.worker.max_concurrent_handlers = concurrency as u64;
+        effective.sources.insert(
+            "worker.max_concurrent_handlers".into(),
+            "flag --concurrency".into(),
+        );
+    }
     for _ in 0..args.enqueue {
         let step = FfiStepEvent::new(args.handler.as_str(), Map::new());
         enqueue_step(&store, &namespace, &step).await?;
@@ -229,6 +260,7 @@ async fn run_on<Q: Queue>(
             draining: draining.clone(),
             stuck_after: Duration::from_secs(300),
             nats,
+            file: Some(effective.clone()),
         };
         let bound = herald_http::serve(addr, Arc::new(observer), &http)
             .await

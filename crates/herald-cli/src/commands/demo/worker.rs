@@ -220,6 +220,7 @@ async fn run_in(
         draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         stuck_after: Duration::from_secs(300),
         nats: None,
+        file: None,
     };
     let health = observer.check().await;
     lines.push(format!(
