@@ -38,7 +38,28 @@ async fn enqueue<Q: Queue>(store: &Q, queue: &QueueName, n: u64) -> Result<(), C
     Ok(())
 }
 
+/// A scraper reading what `/metrics.json` serves every 50 ms while the worker runs.
+fn scrape(
+    progress: herald_worker::Progress,
+    stop: herald::Shutdown,
+) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let mut scrapes = 0u64;
+        while !stop.is_triggered() {
+            let m = progress.metrics("bench", started, CONCURRENCY, None);
+            scrapes += serde_json::to_vec(&m).map_or(0, |v| u64::from(!v.is_empty()));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        scrapes
+    })
+}
+
 async fn herald_worker<Q: Queue>(store: &Q, n: u64) -> Result<f64, CliError> {
+    worker_run(store, n, false).await
+}
+
+async fn worker_run<Q: Queue>(store: &Q, n: u64, observed: bool) -> Result<f64, CliError> {
     let namespace = bench_queue("w")?.to_string();
     let queues = StepQueues::of(&namespace)?;
     store.create(&queues.steps).await?;
@@ -55,6 +76,7 @@ async fn herald_worker<Q: Queue>(store: &Q, n: u64) -> Result<f64, CliError> {
     let stop = Shutdown::new();
     let trigger = stop.clone();
     let progress = worker.progress();
+    let scraper = observed.then(|| scrape(progress.clone(), stop.clone()));
     let start = Instant::now();
     let watcher = tokio::spawn(async move {
         while progress.report().succeeded < n {
@@ -65,6 +87,9 @@ async fn herald_worker<Q: Queue>(store: &Q, n: u64) -> Result<f64, CliError> {
     let report = worker.run(stop.cancelled_owned()).await;
     let r = rate(report.succeeded, start);
     watcher.abort();
+    if let Some(s) = scraper {
+        let _ = s.await;
+    }
     for q in [&queues.steps, &queues.results, &queues.dead_letters] {
         store.drop_queue(q).await?;
     }
@@ -129,11 +154,73 @@ async fn figure<Q: Queue>(
     ))
 }
 
+/// Publish-and-wait on the bus, with or without a scraper reading its statistics and
+/// history every 10 ms (what the observability endpoints do).
+async fn bus_publish(n: u64, observed: bool) -> Result<f64, CliError> {
+    let bus = Bus::new();
+    let _a = bus.subscribe("bench.>", herald::sync_handler(|_: &herald::Event| {}))?;
+    let _b = bus.subscribe(
+        "bench.*",
+        herald::handler_fn(|_: std::sync::Arc<herald::Event>| async {}),
+    )?;
+    let stop = herald::Shutdown::new();
+    let scraper = observed.then(|| {
+        let (bus, stop) = (bus.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.is_triggered() {
+                let s = bus.stats();
+                let h = bus.history(Some(20));
+                std::hint::black_box((s, h));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    });
+    let e = event()?;
+    let start = Instant::now();
+    for _ in 0..n {
+        bus.publish(e.clone()).await?;
+    }
+    let r = rate(n, start);
+    stop.trigger();
+    if let Some(s) = scraper {
+        let _ = s.await;
+    }
+    Ok(r)
+}
+
 pub(crate) async fn run(report: &mut Report, scale: f64, store: &str) -> Result<(), CliError> {
     let n = ((2_000.0 * scale) as u64).max(50);
     let dir = std::env::temp_dir().join(format!("herald-bench-w-{}", std::process::id()));
     let lite = SqliteStore::open(&format!("sqlite://{}", dir.join("bench.db").display())).await?;
     figure(report, &lite, n, "worker_steps_sqlite").await?;
+    let (on, off) = paired(
+        3,
+        || worker_run(&lite, n, true),
+        || worker_run(&lite, n, false),
+    )
+    .await?;
+    report.add(
+        Figure::higher(
+            "worker_steps_observed_vs_not",
+            "steps/s",
+            on,
+            off,
+            "the same worker with nothing reading its metrics",
+        )
+        .target(0.95),
+    )?;
+    let m = ((200_000.0 * scale) as u64).max(1000);
+    let (on, off) = paired(5, || bus_publish(m, true), || bus_publish(m, false)).await?;
+    report.add(
+        Figure::higher(
+            "publish_wait_observed_vs_not",
+            "events/s",
+            on,
+            off,
+            "the same bus with nothing reading its stats and history",
+        )
+        .target(0.95),
+    )?;
     drop(lite);
     let _ = std::fs::remove_dir_all(&dir);
     match PgStore::connect(&pg_url(store)).await {
