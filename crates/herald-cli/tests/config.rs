@@ -106,7 +106,7 @@ fn planted_secrets_appear_in_no_output() {
     let store = format!("sqlite://{}", dir.join("h.db").display());
     std::fs::write(
         &file,
-        "bus = \"nats://agent:FILE-SECRET-7@127.0.0.1:4222\"\n[worker]\nnamespace = \"sec\"\n",
+        "store = \"postgres://app:STORE-SECRET-3@127.0.0.1:1/db\"\nbus = \"nats://agent:FILE-SECRET-7@127.0.0.1:4222\"\n[worker]\nnamespace = \"sec\"\n",
     )
     .expect("write");
     let f = file.display().to_string();
@@ -128,6 +128,33 @@ fn planted_secrets_appear_in_no_output() {
         seen.contains("agent:***@"),
         "the bus is shown, redacted: {seen}"
     );
+    assert!(
+        seen.contains("app:***@"),
+        "the store is shown, redacted: {seen}"
+    );
+    // A worker whose handler panics (the panic hook prints each panic), at trace level.
+    let out = herald(
+        &[
+            "--config",
+            &f,
+            "--store",
+            &store,
+            "worker",
+            "--enqueue",
+            "1",
+            "--handler",
+            "demo.panic",
+            "--until-empty",
+        ],
+        &env,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let logs = text(&out.stderr);
+    assert!(
+        logs.contains("demo.panic always panics"),
+        "the panic was printed: {logs}"
+    );
+    seen.push_str(&logs);
     // A running server with a store URL holding a password-like part, at trace level.
     let addr = format!("127.0.0.1:{}", free_port());
     let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
@@ -153,7 +180,7 @@ fn planted_secrets_appear_in_no_output() {
     let out = child.wait_with_output().expect("wait");
     seen.push_str(&text(&out.stdout));
     seen.push_str(&text(&out.stderr));
-    for secret in ["FILE-SECRET-7", "ENV-SECRET-9"] {
+    for secret in ["FILE-SECRET-7", "ENV-SECRET-9", "STORE-SECRET-3"] {
         assert!(!seen.contains(secret), "{secret} leaked:\n{seen}");
     }
     let _ = std::fs::remove_dir_all(dir);

@@ -91,18 +91,26 @@ impl<Q: Queue> WorkerObserver<Q> {
         };
         components.insert("store".to_owned(), store_health);
         let stats = self.bus.stats();
-        let bus = if self.bus.is_running() {
+        let saturation = stats.queued as f64 / self.bus.queue_capacity().max(1) as f64;
+        let bus = if !self.bus.is_running() {
             ComponentHealth::new(
                 "bus",
-                HealthStatus::Healthy,
-                Some(format!("{} queued", stats.queued)),
+                HealthStatus::Unhealthy,
+                Some("the bus is stopped".into()),
+                true,
+            )
+        } else if saturation >= 0.9 {
+            ComponentHealth::new(
+                "bus",
+                HealthStatus::Degraded,
+                Some(format!("emit queue {:.0}% full", saturation * 100.0)),
                 true,
             )
         } else {
             ComponentHealth::new(
                 "bus",
-                HealthStatus::Unhealthy,
-                Some("the bus is stopped".into()),
+                HealthStatus::Healthy,
+                Some(format!("{} queued", stats.queued)),
                 true,
             )
         };
@@ -274,6 +282,14 @@ impl<Q: Queue> WorkerObserver<Q> {
             "counter",
             "Bus handler failures.",
             b.handler_errors as f64,
+        );
+        let by_poll = self
+            .events
+            .dropped_by_poll
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP herald_domain_events_dropped_by_receiver_total What each fast-path receiver missed.\n# TYPE herald_domain_events_dropped_by_receiver_total counter\nherald_domain_events_dropped_by_receiver_total{{worker_id=\"{id}\",receiver=\"poll\"}} {by_poll}"
         );
         let _ = writeln!(out, "# HELP herald_queue_depth Messages in a durable queue.\n# TYPE herald_queue_depth gauge");
         let mut ages = String::new();

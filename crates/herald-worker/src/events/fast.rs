@@ -36,6 +36,7 @@ impl Fast {
         FastReceiver {
             rx: self.tx.subscribe(),
             counters: self.counters.clone(),
+            missed: 0,
         }
     }
 
@@ -61,6 +62,7 @@ fn poll(
             Ok(e) => return Some((*e).clone()),
             Err(TryRecvError::Lagged(n)) => {
                 counters.dropped.fetch_add(n, Ordering::Relaxed);
+                counters.dropped_by_poll.fetch_add(n, Ordering::Relaxed);
             }
             Err(TryRecvError::Empty | TryRecvError::Closed) => return None,
         }
@@ -92,6 +94,7 @@ impl PollHandle {
 pub struct FastReceiver {
     rx: broadcast::Receiver<Arc<InProcessDomainEvent>>,
     counters: Arc<DomainEventCounters>,
+    missed: u64,
 }
 
 impl FastReceiver {
@@ -106,6 +109,7 @@ impl FastReceiver {
                 Ok(e) => return Some(e),
                 Err(RecvError::Lagged(n)) => {
                     self.counters.dropped.fetch_add(n, Ordering::Relaxed);
+                    self.missed += n;
                 }
                 Err(RecvError::Closed) => return None,
             }
@@ -119,9 +123,15 @@ impl FastReceiver {
                 Ok(e) => return Some(e),
                 Err(TryRecvError::Lagged(n)) => {
                     self.counters.dropped.fetch_add(n, Ordering::Relaxed);
+                    self.missed += n;
                 }
                 Err(TryRecvError::Empty | TryRecvError::Closed) => return None,
             }
         }
+    }
+
+    /// The events this receiver missed by lagging (its share of `domain_events_dropped`).
+    pub fn missed(&self) -> u64 {
+        self.missed
     }
 }

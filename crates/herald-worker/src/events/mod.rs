@@ -89,6 +89,9 @@ pub struct DomainEventCounters {
     pub dropped: AtomicU64,
     /// Publishes that failed (nothing acknowledged).
     pub failed: AtomicU64,
+    /// Of `dropped`, what the publisher's own receiver (`poll_in_process_events`, the
+    /// poller) missed; each [`FastReceiver`] counts its own in [`FastReceiver::missed`].
+    pub dropped_by_poll: AtomicU64,
 }
 
 /// What a publish did.

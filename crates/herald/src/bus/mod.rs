@@ -354,6 +354,12 @@ impl Bus {
         &self.inner.shutdown
     }
 
+    /// How many events the emit queue holds at most (its saturation is
+    /// `stats().queued / queue_capacity()`).
+    pub fn queue_capacity(&self) -> usize {
+        self.inner.queue.capacity()
+    }
+
     /// Whether the bus accepts publishes.
     pub fn is_running(&self) -> bool {
         self.inner.running.load(Ordering::Acquire)
