@@ -118,6 +118,21 @@ async fn run(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Pending>, max_batch: 
                     let _ = p.reply.send(Err(e));
                 }
             }
+            Err(Failed::Op(e)) if !definite(&e) => {
+                // The connection broke mid-batch: whether it committed is unknown, so no
+                // operation may run again (a resend could store it twice). Every caller hears.
+                tracing::warn!("batch outcome unknown, {} caller(s) told: {e}", batch.len());
+                let text = crate::error::chain(&e);
+                for p in batch.drain(..) {
+                    let e = QueueError::store(
+                        p.work.operation(),
+                        p.work.queue(),
+                        true,
+                        format!("outcome unknown: {text}"),
+                    );
+                    let _ = p.reply.send(Err(e));
+                }
+            }
             Err(Failed::Op(e)) if batch.len() == 1 => {
                 if let Some(p) = batch.pop() {
                     let _ = p.reply.send(Err(e));
@@ -140,6 +155,20 @@ async fn run(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Pending>, max_batch: 
                 }
             }
         }
+    }
+}
+
+/// Whether an operation's failure is certain to have changed nothing: the server refused a
+/// statement (its transaction rolled back), or the queue does not exist. A broken connection
+/// is not: the commit may have happened.
+fn definite(e: &QueueError) -> bool {
+    match e {
+        QueueError::NoSuchQueue { .. } | QueueError::InvalidName { .. } => true,
+        QueueError::Store { source, .. } => matches!(
+            source.downcast_ref::<sqlx::Error>(),
+            Some(sqlx::Error::Database(_))
+        ),
+        _ => false,
     }
 }
 
