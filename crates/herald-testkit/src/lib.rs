@@ -8,5 +8,6 @@ pub mod fixtures;
 pub mod nats_server;
 pub mod postgres_server;
 pub mod queue_conformance;
+pub mod store_conformance;
 
 pub use delivery::DeliveryCheck;

@@ -61,6 +61,7 @@ pub mod plugin;
 pub mod queue;
 mod route;
 mod shutdown;
+pub mod store;
 mod transport;
 
 pub use bus::stats::BusStats;

@@ -1,0 +1,238 @@
+//! The event store conformance suite: positions, write conditions (with 16 concurrent writers
+//! to one stream, exactly one winning each position), reads by stream, category and log, and
+//! the no-skip rule under concurrent appends (a follower of the log sees every committed event
+//! and never a gap); compared by id sets. Runs unchanged on memory, SQLite and PostgreSQL.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use herald::store::{EventStore, StoreError, StreamName, WriteCondition};
+use herald::Event;
+
+use crate::delivery::DeliveryCheck;
+use crate::fixtures::{id_of, tagged};
+
+fn stream(category: &str, id: &str) -> StreamName {
+    StreamName::new(&format!("{category}-{id}")).expect("a valid test stream")
+}
+
+fn ev(id: &str) -> Event {
+    tagged("conformance.store", id)
+}
+
+/// Positions count from 0 per stream; global positions grow; reads start where asked.
+pub async fn positions_and_reads<S: EventStore>(s: &S, category: &str) {
+    let a = stream(category, "a");
+    let b = stream(category, "b");
+    let first = s
+        .append(&a, &[ev("a0"), ev("a1")], WriteCondition::NoStream)
+        .await
+        .expect("append");
+    assert_eq!(first.position, 1);
+    let second = s
+        .append(&b, &[ev("b0")], WriteCondition::Any)
+        .await
+        .expect("append");
+    assert_eq!(second.position, 0);
+    assert!(second.global_position > first.global_position);
+    let third = s
+        .append(&a, &[ev("a2")], WriteCondition::ExpectedPosition(1))
+        .await
+        .expect("append");
+    assert_eq!(third.position, 2);
+    let read = s.read_stream(&a, 1, 10).await.expect("read");
+    let got: Vec<(i64, String)> = read
+        .iter()
+        .map(|e| (e.position, id_of(&e.event().expect("env"))))
+        .collect();
+    assert_eq!(got, [(1, "a1".to_owned()), (2, "a2".to_owned())]);
+    let cat = s.read_category(category, 0, 100).await.expect("category");
+    let ids: Vec<String> = cat
+        .iter()
+        .map(|e| id_of(&e.event().expect("env")))
+        .collect();
+    assert_eq!(ids, ["a0", "a1", "b0", "a2"], "in commit order");
+    assert!(cat
+        .windows(2)
+        .all(|w| w[0].global_position < w[1].global_position));
+    let from = cat[2].global_position;
+    let tail = s
+        .read_category(category, from, 100)
+        .await
+        .expect("category");
+    assert_eq!(tail.len(), 2);
+    let all = s.read_all(from, 2).await.expect("all");
+    assert_eq!(all.len(), 2, "max honoured");
+    let streams = s.streams().await.expect("streams");
+    assert!(streams.contains(&(a.to_string(), 2)));
+    assert!(streams.contains(&(b.to_string(), 0)));
+}
+
+/// A failed condition is a typed error naming the stream and both positions; nothing is
+/// appended.
+pub async fn failed_conditions_name_the_stream_and_both_positions<S: EventStore>(
+    s: &S,
+    category: &str,
+) {
+    let c = stream(category, "cond");
+    s.append(&c, &[ev("c0")], WriteCondition::NoStream)
+        .await
+        .expect("first");
+    match s.append(&c, &[ev("c1")], WriteCondition::NoStream).await {
+        Err(StoreError::WrongPosition {
+            stream,
+            expected,
+            actual,
+        }) => {
+            assert_eq!(stream, c.to_string());
+            assert_eq!(
+                (expected.as_str(), actual.as_str()),
+                ("no stream", "position 0")
+            );
+        }
+        other => panic!("a second NoStream append: {other:?}"),
+    }
+    let e = s
+        .append(&c, &[ev("c1")], WriteCondition::ExpectedPosition(5))
+        .await
+        .expect_err("position 5 is not where the stream is");
+    let text = e.to_string();
+    assert!(
+        text.contains(c.as_str()) && text.contains("position 5") && text.contains("position 0"),
+        "{text}"
+    );
+    let empty = stream(category, "empty");
+    let e = s
+        .append(&empty, &[ev("x")], WriteCondition::ExpectedPosition(0))
+        .await
+        .expect_err("an empty stream is not at 0");
+    assert!(e.to_string().contains("no stream"), "{e}");
+    assert_eq!(
+        s.read_stream(&c, 0, 10).await.expect("read").len(),
+        1,
+        "nothing appended"
+    );
+}
+
+/// 16 writers race on one stream, each appending at the position it read: exactly one wins
+/// each position, and every acknowledged append is there once.
+pub async fn sixteen_writers_one_winner_per_position<S: EventStore>(s: &S, category: &str) {
+    let st = stream(category, "race");
+    let each = 10;
+    let mut writers = Vec::new();
+    for w in 0..16 {
+        let (s, st) = (s.clone(), st.clone());
+        writers.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut lost = 0;
+            while acked.len() < each {
+                let last = s
+                    .read_stream(&st, 0, 100_000)
+                    .await
+                    .expect("read")
+                    .last()
+                    .map(|e| e.position);
+                let condition =
+                    last.map_or(WriteCondition::NoStream, WriteCondition::ExpectedPosition);
+                let id = format!("w{w}-{}", acked.len());
+                match s.append(&st, &[ev(&id)], condition).await {
+                    Ok(a) => acked.push((id, a.position)),
+                    Err(StoreError::WrongPosition { .. }) => lost += 1,
+                    Err(e) => panic!("append: {e}"),
+                }
+            }
+            (acked, lost)
+        }));
+    }
+    let mut acked = Vec::new();
+    let mut lost = 0;
+    for w in writers {
+        let (a, l) = w.await.expect("writer");
+        acked.extend(a);
+        lost += l;
+    }
+    assert!(lost > 0, "the writers really raced");
+    let stored = s.read_stream(&st, 0, 100_000).await.expect("read");
+    let positions: Vec<i64> = stored.iter().map(|e| e.position).collect();
+    assert_eq!(
+        positions,
+        (0..(16 * each) as i64).collect::<Vec<_>>(),
+        "one event per position"
+    );
+    let by_position: BTreeMap<i64, String> = stored
+        .iter()
+        .map(|e| (e.position, id_of(&e.event().expect("env"))))
+        .collect();
+    for (id, position) in &acked {
+        assert_eq!(
+            by_position.get(position),
+            Some(id),
+            "the winner of {position} is {id}"
+        );
+    }
+    DeliveryCheck::compare(
+        acked.iter().map(|(id, _)| id.clone()),
+        stored.iter().map(|e| id_of(&e.event().expect("env"))),
+    )
+    .assert_exactly_once();
+}
+
+/// Four appenders write while a follower reads the log from the last global position it saw:
+/// it sees every committed event, in order, with no gap.
+pub async fn a_follower_never_skips_an_event<S: EventStore>(s: &S, category: &str) {
+    let start = s
+        .read_all(0, usize::MAX)
+        .await
+        .expect("all")
+        .last()
+        .map_or(0, |e| e.global_position);
+    let mut appenders = Vec::new();
+    for a in 0..4 {
+        let s = s.clone();
+        let st = stream(category, &format!("f{a}"));
+        appenders.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..50 {
+                let id = format!("f{a}-{i}");
+                s.append(&st, &[ev(&id)], WriteCondition::Any)
+                    .await
+                    .expect("append");
+                acked.push(id);
+            }
+            acked
+        }));
+    }
+    let follower = {
+        let (s, category) = (s.clone(), category.to_owned());
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut last = start;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while seen.len() < 200 && tokio::time::Instant::now() < deadline {
+                for e in s.read_all(last + 1, 50).await.expect("follow") {
+                    assert_eq!(e.global_position, last + 1, "no gap in the log");
+                    last = e.global_position;
+                    if e.category() == category {
+                        seen.push(id_of(&e.event().expect("env")));
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+            seen
+        })
+    };
+    let mut acked = Vec::new();
+    for a in appenders {
+        acked.extend(a.await.expect("appender"));
+    }
+    let seen = follower.await.expect("follower");
+    DeliveryCheck::compare(acked, seen).assert_exactly_once();
+}
+
+/// Every case, on streams of `category` (lowercase letters, digits and `_`, unique per run).
+pub async fn run_all<S: EventStore>(s: &S, category: &str) {
+    positions_and_reads(s, category).await;
+    failed_conditions_name_the_stream_and_both_positions(s, category).await;
+    sixteen_writers_one_winner_per_position(s, category).await;
+    a_follower_never_skips_an_event(s, category).await;
+}
