@@ -1,5 +1,5 @@
-//! Herald's embedded default: the durable queue contract ([`herald::queue::Queue`]) in one
-//! SQLite file, with PGMQ's semantics (visibility timeout, read count, delete, archive) and
+//! Herald's embedded default: the durable queue contract ([`herald::queue::Queue`]) and the
+//! event store ([`herald::store::EventStore`]) in one SQLite file, with PGMQ's semantics (visibility timeout, read count, delete, archive) and
 //! no server.
 //!
 //! ```no_run
@@ -37,6 +37,7 @@
 
 mod commit;
 mod error;
+mod event_store;
 mod options;
 mod queue;
 mod schema;

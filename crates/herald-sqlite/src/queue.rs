@@ -250,6 +250,10 @@ impl SqliteStore {
         })
     }
 
+    pub(crate) fn writer(&self) -> &Writer {
+        &self.inner.writer
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path

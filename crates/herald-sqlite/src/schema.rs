@@ -4,8 +4,8 @@
 
 use rusqlite::Connection;
 
-/// The schema version this code writes and reads.
-pub(crate) const VERSION: i64 = 1;
+/// The schema version this code writes and reads. 1: queues; 2: adds the event store.
+pub(crate) const VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS herald_schema (
@@ -25,6 +25,16 @@ CREATE TABLE IF NOT EXISTS herald_messages (
     message     TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS herald_messages_ready ON herald_messages (queue, vt, msg_id);
+CREATE TABLE IF NOT EXISTS herald_events (
+    global_position INTEGER PRIMARY KEY AUTOINCREMENT,
+    stream          TEXT NOT NULL,
+    category        TEXT NOT NULL,
+    position        INTEGER NOT NULL,
+    recorded_at     INTEGER NOT NULL,
+    body            TEXT NOT NULL,
+    UNIQUE (stream, position)
+);
+CREATE INDEX IF NOT EXISTS herald_events_category ON herald_events (category, global_position);
 CREATE TABLE IF NOT EXISTS herald_archive (
     msg_id      INTEGER NOT NULL,
     queue       TEXT NOT NULL,
@@ -50,6 +60,14 @@ pub(crate) fn ensure(conn: &Connection) -> Result<(), String> {
             .map(drop)
             .map_err(|e| format!("recording the schema version: {e}")),
         Some(v) if v == VERSION => Ok(()),
+        // Version 1 had the queues only; the statement above has just added the event store
+        // tables (nothing existing was changed). Recorded, and said.
+        Some(1) => {
+            tracing::info!("SQLite schema migrated from version 1 to {VERSION}: event store tables added");
+            conn.execute("UPDATE herald_schema SET version = ?1", [VERSION])
+                .map(drop)
+                .map_err(|e| format!("recording the schema version: {e}"))
+        }
         Some(v) => Err(format!(
             "the file has schema version {v}; this Herald reads version {VERSION} (never altered silently)"
         )),

@@ -140,3 +140,52 @@ fn rusqlite_open(path: &std::path::Path) -> rusqlite::Connection {
         .expect("busy timeout");
     c
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_store_passes_the_event_store_conformance_suite() {
+    let path = temp_db("events");
+    let store = SqliteStore::open(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("open");
+    herald_testkit::store_conformance::run_all(&store, "confsqlite").await;
+    let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+}
+
+#[tokio::test]
+async fn a_version_1_file_is_migrated_to_version_2_and_keeps_its_queues() {
+    use herald::store::{EventStore, StreamName, WriteCondition};
+    let path = temp_db("migrate");
+    std::fs::create_dir_all(path.parent().expect("dir")).expect("dir");
+    {
+        let c = rusqlite_open(&path);
+        c.execute_batch(
+            "CREATE TABLE herald_schema (version INTEGER NOT NULL);
+             INSERT INTO herald_schema (version) VALUES (1);
+             CREATE TABLE herald_queues (name TEXT PRIMARY KEY, created_at INTEGER NOT NULL, total_sent INTEGER NOT NULL DEFAULT 0);
+             INSERT INTO herald_queues (name, created_at) VALUES ('old', 0);",
+        )
+        .expect("a version 1 file");
+    }
+    let store = SqliteStore::open(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("opens and migrates");
+    assert_eq!(
+        store.list().await.expect("list"),
+        ["old"],
+        "its queues kept"
+    );
+    let s = StreamName::new("order-1").expect("name");
+    store
+        .append(
+            &s,
+            &[tagged("order.created", "o1")],
+            WriteCondition::NoStream,
+        )
+        .await
+        .expect("the event store works");
+    let version: i64 = rusqlite_open(&path)
+        .query_row("SELECT max(version) FROM herald_schema", [], |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, 2);
+    let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+}

@@ -1,0 +1,205 @@
+//! The event store contract on the same SQLite file as the queues: appends go through the
+//! single writer (so they are serialised, and a follower of the log never skips), each in its
+//! own savepoint of a group-committed transaction.
+
+use herald::store::{
+    condition_holds, Appended, EventStore, StoreError, StoredEvent, StreamName, WriteCondition,
+};
+use herald::{Event, Timestamp};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use time::OffsetDateTime;
+
+use crate::queue::SqliteStore;
+
+fn backend(operation: &'static str, e: rusqlite::Error) -> StoreError {
+    let transient = matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    );
+    StoreError::Backend {
+        operation,
+        transient,
+        source: Box::new(e),
+    }
+}
+
+fn from_queue(e: herald::queue::QueueError) -> StoreError {
+    match e {
+        herald::queue::QueueError::Closed => StoreError::Closed,
+        // A store error carried through the writer (so that its savepoint rolled back).
+        herald::queue::QueueError::Store {
+            source,
+            operation,
+            transient,
+            ..
+        } => match source.downcast::<StoreError>() {
+            Ok(e) => *e,
+            Err(source) => StoreError::Backend {
+                operation,
+                transient,
+                source,
+            },
+        },
+        other => StoreError::Backend {
+            operation: "event store",
+            transient: other.is_transient(),
+            source: Box::new(other),
+        },
+    }
+}
+
+fn stored(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
+    let us: i64 = row.get(3)?;
+    let body: String = row.get(4)?;
+    Ok(StoredEvent {
+        global_position: row.get(0)?,
+        stream: row.get(1)?,
+        position: row.get(2)?,
+        recorded_at: Timestamp::from_datetime(
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000)
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        ),
+        body: body.into_bytes(),
+    })
+}
+
+const COLUMNS: &str = "global_position, stream, position, recorded_at, body";
+
+fn select(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| {
+            s.query_map(params, stored)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(|e| backend("read events", e))
+}
+
+fn limit(max: usize) -> i64 {
+    i64::try_from(max).unwrap_or(i64::MAX)
+}
+
+impl EventStore for SqliteStore {
+    async fn append(
+        &self,
+        stream: &StreamName,
+        events: &[Event],
+        condition: WriteCondition,
+    ) -> Result<Appended, StoreError> {
+        let bodies: Vec<String> = events
+            .iter()
+            .map(|e| String::from_utf8_lossy(&e.to_json()).into_owned())
+            .collect();
+        let name = stream.clone();
+        self.writer()
+            .run("append", stream.as_str(), move |c| {
+                // An error rolls this append's savepoint back: all of it or nothing.
+                append_in(c, &name, &bodies, condition).map_err(|e| {
+                    herald::queue::QueueError::store("append", name.as_str(), false, e)
+                })
+            })
+            .await
+            .map_err(from_queue)
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamName,
+        from: i64,
+        max: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let name = stream.to_string();
+        self.writer()
+            .run("read stream", stream.as_str(), move |c| {
+                Ok(select(
+                    c,
+                    &format!("SELECT {COLUMNS} FROM herald_events WHERE stream = ?1 AND position >= ?2 ORDER BY position LIMIT ?3"),
+                    params![name, from, limit(max)],
+                ))
+            })
+            .await
+            .map_err(from_queue)?
+    }
+
+    async fn read_category(
+        &self,
+        category: &str,
+        from: i64,
+        max: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let category = StreamName::category_name(category)?.to_owned();
+        self.writer()
+            .run("read category", "*", move |c| {
+                Ok(select(
+                    c,
+                    &format!("SELECT {COLUMNS} FROM herald_events WHERE category = ?1 AND global_position >= ?2 ORDER BY global_position LIMIT ?3"),
+                    params![category, from, limit(max)],
+                ))
+            })
+            .await
+            .map_err(from_queue)?
+    }
+
+    async fn read_all(&self, from: i64, max: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        self.writer()
+            .run("read all", "*", move |c| {
+                Ok(select(
+                    c,
+                    &format!("SELECT {COLUMNS} FROM herald_events WHERE global_position >= ?1 ORDER BY global_position LIMIT ?2"),
+                    params![from, limit(max)],
+                ))
+            })
+            .await
+            .map_err(from_queue)?
+    }
+
+    async fn streams(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.writer()
+            .run("streams", "*", |c| {
+                Ok(c.prepare_cached("SELECT stream, max(position) FROM herald_events GROUP BY stream ORDER BY stream")
+                    .and_then(|mut s| {
+                        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                            .collect::<rusqlite::Result<Vec<(String, i64)>>>()
+                    })
+                    .map_err(|e| backend("list streams", e)))
+            })
+            .await
+            .map_err(from_queue)?
+    }
+}
+
+/// The append itself, inside the writer's transaction.
+fn append_in(
+    c: &Connection,
+    stream: &StreamName,
+    bodies: &[String],
+    condition: WriteCondition,
+) -> Result<Appended, StoreError> {
+    let last: Option<i64> = c
+        .prepare_cached("SELECT max(position) FROM herald_events WHERE stream = ?1")
+        .and_then(|mut s| s.query_row([stream.as_str()], |r| r.get(0)).optional())
+        .map_err(|e| backend("append", e))?
+        .flatten();
+    if !condition_holds(condition, last) {
+        return Err(StoreError::wrong_position(stream, condition, last));
+    }
+    let now = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000) as i64;
+    let mut position = last.unwrap_or(-1);
+    let mut global = 0;
+    for body in bodies {
+        position += 1;
+        c.prepare_cached(
+            "INSERT INTO herald_events (stream, category, position, recorded_at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .and_then(|mut s| s.execute(params![stream.as_str(), stream.category(), position, now, body]))
+        .map_err(|e| backend("append", e))?;
+        global = c.last_insert_rowid();
+    }
+    Ok(Appended {
+        position,
+        global_position: global,
+    })
+}
