@@ -40,6 +40,7 @@
 
 mod commit;
 mod error;
+mod event_store;
 mod listen;
 mod queue;
 mod schema;

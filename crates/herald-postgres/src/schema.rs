@@ -7,8 +7,22 @@ use sqlx::PgPool;
 
 use crate::error::store;
 
-/// The version of Herald's own schema (`herald.schema_version`).
-pub(crate) const VERSION: i32 = 1;
+/// The version of Herald's own schema (`herald.schema_version`). 1: the version table;
+/// 2: adds the event store (`herald.events`).
+pub(crate) const VERSION: i32 = 2;
+
+const EVENTS: &str = "
+CREATE TABLE IF NOT EXISTS herald.events (
+    global_position BIGSERIAL PRIMARY KEY,
+    stream          TEXT NOT NULL,
+    category        TEXT NOT NULL,
+    position        BIGINT NOT NULL,
+    recorded_at     TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
+    body            JSONB NOT NULL,
+    UNIQUE (stream, position)
+);
+CREATE INDEX IF NOT EXISTS events_category ON herald.events (category, global_position);
+";
 
 /// Makes sure PGMQ and Herald's schema are installed.
 pub(crate) async fn ensure(pool: &PgPool) -> Result<(), QueueError> {
@@ -55,6 +69,10 @@ async fn install(pool: &PgPool) -> Result<(), QueueError> {
     .execute(pool)
     .await
     .map_err(|e| store("install", "*", e))?;
+    sqlx::raw_sql(EVENTS)
+        .execute(pool)
+        .await
+        .map_err(|e| store("install", "*", e))?;
     let found: Option<i32> = sqlx::query_scalar("SELECT max(version) FROM herald.schema_version")
         .fetch_one(pool)
         .await
@@ -69,6 +87,16 @@ async fn install(pool: &PgPool) -> Result<(), QueueError> {
             Ok(())
         }
         Some(v) if v == VERSION => Ok(()),
+        // Version 1 had no event store; its tables were just added (nothing else changed).
+        Some(1) => {
+            tracing::info!("Herald schema migrated from version 1 to {VERSION}: event store added");
+            sqlx::query("UPDATE herald.schema_version SET version = $1")
+                .bind(VERSION)
+                .execute(pool)
+                .await
+                .map(drop)
+                .map_err(|e| store("install", "*", e))
+        }
         Some(v) => Err(QueueError::store(
             "install",
             "*",

@@ -155,3 +155,11 @@ async fn a_bad_url_is_one_error_naming_it_without_the_password() {
     assert!(text.contains("mysql://u:***@x/db"), "{text}");
     assert!(!text.contains("pw"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_store_passes_the_event_store_conformance_suite() {
+    let Some((store, _)) = store("pg_event_store").await else {
+        return;
+    };
+    herald_testkit::store_conformance::run_all(&store, &unique("pgc")).await;
+}

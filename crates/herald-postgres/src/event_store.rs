@@ -1,0 +1,157 @@
+//! The event store contract on PostgreSQL (`herald.events`). Appends are serialised by a
+//! transaction-level advisory lock, so global positions are handed out in commit order and a
+//! follower of the log never skips an event that commits later with a lower position.
+
+use herald::store::{
+    condition_holds, Appended, EventStore, StoreError, StoredEvent, StreamName, WriteCondition,
+};
+use herald::{Event, Timestamp};
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+use time::OffsetDateTime;
+
+use crate::queue::PgStore;
+
+fn backend(operation: &'static str, e: sqlx::Error) -> StoreError {
+    let transient = matches!(
+        &e,
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+    );
+    StoreError::Backend {
+        operation,
+        transient,
+        source: Box::new(e),
+    }
+}
+
+fn stored(row: &PgRow) -> Result<StoredEvent, sqlx::Error> {
+    let at: OffsetDateTime = row.try_get("recorded_at")?;
+    let body: String = row.try_get("body")?;
+    Ok(StoredEvent {
+        global_position: row.try_get("global_position")?,
+        stream: row.try_get("stream")?,
+        position: row.try_get("position")?,
+        recorded_at: Timestamp::from_datetime(at),
+        body: body.into_bytes(),
+    })
+}
+
+const COLUMNS: &str = "global_position, stream, position, recorded_at, body::text AS body";
+
+fn limit(max: usize) -> i64 {
+    i64::try_from(max).unwrap_or(i64::MAX)
+}
+
+impl PgStore {
+    async fn select(
+        &self,
+        sql: &str,
+        bind: impl FnOnce(
+            sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+        )
+            -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = bind(sqlx::query(sql))
+            .fetch_all(self.pool())
+            .await
+            .map_err(|e| backend("read events", e))?;
+        rows.iter()
+            .map(stored)
+            .collect::<Result<_, _>>()
+            .map_err(|e| backend("read events", e))
+    }
+}
+
+impl EventStore for PgStore {
+    async fn append(
+        &self,
+        stream: &StreamName,
+        events: &[Event],
+        condition: WriteCondition,
+    ) -> Result<Appended, StoreError> {
+        let mut tx = self
+            .pool()
+            .begin()
+            .await
+            .map_err(|e| backend("append", e))?;
+        // One append at a time: global positions follow commit order.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('herald.events.append'))")
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| backend("append", e))?;
+        let last: Option<i64> =
+            sqlx::query_scalar("SELECT max(position) FROM herald.events WHERE stream = $1")
+                .bind(stream.as_str())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| backend("append", e))?;
+        if !condition_holds(condition, last) {
+            return Err(StoreError::wrong_position(stream, condition, last));
+        }
+        let mut position = last.unwrap_or(-1);
+        let mut global = 0;
+        for e in events {
+            position += 1;
+            global = sqlx::query_scalar(
+                "INSERT INTO herald.events (stream, category, position, body)
+                 VALUES ($1, $2, $3, $4::jsonb) RETURNING global_position",
+            )
+            .bind(stream.as_str())
+            .bind(stream.category())
+            .bind(position)
+            .bind(String::from_utf8_lossy(&e.to_json()).as_ref())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| backend("append", e))?;
+        }
+        tx.commit()
+            .await
+            .map_err(|e| backend("append (commit)", e))?;
+        Ok(Appended {
+            position,
+            global_position: global,
+        })
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamName,
+        from: i64,
+        max: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM herald.events WHERE stream = $1 AND position >= $2 ORDER BY position LIMIT $3");
+        self.select(&sql, |q| {
+            q.bind(stream.to_string()).bind(from).bind(limit(max))
+        })
+        .await
+    }
+
+    async fn read_category(
+        &self,
+        category: &str,
+        from: i64,
+        max: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let category = StreamName::category_name(category)?;
+        let sql = format!("SELECT {COLUMNS} FROM herald.events WHERE category = $1 AND global_position >= $2 ORDER BY global_position LIMIT $3");
+        self.select(&sql, |q| {
+            q.bind(category.to_owned()).bind(from).bind(limit(max))
+        })
+        .await
+    }
+
+    async fn read_all(&self, from: i64, max: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM herald.events WHERE global_position >= $1 ORDER BY global_position LIMIT $2");
+        self.select(&sql, |q| q.bind(from).bind(limit(max))).await
+    }
+
+    async fn streams(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT stream, max(position) FROM herald.events GROUP BY stream ORDER BY stream",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(|e| backend("list streams", e))?;
+        Ok(rows)
+    }
+}
