@@ -67,6 +67,51 @@ pub(crate) enum Command {
     Metrics(HttpArgs),
     /// Print the effective config (file, then HERALD_* variables), secrets redacted.
     Config(ConfigArgs),
+    /// The event store on --store: append, read, ls.
+    Store(StoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StoreArgs {
+    #[command(subcommand)]
+    pub(crate) command: StoreCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum StoreCommand {
+    /// Append an event (DATA is a JSON object) to STREAM (category-id); prints its positions.
+    Append {
+        /// The stream, e.g. order-42.
+        stream: String,
+        /// The event's data.
+        data: Option<String>,
+        /// The event type (its subject is `CATEGORY.TYPE`).
+        #[arg(long = "type", default_value = "appended")]
+        event_type: String,
+        /// Only if the stream's last position is this.
+        #[arg(long, conflicts_with = "no_stream")]
+        expected: Option<i64>,
+        /// Only if the stream has no event yet.
+        #[arg(long)]
+        no_stream: bool,
+    },
+    /// Read a stream (STREAM), a category (--category), or the whole log (neither), one JSON
+    /// line per event.
+    Read {
+        /// The stream.
+        stream: Option<String>,
+        /// A category instead.
+        #[arg(long, conflicts_with = "stream")]
+        category: Option<String>,
+        /// From this position (stream) or global position (category, log).
+        #[arg(long, default_value_t = 0)]
+        from: i64,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        max: usize,
+    },
+    /// List streams and their last positions.
+    Ls,
 }
 
 #[derive(Debug, Args)]

@@ -32,6 +32,12 @@ impl From<herald::queue::QueueError> for CliError {
     }
 }
 
+impl From<herald::store::StoreError> for CliError {
+    fn from(e: herald::store::StoreError) -> Self {
+        CliError::Other(report(&e))
+    }
+}
+
 impl From<herald_nats::NatsError> for CliError {
     fn from(e: herald_nats::NatsError) -> Self {
         CliError::Other(report(&e))

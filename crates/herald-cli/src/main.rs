@@ -113,6 +113,11 @@ async fn run(cli: cli::Cli) -> Result<(), CliError> {
             commands::worker::run(args, cli.global.store.clone(), config).await
         }
         Command::Config(args) => config::command(args, cli.global.config.as_ref()),
+        Command::Store(args) => {
+            let config = config::load(cli.global.config.as_deref())?;
+            let store = cli.global.store.clone().unwrap_or(config.store);
+            commands::store::run(args, &store).await
+        }
         Command::Health(args) => commands::observe::health(args).await,
         Command::Metrics(args) => commands::observe::metrics(args).await,
     }

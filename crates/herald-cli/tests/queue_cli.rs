@@ -152,3 +152,59 @@ async fn two_worker_processes_on_one_sqlite_file_store_one_result_per_step() {
     herald_testkit::DeliveryCheck::compare(sent, got).assert_exactly_once();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn store_verbs_append_under_conditions_and_read_back() {
+    let (dir, store) = temp_store();
+    let first = herald(
+        &store,
+        &[
+            "store",
+            "append",
+            "order-1",
+            r#"{"total": 3}"#,
+            "--type",
+            "created",
+            "--no-stream",
+        ],
+    );
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let a: serde_json::Value = serde_json::from_str(text(&first.stdout).trim()).expect("JSON");
+    assert_eq!(a["position"], 0);
+    let again = herald(&store, &["store", "append", "order-1", "{}", "--no-stream"]);
+    assert!(!again.status.success());
+    let err = text(&again.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("order-1") && err.contains("no stream") && err.contains("position 0"),
+        "{err}"
+    );
+    let second = herald(
+        &store,
+        &[
+            "store",
+            "append",
+            "order-1",
+            r#"{"total": 4}"#,
+            "--expected",
+            "0",
+        ],
+    );
+    assert!(second.status.success(), "{}", text(&second.stderr));
+    let read = herald(&store, &["store", "read", "--category", "order"]);
+    let lines: Vec<serde_json::Value> = text(&read.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["event"]["subject"], "order.created");
+    assert_eq!(lines[1]["event"]["data"]["total"], 4);
+    assert_eq!(
+        text(&herald(&store, &["store", "ls"]).stdout).trim(),
+        "order-1 1"
+    );
+    let bad = herald(&store, &["store", "append", "Order; drop table x-1", "{}"]);
+    assert!(!bad.status.success());
+    assert!(text(&bad.stderr).contains("Order; drop table x-1"));
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -5,4 +5,5 @@ pub(crate) mod demo;
 pub(crate) mod nats;
 pub(crate) mod observe;
 pub(crate) mod queue;
+pub(crate) mod store;
 pub(crate) mod worker;

@@ -1,0 +1,104 @@
+//! `herald store`: the event store verbs on `--store` (append with a write condition, read a
+//! stream, a category or the log, ls). Names and data are validated before the store opens.
+
+use herald::store::{EventStore, StoredEvent, StreamName, WriteCondition};
+use herald::{Event, Subject};
+use serde_json::{json, Value};
+
+use crate::cli::{StoreArgs, StoreCommand};
+use crate::commands::nats::parse_data;
+use crate::connect::{open_store, with_store};
+use crate::output::out;
+use crate::CliError;
+
+fn line(e: &StoredEvent) -> Value {
+    let event = serde_json::from_slice::<Value>(&e.body).unwrap_or(Value::Null);
+    json!({
+        "global_position": e.global_position,
+        "stream": e.stream,
+        "position": e.position,
+        "recorded_at": e.recorded_at.to_string(),
+        "event": event,
+    })
+}
+
+pub(crate) async fn run(args: StoreArgs, store_url: &str) -> Result<(), CliError> {
+    // Everything checkable is checked before the store is opened.
+    let append = match &args.command {
+        StoreCommand::Append {
+            stream,
+            data,
+            event_type,
+            expected,
+            no_stream,
+        } => {
+            let name = StreamName::new(stream)?;
+            let subject = Subject::new(&format!("{}.{event_type}", name.category()))?;
+            let data = parse_data(data.as_deref(), "store append")?;
+            let condition = match (expected, no_stream) {
+                (Some(p), _) => WriteCondition::ExpectedPosition(*p),
+                (None, true) => WriteCondition::NoStream,
+                (None, false) => WriteCondition::Any,
+            };
+            let event = Event::new(subject)
+                .with_type(event_type)
+                .with_data(data)
+                .with_source("herald-cli");
+            Some((name, event, condition))
+        }
+        StoreCommand::Read {
+            stream: Some(s), ..
+        } => {
+            StreamName::new(s)?;
+            None
+        }
+        StoreCommand::Read {
+            category: Some(c), ..
+        } => {
+            StreamName::category_name(c)?;
+            None
+        }
+        _ => None,
+    };
+    let store = open_store(store_url).await?;
+    with_store!(store, s => command(&s, args.command, append).await)
+}
+
+async fn command<S: EventStore>(
+    s: &S,
+    command: StoreCommand,
+    append: Option<(StreamName, Event, WriteCondition)>,
+) -> Result<(), CliError> {
+    match command {
+        StoreCommand::Append { .. } => {
+            let (name, event, condition) =
+                append.ok_or_else(|| CliError::Usage("nothing to append".into()))?;
+            let a = s.append(&name, &[event], condition).await?;
+            out!(
+                "{}",
+                json!({"stream": name.as_str(), "position": a.position, "global_position": a.global_position})
+            );
+        }
+        StoreCommand::Read {
+            stream,
+            category,
+            from,
+            max,
+        } => {
+            let events = match (stream, category) {
+                (Some(st), _) => s.read_stream(&StreamName::new(&st)?, from, max).await?,
+                (None, Some(c)) => s.read_category(&c, from, max).await?,
+                (None, None) => s.read_all(from, max).await?,
+            };
+            for e in &events {
+                out!("{}", line(e));
+            }
+        }
+        StoreCommand::Ls => {
+            for (stream, last) in s.streams().await? {
+                out!("{stream} {last}");
+            }
+        }
+    }
+    Ok(())
+}
