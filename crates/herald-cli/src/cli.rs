@@ -268,6 +268,8 @@ pub(crate) enum Suite {
     Queue,
     /// The step worker end to end beside the bare queue's send + read + archive.
     Worker,
+    /// The event store beside raw sqlx / rusqlite doing the same INSERT and SELECT.
+    Store,
     /// Every suite.
     All,
 }

@@ -4,6 +4,7 @@
 pub(crate) mod bus;
 pub(crate) mod nats;
 pub(crate) mod queue;
+pub(crate) mod store;
 pub(crate) mod worker;
 
 use std::future::Future;
@@ -174,6 +175,14 @@ pub(crate) async fn run(args: BenchArgs, global: &Global) -> Result<(), CliError
     }
     if matches!(args.suite, Suite::Queue | Suite::All) {
         queue::run(
+            &mut report,
+            args.scale,
+            global.store.as_deref().unwrap_or(""),
+        )
+        .await?;
+    }
+    if matches!(args.suite, Suite::Store | Suite::All) {
+        store::run(
             &mut report,
             args.scale,
             global.store.as_deref().unwrap_or(""),
