@@ -213,13 +213,34 @@ fn a_running_sub_rides_out_a_server_restart() {
             &url,
         ])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn sub");
     let mut lines = BufReader::new(sub.stdout.take().expect("stdout")).lines();
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(herald(&["pub", "ride.before", "{}"], &url).status.success());
-    let first = lines.next().expect("a line").expect("read");
+    let mut errors = sub.stderr.take().expect("stderr");
+    // The sub's subscription is live some time after it starts (slower under load): publish
+    // until it hears the first event, rather than once after a fixed sleep.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Some(line) = lines.next() {
+            let _ = tx.send((line, lines));
+        }
+    });
+    let mut heard = None;
+    for _ in 0..40 {
+        assert!(herald(&["pub", "ride.before", "{}"], &url).status.success());
+        if let Ok(got) = rx.recv_timeout(Duration::from_millis(1000)) {
+            heard = Some(got);
+            break;
+        }
+    }
+    let Some((first, mut lines)) = heard else {
+        let _ = sub.kill();
+        let mut why = String::new();
+        let _ = std::io::Read::read_to_string(&mut errors, &mut why);
+        panic!("herald sub heard nothing before the restart; its stderr: {why}");
+    };
+    let first = first.expect("read");
     assert!(first.contains("ride.before"));
     server.stop();
     std::thread::sleep(Duration::from_millis(500));
