@@ -154,4 +154,57 @@ impl EventStore for PgStore {
         .map_err(|e| backend("list streams", e))?;
         Ok(rows)
     }
+
+    async fn checkpoint(
+        &self,
+        consumer: &str,
+        source: &str,
+    ) -> Result<Option<(i64, u64)>, StoreError> {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT position, epoch FROM herald.checkpoints WHERE consumer = $1 AND source = $2",
+        )
+        .bind(consumer)
+        .bind(source)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(|e| backend("read checkpoint", e))?;
+        Ok(row.map(|(p, e)| (p, u64::try_from(e).unwrap_or(0))))
+    }
+
+    async fn save_checkpoint(
+        &self,
+        consumer: &str,
+        source: &str,
+        position: i64,
+        epoch: u64,
+    ) -> Result<(), StoreError> {
+        let e = i64::try_from(epoch).unwrap_or(i64::MAX);
+        // One statement: the update happens only if the stored epoch is not newer.
+        let written: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO herald.checkpoints AS c (consumer, source, position, epoch) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (consumer, source) DO UPDATE SET position = EXCLUDED.position, epoch = EXCLUDED.epoch
+             WHERE c.epoch <= EXCLUDED.epoch
+             RETURNING epoch",
+        )
+        .bind(consumer)
+        .bind(source)
+        .bind(position)
+        .bind(e)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(|e| backend("save checkpoint", e))?;
+        if written.is_some() {
+            return Ok(());
+        }
+        let current = self
+            .checkpoint(consumer, source)
+            .await?
+            .map_or(0, |(_, e)| e);
+        Err(StoreError::StaleEpoch {
+            consumer: consumer.to_owned(),
+            source_name: source.to_owned(),
+            epoch,
+            current,
+        })
+    }
 }

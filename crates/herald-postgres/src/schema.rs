@@ -22,6 +22,13 @@ CREATE TABLE IF NOT EXISTS herald.events (
     UNIQUE (stream, position)
 );
 CREATE INDEX IF NOT EXISTS events_category ON herald.events (category, global_position);
+CREATE TABLE IF NOT EXISTS herald.checkpoints (
+    consumer TEXT NOT NULL,
+    source   TEXT NOT NULL,
+    position BIGINT NOT NULL,
+    epoch    BIGINT NOT NULL,
+    PRIMARY KEY (consumer, source)
+);
 ";
 
 /// Makes sure PGMQ and Herald's schema are installed.

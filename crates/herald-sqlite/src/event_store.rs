@@ -169,6 +169,64 @@ impl EventStore for SqliteStore {
             .await
             .map_err(from_queue)?
     }
+
+    async fn checkpoint(
+        &self,
+        consumer: &str,
+        source: &str,
+    ) -> Result<Option<(i64, u64)>, StoreError> {
+        let (consumer, source) = (consumer.to_owned(), source.to_owned());
+        self.writer()
+            .run("read checkpoint", "*", move |c| {
+                Ok(c.prepare_cached("SELECT position, epoch FROM herald_checkpoints WHERE consumer = ?1 AND source = ?2")
+                    .and_then(|mut s| {
+                        s.query_row(params![consumer, source], |r| {
+                            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                        })
+                        .optional()
+                    })
+                    .map(|row| row.map(|(p, e)| (p, u64::try_from(e).unwrap_or(0))))
+                    .map_err(|e| backend("read checkpoint", e)))
+            })
+            .await
+            .map_err(from_queue)?
+    }
+
+    async fn save_checkpoint(
+        &self,
+        consumer: &str,
+        source: &str,
+        position: i64,
+        epoch: u64,
+    ) -> Result<(), StoreError> {
+        let (consumer, source) = (consumer.to_owned(), source.to_owned());
+        let e = i64::try_from(epoch).unwrap_or(i64::MAX);
+        self.writer()
+            .run("save checkpoint", "*", move |c| {
+                let wrap = |e: StoreError| herald::queue::QueueError::store("save checkpoint", "*", false, e);
+                let current: Option<i64> = c
+                    .prepare_cached("SELECT epoch FROM herald_checkpoints WHERE consumer = ?1 AND source = ?2")
+                    .and_then(|mut s| s.query_row(params![consumer, source], |r| r.get(0)).optional())
+                    .map_err(|e| wrap(backend("save checkpoint", e)))?;
+                if let Some(current) = current.filter(|cur| *cur > e) {
+                    return Err(wrap(StoreError::StaleEpoch {
+                        consumer,
+                        source_name: source,
+                        epoch,
+                        current: u64::try_from(current).unwrap_or(0),
+                    }));
+                }
+                c.prepare_cached(
+                    "INSERT INTO herald_checkpoints (consumer, source, position, epoch) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (consumer, source) DO UPDATE SET position = excluded.position, epoch = excluded.epoch",
+                )
+                .and_then(|mut s| s.execute(params![consumer, source, position, e]))
+                .map(drop)
+                .map_err(|e| wrap(backend("save checkpoint", e)))
+            })
+            .await
+            .map_err(from_queue)
+    }
 }
 
 /// The append itself, inside the writer's transaction.

@@ -35,6 +35,13 @@ CREATE TABLE IF NOT EXISTS herald_events (
     UNIQUE (stream, position)
 );
 CREATE INDEX IF NOT EXISTS herald_events_category ON herald_events (category, global_position);
+CREATE TABLE IF NOT EXISTS herald_checkpoints (
+    consumer TEXT NOT NULL,
+    source   TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    epoch    INTEGER NOT NULL,
+    PRIMARY KEY (consumer, source)
+);
 CREATE TABLE IF NOT EXISTS herald_archive (
     msg_id      INTEGER NOT NULL,
     queue       TEXT NOT NULL,

@@ -119,12 +119,15 @@ pub async fn failed_conditions_name_the_stream_and_both_positions<S: EventStore>
 pub async fn sixteen_writers_one_winner_per_position<S: EventStore>(s: &S, category: &str) {
     let st = stream(category, "race");
     let each = 10;
+    // All 16 read the (empty) stream before any appends: the first round is a real race.
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(16));
     let mut writers = Vec::new();
     for w in 0..16 {
-        let (s, st) = (s.clone(), st.clone());
+        let (s, st, start) = (s.clone(), st.clone(), start.clone());
         writers.push(tokio::spawn(async move {
             let mut acked = Vec::new();
             let mut lost = 0;
+            let mut first = true;
             while acked.len() < each {
                 let last = s
                     .read_stream(&st, 0, 100_000)
@@ -229,10 +232,46 @@ pub async fn a_follower_never_skips_an_event<S: EventStore>(s: &S, category: &st
     DeliveryCheck::compare(acked, seen).assert_exactly_once();
 }
 
+/// Checkpoints are read back as saved, and a write with an older epoch than the stored one is
+/// refused (fencing) and changes nothing.
+pub async fn checkpoints_are_fenced_by_epoch<S: EventStore>(s: &S, category: &str) {
+    let consumer = format!("{category}_projection");
+    assert_eq!(s.checkpoint(&consumer, category).await.expect("read"), None);
+    s.save_checkpoint(&consumer, category, 10, 1)
+        .await
+        .expect("save");
+    s.save_checkpoint(&consumer, category, 20, 1)
+        .await
+        .expect("same epoch moves it");
+    assert_eq!(
+        s.checkpoint(&consumer, category).await.expect("read"),
+        Some((20, 1))
+    );
+    s.save_checkpoint(&consumer, category, 25, 3)
+        .await
+        .expect("a newer owner");
+    match s.save_checkpoint(&consumer, category, 99, 2).await {
+        Err(StoreError::StaleEpoch { epoch, current, .. }) => assert_eq!((epoch, current), (2, 3)),
+        other => panic!("a stale epoch's write: {other:?}"),
+    }
+    assert_eq!(
+        s.checkpoint(&consumer, category).await.expect("read"),
+        Some((25, 3)),
+        "unchanged"
+    );
+    let other = format!("{category}_other");
+    assert_eq!(
+        s.checkpoint(&other, category).await.expect("read"),
+        None,
+        "per consumer"
+    );
+}
+
 /// Every case, on streams of `category` (lowercase letters, digits and `_`, unique per run).
 pub async fn run_all<S: EventStore>(s: &S, category: &str) {
     positions_and_reads(s, category).await;
     failed_conditions_name_the_stream_and_both_positions(s, category).await;
     sixteen_writers_one_winner_per_position(s, category).await;
     a_follower_never_skips_an_event(s, category).await;
+    checkpoints_are_fenced_by_epoch(s, category).await;
 }

@@ -16,6 +16,7 @@ use crate::message::timestamp::Timestamp;
 struct Log {
     events: Vec<StoredEvent>,
     last: BTreeMap<String, i64>,
+    checkpoints: BTreeMap<(String, String), (i64, u64)>,
 }
 
 /// The event store in memory. Cheap to clone.
@@ -121,5 +122,41 @@ impl EventStore for MemoryEventStore {
             .iter()
             .map(|(k, v)| (k.clone(), *v))
             .collect())
+    }
+
+    async fn checkpoint(
+        &self,
+        consumer: &str,
+        source: &str,
+    ) -> Result<Option<(i64, u64)>, StoreError> {
+        Ok(self
+            .log
+            .lock()
+            .checkpoints
+            .get(&(consumer.to_owned(), source.to_owned()))
+            .copied())
+    }
+
+    async fn save_checkpoint(
+        &self,
+        consumer: &str,
+        source: &str,
+        position: i64,
+        epoch: u64,
+    ) -> Result<(), StoreError> {
+        let mut log = self.log.lock();
+        let key = (consumer.to_owned(), source.to_owned());
+        if let Some((_, current)) = log.checkpoints.get(&key) {
+            if *current > epoch {
+                return Err(StoreError::StaleEpoch {
+                    consumer: consumer.to_owned(),
+                    source_name: source.to_owned(),
+                    epoch,
+                    current: *current,
+                });
+            }
+        }
+        log.checkpoints.insert(key, (position, epoch));
+        Ok(())
     }
 }

@@ -106,6 +106,19 @@ pub enum StoreError {
         #[source]
         source: BoxError,
     },
+    /// A checkpoint write carried an older epoch than the one stored: the writer lost its
+    /// ownership (fencing); nothing was written.
+    #[error("checkpoint {consumer}/{source_name}: epoch {epoch} is stale (the store holds epoch {current})")]
+    StaleEpoch {
+        /// The consumer.
+        consumer: String,
+        /// The source (a category or stream).
+        source_name: String,
+        /// The epoch the write carried.
+        epoch: u64,
+        /// The epoch stored.
+        current: u64,
+    },
     /// The store has been closed.
     #[error("the event store is closed")]
     Closed,
@@ -188,4 +201,23 @@ pub trait EventStore: Clone + Send + Sync + 'static {
 
     /// The streams and their last positions, sorted by name.
     fn streams(&self) -> impl Future<Output = Result<Vec<(String, i64)>, StoreError>> + Send;
+
+    /// The checkpoint of `consumer` on `source`: the last position it processed, and the
+    /// epoch of the owner that wrote it. `None` when it never checkpointed.
+    fn checkpoint(
+        &self,
+        consumer: &str,
+        source: &str,
+    ) -> impl Future<Output = Result<Option<(i64, u64)>, StoreError>> + Send;
+
+    /// Saves a checkpoint, fenced by `epoch`: refused with [`StoreError::StaleEpoch`] when the
+    /// stored checkpoint carries a higher epoch (a newer owner), so a paused node that lost
+    /// its sources cannot move their checkpoints.
+    fn save_checkpoint(
+        &self,
+        consumer: &str,
+        source: &str,
+        position: i64,
+        epoch: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
