@@ -137,6 +137,12 @@ pub async fn sixteen_writers_one_winner_per_position<S: EventStore>(s: &S, categ
                     .map(|e| e.position);
                 let condition =
                     last.map_or(WriteCondition::NoStream, WriteCondition::ExpectedPosition);
+                if first {
+                    // Everyone has read the empty stream before anyone appends.
+                    start.wait().await;
+                    first = false;
+                }
+                tokio::task::yield_now().await;
                 let id = format!("w{w}-{}", acked.len());
                 match s.append(&st, &[ev(&id)], condition).await {
                     Ok(a) => acked.push((id, a.position)),
