@@ -1,0 +1,244 @@
+//! `EventProcessor` and `EventSubscriptionConsumer`: read each source from its checkpoint,
+//! process one event at a time, checkpoint every N events or T and on stop, fenced by epoch.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herald::store::{EventStore, StoreError, StoredEvent, StreamName};
+use herald::{BoxError, BoxFuture};
+
+/// Processes one event at a time (seed 003's `EventProcessor`).
+pub trait EventProcessor: Send + Sync + 'static {
+    /// Processes `event`. An error stops the consumer (error handlers are not built yet);
+    /// the event's checkpoint is not advanced, so it is processed again on the next run.
+    fn process(&self, event: StoredEvent) -> BoxFuture<Result<(), BoxError>>;
+}
+
+impl<F, Fut> EventProcessor for F
+where
+    F: Fn(StoredEvent) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+{
+    fn process(&self, event: StoredEvent) -> BoxFuture<Result<(), BoxError>> {
+        Box::pin(self(event))
+    }
+}
+
+/// How a consumer runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerSettings {
+    /// Checkpoint after this many events (default 100).
+    pub checkpoint_every: u64,
+    /// ... or after this long since the last checkpoint (default 1 s).
+    pub checkpoint_interval: Duration,
+    /// Events read per page (default 100).
+    pub batch: usize,
+    /// The epoch of this consumer's owner; checkpoint writes carry it (default 1).
+    pub epoch: u64,
+}
+
+impl Default for ConsumerSettings {
+    fn default() -> Self {
+        ConsumerSettings {
+            checkpoint_every: 100,
+            checkpoint_interval: Duration::from_secs(1),
+            batch: 100,
+            epoch: 1,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConsumerStats {
+    /// Events processed.
+    pub processed: u64,
+    /// Checkpoints saved.
+    pub checkpoints: u64,
+}
+
+/// Why a consumer stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    /// A source is not a valid category.
+    #[error(transparent)]
+    Source(StoreError),
+    /// The processor failed on an event (its checkpoint was not advanced past it).
+    #[error("{consumer} failed on {stream} at position {position}")]
+    Processor {
+        /// The consumer.
+        consumer: String,
+        /// The event's stream.
+        stream: String,
+        /// Its stream position.
+        position: i64,
+        /// The processor's error.
+        #[source]
+        source: BoxError,
+    },
+    /// A newer owner holds the source: this consumer's checkpoint was refused.
+    #[error("{0}")]
+    Fenced(StoreError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+/// Seed 003's `EventSubscriptionConsumer`: reads its sources (categories) from their
+/// checkpoints through `processor`.
+pub struct EventSubscriptionConsumer<S> {
+    store: S,
+    name: String,
+    sources: Vec<String>,
+    processor: Arc<dyn EventProcessor>,
+    settings: ConsumerSettings,
+}
+
+impl<S> std::fmt::Debug for EventSubscriptionConsumer<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventSubscriptionConsumer")
+            .field("name", &self.name)
+            .field("sources", &self.sources)
+            .finish_non_exhaustive()
+    }
+}
+
+fn store_error(e: StoreError) -> ConsumerError {
+    match e {
+        e @ StoreError::StaleEpoch { .. } => ConsumerError::Fenced(e),
+        e => ConsumerError::Store(e),
+    }
+}
+
+impl<S: EventStore> EventSubscriptionConsumer<S> {
+    /// A consumer named `name` (its checkpoints are kept under it) of `sources`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConsumerError::Source`] naming a source that is not a valid category.
+    pub fn new(
+        store: S,
+        name: &str,
+        sources: &[&str],
+        processor: impl EventProcessor,
+        settings: ConsumerSettings,
+    ) -> Result<Self, ConsumerError> {
+        for s in sources {
+            StreamName::category_name(s).map_err(ConsumerError::Source)?;
+        }
+        Ok(EventSubscriptionConsumer {
+            store,
+            name: name.to_owned(),
+            sources: sources.iter().map(|s| (*s).to_owned()).collect(),
+            processor: Arc::new(processor),
+            settings,
+        })
+    }
+
+    /// Processes everything its sources hold now, from their checkpoints, checkpointing as it
+    /// goes and at the end; then returns.
+    ///
+    /// # Errors
+    ///
+    /// [`ConsumerError`]: a processor failure (its source's checkpoint stays at the last
+    /// event before it), fencing, or a store failure.
+    pub async fn consume_all(&self) -> Result<ConsumerStats, ConsumerError> {
+        let mut stats = ConsumerStats::default();
+        for source in &self.sources {
+            self.consume_source(source, &mut stats).await?;
+        }
+        Ok(stats)
+    }
+
+    /// Runs [`EventSubscriptionConsumer::consume_all`] every `poll_interval` until `stop`
+    /// completes; a stop lets the pass in progress finish (and checkpoint).
+    ///
+    /// # Errors
+    ///
+    /// As [`EventSubscriptionConsumer::consume_all`].
+    pub async fn run(
+        &self,
+        poll_interval: Duration,
+        stop: impl Future<Output = ()>,
+    ) -> Result<ConsumerStats, ConsumerError> {
+        tokio::pin!(stop);
+        let mut total = ConsumerStats::default();
+        loop {
+            let pass = self.consume_all().await?;
+            total.processed += pass.processed;
+            total.checkpoints += pass.checkpoints;
+            tokio::select! {
+                _ = &mut stop => return Ok(total),
+                _ = tokio::time::sleep(poll_interval) => {}
+            }
+        }
+    }
+
+    async fn consume_source(
+        &self,
+        source: &str,
+        stats: &mut ConsumerStats,
+    ) -> Result<(), ConsumerError> {
+        let s = &self.settings;
+        let checkpoint = self
+            .store
+            .checkpoint(&self.name, source)
+            .await
+            .map_err(store_error)?;
+        let mut last = checkpoint.map_or(0, |(p, _)| p);
+        let (mut since, mut at) = (0u64, Instant::now());
+        let mut saved = last;
+        loop {
+            let page = self
+                .store
+                .read_category(source, last + 1, s.batch)
+                .await
+                .map_err(store_error)?;
+            if page.is_empty() {
+                break;
+            }
+            for event in page {
+                let (position, stream, global) =
+                    (event.position, event.stream.clone(), event.global_position);
+                if let Err(source_error) = self.processor.process(event).await {
+                    if saved != last {
+                        self.save(source, last, stats).await?;
+                    }
+                    return Err(ConsumerError::Processor {
+                        consumer: self.name.clone(),
+                        stream,
+                        position,
+                        source: source_error,
+                    });
+                }
+                last = global;
+                stats.processed += 1;
+                since += 1;
+                if since >= s.checkpoint_every || at.elapsed() >= s.checkpoint_interval {
+                    self.save(source, last, stats).await?;
+                    saved = last;
+                    (since, at) = (0, Instant::now());
+                }
+            }
+        }
+        if saved != last || (checkpoint.is_none() && last > 0) {
+            self.save(source, last, stats).await?;
+        }
+        Ok(())
+    }
+
+    async fn save(
+        &self,
+        source: &str,
+        position: i64,
+        stats: &mut ConsumerStats,
+    ) -> Result<(), ConsumerError> {
+        self.store
+            .save_checkpoint(&self.name, source, position, self.settings.epoch)
+            .await
+            .map_err(store_error)?;
+        stats.checkpoints += 1;
+        Ok(())
+    }
+}

@@ -1,0 +1,156 @@
+//! Subscription consumers on the memory and SQLite event stores: every event processed once
+//! per run (id sets), checkpoints every N and at the end, a resumed consumer starts from its
+//! checkpoint, a processor failure leaves the checkpoint before the failing event (processed
+//! again: at least once), and a stale owner's checkpoint is refused (fenced).
+
+use std::sync::Arc;
+
+use herald::store::memory::MemoryEventStore;
+use herald::store::{EventStore, StoredEvent, StreamName, WriteCondition};
+use herald::BoxError;
+use herald_runtime::{ConsumerError, ConsumerSettings, EventSubscriptionConsumer};
+use herald_sqlite::SqliteStore;
+use herald_testkit::env::unique;
+use herald_testkit::fixtures::{id_of, tagged};
+use herald_testkit::DeliveryCheck;
+use parking_lot::Mutex;
+
+type Seen = Arc<Mutex<Vec<String>>>;
+
+fn recorder(
+    seen: &Seen,
+) -> impl Fn(StoredEvent) -> std::future::Ready<Result<(), BoxError>> + Send + Sync + 'static {
+    let seen = seen.clone();
+    move |e: StoredEvent| {
+        let id = e.event().map(|ev| id_of(&ev)).unwrap_or_default();
+        if id.starts_with("poison") && !seen.lock().iter().any(|s| s == "cured") {
+            return std::future::ready(Err("poison".into()));
+        }
+        seen.lock().push(id);
+        std::future::ready(Ok(()))
+    }
+}
+
+async fn append<S: EventStore>(
+    s: &S,
+    category: &str,
+    ids: impl IntoIterator<Item = String>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, id) in ids.into_iter().enumerate() {
+        let stream = StreamName::new(&format!("{category}-{}", i % 7)).expect("stream");
+        s.append(
+            &stream,
+            &[tagged("order.created", &id)],
+            WriteCondition::Any,
+        )
+        .await
+        .expect("append");
+        out.push(id);
+    }
+    out
+}
+
+async fn scenario<S: EventStore>(s: S) {
+    let cat = format!("order{}", unique("c").replace('x', "y"));
+    let settings = ConsumerSettings::default();
+    let first = append(&s, &cat, (0..250).map(|i| format!("e{i}"))).await;
+    let seen: Seen = Arc::default();
+    let consumer =
+        EventSubscriptionConsumer::new(s.clone(), "projection", &[&cat], recorder(&seen), settings)
+            .expect("consumer");
+    let stats = consumer.consume_all().await.expect("consume_all");
+    assert_eq!(
+        (stats.processed, stats.checkpoints),
+        (250, 3),
+        "every 100, and at the end"
+    );
+    DeliveryCheck::compare(first.clone(), seen.lock().clone()).assert_exactly_once();
+    assert_eq!(
+        consumer.consume_all().await.expect("again").processed,
+        0,
+        "nothing new"
+    );
+
+    // A new consumer of the same name resumes from the checkpoint.
+    let more = append(&s, &cat, (0..50).map(|i| format!("m{i}"))).await;
+    seen.lock().clear();
+    let resumed =
+        EventSubscriptionConsumer::new(s.clone(), "projection", &[&cat], recorder(&seen), settings)
+            .expect("consumer");
+    assert_eq!(resumed.consume_all().await.expect("resume").processed, 50);
+    DeliveryCheck::compare(more, seen.lock().clone()).assert_exactly_once();
+
+    // A poison event stops it; the checkpoint stays before it, so it comes back.
+    append(
+        &s,
+        &cat,
+        ["ok1".to_owned(), "poison1".to_owned(), "ok2".to_owned()],
+    )
+    .await;
+    seen.lock().clear();
+    match resumed.consume_all().await {
+        Err(ConsumerError::Processor {
+            position, stream, ..
+        }) => {
+            assert!(stream.starts_with(&cat) && position >= 0);
+        }
+        other => panic!("the poison event: {other:?}"),
+    }
+    assert_eq!(*seen.lock(), ["ok1"]);
+    seen.lock().push("cured".into());
+    resumed.consume_all().await.expect("after the cure");
+    assert_eq!(
+        *seen.lock(),
+        ["ok1", "cured", "poison1", "ok2"],
+        "from the poison event on"
+    );
+
+    // A newer owner (epoch 2) takes the source; the old one (epoch 1) is fenced.
+    append(&s, &cat, ["late".to_owned()]).await;
+    let newer = EventSubscriptionConsumer::new(
+        s.clone(),
+        "projection",
+        &[&cat],
+        recorder(&seen),
+        ConsumerSettings {
+            epoch: 2,
+            ..settings
+        },
+    )
+    .expect("consumer");
+    newer.consume_all().await.expect("the newer owner");
+    append(&s, &cat, ["later".to_owned()]).await;
+    match resumed.consume_all().await {
+        Err(ConsumerError::Fenced(e)) => assert!(e.to_string().contains("stale"), "{e}"),
+        other => panic!("the stale owner: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_consumer_on_the_memory_store() {
+    scenario(MemoryEventStore::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_on_the_sqlite_store() {
+    let dir = std::env::temp_dir().join(unique("rt"));
+    let store = SqliteStore::open(&format!("sqlite://{}", dir.join("h.db").display()))
+        .await
+        .expect("open");
+    scenario(store).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_source_that_is_not_a_category_is_named() {
+    let e = EventSubscriptionConsumer::new(
+        MemoryEventStore::new(),
+        "p",
+        &["Bad Category"],
+        |_e: StoredEvent| std::future::ready(Ok::<(), BoxError>(())),
+        ConsumerSettings::default(),
+    )
+    .expect_err("refused");
+    assert!(e.to_string().contains("Bad Category"), "{e}");
+}
