@@ -25,9 +25,31 @@ where
     }
 }
 
+/// What a consumer does with an event its processor fails on (seed 003's `ErrorHandler`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorHandler {
+    /// Skip it: count it and dead-letter it (stream `deadletter-{consumer}.{source}`, with
+    /// the error in `metadata.dead_letter`), and go on. The default.
+    Continue,
+    /// Try it again up to `max` more times, `backoff` apart (doubling); then as `Continue`.
+    Retry {
+        /// Further attempts.
+        max: u32,
+        /// The first delay.
+        backoff: Duration,
+    },
+    /// Stop the consumer and report the error; the event comes back on the next run.
+    Raise,
+}
+
+/// The category dead letters are appended to.
+pub const DEAD_LETTER_CATEGORY: &str = "deadletter";
+
 /// How a consumer runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConsumerSettings {
+    /// What to do when the processor fails (default [`ErrorHandler::Continue`]).
+    pub error_handler: ErrorHandler,
     /// Checkpoint after this many events (default 100).
     pub checkpoint_every: u64,
     /// ... or after this long since the last checkpoint (default 1 s).
@@ -41,6 +63,7 @@ pub struct ConsumerSettings {
 impl Default for ConsumerSettings {
     fn default() -> Self {
         ConsumerSettings {
+            error_handler: ErrorHandler::Continue,
             checkpoint_every: 100,
             checkpoint_interval: Duration::from_secs(1),
             batch: 100,
@@ -52,10 +75,14 @@ impl Default for ConsumerSettings {
 /// What a run did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ConsumerStats {
-    /// Events processed.
+    /// Events consumed (the skipped ones included).
     pub processed: u64,
     /// Checkpoints saved.
     pub checkpoints: u64,
+    /// Events skipped and dead-lettered by the error handler.
+    pub skipped: u64,
+    /// Extra attempts made by [`ErrorHandler::Retry`].
+    pub retried: u64,
 }
 
 /// Why a consumer stopped.
@@ -168,6 +195,8 @@ impl<S: EventStore> EventSubscriptionConsumer<S> {
             let pass = self.consume_all().await?;
             total.processed += pass.processed;
             total.checkpoints += pass.checkpoints;
+            total.skipped += pass.skipped;
+            total.retried += pass.retried;
             tokio::select! {
                 _ = &mut stop => return Ok(total),
                 _ = tokio::time::sleep(poll_interval) => {}
@@ -201,7 +230,7 @@ impl<S: EventStore> EventSubscriptionConsumer<S> {
             for event in page {
                 let (position, stream, global) =
                     (event.position, event.stream.clone(), event.global_position);
-                if let Err(source_error) = self.processor.process(event).await {
+                if let Err(source_error) = self.handle(source, event, stats).await {
                     if saved != last {
                         self.save(source, last, stats).await?;
                     }
@@ -226,6 +255,93 @@ impl<S: EventStore> EventSubscriptionConsumer<S> {
             self.save(source, last, stats).await?;
         }
         Ok(())
+    }
+
+    /// Processes one event under the error handler; `Err` only when the consumer must stop.
+    async fn handle(
+        &self,
+        source: &str,
+        event: StoredEvent,
+        stats: &mut ConsumerStats,
+    ) -> Result<(), BoxError> {
+        let mut attempts_left = match self.settings.error_handler {
+            ErrorHandler::Retry { max, .. } => max,
+            _ => 0,
+        };
+        let mut delay = match self.settings.error_handler {
+            ErrorHandler::Retry { backoff, .. } => backoff,
+            _ => Duration::ZERO,
+        };
+        loop {
+            let error = match self.processor.process(event.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            if attempts_left > 0 {
+                attempts_left -= 1;
+                stats.retried += 1;
+                tokio::time::sleep(delay).await;
+                delay = delay.saturating_mul(2);
+                continue;
+            }
+            if self.settings.error_handler == ErrorHandler::Raise {
+                return Err(error);
+            }
+            tracing::warn!(
+                consumer = self.name.as_str(),
+                stream = event.stream.as_str(),
+                position = event.position,
+                "skipped and dead-lettered: {error}"
+            );
+            self.dead_letter(source, &event, &error.to_string())
+                .await
+                .map_err(|e| -> BoxError { Box::new(e) })?;
+            stats.skipped += 1;
+            return Ok(());
+        }
+    }
+
+    async fn dead_letter(
+        &self,
+        source: &str,
+        event: &StoredEvent,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let why = serde_json::json!({
+            "reason": reason,
+            "consumer": self.name,
+            "source": source,
+            "stream": event.stream,
+            "position": event.position,
+            "global_position": event.global_position,
+        });
+        let letter = match event.event() {
+            Ok(e) => e,
+            Err(_) => {
+                herald::Event::new(herald::Subject::new("herald.dead_letter").map_err(|e| {
+                    StoreError::InvalidName {
+                        name: e.to_string(),
+                        reason: "dead letter subject",
+                    }
+                })?)
+            }
+        }
+        .with_metadata("dead_letter", why);
+        let id: String = format!("{}.{}", self.name, source)
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let stream = StreamName::new(&format!("{DEAD_LETTER_CATEGORY}-{id}"))?;
+        self.store
+            .append(&stream, &[letter], herald::store::WriteCondition::Any)
+            .await
+            .map(drop)
     }
 
     async fn save(

@@ -12,10 +12,14 @@
 //!   older epoch (a paused node that lost its sources) is refused, and the consumer stops with
 //!   [`ConsumerError::Fenced`].
 //!
-//! Not built yet: error handlers, the polling and service manager, brokers, `EventRuntime`.
+//! An [`ErrorHandler`] decides what a processor failure does: continue (skip, count,
+//! dead-letter), retry with backoff, or raise (stop).
+//!
+//! Not built yet: the polling service and service manager, brokers, `EventRuntime`.
 
 mod consumer;
 
 pub use consumer::{
-    ConsumerError, ConsumerSettings, ConsumerStats, EventProcessor, EventSubscriptionConsumer,
+    ConsumerError, ConsumerSettings, ConsumerStats, ErrorHandler, EventProcessor,
+    EventSubscriptionConsumer, DEAD_LETTER_CATEGORY,
 };

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use herald::store::memory::MemoryEventStore;
 use herald::store::{EventStore, StoredEvent, StreamName, WriteCondition};
 use herald::BoxError;
-use herald_runtime::{ConsumerError, ConsumerSettings, EventSubscriptionConsumer};
+use herald_runtime::{
+    ConsumerError, ConsumerSettings, ErrorHandler, EventSubscriptionConsumer, DEAD_LETTER_CATEGORY,
+};
 use herald_sqlite::SqliteStore;
 use herald_testkit::env::unique;
 use herald_testkit::fixtures::{id_of, tagged};
@@ -53,7 +55,10 @@ async fn append<S: EventStore>(
 
 async fn scenario<S: EventStore>(s: S) {
     let cat = format!("order{}", unique("c").replace('x', "y"));
-    let settings = ConsumerSettings::default();
+    let settings = ConsumerSettings {
+        error_handler: ErrorHandler::Raise,
+        ..ConsumerSettings::default()
+    };
     let first = append(&s, &cat, (0..250).map(|i| format!("e{i}"))).await;
     let seen: Seen = Arc::default();
     let consumer =
@@ -153,4 +158,72 @@ fn a_source_that_is_not_a_category_is_named() {
     )
     .expect_err("refused");
     assert!(e.to_string().contains("Bad Category"), "{e}");
+}
+
+/// The default handler skips a poison event, counts it and dead-letters it with its error; the
+/// retry handler tries again with backoff before it gives up the same way.
+#[tokio::test]
+async fn continue_dead_letters_a_poison_event_and_retry_tries_again_first() {
+    let s = MemoryEventStore::new();
+    let cat = "shop";
+    let ids = append(
+        &s,
+        cat,
+        ["a".to_owned(), "poison1".to_owned(), "b".to_owned()],
+    )
+    .await;
+    let seen: Seen = Arc::default();
+    let consumer = EventSubscriptionConsumer::new(
+        s.clone(),
+        "counter",
+        &[cat],
+        recorder(&seen),
+        ConsumerSettings::default(),
+    )
+    .expect("consumer");
+    let stats = consumer.consume_all().await.expect("continue never stops");
+    assert_eq!((stats.processed, stats.skipped), (3, 1));
+    assert_eq!(*seen.lock(), ["a", "b"]);
+    let dead = s
+        .read_category(DEAD_LETTER_CATEGORY, 0, 10)
+        .await
+        .expect("dead letters");
+    assert_eq!(dead.len(), 1);
+    let letter = dead[0].event().expect("an envelope");
+    assert_eq!(id_of(&letter), "poison1");
+    assert_eq!(letter.metadata["dead_letter"]["reason"], "poison");
+    assert_eq!(
+        consumer.consume_all().await.expect("again").processed,
+        0,
+        "checkpoint moved past it"
+    );
+    let _ = ids;
+
+    // Retry: fails twice, then works; processed once, two extra attempts, nothing skipped.
+    let flaky = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let f = flaky.clone();
+    append(&s, "retry", ["r1".to_owned()]).await;
+    let retrying = EventSubscriptionConsumer::new(
+        s.clone(),
+        "retrier",
+        &["retry"],
+        move |_e: StoredEvent| {
+            let n = f.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::future::ready(if n < 2 {
+                Err::<(), BoxError>("not yet".into())
+            } else {
+                Ok(())
+            })
+        },
+        ConsumerSettings {
+            error_handler: ErrorHandler::Retry {
+                max: 3,
+                backoff: std::time::Duration::from_millis(5),
+            },
+            ..ConsumerSettings::default()
+        },
+    )
+    .expect("consumer");
+    let stats = retrying.consume_all().await.expect("retried");
+    assert_eq!((stats.processed, stats.retried, stats.skipped), (1, 2, 0));
 }
