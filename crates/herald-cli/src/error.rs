@@ -44,17 +44,7 @@ impl From<herald_nats::NatsError> for CliError {
     }
 }
 
-/// An error and its causes on one line, each once: `outer: cause: root cause`.
-pub(crate) fn report(e: &dyn std::error::Error) -> String {
-    let mut line = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        line.push_str(": ");
-        line.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    line
-}
+pub(crate) use herald::report;
 
 #[cfg(test)]
 mod tests {

@@ -122,7 +122,7 @@ async fn run(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Pending>, max_batch: 
                 // The connection broke mid-batch: whether it committed is unknown, so no
                 // operation may run again (a resend could store it twice). Every caller hears.
                 tracing::warn!("batch outcome unknown, {} caller(s) told: {e}", batch.len());
-                let text = crate::error::chain(&e);
+                let text = herald::report(&e);
                 for p in batch.drain(..) {
                     let e = QueueError::store(
                         p.work.operation(),

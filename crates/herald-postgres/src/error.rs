@@ -24,15 +24,3 @@ pub(crate) fn store(operation: &'static str, queue: &str, e: sqlx::Error) -> Que
     };
     QueueError::store(operation, queue, transient, e)
 }
-
-/// An error and its causes on one line.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut line = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        line.push_str(": ");
-        line.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    line
-}

@@ -99,7 +99,7 @@ impl EventStore for PgStore {
             .bind(stream.as_str())
             .bind(stream.category())
             .bind(position)
-            .bind(String::from_utf8_lossy(&e.to_json()).as_ref())
+            .bind(e.to_json_string())
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| backend("append", e))?;
@@ -200,11 +200,6 @@ impl EventStore for PgStore {
             .checkpoint(consumer, source)
             .await?
             .map_or(0, |(_, e)| e);
-        Err(StoreError::StaleEpoch {
-            consumer: consumer.to_owned(),
-            source_name: source.to_owned(),
-            epoch,
-            current,
-        })
+        Err(StoreError::stale_epoch(consumer, source, epoch, current))
     }
 }

@@ -220,7 +220,7 @@ impl Queue for PgStore {
         event: &Event,
         delay: Duration,
     ) -> Result<i64, QueueError> {
-        let body = String::from_utf8_lossy(&event.to_json()).into_owned();
+        let body = event.to_json_string();
         let ids = self
             .ids(Work::Send {
                 queue: queue.to_string(),
@@ -238,10 +238,7 @@ impl Queue for PgStore {
         events: &[Event],
         delay: Duration,
     ) -> Result<Vec<i64>, QueueError> {
-        let bodies = events
-            .iter()
-            .map(|e| String::from_utf8_lossy(&e.to_json()).into_owned())
-            .collect();
+        let bodies = events.iter().map(|e| e.to_json_string()).collect();
         let ids = self
             .ids(Work::Send {
                 queue: queue.to_string(),
@@ -394,16 +391,7 @@ impl Queue for PgStore {
         read_ct: i32,
         settlement: Settlement,
     ) -> Result<Settled, QueueError> {
-        let sends: Vec<(String, String)> = settlement
-            .send
-            .iter()
-            .map(|(q, e)| {
-                (
-                    q.to_string(),
-                    String::from_utf8_lossy(&e.to_json()).into_owned(),
-                )
-            })
-            .collect();
+        let sends = settlement.sends_as_json();
         let targets: Vec<String> = sends.iter().map(|(q, _)| q.clone()).collect();
         let done = self
             .submit(Work::Settle {

@@ -89,10 +89,7 @@ impl EventStore for SqliteStore {
         events: &[Event],
         condition: WriteCondition,
     ) -> Result<Appended, StoreError> {
-        let bodies: Vec<String> = events
-            .iter()
-            .map(|e| String::from_utf8_lossy(&e.to_json()).into_owned())
-            .collect();
+        let bodies: Vec<String> = events.iter().map(|e| e.to_json_string()).collect();
         let name = stream.clone();
         self.writer()
             .run("append", stream.as_str(), move |c| {
@@ -209,12 +206,7 @@ impl EventStore for SqliteStore {
                     .and_then(|mut s| s.query_row(params![consumer, source], |r| r.get(0)).optional())
                     .map_err(|e| wrap(backend("save checkpoint", e)))?;
                 if let Some(current) = current.filter(|cur| *cur > e) {
-                    return Err(wrap(StoreError::StaleEpoch {
-                        consumer,
-                        source_name: source,
-                        epoch,
-                        current: u64::try_from(current).unwrap_or(0),
-                    }));
+                    return Err(wrap(StoreError::stale_epoch(&consumer, &source, epoch, u64::try_from(current).unwrap_or(0))));
                 }
                 c.prepare_cached(
                     "INSERT INTO herald_checkpoints (consumer, source, position, epoch) VALUES (?1, ?2, ?3, ?4)

@@ -365,7 +365,7 @@ impl Queue for SqliteStore {
         event: &Event,
         delay: Duration,
     ) -> Result<i64, QueueError> {
-        let body = String::from_utf8_lossy(&event.to_json()).into_owned();
+        let body = event.to_json_string();
         let id = self
             .run("send", queue, move |c, q| insert(c, q, &body, delay))
             .await?;
@@ -379,10 +379,7 @@ impl Queue for SqliteStore {
         events: &[Event],
         delay: Duration,
     ) -> Result<Vec<i64>, QueueError> {
-        let bodies: Vec<String> = events
-            .iter()
-            .map(|e| String::from_utf8_lossy(&e.to_json()).into_owned())
-            .collect();
+        let bodies: Vec<String> = events.iter().map(|e| e.to_json_string()).collect();
         let ids = self
             .run("send_batch", queue, move |c, q| {
                 bodies.iter().map(|b| insert(c, q, b, delay)).collect()
@@ -540,16 +537,7 @@ impl Queue for SqliteStore {
         read_ct: i32,
         settlement: Settlement,
     ) -> Result<Settled, QueueError> {
-        let sends: Vec<(String, String)> = settlement
-            .send
-            .iter()
-            .map(|(q, e)| {
-                (
-                    q.to_string(),
-                    String::from_utf8_lossy(&e.to_json()).into_owned(),
-                )
-            })
-            .collect();
+        let sends = settlement.sends_as_json();
         let any_sent = !sends.is_empty();
         let settle = settlement.settle;
         let outcome = self

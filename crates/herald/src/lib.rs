@@ -81,4 +81,6 @@ pub use message::timestamp::{Timestamp, TimestampError};
 pub use outcome::{Outcome, Reject, RetryAfter};
 pub use plugin::{Plugin, PluginContext, PluginError, PluginManager};
 pub use shutdown::{DrainTimeout, Shutdown};
-pub use transport::{Delivery, DeliverySource, ErrorKind, Receipt, Transport, TransportError};
+pub use transport::{
+    report, Delivery, DeliverySource, ErrorKind, Receipt, Transport, TransportError,
+};

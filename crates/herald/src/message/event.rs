@@ -200,6 +200,12 @@ impl Event {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
+    /// The envelope as a JSON string (exactly the eight fields), for stores that keep text.
+    pub fn to_json_string(&self) -> String {
+        // Serializing a struct of strings and JSON maps cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
     /// Reads an envelope from JSON bytes.
     ///
     /// # Errors

@@ -105,6 +105,14 @@ impl Settlement {
         }
     }
 
+    /// The sends as (queue, envelope JSON) pairs, as a backend binds them.
+    pub fn sends_as_json(&self) -> Vec<(String, String)> {
+        self.send
+            .iter()
+            .map(|(q, e)| (q.to_string(), e.to_json_string()))
+            .collect()
+    }
+
     /// Also sends `event` to `queue` in the same transaction.
     pub fn and_send(mut self, queue: QueueName, event: Event) -> Self {
         self.send.push((queue, event));

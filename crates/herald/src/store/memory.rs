@@ -148,12 +148,7 @@ impl EventStore for MemoryEventStore {
         let key = (consumer.to_owned(), source.to_owned());
         if let Some((_, current)) = log.checkpoints.get(&key) {
             if *current > epoch {
-                return Err(StoreError::StaleEpoch {
-                    consumer: consumer.to_owned(),
-                    source_name: source.to_owned(),
-                    epoch,
-                    current: *current,
-                });
+                return Err(StoreError::stale_epoch(consumer, source, epoch, *current));
             }
         }
         log.checkpoints.insert(key, (position, epoch));

@@ -136,6 +136,17 @@ impl StoreError {
         )
     }
 
+    /// The fencing error: `consumer`'s checkpoint on `source` refused for `epoch` because the
+    /// store holds `current`.
+    pub fn stale_epoch(consumer: &str, source: &str, epoch: u64, current: u64) -> Self {
+        StoreError::StaleEpoch {
+            consumer: consumer.to_owned(),
+            source_name: source.to_owned(),
+            epoch,
+            current,
+        }
+    }
+
     /// The failed condition's error for `stream`, given its last position (`None`: empty).
     pub fn wrong_position(
         stream: &StreamName,

@@ -96,6 +96,18 @@ impl From<SubjectError> for TransportError {
     }
 }
 
+/// An error and its causes on one line, each once: `outer: cause: root cause`.
+pub fn report(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@ use crate::message::event::Event;
 use crate::message::pattern::Pattern;
 
 pub use delivery::{Delivery, DeliverySource};
-pub use error::{ErrorKind, TransportError};
+pub use error::{report, ErrorKind, TransportError};
 
 /// What a successful publish proves.
 #[derive(Debug, Clone, PartialEq, Eq)]
