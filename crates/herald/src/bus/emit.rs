@@ -201,7 +201,9 @@ impl Bus {
     /// The checks before an event may enter the queue: running, depth, a runtime.
     fn admit(&self, event: Event) -> Result<(Arc<Event>, u32), EmitError> {
         let inner = &self.inner;
-        if !inner.running.load(Acquire) || inner.shutdown.is_triggered() {
+        // One atomic load: a triggered shutdown is turned into `running = false` by the
+        // dispatcher (checking the token here would take its mutex on every emit).
+        if !inner.running.load(Acquire) {
             inner.counters.add_refused_stopped();
             return Err(EmitError::Stopped {
                 event: Box::new(event),
@@ -305,7 +307,13 @@ async fn run_dispatcher(
         }
         tokio::select! {
             _ = notified => {}
-            _ = &mut stop => stopping = true, // one more pass drains what is queued
+            _ = &mut stop => {
+                // Refuse later emits, then one more pass drains what is queued.
+                if let Some(inner) = bus.upgrade() {
+                    inner.running.store(false, Release);
+                }
+                stopping = true;
+            }
         }
     }
 }
