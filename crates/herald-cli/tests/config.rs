@@ -2,12 +2,10 @@
 //! with exit code 78; secrets planted in the file and the environment appear in no output of
 //! `herald config`, `/config`, or the trace-level logs of a running `herald serve`.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use herald_testkit::env::{free_port, unique};
+use herald_testkit::http::get;
 
 fn herald(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_herald"));
@@ -81,21 +79,6 @@ fn each_bad_file_is_one_line_naming_the_key_and_the_file_with_exit_78() {
         text(&out.stderr)
     );
     let _ = std::fs::remove_dir_all(dir);
-}
-
-fn get(addr: &str, path: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Ok(mut s) = TcpStream::connect(addr) {
-            let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-            s.write_all(req.as_bytes()).expect("write");
-            let mut raw = String::new();
-            s.read_to_string(&mut raw).expect("read");
-            return raw;
-        }
-        assert!(Instant::now() < deadline, "{addr} never answered");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
@@ -214,11 +197,10 @@ fn config_verbose_says_where_each_value_came_from() {
         .stderr(Stdio::null())
         .spawn()
         .expect("serve");
-    let raw = get(&addr, "/config?verbose");
+    let body = get(&addr, "/config?verbose");
     let _ = child.kill();
     let _ = child.wait();
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    let v: serde_json::Value = serde_json::from_str(body).expect("JSON");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     let source = |k: &str| v[k]["source"].as_str().unwrap_or("?").to_owned();
     assert_eq!(v["worker.handler_timeout_ms"]["value"], 1234);
     assert!(

@@ -2,12 +2,11 @@
 //! unhealthy and the service degraded within two checks, healthy again after a restart; the
 //! test's own PostgreSQL stopped -> `/health` is 503 with a message naming the store.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use herald_testkit::env::{free_port, unique};
+use herald_testkit::http::request;
 use herald_testkit::nats_server::OwnNatsServer;
 use herald_testkit::postgres_server::OwnPostgres;
 use serde_json::Value;
@@ -34,24 +33,8 @@ fn serve(store: &str, addr: &str, extra: &[&str]) -> Server {
 }
 
 fn health(addr: &str) -> (u16, Value) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(mut s) = TcpStream::connect(addr) {
-            let req = format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-            s.write_all(req.as_bytes()).expect("write");
-            let mut raw = String::new();
-            s.read_to_string(&mut raw).expect("read");
-            let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-            let code = head
-                .split_whitespace()
-                .nth(1)
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(0);
-            return (code, serde_json::from_str(body).unwrap_or(Value::Null));
-        }
-        assert!(Instant::now() < deadline, "{addr} never answered");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (code, body) = request(addr, "GET", "/health");
+    (code, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
 /// Checks `/health` once a second until `want` holds, at most `checks` times.

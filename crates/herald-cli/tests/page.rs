@@ -2,31 +2,12 @@
 //! scripts/browser-deps.sh) loads `/` from a running `herald serve`, its script fetches the
 //! figures, and they match `/metrics.json`; a screenshot is saved as `target/live-page.png`.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use herald_testkit::env::{free_port, services_required, unique};
+use herald_testkit::http::get;
 use serde_json::Value;
-
-fn get(addr: &str, path: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Ok(mut s) = TcpStream::connect(addr) {
-            let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-            s.write_all(req.as_bytes()).expect("write");
-            let mut raw = String::new();
-            s.read_to_string(&mut raw).expect("read");
-            return raw
-                .split_once("\r\n\r\n")
-                .map(|(_, b)| b.to_owned())
-                .unwrap_or_default();
-        }
-        assert!(Instant::now() < deadline, "{addr} never answered");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 fn chromium(args: &[&str]) -> Option<std::process::Output> {
     Command::new("chromium")

@@ -3,12 +3,11 @@
 //! non-GET requests get 405; it listens on loopback only by default; `herald health` reads it.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use herald_testkit::env::{free_port, unique};
+use herald_testkit::http::request;
 use serde_json::Value;
 
 struct Server(Child, std::path::PathBuf);
@@ -42,30 +41,6 @@ fn start(http: Option<&str>) -> Server {
         .spawn()
         .expect("herald serve");
     Server(child, dir)
-}
-
-/// (status, body) of a request on loopback.
-fn request(addr: &str, method: &str, path: &str) -> (u16, String) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        match TcpStream::connect(addr) {
-            Ok(mut s) => {
-                let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-                s.write_all(req.as_bytes()).expect("write");
-                let mut raw = String::new();
-                s.read_to_string(&mut raw).expect("read");
-                let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-                let status = head
-                    .split_whitespace()
-                    .nth(1)
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or(0);
-                return (status, body.to_owned());
-            }
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
-            Err(e) => panic!("{addr} never answered: {e}"),
-        }
-    }
 }
 
 fn keys(v: &Value) -> BTreeSet<String> {
