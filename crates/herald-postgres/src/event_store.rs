@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 use crate::queue::PgStore;
 
-fn backend(operation: &'static str, e: sqlx::Error) -> StoreError {
+pub(crate) fn backend(operation: &'static str, e: sqlx::Error) -> StoreError {
     let transient = matches!(
         &e,
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
@@ -179,9 +179,12 @@ impl EventStore for PgStore {
         epoch: u64,
     ) -> Result<(), StoreError> {
         let e = i64::try_from(epoch).unwrap_or(i64::MAX);
-        // One statement: the update happens only if the stored epoch is not newer.
+        // One statement: written only if neither the stored checkpoint nor the source's
+        // allocation carries a newer epoch.
         let written: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO herald.checkpoints AS c (consumer, source, position, epoch) VALUES ($1, $2, $3, $4)
+            "WITH alloc AS (SELECT coalesce(max(epoch), 0) AS e FROM herald.allocations WHERE grp = $1 AND source = $2)
+             INSERT INTO herald.checkpoints AS c (consumer, source, position, epoch)
+             SELECT $1, $2, $3, $4 FROM alloc WHERE alloc.e <= $4
              ON CONFLICT (consumer, source) DO UPDATE SET position = EXCLUDED.position, epoch = EXCLUDED.epoch
              WHERE c.epoch <= EXCLUDED.epoch
              RETURNING epoch",
@@ -196,10 +199,16 @@ impl EventStore for PgStore {
         if written.is_some() {
             return Ok(());
         }
-        let current = self
-            .checkpoint(consumer, source)
-            .await?
-            .map_or(0, |(_, e)| e);
+        let current: Option<i64> = sqlx::query_scalar(
+            "SELECT max(epoch) FROM (SELECT epoch FROM herald.checkpoints WHERE consumer = $1 AND source = $2
+             UNION ALL SELECT epoch FROM herald.allocations WHERE grp = $1 AND source = $2) AS e",
+        )
+        .bind(consumer)
+        .bind(source)
+        .fetch_one(self.pool())
+        .await
+        .map_err(|e| backend("save checkpoint", e))?;
+        let current = current.map_or(0, |e| u64::try_from(e).unwrap_or(0));
         Err(StoreError::stale_epoch(consumer, source, epoch, current))
     }
 }

@@ -38,6 +38,7 @@
 //! Acknowledged means committed: PostgreSQL's `synchronous_commit` (on by default) decides
 //! whether that commit is flushed to disk before it returns.
 
+mod broker;
 mod commit;
 mod error;
 mod event_store;

@@ -8,8 +8,9 @@ use sqlx::PgPool;
 use crate::error::store;
 
 /// The version of Herald's own schema (`herald.schema_version`). 1: the version table;
-/// 2: adds the event store (`herald.events`).
-pub(crate) const VERSION: i32 = 2;
+/// 2: adds the event store (`herald.events`); 3: adds the broker state (`herald.nodes`,
+/// `herald.allocations`, `herald.lease`) and the count projection (`herald.counts`).
+pub(crate) const VERSION: i32 = 3;
 
 const EVENTS: &str = "
 CREATE TABLE IF NOT EXISTS herald.events (
@@ -28,6 +29,34 @@ CREATE TABLE IF NOT EXISTS herald.checkpoints (
     position BIGINT NOT NULL,
     epoch    BIGINT NOT NULL,
     PRIMARY KEY (consumer, source)
+);
+CREATE TABLE IF NOT EXISTS herald.nodes (
+    node_id   TEXT PRIMARY KEY,
+    role      TEXT NOT NULL,
+    groups    JSONB NOT NULL,
+    claims    JSONB NOT NULL,
+    last_seen BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS herald.allocations (
+    grp               TEXT NOT NULL,
+    source            TEXT NOT NULL,
+    node_id           TEXT,
+    epoch             BIGINT NOT NULL,
+    coordinator_epoch BIGINT NOT NULL,
+    PRIMARY KEY (grp, source)
+);
+CREATE TABLE IF NOT EXISTS herald.lease (
+    name       TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    epoch      BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS herald.counts (
+    projection    TEXT NOT NULL,
+    category      TEXT NOT NULL,
+    count         BIGINT NOT NULL,
+    last_position BIGINT NOT NULL,
+    PRIMARY KEY (projection, category)
 );
 ";
 
@@ -94,9 +123,9 @@ async fn install(pool: &PgPool) -> Result<(), QueueError> {
             Ok(())
         }
         Some(v) if v == VERSION => Ok(()),
-        // Version 1 had no event store; its tables were just added (nothing else changed).
-        Some(1) => {
-            tracing::info!("Herald schema migrated from version 1 to {VERSION}: event store added");
+        // Versions 1 and 2 lacked tables that were just added (nothing else changed).
+        Some(v @ (1 | 2)) => {
+            tracing::info!("Herald schema migrated from version {v} to {VERSION}: tables added");
             sqlx::query("UPDATE herald.schema_version SET version = $1")
                 .bind(VERSION)
                 .execute(pool)

@@ -163,3 +163,14 @@ async fn the_postgres_store_passes_the_event_store_conformance_suite() {
     };
     herald_testkit::store_conformance::run_all(&store, &unique("pgc")).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_store_passes_the_broker_conformance_suite() {
+    let Some(url) = database_url("pg_broker") else {
+        return;
+    };
+    let db = herald_testkit::env::FreshDatabase::create(&url);
+    let store = PgStore::connect(&db.url()).await.expect("connect");
+    herald_testkit::broker_conformance::run_all(&store).await;
+    store.pool().close().await;
+}

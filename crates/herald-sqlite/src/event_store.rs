@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 
 use crate::queue::SqliteStore;
 
-fn backend(operation: &'static str, e: rusqlite::Error) -> StoreError {
+pub(crate) fn backend(operation: &'static str, e: rusqlite::Error) -> StoreError {
     let transient = matches!(
         e.sqlite_error_code(),
         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
@@ -23,7 +23,7 @@ fn backend(operation: &'static str, e: rusqlite::Error) -> StoreError {
     }
 }
 
-fn from_queue(e: herald::queue::QueueError) -> StoreError {
+pub(crate) fn from_queue(e: herald::queue::QueueError) -> StoreError {
     match e {
         herald::queue::QueueError::Closed => StoreError::Closed,
         // A store error carried through the writer (so that its savepoint rolled back).
@@ -202,8 +202,11 @@ impl EventStore for SqliteStore {
             .run("save checkpoint", "*", move |c| {
                 let wrap = |e: StoreError| herald::queue::QueueError::store("save checkpoint", "*", false, e);
                 let current: Option<i64> = c
-                    .prepare_cached("SELECT epoch FROM herald_checkpoints WHERE consumer = ?1 AND source = ?2")
-                    .and_then(|mut s| s.query_row(params![consumer, source], |r| r.get(0)).optional())
+                    .prepare_cached(
+                        "SELECT max(epoch) FROM (SELECT epoch FROM herald_checkpoints WHERE consumer = ?1 AND source = ?2
+                         UNION ALL SELECT epoch FROM herald_allocations WHERE grp = ?1 AND source = ?2)",
+                    )
+                    .and_then(|mut s| s.query_row(params![consumer, source], |r| r.get(0)))
                     .map_err(|e| wrap(backend("save checkpoint", e)))?;
                 if let Some(current) = current.filter(|cur| *cur > e) {
                     return Err(wrap(StoreError::stale_epoch(&consumer, &source, epoch, u64::try_from(current).unwrap_or(0))));

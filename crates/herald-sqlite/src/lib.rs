@@ -35,6 +35,7 @@
 //! - `read_with_poll` is woken by this store's own sends at once, and looks for other
 //!   processes' sends every 50 ms.
 
+mod broker;
 mod commit;
 mod error;
 mod event_store;

@@ -4,8 +4,9 @@
 
 use rusqlite::Connection;
 
-/// The schema version this code writes and reads. 1: queues; 2: adds the event store.
-pub(crate) const VERSION: i64 = 2;
+/// The schema version this code writes and reads. 1: queues; 2: adds the event store; 3: adds
+/// the broker state (nodes, allocations, lease) and the count projection.
+pub(crate) const VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS herald_schema (
@@ -42,6 +43,34 @@ CREATE TABLE IF NOT EXISTS herald_checkpoints (
     epoch    INTEGER NOT NULL,
     PRIMARY KEY (consumer, source)
 );
+CREATE TABLE IF NOT EXISTS herald_nodes (
+    node_id   TEXT PRIMARY KEY,
+    role      TEXT NOT NULL,
+    groups    TEXT NOT NULL,
+    claims    TEXT NOT NULL,
+    last_seen INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS herald_allocations (
+    grp               TEXT NOT NULL,
+    source            TEXT NOT NULL,
+    node_id           TEXT,
+    epoch             INTEGER NOT NULL,
+    coordinator_epoch INTEGER NOT NULL,
+    PRIMARY KEY (grp, source)
+);
+CREATE TABLE IF NOT EXISTS herald_lease (
+    name       TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    epoch      INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS herald_counts (
+    projection    TEXT NOT NULL,
+    category      TEXT NOT NULL,
+    count         INTEGER NOT NULL,
+    last_position INTEGER NOT NULL,
+    PRIMARY KEY (projection, category)
+);
 CREATE TABLE IF NOT EXISTS herald_archive (
     msg_id      INTEGER NOT NULL,
     queue       TEXT NOT NULL,
@@ -67,10 +96,10 @@ pub(crate) fn ensure(conn: &Connection) -> Result<(), String> {
             .map(drop)
             .map_err(|e| format!("recording the schema version: {e}")),
         Some(v) if v == VERSION => Ok(()),
-        // Version 1 had the queues only; the statement above has just added the event store
-        // tables (nothing existing was changed). Recorded, and said.
-        Some(1) => {
-            tracing::info!("SQLite schema migrated from version 1 to {VERSION}: event store tables added");
+        // Versions 1 and 2 lacked tables the statement above has just added (nothing existing
+        // was changed). Recorded, and said.
+        Some(v @ (1 | 2)) => {
+            tracing::info!("SQLite schema migrated from version {v} to {VERSION}: tables added");
             conn.execute("UPDATE herald_schema SET version = ?1", [VERSION])
                 .map(drop)
                 .map_err(|e| format!("recording the schema version: {e}"))

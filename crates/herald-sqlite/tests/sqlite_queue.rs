@@ -152,7 +152,7 @@ async fn the_sqlite_store_passes_the_event_store_conformance_suite() {
 }
 
 #[tokio::test]
-async fn a_version_1_file_is_migrated_to_version_2_and_keeps_its_queues() {
+async fn a_version_1_file_is_migrated_to_the_current_version_and_keeps_its_queues() {
     use herald::store::{EventStore, StreamName, WriteCondition};
     let path = temp_db("migrate");
     std::fs::create_dir_all(path.parent().expect("dir")).expect("dir");
@@ -186,6 +186,16 @@ async fn a_version_1_file_is_migrated_to_version_2_and_keeps_its_queues() {
     let version: i64 = rusqlite_open(&path)
         .query_row("SELECT max(version) FROM herald_schema", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
+    let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_store_passes_the_broker_conformance_suite() {
+    let path = temp_db("broker");
+    let store = SqliteStore::open(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("open");
+    herald_testkit::broker_conformance::run_all(&store).await;
     let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
 }

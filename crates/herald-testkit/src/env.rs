@@ -103,3 +103,65 @@ mod tests {
         );
     }
 }
+
+/// A database of the test's own on the PostgreSQL server at `url` (created with `psql`,
+/// dropped when this is dropped), for tests whose state is global to a database (the broker's
+/// lease and nodes).
+#[derive(Debug)]
+pub struct FreshDatabase {
+    server: String,
+    name: String,
+}
+
+impl FreshDatabase {
+    /// Creates `herald_<unique>` on the server `url` points to.
+    ///
+    /// # Panics
+    ///
+    /// When `psql` cannot create it.
+    pub fn create(url: &str) -> Self {
+        let name = unique("herald").replace(['-', '.'], "_").to_lowercase();
+        let server = match url.rfind('/') {
+            Some(i) if i > "postgres://".len() => url[..i].to_owned(),
+            _ => url.to_owned(),
+        };
+        let db = FreshDatabase { server, name };
+        db.psql(&format!("CREATE DATABASE {}", db.name));
+        db
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("{}/{}", self.server, self.name)
+    }
+
+    fn psql(&self, sql: &str) {
+        let out = std::process::Command::new("psql")
+            .args([
+                &format!("{}/postgres", self.server),
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-qc",
+                sql,
+            ])
+            .output()
+            .expect("run psql");
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for FreshDatabase {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("psql")
+            .args([
+                &format!("{}/postgres", self.server),
+                "-qc",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            ])
+            .output();
+    }
+}

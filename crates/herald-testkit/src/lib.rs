@@ -1,6 +1,7 @@
 //! Test support for Herald: service URLs from the environment, delivery set checks, shared
 //! fixtures, and the conformance suite every transport runs.
 
+pub mod broker_conformance;
 pub mod conformance;
 pub mod delivery;
 pub mod env;

@@ -1,13 +1,17 @@
-//! `MemoryEventStore`: the event store contract in memory, the reference the conformance suite
-//! holds every backend to. Appends are serialised by one mutex.
+//! `MemoryEventStore`: the event store, broker state and count projection contracts in memory,
+//! the reference the conformance suites hold every backend to. One mutex serialises it all;
+//! the "store clock" is this process's monotonic clock.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use super::broker::BrokerState;
 use super::{
-    condition_holds, Appended, EventStore, StoreError, StoredEvent, StreamName, WriteCondition,
+    condition_holds, Allocation, AllocationChange, Appended, BrokerSnapshot, BrokerStore,
+    CountProjection, EventStore, NodeInfo, StoreError, StoredEvent, StreamName, WriteCondition,
 };
 use crate::message::event::Event;
 use crate::message::timestamp::Timestamp;
@@ -17,12 +21,25 @@ struct Log {
     events: Vec<StoredEvent>,
     last: BTreeMap<String, i64>,
     checkpoints: BTreeMap<(String, String), (i64, u64)>,
+    broker: BrokerState,
+    counts: BTreeMap<(String, String), (i64, i64)>,
 }
 
 /// The event store in memory. Cheap to clone.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct MemoryEventStore {
     log: Arc<Mutex<Log>>,
+    /// The store clock's zero.
+    born: Instant,
+}
+
+impl Default for MemoryEventStore {
+    fn default() -> Self {
+        MemoryEventStore {
+            log: Arc::default(),
+            born: Instant::now(),
+        }
+    }
 }
 
 impl std::fmt::Debug for MemoryEventStore {
@@ -35,6 +52,11 @@ impl MemoryEventStore {
     /// An empty store.
     pub fn new() -> Self {
         MemoryEventStore::default()
+    }
+
+    /// The store clock: microseconds since this store was made.
+    fn now(&self) -> i64 {
+        i64::try_from(self.born.elapsed().as_micros()).unwrap_or(i64::MAX)
     }
 }
 
@@ -146,12 +168,95 @@ impl EventStore for MemoryEventStore {
     ) -> Result<(), StoreError> {
         let mut log = self.log.lock();
         let key = (consumer.to_owned(), source.to_owned());
-        if let Some((_, current)) = log.checkpoints.get(&key) {
-            if *current > epoch {
-                return Err(StoreError::stale_epoch(consumer, source, epoch, *current));
-            }
+        let current = log
+            .checkpoints
+            .get(&key)
+            .map(|(_, e)| *e)
+            .max(log.broker.allocations.get(&key).map(|a| a.epoch))
+            .unwrap_or(0);
+        if current > epoch {
+            return Err(StoreError::stale_epoch(consumer, source, epoch, current));
         }
         log.checkpoints.insert(key, (position, epoch));
         Ok(())
+    }
+}
+
+impl BrokerStore for MemoryEventStore {
+    async fn heartbeat(&self, node: &NodeInfo) -> Result<Vec<Allocation>, StoreError> {
+        let now = self.now();
+        Ok(self.log.lock().broker.heartbeat(now, node).claims.clone())
+    }
+
+    async fn leave(&self, node_id: &str) -> Result<(), StoreError> {
+        self.log.lock().broker.nodes.remove(node_id);
+        Ok(())
+    }
+
+    async fn acquire_lease(&self, holder: &str, ttl: Duration) -> Result<Option<u64>, StoreError> {
+        let now = self.now();
+        Ok(self.log.lock().broker.acquire_lease(now, holder, ttl))
+    }
+
+    async fn release_lease(&self, holder: &str, epoch: u64) -> Result<(), StoreError> {
+        let now = self.now();
+        self.log.lock().broker.release_lease(now, holder, epoch);
+        Ok(())
+    }
+
+    async fn snapshot(&self, node_ttl: Duration) -> Result<BrokerSnapshot, StoreError> {
+        let now = self.now();
+        Ok(self.log.lock().broker.snapshot(now, node_ttl))
+    }
+
+    async fn allocate(
+        &self,
+        holder: &str,
+        epoch: u64,
+        node_ttl: Duration,
+        changes: &[AllocationChange],
+    ) -> Result<usize, StoreError> {
+        let now = self.now();
+        let mut log = self.log.lock();
+        Ok(log
+            .broker
+            .allocate(now, holder, epoch, node_ttl, changes)?
+            .len())
+    }
+
+    async fn purge_nodes(&self, max_age: Duration) -> Result<u64, StoreError> {
+        let now = self.now();
+        Ok(self.log.lock().broker.purge(now, max_age).len() as u64)
+    }
+}
+
+impl CountProjection for MemoryEventStore {
+    async fn count_event(
+        &self,
+        projection: &str,
+        category: &str,
+        global_position: i64,
+    ) -> Result<bool, StoreError> {
+        let mut log = self.log.lock();
+        let entry = log
+            .counts
+            .entry((projection.to_owned(), category.to_owned()))
+            .or_insert((0, 0));
+        if entry.1 >= global_position {
+            return Ok(false);
+        }
+        *entry = (entry.0 + 1, global_position);
+        Ok(true)
+    }
+
+    async fn counts(&self, projection: &str) -> Result<Vec<(String, i64, i64)>, StoreError> {
+        Ok(self
+            .log
+            .lock()
+            .counts
+            .iter()
+            .filter(|((p, _), _)| p == projection)
+            .map(|((_, c), (n, last))| (c.clone(), *n, *last))
+            .collect())
     }
 }

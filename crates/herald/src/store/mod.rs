@@ -11,6 +11,7 @@
 //! order and there is never a gap to skip. The cost is one append at a time per store, measured
 //! by `herald bench store`.
 
+pub mod broker;
 pub mod memory;
 mod name;
 
@@ -20,6 +21,10 @@ use crate::handler::BoxError;
 use crate::message::event::{EnvelopeError, Event};
 use crate::message::timestamp::Timestamp;
 
+pub use broker::{
+    Allocation, AllocationChange, BrokerSnapshot, BrokerState, BrokerStore, CountProjection,
+    GroupInfo, Lease, LeaseRow, NodeInfo, NodeRow, NodeState,
+};
 pub use name::StreamName;
 
 /// When an append may happen.
@@ -118,6 +123,15 @@ pub enum StoreError {
         epoch: u64,
         /// The epoch stored.
         current: u64,
+    },
+    /// A coordinator's write carried a lease it no longer holds (another node took it, or it
+    /// expired); nothing was written.
+    #[error("coordinator {holder}: lease epoch {epoch} is no longer held")]
+    LeaseLost {
+        /// The node that wrote.
+        holder: String,
+        /// The epoch it carried.
+        epoch: u64,
     },
     /// The store has been closed.
     #[error("the event store is closed")]
@@ -222,8 +236,8 @@ pub trait EventStore: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<(i64, u64)>, StoreError>> + Send;
 
     /// Saves a checkpoint, fenced by `epoch`: refused with [`StoreError::StaleEpoch`] when the
-    /// stored checkpoint carries a higher epoch (a newer owner), so a paused node that lost
-    /// its sources cannot move their checkpoints.
+    /// stored checkpoint, or the source's allocation ([`broker`]), carries a higher epoch (a
+    /// newer owner), so a paused node that lost its sources cannot move their checkpoints.
     fn save_checkpoint(
         &self,
         consumer: &str,

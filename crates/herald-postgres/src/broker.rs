@@ -1,0 +1,271 @@
+//! The broker state contract and the count projection on PostgreSQL: each operation takes a
+//! transaction-level advisory lock (`herald.broker`), so machines take turns, loads the broker
+//! rows, applies [`BrokerState`]'s rules on the database's clock (`clock_timestamp()`), and
+//! writes back what changed.
+
+use std::time::Duration;
+
+use herald::store::broker::{decode, encode};
+use herald::store::{
+    Allocation, AllocationChange, BrokerSnapshot, BrokerState, BrokerStore, CountProjection,
+    LeaseRow, NodeInfo, NodeRow, StoreError,
+};
+use sqlx::{PgConnection, Postgres, Transaction};
+
+use crate::event_store::backend;
+use crate::queue::PgStore;
+
+const LEASE: &str = "coordinator";
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+type NodeColumns = (String, String, String, String, i64);
+type AllocationColumns = (String, String, Option<String>, i64, i64);
+
+async fn load(c: &mut PgConnection) -> Result<BrokerState, StoreError> {
+    let op = "read broker state";
+    let mut state = BrokerState::default();
+    let nodes: Vec<NodeColumns> = sqlx::query_as(
+        "SELECT node_id, role, groups::text, claims::text, last_seen FROM herald.nodes",
+    )
+    .fetch_all(&mut *c)
+    .await
+    .map_err(|e| backend(op, e))?;
+    for (node_id, role, groups, claims, last_seen) in nodes {
+        let row = NodeRow {
+            info: NodeInfo {
+                node_id: node_id.clone(),
+                role,
+                groups: decode(&groups, "read node groups")?,
+            },
+            last_seen,
+            claims: decode(&claims, "read node claims")?,
+        };
+        state.nodes.insert(node_id, row);
+    }
+    let allocations: Vec<AllocationColumns> = sqlx::query_as(
+        "SELECT grp, source, node_id, epoch, coordinator_epoch FROM herald.allocations",
+    )
+    .fetch_all(&mut *c)
+    .await
+    .map_err(|e| backend(op, e))?;
+    for (group, source, node_id, epoch, coordinator_epoch) in allocations {
+        state.allocations.insert(
+            (group.clone(), source.clone()),
+            Allocation {
+                group,
+                source,
+                node_id,
+                epoch: to_u64(epoch),
+                coordinator_epoch: to_u64(coordinator_epoch),
+            },
+        );
+    }
+    let lease: Option<(String, i64, i64)> =
+        sqlx::query_as("SELECT holder, epoch, expires_at FROM herald.lease WHERE name = $1")
+            .bind(LEASE)
+            .fetch_optional(&mut *c)
+            .await
+            .map_err(|e| backend(op, e))?;
+    state.lease = lease.map(|(holder, epoch, expires_at)| LeaseRow {
+        holder,
+        epoch: to_u64(epoch),
+        expires_at,
+    });
+    Ok(state)
+}
+
+async fn put_node(c: &mut PgConnection, row: &NodeRow) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO herald.nodes (node_id, role, groups, claims, last_seen) VALUES ($1, $2, $3::jsonb, $4::jsonb, $5)
+         ON CONFLICT (node_id) DO UPDATE SET role = EXCLUDED.role, groups = EXCLUDED.groups,
+         claims = EXCLUDED.claims, last_seen = EXCLUDED.last_seen",
+    )
+    .bind(&row.info.node_id)
+    .bind(&row.info.role)
+    .bind(encode(&row.info.groups))
+    .bind(encode(&row.claims))
+    .bind(row.last_seen)
+    .execute(c)
+    .await
+    .map(drop)
+    .map_err(|e| backend("heartbeat", e))
+}
+
+async fn put_lease(c: &mut PgConnection, lease: Option<&LeaseRow>) -> Result<(), StoreError> {
+    let Some(l) = lease else { return Ok(()) };
+    sqlx::query(
+        "INSERT INTO herald.lease (name, holder, epoch, expires_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, epoch = EXCLUDED.epoch,
+         expires_at = EXCLUDED.expires_at",
+    )
+    .bind(LEASE)
+    .bind(&l.holder)
+    .bind(to_i64(l.epoch))
+    .bind(l.expires_at)
+    .execute(c)
+    .await
+    .map(drop)
+    .map_err(|e| backend("write the lease", e))
+}
+
+async fn put_allocation(c: &mut PgConnection, a: &Allocation) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO herald.allocations (grp, source, node_id, epoch, coordinator_epoch) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (grp, source) DO UPDATE SET node_id = EXCLUDED.node_id, epoch = EXCLUDED.epoch,
+         coordinator_epoch = EXCLUDED.coordinator_epoch",
+    )
+    .bind(&a.group)
+    .bind(&a.source)
+    .bind(&a.node_id)
+    .bind(to_i64(a.epoch))
+    .bind(to_i64(a.coordinator_epoch))
+    .execute(c)
+    .await
+    .map(drop)
+    .map_err(|e| backend("allocate", e))
+}
+
+impl PgStore {
+    /// A transaction holding the broker lock, the database clock's now, and the state.
+    async fn broker_tx(
+        &self,
+        operation: &'static str,
+    ) -> Result<(Transaction<'static, Postgres>, i64, BrokerState), StoreError> {
+        let mut tx = self
+            .pool()
+            .begin()
+            .await
+            .map_err(|e| backend(operation, e))?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('herald.broker'))")
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| backend(operation, e))?;
+        let now: i64 =
+            sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| backend(operation, e))?;
+        let state = load(&mut tx).await?;
+        Ok((tx, now, state))
+    }
+}
+
+async fn commit(
+    tx: Transaction<'static, Postgres>,
+    operation: &'static str,
+) -> Result<(), StoreError> {
+    tx.commit().await.map_err(|e| backend(operation, e))
+}
+
+impl BrokerStore for PgStore {
+    async fn heartbeat(&self, node: &NodeInfo) -> Result<Vec<Allocation>, StoreError> {
+        let (mut tx, now, mut state) = self.broker_tx("heartbeat").await?;
+        let row = state.heartbeat(now, node);
+        put_node(&mut tx, row).await?;
+        let claims = row.claims.clone();
+        commit(tx, "heartbeat").await?;
+        Ok(claims)
+    }
+
+    async fn leave(&self, node_id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM herald.nodes WHERE node_id = $1")
+            .bind(node_id)
+            .execute(self.pool())
+            .await
+            .map(drop)
+            .map_err(|e| backend("leave", e))
+    }
+
+    async fn acquire_lease(&self, holder: &str, ttl: Duration) -> Result<Option<u64>, StoreError> {
+        let (mut tx, now, mut state) = self.broker_tx("acquire the lease").await?;
+        let epoch = state.acquire_lease(now, holder, ttl);
+        if epoch.is_some() {
+            put_lease(&mut tx, state.lease.as_ref()).await?;
+        }
+        commit(tx, "acquire the lease").await?;
+        Ok(epoch)
+    }
+
+    async fn release_lease(&self, holder: &str, epoch: u64) -> Result<(), StoreError> {
+        let (mut tx, now, mut state) = self.broker_tx("release the lease").await?;
+        if state.release_lease(now, holder, epoch) {
+            put_lease(&mut tx, state.lease.as_ref()).await?;
+        }
+        commit(tx, "release the lease").await
+    }
+
+    async fn snapshot(&self, node_ttl: Duration) -> Result<BrokerSnapshot, StoreError> {
+        let (tx, now, state) = self.broker_tx("read broker state").await?;
+        commit(tx, "read broker state").await?;
+        Ok(state.snapshot(now, node_ttl))
+    }
+
+    async fn allocate(
+        &self,
+        holder: &str,
+        epoch: u64,
+        node_ttl: Duration,
+        changes: &[AllocationChange],
+    ) -> Result<usize, StoreError> {
+        let (mut tx, now, mut state) = self.broker_tx("allocate").await?;
+        let written = state.allocate(now, holder, epoch, node_ttl, changes)?;
+        for a in &written {
+            put_allocation(&mut tx, a).await?;
+        }
+        commit(tx, "allocate").await?;
+        Ok(written.len())
+    }
+
+    async fn purge_nodes(&self, max_age: Duration) -> Result<u64, StoreError> {
+        let (mut tx, now, mut state) = self.broker_tx("purge nodes").await?;
+        let gone = state.purge(now, max_age);
+        for id in &gone {
+            sqlx::query("DELETE FROM herald.nodes WHERE node_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| backend("purge nodes", e))?;
+        }
+        commit(tx, "purge nodes").await?;
+        Ok(gone.len() as u64)
+    }
+}
+
+impl CountProjection for PgStore {
+    async fn count_event(
+        &self,
+        projection: &str,
+        category: &str,
+        global_position: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO herald.counts AS c (projection, category, count, last_position) VALUES ($1, $2, 1, $3)
+             ON CONFLICT (projection, category) DO UPDATE SET count = c.count + 1, last_position = EXCLUDED.last_position
+             WHERE c.last_position < EXCLUDED.last_position",
+        )
+        .bind(projection)
+        .bind(category)
+        .bind(global_position)
+        .execute(self.pool())
+        .await
+        .map_err(|e| backend("count event", e))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn counts(&self, projection: &str) -> Result<Vec<(String, i64, i64)>, StoreError> {
+        sqlx::query_as(
+            "SELECT category, count, last_position FROM herald.counts WHERE projection = $1 ORDER BY category",
+        )
+        .bind(projection)
+        .fetch_all(self.pool())
+        .await
+        .map_err(|e| backend("read counts", e))
+    }
+}
