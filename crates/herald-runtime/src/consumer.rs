@@ -2,11 +2,15 @@
 //! process one event at a time, checkpoint every N events or T and on stop, fenced by epoch.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herald::store::{EventStore, StoreError, StoredEvent, StreamName};
 use herald::{BoxError, BoxFuture};
+use parking_lot::Mutex;
+
+use crate::broker::{Assignment, EventSubscriber};
 
 /// Processes one event at a time (seed 003's `EventProcessor`).
 pub trait EventProcessor: Send + Sync + 'static {
@@ -40,6 +44,12 @@ pub enum ErrorHandler {
     },
     /// Stop the consumer and report the error; the event comes back on the next run.
     Raise,
+    /// As `Raise`, and ask the process to exit with `code` (the service manager stops
+    /// everything; `herald node` exits with it).
+    Exit {
+        /// The exit code.
+        code: i32,
+    },
 }
 
 /// The category dead letters are appended to.
@@ -83,6 +93,30 @@ pub struct ConsumerStats {
     pub skipped: u64,
     /// Extra attempts made by [`ErrorHandler::Retry`].
     pub retried: u64,
+    /// Sources given up because a newer owner's epoch refused a checkpoint.
+    pub fenced: u64,
+}
+
+impl ConsumerStats {
+    fn add(&mut self, other: ConsumerStats) {
+        self.processed += other.processed;
+        self.checkpoints += other.checkpoints;
+        self.skipped += other.skipped;
+        self.retried += other.retried;
+        self.fenced += other.fenced;
+    }
+}
+
+/// Something that processes what its sources hold now and returns (seed 003's
+/// `EventConsumer`): what `ErrorHandlingService` and `PollingService` run.
+pub trait EventConsumer: Send + Sync + 'static {
+    /// Its name.
+    fn name(&self) -> String;
+
+    /// One pass over its sources.
+    fn consume_once(
+        &self,
+    ) -> Pin<Box<dyn Future<Output = Result<ConsumerStats, ConsumerError>> + Send + '_>>;
 }
 
 /// Why a consumer stopped.
@@ -103,6 +137,8 @@ pub enum ConsumerError {
         /// The processor's error.
         #[source]
         source: BoxError,
+        /// The exit code an [`ErrorHandler::Exit`] asks for.
+        exit_code: Option<i32>,
     },
     /// A newer owner holds the source: this consumer's checkpoint was refused.
     #[error("{0}")]
@@ -120,6 +156,8 @@ pub struct EventSubscriptionConsumer<S> {
     sources: Vec<String>,
     processor: Arc<dyn EventProcessor>,
     settings: ConsumerSettings,
+    /// `None` until a broker assigns: then every source at `settings.epoch`, unbounded.
+    assignment: Mutex<Option<Assignment>>,
 }
 
 impl<S> std::fmt::Debug for EventSubscriptionConsumer<S> {
@@ -160,6 +198,7 @@ impl<S: EventStore> EventSubscriptionConsumer<S> {
             sources: sources.iter().map(|s| (*s).to_owned()).collect(),
             processor: Arc::new(processor),
             settings,
+            assignment: Mutex::new(None),
         })
     }
 
@@ -172,10 +211,50 @@ impl<S: EventStore> EventSubscriptionConsumer<S> {
     /// event before it), fencing, or a store failure.
     pub async fn consume_all(&self) -> Result<ConsumerStats, ConsumerError> {
         let mut stats = ConsumerStats::default();
-        for source in &self.sources {
-            self.consume_source(source, &mut stats).await?;
+        for (source, epoch) in self.held() {
+            match self.consume_source(&source, epoch, &mut stats).await {
+                // A newer owner has the source: give it up and go on with the others.
+                Err(ConsumerError::Fenced(e)) if self.assignment.lock().is_some() => {
+                    tracing::warn!(
+                        consumer = self.name.as_str(),
+                        source = source.as_str(),
+                        "gave the source up: {e}"
+                    );
+                    if let Some(a) = self.assignment.lock().as_mut() {
+                        a.sources.retain(|(s, _)| *s != source);
+                    }
+                    stats.fenced += 1;
+                }
+                other => other?,
+            }
         }
         Ok(stats)
+    }
+
+    /// The sources to process now, with their epochs.
+    fn held(&self) -> Vec<(String, u64)> {
+        match &*self.assignment.lock() {
+            None => self
+                .sources
+                .iter()
+                .map(|s| (s.clone(), self.settings.epoch))
+                .collect(),
+            Some(a) if a.valid_until.is_some_and(|t| Instant::now() >= t) => Vec::new(),
+            Some(a) => a.sources.clone(),
+        }
+    }
+
+    /// Whether `source` is still held at `epoch`.
+    fn holds(&self, source: &str, epoch: u64) -> bool {
+        self.assignment
+            .lock()
+            .as_ref()
+            .is_none_or(|a| a.holds(source, epoch))
+    }
+
+    /// Its name (the group its checkpoints are kept under).
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Runs [`EventSubscriptionConsumer::consume_all`] every `poll_interval` until `stop`
@@ -192,11 +271,7 @@ impl<S: EventStore> EventSubscriptionConsumer<S> {
         tokio::pin!(stop);
         let mut total = ConsumerStats::default();
         loop {
-            let pass = self.consume_all().await?;
-            total.processed += pass.processed;
-            total.checkpoints += pass.checkpoints;
-            total.skipped += pass.skipped;
-            total.retried += pass.retried;
+            total.add(self.consume_all().await?);
             tokio::select! {
                 _ = &mut stop => return Ok(total),
                 _ = tokio::time::sleep(poll_interval) => {}
@@ -207,6 +282,7 @@ impl<S: EventStore> EventSubscriptionConsumer<S> {
     async fn consume_source(
         &self,
         source: &str,
+        epoch: u64,
         stats: &mut ConsumerStats,
     ) -> Result<(), ConsumerError> {
         let s = &self.settings;
@@ -228,31 +304,41 @@ impl<S: EventStore> EventSubscriptionConsumer<S> {
                 break;
             }
             for event in page {
+                if !self.holds(source, epoch) {
+                    // Withdrawn or expired: stop here; whoever holds it now goes on from the
+                    // last checkpoint (this one's would be refused).
+                    return Ok(());
+                }
                 let (position, stream, global) =
                     (event.position, event.stream.clone(), event.global_position);
                 if let Err(source_error) = self.handle(source, event, stats).await {
                     if saved != last {
-                        self.save(source, last, stats).await?;
+                        self.save(source, last, epoch, stats).await?;
                     }
+                    let exit_code = match self.settings.error_handler {
+                        ErrorHandler::Exit { code } => Some(code),
+                        _ => None,
+                    };
                     return Err(ConsumerError::Processor {
                         consumer: self.name.clone(),
                         stream,
                         position,
                         source: source_error,
+                        exit_code,
                     });
                 }
                 last = global;
                 stats.processed += 1;
                 since += 1;
                 if since >= s.checkpoint_every || at.elapsed() >= s.checkpoint_interval {
-                    self.save(source, last, stats).await?;
+                    self.save(source, last, epoch, stats).await?;
                     saved = last;
                     (since, at) = (0, Instant::now());
                 }
             }
         }
         if saved != last || (checkpoint.is_none() && last > 0) {
-            self.save(source, last, stats).await?;
+            self.save(source, last, epoch, stats).await?;
         }
         Ok(())
     }
@@ -284,7 +370,10 @@ impl<S: EventStore> EventSubscriptionConsumer<S> {
                 delay = delay.saturating_mul(2);
                 continue;
             }
-            if self.settings.error_handler == ErrorHandler::Raise {
+            if matches!(
+                self.settings.error_handler,
+                ErrorHandler::Raise | ErrorHandler::Exit { .. }
+            ) {
                 return Err(error);
             }
             tracing::warn!(
@@ -348,13 +437,54 @@ impl<S: EventStore> EventSubscriptionConsumer<S> {
         &self,
         source: &str,
         position: i64,
+        epoch: u64,
         stats: &mut ConsumerStats,
     ) -> Result<(), ConsumerError> {
         self.store
-            .save_checkpoint(&self.name, source, position, self.settings.epoch)
+            .save_checkpoint(&self.name, source, position, epoch)
             .await
             .map_err(store_error)?;
         stats.checkpoints += 1;
         Ok(())
+    }
+}
+
+impl<S: EventStore> EventSubscriber for EventSubscriptionConsumer<S> {
+    fn group(&self) -> String {
+        self.name.clone()
+    }
+
+    fn sources(&self) -> Vec<String> {
+        self.sources.clone()
+    }
+
+    fn assign(&self, assignment: Assignment) {
+        *self.assignment.lock() = Some(assignment);
+    }
+
+    fn assignment(&self) -> Assignment {
+        self.assignment
+            .lock()
+            .clone()
+            .unwrap_or_else(|| Assignment {
+                sources: self
+                    .sources
+                    .iter()
+                    .map(|s| (s.clone(), self.settings.epoch))
+                    .collect(),
+                valid_until: None,
+            })
+    }
+}
+
+impl<S: EventStore> EventConsumer for EventSubscriptionConsumer<S> {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn consume_once(
+        &self,
+    ) -> Pin<Box<dyn Future<Output = Result<ConsumerStats, ConsumerError>> + Send + '_>> {
+        Box::pin(self.consume_all())
     }
 }

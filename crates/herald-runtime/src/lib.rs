@@ -1,25 +1,54 @@
-//! Seed 003's event-processing runtime on Herald's event store ([`herald::store`]). Built so
-//! far: [`EventProcessor`] and [`EventSubscriptionConsumer`], which reads its sources (event
-//! categories) from their checkpoints, processes one event at a time, and checkpoints every N
-//! events or T (defaults 100 and 1 s) and when it stops, in the same store, fenced by its
-//! owner's epoch.
+//! Seed 003's event-processing runtime on Herald's event store ([`herald::store`]):
+//! [`EventProcessor`]s run by [`EventSubscriptionConsumer`]s with fenced checkpoints, error
+//! handlers, the [`ErrorHandlingService`] and [`PollingService`] around each consumer, the
+//! [`ServiceManager`], brokers that share sources out ([`SingletonEventBroker`], and
+//! [`DistributedEventBroker`] in a [`BrokerRole`]), and [`EventRuntime`] over them.
+//!
+//! ```text
+//! EventRuntime ── register_subscription_consumer ─┬─> broker.register (allocation)
+//!                                                 └─> ServiceManager: PollingService(ErrorHandlingService(consumer))
+//! DistributedEventBroker (a node):
+//!   subscriber manager ── heartbeat ──> store (claims := allocations, store clock) ──> allocations
+//!   coordinator (coordinator|full) ── lease (epoch) ──> snapshot ──> plan ──> allocate under lease
+//!   observer (observer|full) ── allocations ──> subscriber.assign(sources + epochs, valid until)
+//! consumer pass: for each held source: read category from checkpoint ──> process ──> checkpoint(epoch)
+//! ```
 //!
 //! # Guarantees
 //!
 //! - **At least once**: an event is processed before its checkpoint is saved, so a consumer
-//!   that dies between the two processes the events after the last checkpoint again.
-//! - **Fenced**: a checkpoint carries the epoch of the owner that wrote it; a write with an
-//!   older epoch (a paused node that lost its sources) is refused, and the consumer stops with
-//!   [`ConsumerError::Fenced`].
-//!
-//! An [`ErrorHandler`] decides what a processor failure does: continue (skip, count,
-//! dead-letter), retry with backoff, or raise (stop).
-//!
-//! Not built yet: the polling service and service manager, brokers, `EventRuntime`.
+//!   that dies between the two processes the events after the last checkpoint again: after a
+//!   crash **at most `checkpoint_every` events per source** (or what `checkpoint_interval`
+//!   let through, whichever is first) are processed again.
+//! - **Fenced ownership**: a coordinator writes allocations only under a lease whose epoch
+//!   strictly increases over holders; each change of a source's owner increments the source's
+//!   allocation epoch; a checkpoint carries the epoch its writer was given, and the store
+//!   refuses it ([`ConsumerError::Fenced`]) once a newer epoch exists, so a paused node that
+//!   lost its sources cannot move their checkpoints. The consumer then gives the source up.
+//! - **One live owner**: a source is given to a node only while no other live node (store
+//!   clock) claims it, and a node stops processing by itself once its last heartbeat is older
+//!   than the time-to-live (measured from before it was sent), before the store would call it
+//!   dead.
+//! - **Poison events** are handled by the consumer's [`ErrorHandler`]: continue (the default)
+//!   dead-letters the event to `deadletter-{consumer}.{source}` and goes on; nothing blocks a
+//!   source silently.
 
+pub mod broker;
 mod consumer;
+mod manager;
+mod runtime;
+mod service;
+mod status;
 
+pub use broker::{
+    Assignment, BrokerError, BrokerRole, DistributedEventBroker, DistributedEventBrokerSettings,
+    EventBroker, EventSubscriber, SingletonEventBroker, UnknownRole,
+};
 pub use consumer::{
-    ConsumerError, ConsumerSettings, ConsumerStats, ErrorHandler, EventProcessor,
+    ConsumerError, ConsumerSettings, ConsumerStats, ErrorHandler, EventConsumer, EventProcessor,
     EventSubscriptionConsumer, DEAD_LETTER_CATEGORY,
 };
+pub use manager::{Ended, ExecutionMode, IsolationMode, Registration, ServiceManager, StopReport};
+pub use runtime::{EventConsumerSettings, EventRuntime, RuntimeError};
+pub use service::{ErrorHandlingService, PollingService, Service, ServiceError};
+pub use status::{determine_multi_process_status, ProcessStatus, StatusCell};
