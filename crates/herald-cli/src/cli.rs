@@ -69,6 +69,61 @@ pub(crate) enum Command {
     Config(ConfigArgs),
     /// The event store on --store: append, read, ls.
     Store(StoreArgs),
+    /// Run a processing node on --store (a distributed broker in a role, with the built-in
+    /// `counts` projection), or `node status`: nodes, roles, epochs, allocations, checkpoints.
+    Node(NodeArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NodeArgs {
+    #[command(subcommand)]
+    pub(crate) command: Option<NodeCommand>,
+    /// coordinator (allocates only), observer (processes what it is given) or full (both).
+    #[arg(long, env = "HERALD_NODE_ROLE", default_value = "full", value_parser = parse_role)]
+    pub(crate) role: herald_runtime::BrokerRole,
+    /// This node's id (default: node-{pid}).
+    #[arg(long, env = "HERALD_NODE_ID")]
+    pub(crate) id: Option<String>,
+    /// The categories the built-in `counts` projection consumes (repeat or comma-separate).
+    #[arg(long, value_delimiter = ',', env = "HERALD_NODE_SOURCES")]
+    pub(crate) sources: Vec<String>,
+    /// The projection's consumer group (its checkpoints and counts are kept under it).
+    #[arg(long, default_value = "counts")]
+    pub(crate) group: String,
+    /// Heartbeat interval in milliseconds; a node silent for 4 heartbeats is dead, and the
+    /// coordinator rebalances every heartbeat (seed defaults: 10 s heartbeat, 60 s).
+    #[arg(long)]
+    pub(crate) heartbeat_ms: Option<u64>,
+    /// How often the consumer polls, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) poll_ms: u64,
+    /// Checkpoint after this many events per source.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) checkpoint_every: u64,
+    /// Print `processed NODE STREAM GLOBAL_POSITION EVENT_ID` for each event processed.
+    #[arg(long)]
+    pub(crate) log_processed: bool,
+    /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
+    #[arg(long = "for")]
+    pub(crate) run_for: Option<f64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum NodeCommand {
+    /// Nodes (role, live, last heartbeat), the lease, allocations and their checkpoints.
+    Status {
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// A node silent for longer than this many milliseconds shows as dead.
+        #[arg(long, default_value_t = 60_000)]
+        ttl_ms: u64,
+    },
+}
+
+fn parse_role(s: &str) -> Result<herald_runtime::BrokerRole, String> {
+    s.parse()
+        .map_err(|e: herald_runtime::UnknownRole| e.to_string())
 }
 
 #[derive(Debug, Args)]

@@ -21,6 +21,9 @@ pub(crate) enum CliError {
     /// A bad config: the key path, the file, what is wrong (exit code 78, EX_CONFIG).
     #[error("{0}")]
     Config(String),
+    /// A service asked the process to exit with this code (an exit error handler).
+    #[error("{1}")]
+    Exit(i32, String),
     /// Anything else.
     #[error("{0}")]
     Other(String),

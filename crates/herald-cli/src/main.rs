@@ -75,6 +75,10 @@ fn main() -> ExitCode {
             eprintln!("herald: {e}");
             ExitCode::from(78)
         }
+        Err(CliError::Exit(code, why)) => {
+            eprintln!("herald: {why}");
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
         Err(e) => {
             eprintln!("herald: {e}");
             ExitCode::FAILURE
@@ -117,6 +121,11 @@ async fn run(cli: cli::Cli) -> Result<(), CliError> {
             let config = config::load(cli.global.config.as_deref())?;
             let store = cli.global.store.clone().unwrap_or(config.store);
             commands::store::run(args, &store).await
+        }
+        Command::Node(args) => {
+            let config = config::load(cli.global.config.as_deref())?;
+            let store = cli.global.store.clone().unwrap_or(config.store);
+            commands::node::run(args, &store).await
         }
         Command::Health(args) => commands::observe::health(args).await,
         Command::Metrics(args) => commands::observe::metrics(args).await,

@@ -3,6 +3,7 @@
 pub(crate) mod bench;
 pub(crate) mod demo;
 pub(crate) mod nats;
+pub(crate) mod node;
 pub(crate) mod observe;
 pub(crate) mod queue;
 pub(crate) mod store;
