@@ -1,7 +1,8 @@
 //! The broker state contract and the count projection on PostgreSQL: each operation takes a
 //! transaction-level advisory lock (`herald.broker`), so machines take turns, loads the broker
 //! rows, applies [`BrokerState`]'s rules on the database's clock (`clock_timestamp()`), and
-//! writes back what changed.
+//! writes back what changed. A client paused inside one of these transactions is cut off by
+//! `idle_in_transaction_session_timeout` (1 s), so it cannot hold the cluster up.
 
 use std::time::Duration;
 
@@ -143,10 +144,17 @@ impl PgStore {
             .begin()
             .await
             .map_err(|e| backend(operation, e))?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('herald.broker'))")
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| backend(operation, e))?;
+        // A holder that stops mid-transaction (SIGSTOP, a long pause) must not stall the
+        // cluster: PostgreSQL ends its session after 1 s idle in the transaction, releasing the
+        // lock; a waiter gives up after 5 s and tries again at its next interval.
+        sqlx::query(
+            "SELECT set_config('idle_in_transaction_session_timeout', '1s', true),
+                    set_config('lock_timeout', '5s', true),
+                    pg_advisory_xact_lock(hashtext('herald.broker'))",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| backend(operation, e))?;
         let now: i64 =
             sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint")
                 .fetch_one(&mut *tx)

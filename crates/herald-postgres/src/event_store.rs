@@ -74,11 +74,15 @@ impl EventStore for PgStore {
             .begin()
             .await
             .map_err(|e| backend("append", e))?;
-        // One append at a time: global positions follow commit order.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('herald.events.append'))")
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| backend("append", e))?;
+        // One append at a time: global positions follow commit order. A client paused while
+        // holding the lock is cut off after 1 s idle, so it cannot stall every writer.
+        sqlx::query(
+            "SELECT set_config('idle_in_transaction_session_timeout', '1s', true),
+                    pg_advisory_xact_lock(hashtext('herald.events.append'))",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| backend("append", e))?;
         let last: Option<i64> =
             sqlx::query_scalar("SELECT max(position) FROM herald.events WHERE stream = $1")
                 .bind(stream.as_str())
