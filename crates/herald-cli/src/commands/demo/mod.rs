@@ -2,6 +2,7 @@
 //! plugins, a failing handler isolated, a plugin reloaded), then the worker part
 //! (`worker.rs`) on the embedded SQLite store, with progress and a summary.
 
+mod runtime;
 mod worker;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -284,6 +285,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), CliError> {
     }
 
     let worker = worker::run(&bus, &say).await?;
+    let processing = runtime::run(&say).await?;
 
     let stats = bus.stats();
     let results: Vec<String> = bus
@@ -330,7 +332,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), CliError> {
         index.lock().len(),
         results.join(" ")
     );
-    for line in &worker.lines {
+    for line in worker.lines.iter().chain(&processing.lines) {
         out!("{line}");
     }
     out!("history (newest first, last 5):");
@@ -353,6 +355,11 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), CliError> {
     if stats.handler_errors == 0 || heard == 0 || stats.refused_depth != 1 {
         return Err(CliError::Other(
             "demo did not exercise isolation as expected".into(),
+        ));
+    }
+    if !processing.ok {
+        return Err(CliError::Other(
+            "demo's runtime did not process, checkpoint and dead-letter as expected".into(),
         ));
     }
     if !worker.ok {
