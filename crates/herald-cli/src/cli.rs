@@ -325,6 +325,9 @@ pub(crate) enum Suite {
     Worker,
     /// The event store beside raw sqlx / rusqlite doing the same INSERT and SELECT.
     Store,
+    /// The processing runtime end to end on PostgreSQL with 1, 2 and 3 nodes, beside a raw
+    /// sqlx loop doing the same reads, projection upserts and checkpoints.
+    Runtime,
     /// Every suite.
     All,
 }

@@ -4,6 +4,7 @@
 pub(crate) mod bus;
 pub(crate) mod nats;
 pub(crate) mod queue;
+pub(crate) mod runtime;
 pub(crate) mod store;
 pub(crate) mod worker;
 
@@ -183,6 +184,14 @@ pub(crate) async fn run(args: BenchArgs, global: &Global) -> Result<(), CliError
     }
     if matches!(args.suite, Suite::Store | Suite::All) {
         store::run(
+            &mut report,
+            args.scale,
+            global.store.as_deref().unwrap_or(""),
+        )
+        .await?;
+    }
+    if matches!(args.suite, Suite::Runtime | Suite::All) {
+        runtime::run(
             &mut report,
             args.scale,
             global.store.as_deref().unwrap_or(""),
