@@ -78,28 +78,30 @@ pub(crate) enum Command {
 pub(crate) struct NodeArgs {
     #[command(subcommand)]
     pub(crate) command: Option<NodeCommand>,
-    /// coordinator (allocates only), observer (processes what it is given) or full (both).
-    #[arg(long, env = "HERALD_NODE_ROLE", default_value = "full", value_parser = parse_role)]
-    pub(crate) role: herald_runtime::BrokerRole,
-    /// This node's id (default: node-{pid}).
+    /// coordinator (allocates only), observer (processes what it is given) or full (both);
+    /// default: the config's `node.role`, else full.
+    #[arg(long, env = "HERALD_NODE_ROLE", value_parser = parse_role)]
+    pub(crate) role: Option<herald_runtime::BrokerRole>,
+    /// This node's id (default: the config's `node.id`, else node-{pid}).
     #[arg(long, env = "HERALD_NODE_ID")]
     pub(crate) id: Option<String>,
-    /// The categories the built-in `counts` projection consumes (repeat or comma-separate).
+    /// The categories the built-in `counts` projection consumes (repeat or comma-separate;
+    /// default: the config's `node.sources`).
     #[arg(long, value_delimiter = ',', env = "HERALD_NODE_SOURCES")]
     pub(crate) sources: Vec<String>,
-    /// The projection's consumer group (its checkpoints and counts are kept under it).
-    #[arg(long, default_value = "counts")]
-    pub(crate) group: String,
+    /// The projection's consumer group (default `counts`).
+    #[arg(long)]
+    pub(crate) group: Option<String>,
     /// Heartbeat interval in milliseconds; a node silent for 4 heartbeats is dead, and the
-    /// coordinator rebalances every heartbeat (seed defaults: 10 s heartbeat, 60 s).
+    /// coordinator rebalances every heartbeat (unset: the seed's 10 s heartbeat, 60 s TTL).
     #[arg(long)]
     pub(crate) heartbeat_ms: Option<u64>,
-    /// How often the consumer polls, in milliseconds.
-    #[arg(long, default_value_t = 1000)]
-    pub(crate) poll_ms: u64,
-    /// Checkpoint after this many events per source.
-    #[arg(long, default_value_t = 100)]
-    pub(crate) checkpoint_every: u64,
+    /// How often the consumer polls, in milliseconds (default 1000).
+    #[arg(long)]
+    pub(crate) poll_ms: Option<u64>,
+    /// Checkpoint after this many events per source (default 100).
+    #[arg(long)]
+    pub(crate) checkpoint_every: Option<u64>,
     /// Print `processed NODE STREAM GLOBAL_POSITION EVENT_ID` for each event processed.
     #[arg(long)]
     pub(crate) log_processed: bool,

@@ -21,6 +21,8 @@ pub(crate) struct HeraldConfig {
     pub(crate) worker: WorkerSection,
     /// The observability server.
     pub(crate) http: HttpSection,
+    /// `herald node`: its role and its consumers.
+    pub(crate) node: NodeSection,
     /// Where each key's value came from (`file PATH`, `environment $VAR`, `flag --x`);
     /// a key not here has its default.
     #[serde(skip)]
@@ -42,6 +44,40 @@ pub(crate) struct WorkerSection {
     pub(crate) completion_buffer_size: u64,
 }
 
+/// `herald node`'s settings; its flags override them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct NodeSection {
+    /// `coordinator`, `observer` or `full`.
+    pub(crate) role: String,
+    /// The node id (default: node-{pid}).
+    pub(crate) id: Option<String>,
+    /// The built-in counts projection's consumer group.
+    pub(crate) group: String,
+    /// The categories it consumes.
+    pub(crate) sources: Vec<String>,
+    /// Heartbeat interval; unset: the seed project's timings (10 s heartbeat, 60 s TTL).
+    pub(crate) heartbeat_ms: Option<u64>,
+    /// How often the consumer polls.
+    pub(crate) poll_ms: u64,
+    /// Checkpoint after this many events per source.
+    pub(crate) checkpoint_every: u64,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection {
+            role: "full".into(),
+            id: None,
+            group: "counts".into(),
+            sources: Vec::new(),
+            heartbeat_ms: None,
+            poll_ms: 1000,
+            checkpoint_every: 100,
+        }
+    }
+}
+
 /// Where `/health` and friends are served.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -56,6 +92,7 @@ impl Default for HeraldConfig {
             bus: "nats://127.0.0.1:4222".into(),
             worker: WorkerSection::default(),
             http: HttpSection::default(),
+            node: NodeSection::default(),
             sources: std::collections::BTreeMap::new(),
         }
     }
@@ -253,6 +290,22 @@ fn validate(c: &HeraldConfig, from: &str) -> Result<(), CliError> {
     herald_worker::StepQueues::of(&w.namespace).map_err(|e| bad("worker.namespace", from, e))?;
     if w.worker_id.trim().is_empty() {
         return Err(bad("worker.worker_id", from, "must not be empty"));
+    }
+    let n = &c.node;
+    n.role
+        .parse::<herald_runtime::BrokerRole>()
+        .map_err(|e| bad("node.role", from, e))?;
+    for s in &n.sources {
+        herald::store::StreamName::category_name(s).map_err(|e| bad("node.sources", from, e))?;
+    }
+    for (key, v) in [
+        ("node.heartbeat_ms", n.heartbeat_ms.unwrap_or(1)),
+        ("node.poll_ms", n.poll_ms),
+        ("node.checkpoint_every", n.checkpoint_every),
+    ] {
+        if v == 0 {
+            return Err(bad(key, from, "must be at least 1"));
+        }
     }
     c.http
         .addr

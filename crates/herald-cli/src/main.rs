@@ -125,7 +125,7 @@ async fn run(cli: cli::Cli) -> Result<(), CliError> {
         Command::Node(args) => {
             let config = config::load(cli.global.config.as_deref())?;
             let store = cli.global.store.clone().unwrap_or(config.store);
-            commands::node::run(args, &store).await
+            commands::node::run(args, &store, config.node).await
         }
         Command::Health(args) => commands::observe::health(args).await,
         Command::Metrics(args) => commands::observe::metrics(args).await,

@@ -16,28 +16,76 @@ use herald_runtime::{
 use serde_json::json;
 
 use crate::cli::{NodeArgs, NodeCommand};
+use crate::config::NodeSection;
 use crate::connect::{open_store, with_store};
 use crate::output::out;
 use crate::CliError;
 
-pub(crate) async fn run(args: NodeArgs, store_url: &str) -> Result<(), CliError> {
-    if args.command.is_none() {
-        // Checked before the store opens.
-        for s in &args.sources {
-            StreamName::category_name(s)?;
-        }
-        if args.role != BrokerRole::Coordinator && args.sources.is_empty() {
-            return Err(CliError::Usage(format!(
-                "herald node --role {}: name the categories to consume with --sources",
-                args.role
-            )));
-        }
+/// A node's settings: its flags over the config's `[node]`.
+struct Settings {
+    role: BrokerRole,
+    id: String,
+    group: String,
+    sources: Vec<String>,
+    heartbeat_ms: Option<u64>,
+    poll_ms: u64,
+    checkpoint_every: u64,
+    log_processed: bool,
+    run_for: Option<f64>,
+}
+
+fn settings(args: NodeArgs, config: NodeSection) -> Result<Settings, CliError> {
+    let role = match args.role {
+        Some(r) => r,
+        None => config
+            .role
+            .parse()
+            .map_err(|e: herald_runtime::UnknownRole| {
+                CliError::Config(format!("config key `node.role`: {e}"))
+            })?,
+    };
+    let sources = if args.sources.is_empty() {
+        config.sources
+    } else {
+        args.sources
+    };
+    for s in &sources {
+        StreamName::category_name(s)?;
     }
-    let store = open_store(store_url).await?;
-    with_store!(store, s => match args.command {
-        Some(NodeCommand::Status { json, ttl_ms }) => status(&s, json, Duration::from_millis(ttl_ms)).await,
-        None => node(s, args).await,
+    if role != BrokerRole::Coordinator && sources.is_empty() {
+        return Err(CliError::Usage(format!(
+            "herald node --role {role}: name the categories to consume with --sources (or node.sources in the config)"
+        )));
+    }
+    Ok(Settings {
+        role,
+        id: args
+            .id
+            .or(config.id)
+            .unwrap_or_else(|| format!("node-{}", std::process::id())),
+        group: args.group.unwrap_or(config.group),
+        sources,
+        heartbeat_ms: args.heartbeat_ms.or(config.heartbeat_ms),
+        poll_ms: args.poll_ms.unwrap_or(config.poll_ms),
+        checkpoint_every: args.checkpoint_every.unwrap_or(config.checkpoint_every),
+        log_processed: args.log_processed,
+        run_for: args.run_for,
     })
+}
+
+pub(crate) async fn run(
+    args: NodeArgs,
+    store_url: &str,
+    config: NodeSection,
+) -> Result<(), CliError> {
+    if let Some(NodeCommand::Status { json, ttl_ms }) = args.command {
+        let store = open_store(store_url).await?;
+        return with_store!(store, s => status(&s, json, Duration::from_millis(ttl_ms)).await);
+    }
+    // Checked before the store opens.
+    let settings = settings(args, config)?;
+    let store = open_store(store_url).await?;
+    with_store!(store, s => node(s, settings).await)
 }
 
 /// The built-in projection: counts each event of its category once (idempotent), and says so
@@ -71,14 +119,11 @@ fn counts_processor<S: CountProjection>(
     }
 }
 
-async fn node<S>(store: S, args: NodeArgs) -> Result<(), CliError>
+async fn node<S>(store: S, args: Settings) -> Result<(), CliError>
 where
     S: EventStore + BrokerStore + CountProjection,
 {
-    let node_id = args
-        .id
-        .clone()
-        .unwrap_or_else(|| format!("node-{}", std::process::id()));
+    let node_id = args.id.clone();
     let settings = match args.heartbeat_ms {
         Some(ms) => {
             DistributedEventBrokerSettings::fast(args.role, Duration::from_millis(ms.max(1)))
