@@ -1,8 +1,8 @@
 //! `herald bench store`: the event store beside the raw library doing the same work in the
 //! same run. PostgreSQL: appends one by one and in batches of 100, and a category read, beside
 //! raw sqlx running the same INSERT/SELECT on a table of the same shape (without the append
-//! lock and the write condition: the figure is their cost). SQLite: single appends beside
-//! raw rusqlite doing an INSERT per transaction on the same file settings.
+//! lock and the write condition: the figure is their cost). SQLite: the same three, beside
+//! raw rusqlite on a file with the same settings (WAL, `synchronous = FULL`).
 
 use std::time::Instant;
 
@@ -67,7 +67,11 @@ async fn raw_appends(pool: &PgPool, n: u64, batch: usize) -> Result<f64, CliErro
     Ok(rate(n * batch as u64, start))
 }
 
-async fn herald_category_read(s: &PgStore, category: &str, n: u64) -> Result<f64, CliError> {
+async fn herald_category_read<S: EventStore>(
+    s: &S,
+    category: &str,
+    n: u64,
+) -> Result<f64, CliError> {
     let start = Instant::now();
     let mut read = 0u64;
     let mut from = 0;
@@ -183,25 +187,63 @@ async fn postgres(report: &mut Report, scale: f64, url: &str) -> Result<(), CliE
     Ok(())
 }
 
-fn raw_sqlite_appends(path: &std::path::Path, n: u64) -> Result<f64, CliError> {
+fn raw_sqlite(path: &std::path::Path) -> Result<rusqlite::Connection, CliError> {
     let c = rusqlite::Connection::open(path).map_err(other)?;
     c.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
          CREATE TABLE IF NOT EXISTS raw_events (global_position INTEGER PRIMARY KEY AUTOINCREMENT,
-             stream TEXT NOT NULL, position INTEGER NOT NULL, body TEXT NOT NULL, UNIQUE (stream, position));",
+             stream TEXT NOT NULL, category TEXT NOT NULL, position INTEGER NOT NULL, body TEXT NOT NULL,
+             UNIQUE (stream, position));
+         CREATE INDEX IF NOT EXISTS raw_events_category ON raw_events (category, global_position);",
     )
     .map_err(other)?;
+    Ok(c)
+}
+
+/// `n` transactions of `batch` INSERTs each into one stream of `cat`.
+fn raw_sqlite_appends(
+    path: &std::path::Path,
+    cat: &str,
+    n: u64,
+    batch: usize,
+) -> Result<f64, CliError> {
+    let mut c = raw_sqlite(path)?;
     let body = String::from_utf8_lossy(&event()?.to_json()).into_owned();
-    let stream = category();
+    let stream = format!("{cat}-s");
+    let mut position = 0i64;
     let start = Instant::now();
-    for i in 0..n {
-        c.execute(
-            "INSERT INTO raw_events (stream, position, body) VALUES (?1, ?2, ?3)",
-            rusqlite::params![stream, i as i64, body],
-        )
-        .map_err(other)?;
+    for _ in 0..n {
+        let tx = c.transaction().map_err(other)?;
+        for _ in 0..batch {
+            tx.execute(
+                "INSERT INTO raw_events (stream, category, position, body) VALUES (?1, ?2, ?3, ?4)",
+                rusqlite::params![stream, cat, position, body],
+            )
+            .map_err(other)?;
+            position += 1;
+        }
+        tx.commit().map_err(other)?;
     }
-    Ok(rate(n, start))
+    Ok(rate(n * batch as u64, start))
+}
+
+fn raw_sqlite_read(path: &std::path::Path, cat: &str, n: u64) -> Result<f64, CliError> {
+    let c = raw_sqlite(path)?;
+    let start = Instant::now();
+    let (mut read, mut from) = (0u64, 0i64);
+    let mut stmt = c
+        .prepare("SELECT global_position, body FROM raw_events WHERE category = ?1 AND global_position >= ?2 ORDER BY global_position LIMIT 1000")
+        .map_err(other)?;
+    while read < n {
+        let rows: Vec<(i64, String)> = stmt
+            .query_map(rusqlite::params![cat, from], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(other)?;
+        let Some(last) = rows.last() else { break };
+        from = last.0 + 1;
+        read += rows.len() as u64;
+    }
+    Ok(rate(read, start))
 }
 
 async fn sqlite(report: &mut Report, scale: f64) -> Result<(), CliError> {
@@ -213,7 +255,7 @@ async fn sqlite(report: &mut Report, scale: f64) -> Result<(), CliError> {
     let (h, r) = paired(
         3,
         || herald_appends(&store, n, 1),
-        || async { raw_sqlite_appends(&raw_path, n) },
+        || async { raw_sqlite_appends(&raw_path, &category(), n, 1) },
     )
     .await?;
     report.add(Figure::higher(
@@ -222,6 +264,41 @@ async fn sqlite(report: &mut Report, scale: f64) -> Result<(), CliError> {
         h,
         r,
         "raw rusqlite INSERT per transaction (WAL, FULL)",
+    ))?;
+    let batches = (n / 10).max(3);
+    let (h, r) = paired(
+        3,
+        || herald_appends(&store, batches, 100),
+        || async { raw_sqlite_appends(&raw_path, &category(), batches, 100) },
+    )
+    .await?;
+    report.add(Figure::higher(
+        "store_sqlite_append_batch_100",
+        "events/s",
+        h,
+        r,
+        "raw rusqlite 100 INSERTs per transaction",
+    ))?;
+    // One category of 5,000 events in each, then paged reads.
+    let cat = category();
+    let stream = StreamName::new(&format!("{cat}-s"))?;
+    let events: Vec<herald::Event> = (0..500).map(|_| event()).collect::<Result<_, _>>()?;
+    for _ in 0..10 {
+        store.append(&stream, &events, WriteCondition::Any).await?;
+    }
+    raw_sqlite_appends(&raw_path, &cat, 10, 500)?;
+    let (h, r) = paired(
+        5,
+        || herald_category_read(&store, &cat, 5000),
+        || async { raw_sqlite_read(&raw_path, &cat, 5000) },
+    )
+    .await?;
+    report.add(Figure::higher(
+        "store_sqlite_category_read",
+        "events/s",
+        h,
+        r,
+        "raw rusqlite SELECT by category, pages of 1,000",
     ))?;
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
