@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use herald::store::broker::{decode, encode};
+use herald::store::broker::encode;
 use herald::store::{
     Allocation, AllocationChange, BrokerSnapshot, BrokerState, BrokerStore, CountProjection,
     LeaseRow, NodeInfo, NodeRow, StoreError,
@@ -39,16 +39,7 @@ async fn load(c: &mut PgConnection) -> Result<BrokerState, StoreError> {
     .await
     .map_err(|e| backend(op, e))?;
     for (node_id, role, groups, claims, last_seen) in nodes {
-        let row = NodeRow {
-            info: NodeInfo {
-                node_id: node_id.clone(),
-                role,
-                groups: decode(&groups, "read node groups")?,
-            },
-            last_seen,
-            claims: decode(&claims, "read node claims")?,
-        };
-        state.nodes.insert(node_id, row);
+        state.load_node(node_id, role, &groups, &claims, last_seen)?;
     }
     let allocations: Vec<AllocationColumns> = sqlx::query_as(
         "SELECT grp, source, node_id, epoch, coordinator_epoch FROM herald.allocations",
@@ -57,16 +48,7 @@ async fn load(c: &mut PgConnection) -> Result<BrokerState, StoreError> {
     .await
     .map_err(|e| backend(op, e))?;
     for (group, source, node_id, epoch, coordinator_epoch) in allocations {
-        state.allocations.insert(
-            (group.clone(), source.clone()),
-            Allocation {
-                group,
-                source,
-                node_id,
-                epoch: to_u64(epoch),
-                coordinator_epoch: to_u64(coordinator_epoch),
-            },
-        );
+        state.load_allocation(group, source, node_id, epoch, coordinator_epoch);
     }
     let lease: Option<(String, i64, i64)> =
         sqlx::query_as("SELECT holder, epoch, expires_at FROM herald.lease WHERE name = $1")

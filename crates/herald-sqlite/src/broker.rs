@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use herald::store::broker::{decode, encode};
+use herald::store::broker::encode;
 use herald::store::{
     Allocation, AllocationChange, BrokerSnapshot, BrokerState, BrokerStore, CountProjection,
     LeaseRow, NodeInfo, NodeRow, StoreError,
@@ -53,16 +53,7 @@ fn load(c: &Connection) -> Result<BrokerState, StoreError> {
         .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
         .map_err(|e| backend(op, e))?;
     for (node_id, role, groups, claims, last_seen) in rows {
-        let row = NodeRow {
-            info: NodeInfo {
-                node_id: node_id.clone(),
-                role,
-                groups: decode(&groups, "read node groups")?,
-            },
-            last_seen,
-            claims: decode(&claims, "read node claims")?,
-        };
-        state.nodes.insert(node_id, row);
+        state.load_node(node_id, role, &groups, &claims, last_seen)?;
     }
     let mut s = c
         .prepare_cached(
@@ -71,20 +62,12 @@ fn load(c: &Connection) -> Result<BrokerState, StoreError> {
         .map_err(|e| backend(op, e))?;
     let rows = s
         .query_map([], |r| {
-            Ok(Allocation {
-                group: r.get(0)?,
-                source: r.get(1)?,
-                node_id: r.get(2)?,
-                epoch: to_u64(r.get(3)?),
-                coordinator_epoch: to_u64(r.get(4)?),
-            })
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })
         .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
         .map_err(|e| backend(op, e))?;
-    for a in rows {
-        state
-            .allocations
-            .insert((a.group.clone(), a.source.clone()), a);
+    for (group, source, node_id, epoch, coordinator_epoch) in rows {
+        state.load_allocation(group, source, node_id, epoch, coordinator_epoch);
     }
     state.lease = c
         .prepare_cached("SELECT holder, epoch, expires_at FROM herald_lease WHERE name = ?1")

@@ -179,6 +179,53 @@ fn since(now: i64, then: i64) -> Duration {
 }
 
 impl BrokerState {
+    /// Adds a node as SQL backends store it: groups and claims as JSON.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] when a JSON column does not hold what it should.
+    pub fn load_node(
+        &mut self,
+        node_id: String,
+        role: String,
+        groups: &str,
+        claims: &str,
+        last_seen: i64,
+    ) -> Result<(), StoreError> {
+        let row = NodeRow {
+            info: NodeInfo {
+                node_id: node_id.clone(),
+                role,
+                groups: decode(groups, "read node groups")?,
+            },
+            last_seen,
+            claims: decode(claims, "read node claims")?,
+        };
+        self.nodes.insert(node_id, row);
+        Ok(())
+    }
+
+    /// Adds an allocation as SQL backends store it (epochs as signed integers).
+    pub fn load_allocation(
+        &mut self,
+        group: String,
+        source: String,
+        node_id: Option<String>,
+        epoch: i64,
+        coordinator_epoch: i64,
+    ) {
+        self.allocations.insert(
+            (group.clone(), source.clone()),
+            Allocation {
+                group,
+                source,
+                node_id,
+                epoch: u64::try_from(epoch).unwrap_or(0),
+                coordinator_epoch: u64::try_from(coordinator_epoch).unwrap_or(0),
+            },
+        );
+    }
+
     /// The allocations held for `node_id`.
     pub fn allocations_of(&self, node_id: &str) -> Vec<Allocation> {
         self.allocations

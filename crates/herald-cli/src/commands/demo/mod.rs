@@ -152,6 +152,19 @@ impl Plugin for Flaky {
     }
 }
 
+/// A directory of the demo part's own under the temp dir, and the SQLite URL in it.
+pub(crate) fn scratch(part: &str) -> (std::path::PathBuf, String) {
+    let dir = std::env::temp_dir().join(format!(
+        "herald-demo-{part}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    ));
+    let url = format!("sqlite://{}", dir.join("herald.db").display());
+    (dir, url)
+}
+
 fn event(subject: &str, source: &str, data: serde_json::Value) -> Result<Event, CliError> {
     Ok(Event::try_new(subject, data)?.with_source(source))
 }

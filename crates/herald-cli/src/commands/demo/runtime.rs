@@ -28,14 +28,7 @@ const USERS: i64 = 6;
 pub(crate) async fn run(
     say: &dyn Fn(String) -> Result<(), CliError>,
 ) -> Result<WorkerSummary, CliError> {
-    let dir = std::env::temp_dir().join(format!(
-        "herald-demo-runtime-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos())
-    ));
-    let url = format!("sqlite://{}", dir.join("herald.db").display());
+    let (dir, url) = super::scratch("runtime");
     let outcome = run_in(&url, say).await;
     let _ = std::fs::remove_dir_all(&dir);
     outcome
