@@ -19,6 +19,11 @@ trap 'rm -f "$log"' EXIT
 cargo test --workspace 2>&1 | tee "$log"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
 
+# The Python package (PyO3 + maturin) into .venv, and its pytest suite.
+pylog="$(mktemp)"
+trap 'rm -f "$log" "$pylog"' EXIT
+bash scripts/python-package.sh 2>&1 | tee "$pylog"
+
 # `herald demo` needs no server and no network.
 cargo build -q --bin herald
 if unshare -n true 2>/dev/null; then
@@ -30,6 +35,7 @@ fi
 
 # One closing line for the whole run, summed over every test binary.
 sum() { grep -E '^test result:' "$log" | sed -E "s/.* ([0-9]+) $1.*/\\1/" | awk '{s += $1} END {print s + 0}'; }
-passed=$(sum passed)
-failed=$(sum failed)
+pycount() { grep -Eo "[0-9]+ $1" "$pylog" | tail -1 | grep -Eo '[0-9]+' || echo 0; }
+passed=$(( $(sum passed) + $(pycount passed) ))
+failed=$(( $(sum failed) + $(pycount failed) ))
 echo "herald: ${passed} passed, ${failed} failed"

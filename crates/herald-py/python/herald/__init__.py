@@ -1,0 +1,14 @@
+"""Herald for Python services: the seeds' Python APIs on Herald's Rust core.
+
+- ``herald.event_bus``: seed 002's plugin ``EventBus``, ``Event`` and ``EventPriority``.
+- ``herald.bridge``: seed 000's ``EventBridge``.
+
+Both run on Herald's in-process bus (``herald._native.NativeBus``): NATS-style patterns,
+priorities, handler isolation, history and statistics are Herald's.
+"""
+
+from ._native import NativeBus, __version__
+from .bridge import EventBridge
+from .event_bus import Event, EventBus, EventPriority
+
+__all__ = ["Event", "EventBridge", "EventBus", "EventPriority", "NativeBus", "__version__"]
