@@ -2,6 +2,8 @@
 
 - ``herald.event_bus``: seed 002's plugin ``EventBus``, ``Event`` and ``EventPriority``.
 - ``herald.bridge``: seed 000's ``EventBridge``.
+- ``herald.handler`` and ``herald.step``: seed 000's ``StepHandler``, ``HandlerRegistry`` and
+  step models (pydantic).
 
 Both run on Herald's in-process bus (``herald._native.NativeBus``): NATS-style patterns,
 priorities, handler isolation, history and statistics are Herald's.
@@ -10,5 +12,29 @@ priorities, handler isolation, history and statistics are Herald's.
 from ._native import NativeBus, __version__
 from .bridge import EventBridge
 from .event_bus import Event, EventBus, EventPriority
+from .handler import HandlerRegistry, StepHandler
+from .step import (
+    FfiStepEvent,
+    StepContext,
+    StepError,
+    StepExecutionEvent,
+    StepExecutionResult,
+    StepHandlerResult,
+)
 
-__all__ = ["Event", "EventBridge", "EventBus", "EventPriority", "NativeBus", "__version__"]
+__all__ = [
+    "Event",
+    "EventBridge",
+    "EventBus",
+    "EventPriority",
+    "FfiStepEvent",
+    "HandlerRegistry",
+    "NativeBus",
+    "StepContext",
+    "StepError",
+    "StepExecutionEvent",
+    "StepExecutionResult",
+    "StepHandler",
+    "StepHandlerResult",
+    "__version__",
+]
