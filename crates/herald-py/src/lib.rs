@@ -1,5 +1,5 @@
 //! Herald's native Python module (`herald._native`): Herald's in-process bus for the Python
-//! layer (`herald.event_bus`, `herald.bridge`). Python handlers are called with the GIL held
+//! layer (`herald.event_bus`, `herald.bridge`) and its step worker (`herald.subscriber`). Python handlers are called with the GIL held
 //! only while they run: a publish releases the GIL while Herald routes and dispatches.
 
 use std::collections::HashMap;
@@ -14,13 +14,15 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
+mod worker;
+
 /// A Python exception raised by a handler, kept as the handler's error: its type, message and
 /// traceback.
 #[derive(Debug)]
-struct PythonError {
-    kind: String,
-    message: String,
-    traceback: String,
+pub(crate) struct PythonError {
+    pub(crate) kind: String,
+    pub(crate) message: String,
+    pub(crate) traceback: String,
 }
 
 impl std::fmt::Display for PythonError {
@@ -31,7 +33,7 @@ impl std::fmt::Display for PythonError {
 
 impl std::error::Error for PythonError {}
 
-fn python_error(py: Python<'_>, e: &PyErr) -> PythonError {
+pub(crate) fn python_error(py: Python<'_>, e: &PyErr) -> PythonError {
     let traceback = e
         .traceback(py)
         .and_then(|t| t.format().ok())
@@ -281,5 +283,6 @@ impl NativeBus {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<NativeBus>()?;
+    m.add_class::<worker::NativeWorker>()?;
     Ok(())
 }

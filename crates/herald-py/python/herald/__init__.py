@@ -4,15 +4,17 @@
 - ``herald.bridge``: seed 000's ``EventBridge``.
 - ``herald.handler`` and ``herald.step``: seed 000's ``StepHandler``, ``HandlerRegistry`` and
   step models (pydantic).
+- ``herald.subscriber``: seed 000's ``StepExecutionSubscriber`` on Herald's Rust worker.
 
 Both run on Herald's in-process bus (``herald._native.NativeBus``): NATS-style patterns,
 priorities, handler isolation, history and statistics are Herald's.
 """
 
-from ._native import NativeBus, __version__
+from ._native import NativeBus, NativeWorker, __version__
 from .bridge import EventBridge
 from .event_bus import Event, EventBus, EventPriority
 from .handler import HandlerRegistry, StepHandler
+from .subscriber import StepExecutionSubscriber
 from .step import (
     FfiStepEvent,
     StepContext,
@@ -30,6 +32,8 @@ __all__ = [
     "FfiStepEvent",
     "HandlerRegistry",
     "NativeBus",
+    "NativeWorker",
+    "StepExecutionSubscriber",
     "StepContext",
     "StepError",
     "StepExecutionEvent",
