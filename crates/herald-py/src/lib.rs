@@ -14,6 +14,7 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
+mod core;
 mod worker;
 
 /// A Python exception raised by a handler, kept as the handler's error: its type, message and
@@ -284,5 +285,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<NativeBus>()?;
     m.add_class::<worker::NativeWorker>()?;
+    m.add_function(wrap_pyfunction!(core::configure, m)?)?;
+    m.add_function(wrap_pyfunction!(core::publish_domain_event, m)?)?;
+    m.add_function(wrap_pyfunction!(core::poll_in_process_events, m)?)?;
+    m.add_function(wrap_pyfunction!(core::get_health_check, m)?)?;
+    m.add_function(wrap_pyfunction!(core::get_metrics, m)?)?;
+    m.add_function(wrap_pyfunction!(core::get_config, m)?)?;
     Ok(())
 }

@@ -107,10 +107,12 @@ async fn run_on<Q: Queue>(
     interrupted: Arc<Mutex<bool>>,
 ) -> Result<herald_worker::WorkerReport, String> {
     let bus = Bus::new();
+    let max_concurrent = config.max_concurrent_handlers;
     let mut worker = Worker::new(store.clone(), bus, registry, config)
         .await
         .map_err(|e| herald::report(&e))?;
     let steps = worker.queues().steps.clone();
+    crate::core::report_progress(worker.progress(), max_concurrent);
     let stop = Shutdown::new();
     let trigger = stop.clone();
     let started = Instant::now();

@@ -4,6 +4,7 @@
 - ``herald.bridge``: seed 000's ``EventBridge``.
 - ``herald.handler`` and ``herald.step``: seed 000's ``StepHandler``, ``HandlerRegistry`` and
   step models (pydantic).
+- ``herald.observability``: seed 001's domain events, health, metrics and config.
 - ``herald.subscriber``: seed 000's ``StepExecutionSubscriber`` on Herald's Rust worker.
 
 Both run on Herald's in-process bus (``herald._native.NativeBus``): NATS-style patterns,
@@ -14,6 +15,24 @@ from ._native import NativeBus, NativeWorker, __version__
 from .bridge import EventBridge
 from .event_bus import Event, EventBus, EventPriority
 from .handler import HandlerRegistry, StepHandler
+from .observability import (
+    ComponentHealth,
+    DomainEvent,
+    DomainEventPublisher,
+    HealthCheck,
+    HealthStatus,
+    InProcessDomainEvent,
+    InProcessDomainEventPoller,
+    WorkerConfig,
+    WorkerMetrics,
+    configure,
+    get_config,
+    get_health_check,
+    get_metrics,
+    is_healthy,
+    poll_in_process_events,
+    publish_domain_event,
+)
 from .subscriber import StepExecutionSubscriber
 from .step import (
     FfiStepEvent,
@@ -25,6 +44,22 @@ from .step import (
 )
 
 __all__ = [
+    "ComponentHealth",
+    "DomainEvent",
+    "DomainEventPublisher",
+    "HealthCheck",
+    "HealthStatus",
+    "InProcessDomainEvent",
+    "InProcessDomainEventPoller",
+    "WorkerConfig",
+    "WorkerMetrics",
+    "configure",
+    "get_config",
+    "get_health_check",
+    "get_metrics",
+    "is_healthy",
+    "poll_in_process_events",
+    "publish_domain_event",
     "Event",
     "EventBridge",
     "EventBus",

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-pub use fast::FastReceiver;
+pub use fast::{FastReceiver, PollHandle};
 pub use poller::{InProcessDomainEventPoller, PollerError, DOMAIN_EVENT_RECEIVED};
 
 /// A domain event (seed 001's `DomainEvent`).
@@ -176,6 +176,11 @@ impl<Q: Queue> DomainEventPublisher<Q> {
     pub fn with_correlation_id(mut self, id: Uuid) -> Self {
         self.default_correlation_id = Some(id);
         self
+    }
+
+    /// The store the durable path writes to.
+    pub fn store(&self) -> &Q {
+        &self.store
     }
 
     /// The durable queue.
