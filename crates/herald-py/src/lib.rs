@@ -15,6 +15,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 mod core;
+mod nats;
 mod worker;
 
 /// A Python exception raised by a handler, kept as the handler's error: its type, message and
@@ -285,6 +286,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<NativeBus>()?;
     m.add_class::<worker::NativeWorker>()?;
+    m.add_class::<nats::NativeNats>()?;
     m.add_function(wrap_pyfunction!(core::configure, m)?)?;
     m.add_function(wrap_pyfunction!(core::publish_domain_event, m)?)?;
     m.add_function(wrap_pyfunction!(core::poll_in_process_events, m)?)?;

@@ -5,13 +5,15 @@
 - ``herald.handler`` and ``herald.step``: seed 000's ``StepHandler``, ``HandlerRegistry`` and
   step models (pydantic).
 - ``herald.observability``: seed 001's domain events, health, metrics and config.
+- ``herald.nats``: seed 004's NATS ``EventBus``, its ``Event`` (Herald's envelope), typed errors
+  and module-level lifecycle functions.
 - ``herald.subscriber``: seed 000's ``StepExecutionSubscriber`` on Herald's Rust worker.
 
 Both run on Herald's in-process bus (``herald._native.NativeBus``): NATS-style patterns,
 priorities, handler isolation, history and statistics are Herald's.
 """
 
-from ._native import NativeBus, NativeWorker, __version__
+from ._native import NativeBus, NativeNats, NativeWorker, __version__
 from .bridge import EventBridge
 from .event_bus import Event, EventBus, EventPriority
 from .handler import HandlerRegistry, StepHandler
@@ -67,6 +69,7 @@ __all__ = [
     "FfiStepEvent",
     "HandlerRegistry",
     "NativeBus",
+    "NativeNats",
     "NativeWorker",
     "StepExecutionSubscriber",
     "StepContext",
