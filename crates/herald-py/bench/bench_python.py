@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+# Seed 002's bus: the same file `herald bench bus` runs.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "herald-cli" / "src" / "commands" / "bench"))
 
 import herald  # noqa: E402
 import seed000_bridge  # noqa: E402

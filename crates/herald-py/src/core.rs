@@ -45,11 +45,7 @@ fn runtime_error(e: impl std::fmt::Display) -> PyErr {
 }
 
 fn make(store_url: &str, namespace: &str, worker_id: &str) -> PyResult<Core> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(runtime_error)?;
+    let runtime = crate::runtime(1)?;
     let (publisher, store_kind) = runtime
         .block_on(async {
             if store_url.starts_with("sqlite:") {

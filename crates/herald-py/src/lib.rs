@@ -57,6 +57,15 @@ type FailureRow = (String, String, String, String);
 /// An event as Python sees it: `(subject, data_json, source, priority, timestamp, event_id)`.
 type EventRow = (String, String, String, String, String, String);
 
+/// A Tokio runtime of `workers` threads for one native object.
+pub(crate) fn runtime(workers: usize) -> PyResult<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .map_err(|e| PyRuntimeError::new_err(format!("cannot start Herald's runtime: {e}")))
+}
+
 fn value_error(e: impl std::fmt::Display) -> PyErr {
     PyValueError::new_err(e.to_string())
 }
@@ -80,11 +89,7 @@ impl NativeBus {
     #[new]
     #[pyo3(signature = (history = 100))]
     fn new(history: usize) -> PyResult<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .map_err(|e| PyRuntimeError::new_err(format!("cannot start Herald's runtime: {e}")))?;
+        let runtime = crate::runtime(1)?;
         let bus = {
             let _guard = runtime.enter();
             Bus::builder().history(history).build()

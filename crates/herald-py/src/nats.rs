@@ -49,11 +49,7 @@ impl NativeNats {
 impl NativeNats {
     #[new]
     fn new() -> PyResult<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .map_err(|e| PyRuntimeError::new_err(format!("cannot start Herald's runtime: {e}")))?;
+        let runtime = crate::runtime(1)?;
         Ok(NativeNats {
             runtime,
             nats: Mutex::new(None),

@@ -156,11 +156,7 @@ impl NativeWorker {
                 "store {store_url:?}: expected sqlite://PATH or postgres://..."
             )));
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(|e| PyRuntimeError::new_err(format!("cannot start Herald's runtime: {e}")))?;
+        let runtime = crate::runtime(2)?;
         Ok(NativeWorker {
             runtime,
             store_url: store_url.to_owned(),

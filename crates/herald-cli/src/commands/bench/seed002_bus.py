@@ -1,6 +1,7 @@
 # The seed 002 EventBus (lib/plugin/event_bus.py), trimmed of docstrings and logging calls on
 # the hot path, measured with the same two subscribers as `herald bench bus`: one exact and one
-# wildcard async handler. Prints publishes per second.
+# wildcard async handler. Prints publishes per second; scripts/bench-python.sh imports its
+# EventBus too.
 import asyncio, fnmatch, sys, time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
@@ -78,4 +79,5 @@ async def main(n):
     print(n / elapsed)
 
 
-asyncio.run(main(int(sys.argv[1])))
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1])))
