@@ -125,6 +125,15 @@ impl OwnNatsServer {
         }
     }
 
+    /// Kills the server with SIGKILL (no clean shutdown) and waits for it to exit. Only this
+    /// server's pid is signalled.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Stops the server with SIGTERM (a clean shutdown that writes its stores out) and waits
     /// for the process to exit. Only this server's pid is signalled.
     pub fn stop(&mut self) {

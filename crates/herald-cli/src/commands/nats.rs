@@ -48,8 +48,41 @@ fn parse_timeout(secs: f64, flag: &str) -> Result<Duration, CliError> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// How long `pub --js` keeps retrying one event through a server outage.
+const JS_RETRY_FOR: Duration = Duration::from_secs(60);
+
+/// Publishes `e` to JetStream, retrying a transient failure (no ack, no connection) with the
+/// same event id until acknowledged or `JS_RETRY_FOR` has passed: the server's duplicate
+/// window stores a retried event once.
+async fn publish_js_retrying(
+    js: &herald_nats::JetStream,
+    e: &Event,
+) -> Result<(herald_nats::JsAck, u32), NatsError> {
+    let started = std::time::Instant::now();
+    let mut delay = Duration::from_millis(100);
+    let mut retries = 0u32;
+    loop {
+        match js.publish(e).await {
+            Ok(ack) => return Ok((ack, retries)),
+            Err(err) if err.is_transient() && started.elapsed() < JS_RETRY_FOR => {
+                retries += 1;
+                eprintln!(
+                    "herald pub: {} not acknowledged ({}); retrying with the same id",
+                    e.event_id().unwrap_or("?"),
+                    herald::report(&err)
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
 pub(crate) async fn publish(args: PubArgs, bus: &str) -> Result<(), CliError> {
-    // Everything is validated before anything is sent: nothing half-published.
+    // The subject, priority and a single DATA are validated before anything is sent; lines on
+    // stdin are streamed: each is checked as it arrives, and a bad one is named, counted and
+    // skipped (what was published before it stays published).
     let subject = Subject::new(&args.subject)?;
     let priority: Priority = args
         .priority
@@ -58,21 +91,14 @@ pub(crate) async fn publish(args: PubArgs, bus: &str) -> Result<(), CliError> {
     if args.count == 0 {
         return Err(CliError::Usage("--count must be at least 1".into()));
     }
-    let datas = if args.data.as_deref() == Some("-") {
-        let mut v = Vec::new();
-        for (n, line) in std::io::stdin().lock().lines().enumerate() {
-            let line = line.map_err(|e| CliError::Other(format!("reading stdin: {e}")))?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            v.push(parse_data(Some(&line), &format!("stdin line {}", n + 1))?);
-        }
-        v
+    let from_stdin = args.data.as_deref() == Some("-");
+    let single = if from_stdin {
+        None
     } else {
-        vec![parse_data(args.data.as_deref(), "pub")?]
+        Some(parse_data(args.data.as_deref(), "pub")?)
     };
-    // Events are made one at a time (a large --count costs no memory); every copy of one
-    // data line has the same size, so checking one per line checks them all.
+    // Events are made one at a time (a large --count costs no memory). Each carries an event
+    // id, so a JetStream retry is recognised as the same event.
     let make = |data: &serde_json::Map<String, Value>| {
         let mut e = Event::new(subject.clone())
             .with_data(data.clone())
@@ -81,33 +107,76 @@ pub(crate) async fn publish(args: PubArgs, bus: &str) -> Result<(), CliError> {
         if let Some(t) = &args.event_type {
             e = e.with_type(t);
         }
+        if args.js {
+            e = e.ensure_event_id();
+        }
         e
     };
     let nats = connect(bus, false).await?;
     let max = nats.max_payload();
-    for data in &datas {
-        let size = make(data).to_json().len();
+    let js = nats.jetstream();
+    if args.js {
+        // Refused before anything is sent.
+        js.stream_for(subject.as_str()).await?;
+    }
+    let (mut published, mut bad, mut retried) = (0u64, 0u64, 0u64);
+    let (tx, mut rx) =
+        tokio::sync::mpsc::channel::<(usize, Result<serde_json::Map<String, Value>, CliError>)>(64);
+    match single {
+        Some(data) => {
+            let _ = tx.send((0, Ok(data))).await;
+            drop(tx);
+        }
+        None => {
+            // stdin is read on a thread of its own, one line at a time, as it arrives.
+            std::thread::spawn(move || {
+                for (n, line) in std::io::stdin().lock().lines().enumerate() {
+                    let item = match line {
+                        Ok(l) if l.trim().is_empty() => continue,
+                        Ok(l) => parse_data(Some(&l), &format!("stdin line {}", n + 1)),
+                        Err(e) => Err(CliError::Other(format!("reading stdin: {e}"))),
+                    };
+                    let stop = item.is_err() && matches!(item, Err(CliError::Other(_)));
+                    if tx.blocking_send((n + 1, item)).is_err() || stop {
+                        break;
+                    }
+                }
+            });
+        }
+    }
+    'all: while let Some((line, item)) = rx.recv().await {
+        let data = match item {
+            Ok(d) => d,
+            Err(e @ CliError::Other(_)) => return Err(e),
+            Err(e) => {
+                bad += 1;
+                eprintln!("herald pub: skipped: {e}");
+                continue;
+            }
+        };
+        let size = make(&data).to_json().len();
         if size > max {
-            return Err(NatsError::PayloadTooLarge {
+            let e: CliError = NatsError::PayloadTooLarge {
                 subject: subject.to_string(),
                 size,
                 max,
             }
-            .into());
+            .into();
+            if !from_stdin {
+                return Err(e);
+            }
+            bad += 1;
+            eprintln!("herald pub: skipped stdin line {line}: {e}");
+            continue;
         }
-    }
-    let js = nats.jetstream();
-    if args.js {
-        // Refused before anything is sent; each publish is deduplicated by herald-nats.
-        js.stream_for(subject.as_str()).await?;
-    }
-    let mut published = 0u64;
-    'all: for data in &datas {
         for _ in 0..args.count {
-            let e = make(data);
+            let e = make(&data);
             if args.js {
-                let ack = js.publish(&e).await?;
-                if !print_line(&serde_json::to_string(&ack).unwrap_or_default())? {
+                let (ack, retries) = publish_js_retrying(&js, &e).await?;
+                retried += u64::from(retries);
+                let mut v = serde_json::to_value(&ack).unwrap_or_default();
+                v["event_id"] = Value::from(e.event_id().unwrap_or_default());
+                if !print_line(&v.to_string())? {
                     break 'all;
                 }
             } else {
@@ -118,14 +187,29 @@ pub(crate) async fn publish(args: PubArgs, bus: &str) -> Result<(), CliError> {
     }
     flush_within(&nats, published).await?;
     eprintln!(
-        "published {} event(s) to {subject}{}",
+        "published {} event(s) to {subject}{}{}{}",
         published,
         if args.js {
             " (JetStream, acknowledged)"
         } else {
             ""
+        },
+        if retried > 0 {
+            format!("; {retried} retry(ies) with the same id")
+        } else {
+            String::new()
+        },
+        if bad > 0 {
+            format!("; {bad} bad line(s) skipped")
+        } else {
+            String::new()
         }
     );
+    if bad > 0 {
+        return Err(CliError::Usage(format!(
+            "{bad} input line(s) were not published (named above)"
+        )));
+    }
     Ok(())
 }
 

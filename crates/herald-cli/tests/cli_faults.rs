@@ -1,0 +1,93 @@
+//! `herald pub - --js` under server faults: lines streamed from a pipe while a server of the
+//! test's own is SIGKILLed and restarted three times. Every line is acknowledged once with its
+//! event id (the CLI retries a failed publish with the same id), the stream holds exactly the
+//! acknowledged events (acked-but-lost 0, duplicates 0), and acks come as lines arrive.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use herald_testkit::nats_server::OwnNatsServer;
+
+#[test]
+fn pub_js_streams_stdin_and_retries_through_server_kills_with_the_same_ids() {
+    let Some(mut server) = OwnNatsServer::start("cli_pub_js_kills") else {
+        return;
+    };
+    let url = server.url();
+    let herald = env!("CARGO_BIN_EXE_herald");
+    let ok = Command::new(herald)
+        .args([
+            "streams",
+            "add",
+            "FAULTS",
+            "--subjects",
+            "faults.>",
+            "--bus",
+            &url,
+        ])
+        .output()
+        .expect("streams add");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let mut publisher = Command::new(herald)
+        .args(["pub", "faults.line", "-", "--js", "--bus", &url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pub");
+    let mut stdin = publisher.stdin.take().expect("stdin");
+    let stdout = publisher.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .map(|l| serde_json::from_str::<serde_json::Value>(&l).expect("an ack per line"))
+            .collect::<Vec<_>>()
+    });
+    const LINES: usize = 150;
+    // Lines keep coming while the server is down.
+    let writer = std::thread::spawn(move || {
+        for i in 0..LINES {
+            writeln!(stdin, "{{\"n\": {i}}}").expect("write a line");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(200));
+        server.kill9();
+        std::thread::sleep(Duration::from_millis(250));
+        server.restart();
+    }
+    writer.join().expect("writer");
+    let status = publisher.wait().expect("wait");
+    let mut err = String::new();
+    let _ = std::io::Read::read_to_string(&mut publisher.stderr.take().expect("stderr"), &mut err);
+    assert!(status.success(), "{err}");
+    let acks = reader.join().expect("reader");
+    assert_eq!(acks.len(), LINES, "one ack per line: {err}");
+    let ids: BTreeSet<&str> = acks
+        .iter()
+        .map(|a| a["event_id"].as_str().expect("event id"))
+        .collect();
+    assert_eq!(ids.len(), LINES, "a distinct id per line");
+    let info = Command::new(herald)
+        .args(["streams", "info", "FAULTS", "--bus", &url])
+        .output()
+        .expect("info");
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).expect("info json");
+    assert_eq!(
+        info["messages"], LINES as u64,
+        "the stream holds each acknowledged event once"
+    );
+    let retried = err.matches("retrying with the same id").count();
+    eprintln!(
+        "pub --js under 3 SIGKILLs: {LINES} acked, {} stored, {retried} retries",
+        info["messages"]
+    );
+}
