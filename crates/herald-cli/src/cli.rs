@@ -445,4 +445,7 @@ pub(crate) struct StreamAddArgs {
     /// Maximum bytes (-1 = unlimited).
     #[arg(long, default_value_t = -1)]
     pub(crate) max_bytes: i64,
+    /// Copies kept on a cluster (1 to 5; 3 survives losing one node).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) replicas: usize,
 }

@@ -85,7 +85,7 @@ fn pub_js_streams_stdin_and_retries_through_server_kills_with_the_same_ids() {
         info["messages"], LINES as u64,
         "the stream holds each acknowledged event once"
     );
-    let retried = err.matches("retrying with the same id").count();
+    let retried = err.matches("retry(ies) with the same id").count();
     eprintln!(
         "pub --js under 3 SIGKILLs: {LINES} acked, {} stored, {retried} retries",
         info["messages"]

@@ -7,6 +7,7 @@ pub mod delivery;
 pub mod env;
 pub mod fixtures;
 pub mod http;
+pub mod nats_cluster;
 pub mod nats_server;
 pub mod postgres_server;
 pub mod queue_conformance;

@@ -51,34 +51,6 @@ fn parse_timeout(secs: f64, flag: &str) -> Result<Duration, CliError> {
 /// How long `pub --js` keeps retrying one event through a server outage.
 const JS_RETRY_FOR: Duration = Duration::from_secs(60);
 
-/// Publishes `e` to JetStream, retrying a transient failure (no ack, no connection) with the
-/// same event id until acknowledged or `JS_RETRY_FOR` has passed: the server's duplicate
-/// window stores a retried event once.
-async fn publish_js_retrying(
-    js: &herald_nats::JetStream,
-    e: &Event,
-) -> Result<(herald_nats::JsAck, u32), NatsError> {
-    let started = std::time::Instant::now();
-    let mut delay = Duration::from_millis(100);
-    let mut retries = 0u32;
-    loop {
-        match js.publish(e).await {
-            Ok(ack) => return Ok((ack, retries)),
-            Err(err) if err.is_transient() && started.elapsed() < JS_RETRY_FOR => {
-                retries += 1;
-                eprintln!(
-                    "herald pub: {} not acknowledged ({}); retrying with the same id",
-                    e.event_id().unwrap_or("?"),
-                    herald::report(&err)
-                );
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-            Err(err) => return Err(err),
-        }
-    }
-}
-
 pub(crate) async fn publish(args: PubArgs, bus: &str) -> Result<(), CliError> {
     // The subject, priority and a single DATA are validated before anything is sent; lines on
     // stdin are streamed: each is checked as it arrives, and a bad one is named, counted and
@@ -172,7 +144,13 @@ pub(crate) async fn publish(args: PubArgs, bus: &str) -> Result<(), CliError> {
         for _ in 0..args.count {
             let e = make(&data);
             if args.js {
-                let (ack, retries) = publish_js_retrying(&js, &e).await?;
+                let (ack, retries) = js.publish_retrying(&e, JS_RETRY_FOR).await?;
+                if retries > 0 {
+                    eprintln!(
+                        "herald pub: {} acknowledged after {retries} retry(ies) with the same id",
+                        e.event_id().unwrap_or("?")
+                    );
+                }
                 retried += u64::from(retries);
                 let mut v = serde_json::to_value(&ack).unwrap_or_default();
                 v["event_id"] = Value::from(e.event_id().unwrap_or_default());
@@ -331,6 +309,7 @@ pub(crate) async fn streams(args: StreamsArgs, bus: &str) -> Result<(), CliError
                 Some(name) => vec![StreamSpec {
                     max_age_secs: add.max_age,
                     max_bytes: add.max_bytes,
+                    replicas: add.replicas,
                     ..StreamSpec::new(name, add.subjects)
                 }],
             };

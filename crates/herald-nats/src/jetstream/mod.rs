@@ -17,12 +17,19 @@ pub use stream::{default_streams, StreamSpec, StreamSummary};
 pub struct JetStream {
     nats: Nats,
     ctx: async_nats::jetstream::Context,
+    /// Subjects a stream was seen to capture through this handle (an ack, or
+    /// `stream_for`): a later "no stream" for one of them is a cluster electing a leader.
+    known: std::sync::Arc<parking_lot::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl JetStream {
     pub(crate) fn new(nats: Nats) -> Self {
         let ctx = async_nats::jetstream::new(nats.client().clone());
-        JetStream { nats, ctx }
+        JetStream {
+            nats,
+            ctx,
+            known: std::sync::Arc::default(),
+        }
     }
 
     /// The async-nats JetStream context, for what Herald does not wrap.

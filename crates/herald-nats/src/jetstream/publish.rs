@@ -37,8 +37,9 @@ impl PendingAck {
     ///
     /// # Errors
     ///
-    /// [`NatsError::NoStream`] when no stream captures the subject, [`NatsError::Publish`]
-    /// on timeout or another failure.
+    /// [`NatsError::NoStream`] when no stream captures the subject, [`NatsError::Timeout`]
+    /// when no ack came in time and [`NatsError::Connection`] when the connection broke (both
+    /// transient: send it again with the same id), [`NatsError::Publish`] otherwise.
     ///
     /// # Cancel safety
     ///
@@ -55,10 +56,23 @@ impl PendingAck {
     }
 }
 
+/// async-nats's JetStream context waits this long for an ack (its default).
+const ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn publish_error(subject: &str, e: async_nats::jetstream::context::PublishError) -> NatsError {
     match e.kind() {
         PublishErrorKind::StreamNotFound => NatsError::NoStream {
             subject: subject.to_owned(),
+        },
+        // No ack in time (a node down, a leader being elected): the same event may be sent
+        // again with the same id; transient.
+        PublishErrorKind::TimedOut => NatsError::Timeout {
+            subject: subject.to_owned(),
+            timeout: ACK_TIMEOUT,
+        },
+        PublishErrorKind::BrokenPipe | PublishErrorKind::MaxAckPending => NatsError::Connection {
+            operation: "JetStream publish",
+            source: Box::new(e),
         },
         _ => NatsError::Publish {
             subject: subject.to_owned(),
@@ -103,6 +117,57 @@ impl JetStream {
         self.publish_async(event).await?.ack().await
     }
 
+    /// [`JetStream::publish`], retrying a transient failure (no ack, no connection, a stream
+    /// that exists but has no leader for a moment) with the
+    /// same event id, doubling the delay from 100 ms to 2 s, until acknowledged or `within`
+    /// has passed; the server's duplicate window stores a retried event once. Returns the ack
+    /// and how many retries it took. The event must carry an event id
+    /// ([`Event::ensure_event_id`]) for the retries to be recognised as one event (without
+    /// one, the message id is a hash of the envelope, which also works).
+    ///
+    /// # Errors
+    ///
+    /// As [`JetStream::publish`]: the first error that is not transient, or the last one
+    /// once `within` has passed.
+    pub async fn publish_retrying(
+        &self,
+        event: &Event,
+        within: std::time::Duration,
+    ) -> Result<(JsAck, u32), NatsError> {
+        let started = std::time::Instant::now();
+        let mut delay = std::time::Duration::from_millis(100);
+        let mut retries = 0u32;
+        loop {
+            let result = match self.publish(event).await {
+                // On a cluster, a stream whose leader is being elected answers "no
+                // responders" for a moment: transient if the stream exists.
+                Err(NatsError::NoStream { subject }) if self.known.lock().contains(&subject) => {
+                    Err(NatsError::Timeout {
+                        subject,
+                        timeout: ACK_TIMEOUT,
+                    })
+                }
+                other => other,
+            };
+            match result {
+                Ok(ack) => {
+                    self.known.lock().insert(event.subject.to_string());
+                    return Ok((ack, retries));
+                }
+                Err(e) if e.is_transient() && started.elapsed() < within => {
+                    retries += 1;
+                    tracing::warn!(
+                        event_id = event.event_id().unwrap_or("?"),
+                        "not acknowledged ({e}); retrying with the same id"
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(2));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Sends the event and returns without waiting for the acknowledgement, so that many
     /// publishes can be in flight (a window); await [`PendingAck::ack`] for each.
     ///
@@ -143,11 +208,12 @@ impl JetStream {
     ///
     /// Cancel safe.
     pub async fn stream_for(&self, subject: &str) -> Result<String, NatsError> {
-        self.ctx
-            .stream_by_subject(subject)
-            .await
-            .map_err(|_| NatsError::NoStream {
-                subject: subject.to_owned(),
-            })
+        let found = self.ctx.stream_by_subject(subject).await;
+        if found.is_ok() {
+            self.known.lock().insert(subject.to_owned());
+        }
+        found.map_err(|_| NatsError::NoStream {
+            subject: subject.to_owned(),
+        })
     }
 }

@@ -30,6 +30,13 @@ pub struct StreamSpec {
     /// How long a message id is remembered for dedupe, in seconds (server default 120).
     #[serde(default = "two_minutes")]
     pub duplicate_window_secs: u64,
+    /// Copies kept on a cluster (1 on a single server; 3 survives the loss of one node).
+    #[serde(default = "one")]
+    pub replicas: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 fn unlimited() -> i64 {
@@ -53,7 +60,14 @@ impl StreamSpec {
             max_bytes: -1,
             memory: false,
             duplicate_window_secs: 120,
+            replicas: 1,
         }
+    }
+
+    /// The same stream with `n` replicas.
+    pub fn with_replicas(mut self, n: usize) -> Self {
+        self.replicas = n;
+        self
     }
 
     /// Checks the name and subjects; the error names the key.
@@ -72,6 +86,15 @@ impl StreamSpec {
                 reason: format!(
                     "{:?} is not a valid stream name (no spaces, dots or wildcards)",
                     self.name
+                ),
+            });
+        }
+        if !(1..=5).contains(&self.replicas) {
+            return Err(NatsError::Config {
+                key: "replicas",
+                reason: format!(
+                    "stream {}: {} replicas (JetStream takes 1 to 5)",
+                    self.name, self.replicas
                 ),
             });
         }
@@ -97,6 +120,7 @@ impl StreamSpec {
             retention: RetentionPolicy::Limits,
             max_age: Duration::from_secs(self.max_age_secs),
             max_bytes: self.max_bytes,
+            num_replicas: self.replicas,
             storage: if self.memory {
                 StorageType::Memory
             } else {
