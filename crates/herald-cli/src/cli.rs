@@ -44,6 +44,9 @@ pub(crate) enum Command {
     Demo(DemoArgs),
     /// Benchmarks: each Herald figure beside the raw library's, measured in the same run.
     Bench(BenchArgs),
+    /// Fault scenarios on NATS servers of its own (SIGKILLed and restarted), one line of
+    /// figures per scenario.
+    Chaos(ChaosArgs),
     /// Publish events to NATS (DATA is a JSON object; `-` reads JSON lines from stdin).
     Pub(PubArgs),
     /// Subscribe and print each event as one JSON envelope per line.
@@ -332,6 +335,42 @@ pub(crate) enum Suite {
     Runtime,
     /// Every suite.
     All,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ChaosArgs {
+    /// Which scenario.
+    #[arg(long, value_enum, default_value = "all")]
+    pub(crate) scenario: ChaosScenario,
+    /// small (seconds) or full (1,000,000 messages, 20 kills).
+    #[arg(long, value_enum, default_value = "small")]
+    pub(crate) scale: ChaosScale,
+    /// Messages per scenario (overrides the scale).
+    #[arg(long)]
+    pub(crate) messages: Option<u64>,
+    /// Kills per scenario (overrides the scale).
+    #[arg(long)]
+    pub(crate) kills: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ChaosScenario {
+    /// JetStream publishes with ids and retries while one server is SIGKILLed and restarted.
+    JetstreamKill,
+    /// The same on a 3-node cluster with an R3 stream, one node killed at a time.
+    JetstreamCluster,
+    /// Core publishes across the same kills: accepted, refused, delivered, lost.
+    CoreKill,
+    /// Every scenario.
+    All,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ChaosScale {
+    /// 2,000 messages, 3 kills.
+    Small,
+    /// 1,000,000 messages, 20 kills.
+    Full,
 }
 
 #[derive(Debug, Args)]

@@ -91,6 +91,7 @@ async fn run(cli: cli::Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Demo(args) => commands::demo::run(args).await,
         Command::Bench(args) => commands::bench::run(args, &cli.global).await,
+        Command::Chaos(args) => commands::chaos::run(args).await,
         Command::Pub(args) => commands::nats::publish(args, &cli.global.bus).await,
         Command::Sub(args) => commands::nats::subscribe(args, &cli.global.bus).await,
         Command::Request(args) => commands::nats::request(args, &cli.global.bus).await,

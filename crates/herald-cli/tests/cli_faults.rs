@@ -91,3 +91,42 @@ fn pub_js_streams_stdin_and_retries_through_server_kills_with_the_same_ids() {
         info["messages"]
     );
 }
+
+#[test]
+fn herald_chaos_small_scale_loses_no_acknowledged_event() {
+    if herald_testkit::nats_server::OwnNatsServer::start("cli_chaos_small").is_none() {
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args([
+            "chaos",
+            "--scenario",
+            "all",
+            "--messages",
+            "300",
+            "--kills",
+            "2",
+        ])
+        .output()
+        .expect("run herald chaos");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with("chaos ")).collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    for l in &lines[..2] {
+        assert!(
+            l.contains("acked=300 stored=300 acked_but_lost=0 duplicates=0"),
+            "{l}"
+        );
+    }
+    assert!(
+        lines[2].starts_with("chaos core-kill messages=300 kills=2 accepted="),
+        "{}",
+        lines[2]
+    );
+    eprintln!("{stdout}");
+}

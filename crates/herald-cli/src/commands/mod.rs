@@ -1,6 +1,7 @@
 //! One module per `herald` verb.
 
 pub(crate) mod bench;
+pub(crate) mod chaos;
 pub(crate) mod demo;
 pub(crate) mod nats;
 pub(crate) mod node;

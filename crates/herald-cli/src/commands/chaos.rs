@@ -1,0 +1,303 @@
+//! `herald chaos`: fault scenarios on NATS servers of its own, each printing one fixed-format
+//! line of figures so runs can be compared: `jetstream-kill` (one server SIGKILLed and
+//! restarted under publishes with ids and retries), `jetstream-cluster` (the same on three
+//! nodes with an R3 stream, one node at a time), `core-kill` (core publishes across the
+//! kills, losses reported, never claimed zero). Only servers it started are signalled.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use herald::{Event, Subject};
+use herald_nats::{ConnectionState, JetStream, Nats, StreamSpec};
+use herald_testkit::nats_cluster::NatsCluster;
+use herald_testkit::nats_server::OwnNatsServer;
+use parking_lot::Mutex;
+
+use crate::cli::{ChaosArgs, ChaosScale, ChaosScenario};
+use crate::output::out;
+use crate::CliError;
+
+fn other(e: impl std::fmt::Display) -> CliError {
+    CliError::Other(e.to_string())
+}
+
+fn pct(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+/// The servers a scenario runs on.
+enum Servers {
+    One(OwnNatsServer),
+    Three(NatsCluster),
+}
+
+impl Servers {
+    fn urls(&self) -> Vec<String> {
+        match self {
+            Servers::One(s) => vec![s.url()],
+            Servers::Three(c) => c.urls(),
+        }
+    }
+
+    fn kill_and_restart(&mut self, k: u32, down: Duration) {
+        match self {
+            Servers::One(s) => {
+                s.kill9();
+                std::thread::sleep(down);
+                s.restart();
+            }
+            Servers::Three(c) => {
+                let i = k as usize % c.len();
+                c.kill9(i);
+                std::thread::sleep(down);
+                c.restart(i);
+            }
+        }
+    }
+}
+
+async fn connect(urls: Vec<String>, name: &str) -> Result<Nats, CliError> {
+    Nats::builder()
+        .servers(urls)
+        .name(name)
+        .max_reconnects(None)
+        .connect()
+        .await
+        .map_err(|e| other(herald::report(&e)))
+}
+
+/// Every event id the stream holds, read without acks.
+async fn stored_ids(js: &JetStream, stream: &str) -> Result<Vec<String>, CliError> {
+    let consumer = js
+        .context()
+        .get_stream(stream)
+        .await
+        .map_err(other)?
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .map_err(other)?;
+    let mut ids = Vec::new();
+    loop {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(1000)
+            .expires(Duration::from_secs(1))
+            .messages()
+            .await
+            .map_err(other)?;
+        let before = ids.len();
+        while let Some(Ok(m)) = batch.next().await {
+            if let Ok(d) = Event::from_json(&m.payload) {
+                ids.push(d.event.event_id().unwrap_or_default().to_owned());
+            }
+        }
+        if ids.len() == before {
+            return Ok(ids);
+        }
+    }
+}
+
+/// JetStream under kills: publishes with ids and retries, then the stream compared by sets.
+async fn jetstream(
+    name: &str,
+    mut servers: Servers,
+    replicas: usize,
+    n: u64,
+    kills: u32,
+) -> Result<(), CliError> {
+    let nats = connect(servers.urls(), "chaos").await?;
+    let js = nats.jetstream();
+    let spec = StreamSpec::new("CHAOS", ["chaos.>"]).with_replicas(replicas);
+    let start = Instant::now();
+    while let Err(e) = js.ensure_stream(&spec).await {
+        if start.elapsed() > Duration::from_secs(30) {
+            return Err(other(format!("{name}: no stream: {}", herald::report(&e))));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let acked = Arc::new(AtomicU64::new(0));
+    let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let publisher = {
+        let (js, acked, latencies) = (js.clone(), acked.clone(), latencies.clone());
+        tokio::spawn(async move {
+            let subject = Subject::new("chaos.events").map_err(other)?;
+            let mut ids = Vec::with_capacity(n as usize);
+            let mut retries = 0u64;
+            for i in 0..n {
+                let id = format!("e{i}");
+                let e = Event::new(subject.clone()).with_metadata(herald::EVENT_ID, id.as_str());
+                let t = Instant::now();
+                let (_, r) = js
+                    .publish_retrying(&e, Duration::from_secs(120))
+                    .await
+                    .map_err(|e| other(herald::report(&e)))?;
+                latencies.lock().push(t.elapsed().as_secs_f64() * 1000.0);
+                retries += u64::from(r);
+                ids.push(id);
+                acked.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<_, CliError>((ids, retries))
+        })
+    };
+    let mut reconnects = Vec::new();
+    for k in 0..kills {
+        let target = n * u64::from(k + 1) / u64::from(kills + 1);
+        while acked.load(Ordering::Relaxed) < target && !publisher.is_finished() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let down = Duration::from_millis(300);
+        let restarted = tokio::task::block_in_place(|| {
+            servers.kill_and_restart(k, down);
+            Instant::now()
+        });
+        while nats.state() != ConnectionState::Connected
+            && restarted.elapsed() < Duration::from_secs(60)
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        reconnects.push(restarted.elapsed().as_secs_f64() * 1000.0);
+    }
+    let (ids, retries) = publisher.await.map_err(other)??;
+    // A cluster may still be electing after the last kill: read back within 30 s.
+    let read_from = Instant::now();
+    let stored = loop {
+        match stored_ids(&js, "CHAOS").await {
+            Ok(s) => break s,
+            Err(e) if read_from.elapsed() < Duration::from_secs(30) => {
+                tracing::debug!("reading the stream back: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let acked_set: BTreeSet<&String> = ids.iter().collect();
+    let stored_set: BTreeSet<&String> = stored.iter().collect();
+    let lost = acked_set.difference(&stored_set).count();
+    let duplicates = stored.len() - stored_set.len();
+    let mut lat = latencies.lock().clone();
+    out!(
+        "chaos {name} messages={n} kills={kills} replicas={replicas} acked={} stored={} acked_but_lost={lost} duplicates={duplicates} retries={retries} publish_p50_ms={:.2} publish_p99_ms={:.2} publish_max_ms={:.0} reconnect_p50_ms={:.0} reconnect_p99_ms={:.0}",
+        ids.len(),
+        stored.len(),
+        pct(&mut lat, 0.5),
+        pct(&mut lat, 0.99),
+        pct(&mut lat, 1.0),
+        pct(&mut reconnects, 0.5),
+        pct(&mut reconnects, 0.99),
+    );
+    let _ = nats.drain().await;
+    if lost > 0 || duplicates > 0 {
+        return Err(other(format!(
+            "{name}: {lost} acknowledged event(s) lost, {duplicates} duplicate(s)"
+        )));
+    }
+    Ok(())
+}
+
+/// Core NATS under kills: at most once; every figure reported as measured.
+async fn core(mut server: OwnNatsServer, n: u64, kills: u32) -> Result<(), CliError> {
+    let publisher = connect(vec![server.url()], "chaos-pub").await?;
+    let subscriber = connect(vec![server.url()], "chaos-sub").await?;
+    let mut stream = subscriber
+        .subscribe("chaos.core", None)
+        .await
+        .map_err(|e| other(herald::report(&e)))?;
+    let delivered: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (delivered, done) = (delivered.clone(), done.clone());
+        tokio::spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                match tokio::time::timeout(Duration::from_millis(200), stream.next()).await {
+                    Ok(Some(m)) => {
+                        delivered
+                            .lock()
+                            .insert(m.event.event_id().unwrap_or_default().to_owned());
+                    }
+                    Ok(None) => break,
+                    Err(_) => {}
+                }
+            }
+        })
+    };
+    let subject = Subject::new("chaos.core").map_err(other)?;
+    let (mut accepted, mut refused) = (Vec::new(), 0u64);
+    let per_kill = n / u64::from(kills + 1);
+    let mut k = 0;
+    for i in 0..n {
+        let id = format!("c{i}");
+        let e = Event::new(subject.clone()).with_metadata(herald::EVENT_ID, id.as_str());
+        match publisher.publish(&e).await {
+            Ok(()) => accepted.push(id),
+            Err(_) => refused += 1,
+        }
+        if i % 50 == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        if k < kills && i + 1 == per_kill * u64::from(k + 1) {
+            tokio::task::block_in_place(|| {
+                server.kill9();
+                std::thread::sleep(Duration::from_millis(300));
+                server.restart();
+            });
+            k += 1;
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(10), publisher.flush()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    done.store(true, Ordering::Relaxed);
+    let _ = reader.await;
+    let got = delivered.lock().clone();
+    let lost = accepted.iter().filter(|id| !got.contains(*id)).count();
+    out!(
+        "chaos core-kill messages={n} kills={kills} accepted={} refused={refused} delivered={} accepted_but_lost={lost} (core NATS is at most once: losses across a kill are expected and counted)",
+        accepted.len(),
+        got.len()
+    );
+    Ok(())
+}
+
+fn nats_server(name: &str) -> Result<OwnNatsServer, CliError> {
+    OwnNatsServer::start(name)
+        .ok_or_else(|| other("nats-server is not installed (scripts/services.sh installs it)"))
+}
+
+pub(crate) async fn run(args: ChaosArgs) -> Result<(), CliError> {
+    let (n, kills) = match args.scale {
+        ChaosScale::Small => (2_000, 3),
+        ChaosScale::Full => (1_000_000, 20),
+    };
+    let n = args.messages.unwrap_or(n).max(1);
+    let kills = args.kills.unwrap_or(kills);
+    let all = args.scenario == ChaosScenario::All;
+    if all || args.scenario == ChaosScenario::JetstreamKill {
+        jetstream(
+            "jetstream-kill",
+            Servers::One(nats_server("chaos")?),
+            1,
+            n,
+            kills,
+        )
+        .await?;
+    }
+    if all || args.scenario == ChaosScenario::JetstreamCluster {
+        let cluster = NatsCluster::start("chaos", 3).ok_or_else(|| {
+            other("nats-server is not installed (scripts/services.sh installs it)")
+        })?;
+        jetstream("jetstream-cluster", Servers::Three(cluster), 3, n, kills).await?;
+    }
+    if all || args.scenario == ChaosScenario::CoreKill {
+        core(nats_server("chaos")?, n, kills).await?;
+    }
+    Ok(())
+}
