@@ -53,6 +53,8 @@
 mod bus;
 pub mod consume;
 mod dispatch;
+#[doc(hidden)]
+pub mod fuzz;
 mod handler;
 mod message;
 pub mod observe;
