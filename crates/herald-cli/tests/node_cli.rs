@@ -104,7 +104,7 @@ fn a_coordinator_and_an_observer_process_share_one_sqlite_file() {
         "--poll-ms",
         "20",
         "--for",
-        "2",
+        "4",
     ];
     let observer = std::thread::spawn({
         let store = store.clone();
@@ -128,7 +128,7 @@ fn a_coordinator_and_an_observer_process_share_one_sqlite_file() {
                     "--poll-ms",
                     "20",
                     "--for",
-                    "2",
+                    "4",
                 ])
                 .output()
                 .expect("observer")

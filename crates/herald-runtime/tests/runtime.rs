@@ -462,7 +462,7 @@ async fn three_full_nodes_share_twelve_sources_and_process_every_event() {
     let mut consumers = Vec::new();
     for n in 0..3 {
         let settings =
-            DistributedEventBrokerSettings::fast(BrokerRole::Full, Duration::from_millis(30));
+            DistributedEventBrokerSettings::fast(BrokerRole::Full, Duration::from_millis(50));
         let broker = Arc::new(
             DistributedEventBroker::new(&format!("node-{n}"), store.clone(), settings)
                 .expect("broker"),
@@ -476,7 +476,7 @@ async fn three_full_nodes_share_twelve_sources_and_process_every_event() {
         nodes.push(rt);
     }
     let mut overlaps = 0;
-    for _ in 0..500 {
+    for _ in 0..1500 {
         let mut owners: BTreeMap<String, usize> = BTreeMap::new();
         for c in &consumers {
             for (s, _) in c.assignment().sources {

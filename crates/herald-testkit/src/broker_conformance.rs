@@ -36,7 +36,7 @@ fn change(source: &str, to: Option<&str>, expected: Option<u64>) -> AllocationCh
 /// live and takes it with epoch + 1 once it expired; the old holder's writes are refused.
 pub async fn lease<S: BrokerStore>(s: &S) {
     assert_eq!(
-        s.acquire_lease("a", Duration::from_millis(300))
+        s.acquire_lease("a", Duration::from_millis(1000))
             .await
             .expect("lease"),
         Some(1)
@@ -47,12 +47,12 @@ pub async fn lease<S: BrokerStore>(s: &S) {
         "a's lease is live"
     );
     assert_eq!(
-        s.acquire_lease("a", Duration::from_millis(300))
+        s.acquire_lease("a", Duration::from_millis(1000))
             .await
             .expect("renew"),
         Some(1)
     );
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(
         s.acquire_lease("b", LONG).await.expect("take"),
         Some(2),
@@ -172,9 +172,9 @@ pub async fn allocations<S: BrokerStore + EventStore>(s: &S) {
         .expect("the owner's checkpoint");
     assert_eq!(s.checkpoint("g", "s1").await.expect("read"), Some((10, 3)));
     // A node whose heartbeat is older than the time-to-live does not count: s2 moves at once.
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
     s.heartbeat(&node("n2")).await.expect("heartbeat");
-    let short = Duration::from_millis(20);
+    let short = Duration::from_millis(300);
     assert_eq!(
         s.allocate("c", epoch, short, &[change("s2", Some("n2"), Some(1))])
             .await
@@ -197,7 +197,7 @@ pub async fn allocations<S: BrokerStore + EventStore>(s: &S) {
     assert_eq!(owners, [("s1", Some("n2"), 3), ("s2", Some("n2"), 2)]);
     // Purge and leave.
     assert_eq!(
-        s.purge_nodes(Duration::from_millis(20))
+        s.purge_nodes(Duration::from_millis(300))
             .await
             .expect("purge"),
         1
