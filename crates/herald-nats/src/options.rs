@@ -282,8 +282,12 @@ impl NatsBuilder {
                         async_nats::Event::Disconnected => s.set(ConnectionState::Disconnected),
                         async_nats::Event::Closed => s.set(ConnectionState::Closed),
                         async_nats::Event::SlowConsumer(sid) => {
-                            s.add_slow_consumer();
-                            tracing::warn!(sid, "NATS slow consumer: the client dropped messages for a subscription whose handler fell behind");
+                            // One event per dropped message: every one is counted, the first
+                            // and then every 10,000th logged, so a flood does not flood the log.
+                            let total = s.add_slow_consumer();
+                            if total == 1 || total % 10_000 == 0 {
+                                tracing::warn!(sid, total, "NATS slow consumer: the client dropped messages for a subscription whose handler fell behind (counted in stats().slow_consumers)");
+                            }
                         }
                         other => tracing::warn!("NATS: {other}"),
                     }

@@ -68,8 +68,9 @@ impl StateCell {
         self.tx.subscribe()
     }
 
-    pub(crate) fn add_slow_consumer(&self) {
-        self.slow_consumers.fetch_add(1, Ordering::Relaxed);
+    /// Counts one slow-consumer event; returns the total so far.
+    pub(crate) fn add_slow_consumer(&self) -> u64 {
+        self.slow_consumers.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Slow-consumer events: a subscription's buffer overflowed and the client dropped

@@ -239,6 +239,12 @@ pub(crate) async fn subscribe(args: SubArgs, bus: &str) -> Result<(), CliError> 
             break;
         }
     }
+    let slow = nats.stats().slow_consumers;
+    if slow > 0 {
+        eprintln!(
+            "herald sub: {seen} event(s) printed; {slow} dropped by the client as a slow consumer (stdout was read more slowly than events arrived)"
+        );
+    }
     Ok(())
 }
 
