@@ -158,5 +158,10 @@ fn a_coordinator_and_an_observer_process_share_one_sqlite_file() {
     assert_eq!(v["lease"]["holder"], "c");
     assert_eq!(v["allocations"][0]["node_id"], "o");
     assert_eq!(v["allocations"][0]["checkpoint"]["position"], 10);
+    assert_eq!(v["counts"]["counts"][0]["category"], "orders");
+    assert_eq!(
+        v["counts"]["counts"][0]["count"], 10,
+        "the projection counted each event once"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -66,6 +66,18 @@ pub(crate) fn runtime(workers: usize) -> PyResult<tokio::runtime::Runtime> {
         .map_err(|e| PyRuntimeError::new_err(format!("cannot start Herald's runtime: {e}")))
 }
 
+/// A dict of named counters, as the natives hand their figures to Python.
+pub(crate) fn counters<'py>(
+    py: Python<'py>,
+    items: &[(&str, u64)],
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (k, v) in items {
+        d.set_item(k, v)?;
+    }
+    Ok(d)
+}
+
 fn value_error(e: impl std::fmt::Display) -> PyErr {
     PyValueError::new_err(e.to_string())
 }
@@ -241,15 +253,18 @@ impl NativeBus {
     /// Herald's counters.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = self.bus.stats();
-        let d = PyDict::new(py);
-        d.set_item("events_published", s.events_published)?;
-        d.set_item("events_dispatched", s.events_dispatched)?;
-        d.set_item("handler_errors", s.handler_errors)?;
-        d.set_item("handler_panics", s.handler_panics)?;
-        d.set_item("refused_stopped", s.refused_stopped)?;
-        d.set_item("refused_depth", s.refused_depth)?;
-        d.set_item("subscriptions", s.subscriptions)?;
-        Ok(d)
+        counters(
+            py,
+            &[
+                ("events_published", s.events_published),
+                ("events_dispatched", s.events_dispatched),
+                ("handler_errors", s.handler_errors),
+                ("handler_panics", s.handler_panics),
+                ("refused_stopped", s.refused_stopped),
+                ("refused_depth", s.refused_depth),
+                ("subscriptions", s.subscriptions),
+            ],
+        )
     }
 
     /// The last `count` events (all when `None`), newest first, as

@@ -223,14 +223,17 @@ impl NativeWorker {
         if *interrupted.lock() {
             return Err(PyKeyboardInterrupt::new_err("the worker stopped on Ctrl-C"));
         }
-        let d = PyDict::new(py);
-        d.set_item("read", report.read)?;
-        d.set_item("succeeded", report.succeeded)?;
-        d.set_item("failed", report.failed)?;
-        d.set_item("retried", report.retried)?;
-        d.set_item("bad_input", report.bad_input)?;
-        d.set_item("exhausted", report.exhausted)?;
-        d.set_item("handler_errors", report.handler_errors)?;
-        Ok(d)
+        crate::counters(
+            py,
+            &[
+                ("read", report.read),
+                ("succeeded", report.succeeded),
+                ("failed", report.failed),
+                ("retried", report.retried),
+                ("bad_input", report.bad_input),
+                ("exhausted", report.exhausted),
+                ("handler_errors", report.handler_errors),
+            ],
+        )
     }
 }

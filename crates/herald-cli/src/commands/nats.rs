@@ -108,7 +108,7 @@ pub(crate) async fn publish(args: PubArgs, bus: &str) -> Result<(), CliError> {
                         Ok(l) => parse_data(Some(&l), &format!("stdin line {}", n + 1)),
                         Err(e) => Err(CliError::Other(format!("reading stdin: {e}"))),
                     };
-                    let stop = item.is_err() && matches!(item, Err(CliError::Other(_)));
+                    let stop = matches!(item, Err(CliError::Other(_)));
                     if tx.blocking_send((n + 1, item)).is_err() || stop {
                         break;
                     }

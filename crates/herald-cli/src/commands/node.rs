@@ -5,9 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald::store::{
-    BrokerStore, CountProjection, EventStore, StoreError, StoredEvent, StreamName,
-};
+use herald::store::{BrokerStore, CountProjection, EventStore, StoredEvent, StreamName};
 use herald::BoxError;
 use herald_runtime::{
     BrokerRole, ConsumerSettings, DistributedEventBroker, DistributedEventBrokerSettings, Ended,
@@ -208,13 +206,20 @@ where
 
 async fn status<S>(store: &S, as_json: bool, ttl: Duration) -> Result<(), CliError>
 where
-    S: EventStore + BrokerStore,
+    S: EventStore + BrokerStore + CountProjection,
 {
     let snap = store.snapshot(ttl).await?;
     let mut allocations = Vec::new();
     for a in &snap.allocations {
         let cp = store.checkpoint(&a.group, &a.source).await?;
         allocations.push((a, cp));
+    }
+    // What the built-in projection counted, per group.
+    let groups: std::collections::BTreeSet<&str> =
+        snap.allocations.iter().map(|a| a.group.as_str()).collect();
+    let mut counts = Vec::new();
+    for g in groups {
+        counts.push((g, store.counts(g).await?));
     }
     if as_json {
         let v = json!({
@@ -235,6 +240,9 @@ where
                 "coordinator_epoch": a.coordinator_epoch,
                 "checkpoint": cp.map(|(p, e)| json!({"position": p, "epoch": e})),
             })).collect::<Vec<_>>(),
+            "counts": counts.iter().map(|(g, rows)| (g.to_string(), rows.iter().map(|(c, n, last)| json!({
+                "category": c, "count": n, "last_position": last,
+            })).collect::<serde_json::Value>())).collect::<serde_json::Map<_, _>>(),
         });
         out!("{v}");
         return Ok(());
@@ -288,14 +296,9 @@ where
             cp.map_or_else(|| "-".to_owned(), |(p, e)| format!("{p}@{e}"))
         );
     }
+    for (g, rows) in &counts {
+        let line: Vec<String> = rows.iter().map(|(c, n, _)| format!("{c}={n}")).collect();
+        out!("counted by {g}: {}", line.join(" "));
+    }
     Ok(())
-}
-
-/// Reads the `counts` projection (for the demo and tests).
-#[allow(dead_code)]
-pub(crate) async fn counts<S: CountProjection>(
-    store: &S,
-    group: &str,
-) -> Result<Vec<(String, i64, i64)>, StoreError> {
-    store.counts(group).await
 }

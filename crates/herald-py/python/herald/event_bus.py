@@ -14,7 +14,6 @@ or plain functions. A handler's exception is isolated: logged, counted in
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import json
 import logging
@@ -161,4 +160,3 @@ class EventBus:
 
 __all__ = ["Event", "EventBus", "EventPriority", "translate_pattern"]
 
-_ = asyncio  # asyncio handlers are awaited on the caller's loop by publish()

@@ -18,7 +18,7 @@ import json
 import logging
 import uuid
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Callable, Dict, Optional
@@ -289,4 +289,3 @@ __all__ = [
     "shutdown_event_bus",
 ]
 
-_ = asdict  # kept for subclasses that serialise their own extra fields
