@@ -4,7 +4,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering::Relaxed};
 
-pub(crate) struct Counting;
+/// The allocator: `System`, plus a count of live bytes (`live_bytes`).
+pub struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
 

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Herald: one event system from a single process to a cluster.
 #[derive(Debug, Parser)]
 #[command(name = "herald", version, about, propagate_version = true)]
-pub(crate) struct Cli {
+pub struct Cli {
     #[command(flatten)]
     pub(crate) global: Global,
     #[command(subcommand)]
@@ -222,6 +222,23 @@ pub(crate) enum QueueCommand {
         #[arg(long, default_value_t = 1)]
         qty: usize,
     },
+    /// Consume: read a batch, print each message as a JSON line, then archive the batch;
+    /// again until stopped (or, with --until-empty, until the queue holds nothing). A consumer
+    /// killed mid-batch leaves that batch unarchived: it is read again after --vt seconds
+    /// (at least once; duplicates at most one batch per kill).
+    Consume {
+        /// The queue.
+        name: String,
+        /// Visibility timeout in seconds: how long a read batch stays hidden.
+        #[arg(long, default_value_t = 30)]
+        vt: u64,
+        /// Messages per batch.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        /// Exit once the queue holds no message (hidden ones included).
+        #[arg(long)]
+        until_empty: bool,
+    },
     /// Move messages to the queue's archive.
     Archive {
         /// The queue.
@@ -361,6 +378,11 @@ pub(crate) enum ChaosScenario {
     JetstreamCluster,
     /// Core publishes across the same kills: accepted, refused, delivered, lost.
     CoreKill,
+    /// `herald queue consume` processes SIGKILLed mid-batch on --store (default: a scratch
+    /// SQLite file): lost 0, duplicates at most one batch per kill.
+    QueueKill,
+    /// Sends while a PostgreSQL server of its own is restarted with -m immediate.
+    PgRestart,
     /// Every scenario.
     All,
 }

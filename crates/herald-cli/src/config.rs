@@ -145,14 +145,27 @@ fn read_file(path: &Path) -> Result<HeraldConfig, CliError> {
     let shown = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::Config(format!("config file {shown}: {e}")))?;
-    let de = toml::Deserializer::new(&text);
+    from_text(&text, &shown)
+}
+
+/// A config file's text, read as `--config` reads it and validated, without the `HERALD_*`
+/// overrides (the fuzz target's entry).
+pub(crate) fn parse(text: &str, shown: &str) -> Result<HeraldConfig, CliError> {
+    let config = from_text(text, shown)?;
+    validate(&config, shown)?;
+    Ok(config)
+}
+
+/// A config file's text (`shown` names it in errors), deserialized, its keys noted as set.
+fn from_text(text: &str, shown: &str) -> Result<HeraldConfig, CliError> {
+    let de = toml::Deserializer::new(text);
     let mut config: HeraldConfig = serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
         let what = one_line(&e.into_inner().to_string());
         if key == "." {
             CliError::Config(format!("config file {shown}: {what}"))
         } else {
-            bad(&key, &shown, what)
+            bad(&key, shown, what)
         }
     })?;
     // It parsed as a config, so it parses as a table: note which keys the file set.

@@ -2,7 +2,7 @@
 
 /// Every way a command can fail; printed as one line on stderr.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum CliError {
+pub enum CliError {
     /// Bad arguments or input.
     #[error("{0}")]
     Usage(String),

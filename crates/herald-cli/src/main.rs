@@ -1,18 +1,9 @@
 //! The `herald` binary: parse the command line, run the verb, print any error as one line.
 
-mod alloc;
-mod cli;
-mod commands;
-mod config;
-mod connect;
-mod error;
-mod output;
-
-pub(crate) use error::CliError;
-
 use std::process::ExitCode;
 
 use clap::Parser;
+use herald_cli::{alloc, cli, run, CliError};
 
 #[global_allocator]
 static ALLOC: alloc::Counting = alloc::Counting;
@@ -83,52 +74,5 @@ fn main() -> ExitCode {
             eprintln!("herald: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-async fn run(cli: cli::Cli) -> Result<(), CliError> {
-    use cli::Command;
-    match cli.command {
-        Command::Demo(args) => commands::demo::run(args).await,
-        Command::Bench(args) => commands::bench::run(args, &cli.global).await,
-        Command::Chaos(args) => commands::chaos::run(args).await,
-        Command::Pub(args) => commands::nats::publish(args, &cli.global.bus).await,
-        Command::Sub(args) => commands::nats::subscribe(args, &cli.global.bus).await,
-        Command::Request(args) => commands::nats::request(args, &cli.global.bus).await,
-        Command::Reply(args) => commands::nats::reply(args, &cli.global.bus).await,
-        Command::Streams(args) => commands::nats::streams(args, &cli.global.bus).await,
-        Command::Queue(args) => {
-            let config = config::load(cli.global.config.as_deref())?;
-            let store = cli.global.store.clone().unwrap_or(config.store);
-            commands::queue::run(args, &store).await
-        }
-        Command::Worker(args) => {
-            let mut config = config::load(cli.global.config.as_deref())?;
-            if cli.global.bus != cli::DEFAULT_BUS {
-                config.bus = cli.global.bus.clone();
-            }
-            commands::worker::run(args, cli.global.store.clone(), config).await
-        }
-        Command::Serve(mut args) => {
-            let mut config = config::load(cli.global.config.as_deref())?;
-            if cli.global.bus != cli::DEFAULT_BUS {
-                config.bus = cli.global.bus.clone();
-            }
-            args.http.get_or_insert_with(|| config.http.addr.clone());
-            commands::worker::run(args, cli.global.store.clone(), config).await
-        }
-        Command::Config(args) => config::command(args, cli.global.config.as_ref()),
-        Command::Store(args) => {
-            let config = config::load(cli.global.config.as_deref())?;
-            let store = cli.global.store.clone().unwrap_or(config.store);
-            commands::store::run(args, &store).await
-        }
-        Command::Node(args) => {
-            let config = config::load(cli.global.config.as_deref())?;
-            let store = cli.global.store.clone().unwrap_or(config.store);
-            commands::node::run(args, &store, config.node).await
-        }
-        Command::Health(args) => commands::observe::health(args).await,
-        Command::Metrics(args) => commands::observe::metrics(args).await,
     }
 }

@@ -1,7 +1,8 @@
 //! `herald pub - --js` under server faults: lines streamed from a pipe while a server of the
 //! test's own is SIGKILLed and restarted three times. Every line is acknowledged once with its
 //! event id (the CLI retries a failed publish with the same id), the stream holds exactly the
-//! acknowledged events (acked-but-lost 0, duplicates 0), and acks come as lines arrive.
+//! acknowledged events (acked-but-lost 0, duplicates 0), and acks come as lines arrive. And
+//! `herald chaos` at a small scale, every scenario.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
@@ -116,7 +117,7 @@ fn herald_chaos_small_scale_loses_no_acknowledged_event() {
         String::from_utf8_lossy(&out.stderr)
     );
     let lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with("chaos ")).collect();
-    assert_eq!(lines.len(), 3, "{stdout}");
+    assert_eq!(lines.len(), 5, "{stdout}");
     for l in &lines[..2] {
         assert!(
             l.contains("acked=300 stored=300 acked_but_lost=0 duplicates=0"),
@@ -127,6 +128,17 @@ fn herald_chaos_small_scale_loses_no_acknowledged_event() {
         lines[2].starts_with("chaos core-kill messages=300 kills=2 accepted="),
         "{}",
         lines[2]
+    );
+    assert!(
+        lines[3]
+            .starts_with("chaos queue-kill messages=300 kills=2 batch=100 processed=300 lost=0 "),
+        "{}",
+        lines[3]
+    );
+    assert!(
+        lines[4].contains("acked_but_lost=0") && lines[4].contains(" duplicates=0 "),
+        "{}",
+        lines[4]
     );
     eprintln!("{stdout}");
 }

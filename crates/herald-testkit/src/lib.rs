@@ -6,6 +6,7 @@ pub mod conformance;
 pub mod delivery;
 pub mod env;
 pub mod fixtures;
+pub mod fuzz_corpus;
 pub mod http;
 pub mod nats_cluster;
 pub mod nats_server;

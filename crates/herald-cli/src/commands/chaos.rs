@@ -4,19 +4,25 @@
 //! nodes with an R3 stream, one node at a time), `core-kill` (core publishes across the
 //! kills, losses reported, never claimed zero). Only servers it started are signalled.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
+use std::io::BufRead;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use herald::queue::{Queue, QueueName};
 use herald::{Event, Subject};
 use herald_nats::{ConnectionState, JetStream, Nats, StreamSpec};
+use herald_postgres::{PgOptions, PgStore};
 use herald_testkit::nats_cluster::NatsCluster;
 use herald_testkit::nats_server::OwnNatsServer;
+use herald_testkit::postgres_server::OwnPostgres;
 use parking_lot::Mutex;
 
 use crate::cli::{ChaosArgs, ChaosScale, ChaosScenario};
+use crate::connect::{open_store, with_store};
 use crate::output::out;
 use crate::CliError;
 
@@ -267,12 +273,217 @@ async fn core(mut server: OwnNatsServer, n: u64, kills: u32) -> Result<(), CliEr
     Ok(())
 }
 
+/// Messages per `queue consume` batch in `queue-kill`: the bound on duplicates per kill.
+const QUEUE_BATCH: u64 = 100;
+
+/// The durable queue under consumer kills, on `store` (a scratch SQLite file by default).
+async fn queue_kill(store: Option<String>, n: u64, kills: u32) -> Result<(), CliError> {
+    let scratch = std::env::temp_dir().join(format!("herald-chaos-{}", std::process::id()));
+    let url = match store {
+        Some(url) => url,
+        None => {
+            std::fs::create_dir_all(&scratch).map_err(other)?;
+            format!("sqlite://{}", scratch.join("chaos.db").display())
+        }
+    };
+    let opened = open_store(&url).await?;
+    let result = with_store!(opened, s => queue_kill_on(&s, &url, n, kills).await);
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
+/// Sends `n` events with ids, then runs `herald queue consume` processes of its own,
+/// SIGKILLing each once the ids seen pass the next of `kills` marks (mid-batch, mostly), and a
+/// last one until the queue is empty. Every sent id must be printed; a killed batch comes back
+/// after the visibility timeout, so duplicates are at most one batch per kill.
+async fn queue_kill_on<Q: Queue>(store: &Q, url: &str, n: u64, kills: u32) -> Result<(), CliError> {
+    let queue = QueueName::new(&format!("chaos_kill_{}", std::process::id()))?;
+    store.create(&queue).await?;
+    let subject = Subject::new("chaos.queue")?;
+    let mut batch = Vec::with_capacity(1000);
+    for i in 0..n {
+        batch.push(Event::new(subject.clone()).with_metadata(herald::EVENT_ID, format!("q{i}")));
+        if batch.len() == 1000 || i + 1 == n {
+            store.send_batch(&queue, &batch, Duration::ZERO).await?;
+            batch.clear();
+        }
+    }
+    let exe = std::env::current_exe().map_err(other)?;
+    let began = Instant::now();
+    let (mut seen, mut lines, mut mid_print) = (HashSet::new(), 0u64, 0u32);
+    let mut unexpected = 0u64;
+    for k in 0..=kills {
+        let last = k == kills;
+        let mark = n * u64::from(k + 1) / u64::from(kills + 1);
+        let mut cmd = Command::new(&exe);
+        cmd.args(["queue", "consume", queue.as_str(), "--store", url])
+            .args(["--vt", "2", "--batch", &QUEUE_BATCH.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if last {
+            cmd.arg("--until-empty");
+        }
+        let mut child = cmd.spawn().map_err(other)?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| other("queue consume: no stdout"))?;
+        let status = tokio::task::block_in_place(|| {
+            let (mut killed, mut printed) = (false, 0u64);
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                // A line cut by the kill does not parse: its batch was not archived.
+                let Some(id) = serde_json::from_str::<serde_json::Value>(&line)
+                    .ok()
+                    .and_then(|v| {
+                        v["message"]["metadata"][herald::EVENT_ID]
+                            .as_str()
+                            .map(str::to_owned)
+                    })
+                else {
+                    continue;
+                };
+                lines += 1;
+                printed += 1;
+                if !id.starts_with('q') {
+                    unexpected += 1;
+                }
+                seen.insert(id);
+                if !killed && !last && seen.len() as u64 >= mark {
+                    // Child::kill is SIGKILL on Unix; lines already in the pipe are still read.
+                    let _ = child.kill();
+                    killed = true;
+                }
+            }
+            // Each batch prints QUEUE_BATCH lines before it is archived.
+            if killed && printed % QUEUE_BATCH != 0 {
+                mid_print += 1;
+            }
+            child.wait()
+        })
+        .map_err(other)?;
+        if last && !status.success() {
+            return Err(other(format!(
+                "queue-kill: the last consumer exited with {status}"
+            )));
+        }
+    }
+    let lost = n.saturating_sub(seen.len() as u64);
+    let duplicates = lines - seen.len() as u64;
+    let per_kill = duplicates as f64 / f64::from(kills.max(1));
+    let _ = store.drop_queue(&queue).await;
+    out!(
+        "chaos queue-kill messages={n} kills={kills} batch={QUEUE_BATCH} processed={} lost={lost} duplicates={duplicates} duplicates_per_kill={per_kill:.1} killed_mid_print={mid_print} unexpected={unexpected} seconds={:.1} store={}",
+        seen.len(),
+        began.elapsed().as_secs_f64(),
+        url.split(':').next().unwrap_or("?"),
+    );
+    if lost > 0 || unexpected > 0 || duplicates > u64::from(kills) * QUEUE_BATCH {
+        return Err(other(format!(
+            "queue-kill: {lost} lost, {unexpected} unexpected, {duplicates} duplicates (at most {} allowed)",
+            u64::from(kills) * QUEUE_BATCH
+        )));
+    }
+    Ok(())
+}
+
+/// Sends under a PostgreSQL server of its own crashed `kills` times with `-m immediate`: every
+/// acknowledged send must be in the queue afterwards. A send whose reply the crash cut may
+/// still have committed: counted as stored but not acknowledged, never as lost.
+async fn pg_restart(n: u64, kills: u32) -> Result<(), CliError> {
+    let server = tokio::task::block_in_place(|| OwnPostgres::start("herald chaos pg-restart"))
+        .ok_or_else(|| other("PostgreSQL is not installed (scripts/services.sh installs it)"))?;
+    let store = PgStore::connect_with(PgOptions {
+        connect_timeout: Duration::from_secs(2),
+        ..PgOptions::new(server.url())
+    })
+    .await?;
+    let queue = QueueName::new("chaos_pg_restart")?;
+    store.create(&queue).await?;
+    let progress = Arc::new(AtomicU64::new(0));
+    let last_ack = Arc::new(Mutex::new(Instant::now()));
+    let longest_pause = Arc::new(Mutex::new(Duration::ZERO));
+    const TASKS: u64 = 4;
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let (store, queue, progress) = (store.clone(), queue.clone(), progress.clone());
+        let (last_ack, longest_pause) = (last_ack.clone(), longest_pause.clone());
+        let subject = Subject::new("chaos.pg")?;
+        tasks.push(tokio::spawn(async move {
+            let (mut acked, mut refused) = (Vec::new(), 0u64);
+            for i in (t..n).step_by(TASKS as usize) {
+                let id = format!("p{i}");
+                let e = Event::new(subject.clone()).with_metadata(herald::EVENT_ID, id.as_str());
+                match store.send(&queue, &e, Duration::ZERO).await {
+                    Ok(_) => {
+                        acked.push(id);
+                        progress.fetch_add(1, Ordering::Relaxed);
+                        let now = Instant::now();
+                        let gap = now - std::mem::replace(&mut *last_ack.lock(), now);
+                        let mut longest = longest_pause.lock();
+                        *longest = (*longest).max(gap);
+                    }
+                    Err(_) => {
+                        refused += 1;
+                        // The server is restarting: do not spin.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+            (acked, refused)
+        }));
+    }
+    for k in 0..kills {
+        let mark = n * u64::from(k + 1) / u64::from(kills + 1);
+        while progress.load(Ordering::Relaxed) < mark && !tasks.iter().all(|t| t.is_finished()) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::task::block_in_place(|| server.restart_immediate());
+    }
+    let (mut acked, mut refused) = (Vec::new(), 0u64);
+    for t in tasks {
+        let (a, r) = t.await.map_err(other)?;
+        acked.extend(a);
+        refused += r;
+    }
+    let mut stored = Vec::with_capacity(acked.len());
+    loop {
+        let got = store
+            .read(&queue, Duration::from_secs(3600), 10_000)
+            .await?;
+        if got.is_empty() {
+            break;
+        }
+        for m in got {
+            stored.push(m.event()?.event_id().unwrap_or_default().to_owned());
+        }
+    }
+    let acked_set: HashSet<&String> = acked.iter().collect();
+    let stored_set: HashSet<&String> = stored.iter().collect();
+    let lost = acked_set.difference(&stored_set).count();
+    let unacked_stored = stored_set.difference(&acked_set).count();
+    let duplicates = stored.len() - stored_set.len();
+    out!(
+        "chaos pg-restart messages={n} kills={kills} acked={} refused={refused} stored={} acked_but_lost={lost} stored_not_acked={unacked_stored} duplicates={duplicates} longest_pause_ms={:.0}",
+        acked.len(),
+        stored.len(),
+        longest_pause.lock().as_secs_f64() * 1000.0,
+    );
+    if lost > 0 || duplicates > 0 {
+        return Err(other(format!(
+            "pg-restart: {lost} acknowledged send(s) lost, {duplicates} duplicate(s)"
+        )));
+    }
+    Ok(())
+}
+
 fn nats_server(name: &str) -> Result<OwnNatsServer, CliError> {
     OwnNatsServer::start(name)
         .ok_or_else(|| other("nats-server is not installed (scripts/services.sh installs it)"))
 }
 
-pub(crate) async fn run(args: ChaosArgs) -> Result<(), CliError> {
+pub(crate) async fn run(args: ChaosArgs, store: Option<String>) -> Result<(), CliError> {
     let (n, kills) = match args.scale {
         ChaosScale::Small => (2_000, 3),
         ChaosScale::Full => (1_000_000, 20),
@@ -298,6 +509,12 @@ pub(crate) async fn run(args: ChaosArgs) -> Result<(), CliError> {
     }
     if all || args.scenario == ChaosScenario::CoreKill {
         core(nats_server("chaos")?, n, kills).await?;
+    }
+    if all || args.scenario == ChaosScenario::QueueKill {
+        queue_kill(store, n, kills).await?;
+    }
+    if all || args.scenario == ChaosScenario::PgRestart {
+        pg_restart(n, kills).await?;
     }
     Ok(())
 }

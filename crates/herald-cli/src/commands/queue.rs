@@ -1,5 +1,5 @@
 //! `herald queue`: the durable queue verbs on `--store` (create, ls, send, read, archive,
-//! delete, purge, metrics, dlq). Names are validated before the store is touched.
+//! delete, purge, metrics, dlq, consume). Names are validated before the store is touched.
 
 use std::time::Duration;
 
@@ -36,6 +36,7 @@ pub(crate) async fn run(args: QueueArgs, store_url: &str) -> Result<(), CliError
         QueueCommand::Ls => None,
         QueueCommand::Create { name: n }
         | QueueCommand::Read { name: n, .. }
+        | QueueCommand::Consume { name: n, .. }
         | QueueCommand::Archive { name: n, .. }
         | QueueCommand::Delete { name: n, .. }
         | QueueCommand::Purge { name: n }
@@ -92,6 +93,12 @@ async fn command<Q: Queue>(
                 out!("{}", message_json(&m));
             }
         }
+        QueueCommand::Consume {
+            vt,
+            batch,
+            until_empty,
+            ..
+        } => consume(store, &q()?, Duration::from_secs(vt), batch, until_empty).await?,
         QueueCommand::Archive { ids, .. } => {
             let done = store.archive(&q()?, &ids).await?;
             report_missing("archived", &ids, &done)?;
@@ -118,6 +125,37 @@ async fn command<Q: Queue>(
         }
     }
     Ok(())
+}
+
+/// `queue consume`: read, print, archive, in batches. The print comes before the archive, so a
+/// message is printed at least once and archived only once printed.
+async fn consume<Q: Queue>(
+    store: &Q,
+    queue: &QueueName,
+    vt: Duration,
+    batch: usize,
+    until_empty: bool,
+) -> Result<(), CliError> {
+    let batch = batch.max(1);
+    loop {
+        let messages = store.read(queue, vt, batch).await?;
+        if messages.is_empty() {
+            if until_empty && store.metrics(queue).await?.queue_length == 0 {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        let mut ids = Vec::with_capacity(messages.len());
+        for m in &messages {
+            if !crate::output::print_line(&message_json(m).to_string())? {
+                // The reader has gone: what was not printed stays unarchived.
+                return Ok(());
+            }
+            ids.push(m.msg_id);
+        }
+        store.archive(queue, &ids).await?;
+    }
 }
 
 fn report_missing(verb: &str, asked: &[i64], done: &[i64]) -> Result<(), CliError> {
