@@ -404,7 +404,7 @@ async fn pg_restart(n: u64, kills: u32) -> Result<(), CliError> {
     let progress = Arc::new(AtomicU64::new(0));
     let last_ack = Arc::new(Mutex::new(Instant::now()));
     let longest_pause = Arc::new(Mutex::new(Duration::ZERO));
-    const TASKS: u64 = 4;
+    const TASKS: u64 = 32;
     let mut tasks = Vec::new();
     for t in 0..TASKS {
         let (store, queue, progress) = (store.clone(), queue.clone(), progress.clone());
