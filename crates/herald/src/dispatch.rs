@@ -42,26 +42,38 @@ pub struct HandlerFailure {
 fn record(report: &mut DispatchReport, entry: &Entry, event: &Event, result: Result<(), Failure>) {
     report.handlers_run += 1;
     if let Err(failure) = result {
-        tracing::warn!(
-            owner = &*entry.owner,
-            subject = event.subject.as_str(),
-            pattern = entry.pattern.as_str(),
-            "{failure}"
-        );
-        report.failures.push(HandlerFailure {
-            subscription: SubscriptionId(entry.id),
-            owner: entry.owner.clone(),
-            failure,
-        });
+        record_failure(report, entry, event, failure);
     }
+}
+
+/// Logs one failure and adds it to the report: the rare path, kept out of the loop's code.
+#[cold]
+#[inline(never)]
+fn record_failure(report: &mut DispatchReport, entry: &Entry, event: &Event, failure: Failure) {
+    tracing::warn!(
+        owner = &*entry.owner,
+        subject = event.subject.as_str(),
+        pattern = entry.pattern.as_str(),
+        "{failure}"
+    );
+    report.failures.push(HandlerFailure {
+        subscription: SubscriptionId(entry.id),
+        owner: entry.owner.clone(),
+        failure,
+    });
 }
 
 /// Runs every handler of a list made only of synchronous handlers, inline.
 pub(crate) fn dispatch_sync(matched: &Matched, event: &Event) -> DispatchReport {
     let mut report = DispatchReport::default();
     for entry in matched.entries.iter() {
-        if let Some(result) = entry.handler.call_sync(event) {
-            record(&mut report, entry, event, result);
+        match entry.handler.call_sync(event) {
+            Some(Ok(())) => report.handlers_run += 1,
+            Some(Err(failure)) => {
+                report.handlers_run += 1;
+                record_failure(&mut report, entry, event, failure);
+            }
+            None => {}
         }
     }
     report

@@ -236,6 +236,27 @@ async fn dropping_a_subscription_guard_unsubscribes_it() {
 
 // ----- route cache -----
 
+#[tokio::test]
+async fn republishing_one_shared_event_sees_every_subscribe_and_unsubscribe_in_between() {
+    // The same Arc<Event> (so the same Subject) each time: the route cache's pointer fast
+    // path must still notice every change of the routes.
+    let bus = Bus::new();
+    let event = Arc::new(ev("same.subject"));
+    let (a, ha) = counter();
+    let (b, hb) = counter();
+    let ga = bus.subscribe("same.subject", ha).expect("sub a");
+    bus.publish_shared(event.clone()).await.expect("publish 1");
+    let gb = bus.subscribe("same.*", hb).expect("sub b");
+    bus.publish_shared(event.clone()).await.expect("publish 2");
+    drop(ga);
+    bus.publish_shared(event.clone()).await.expect("publish 3");
+    drop(gb);
+    let report = bus.publish_shared(event).await.expect("publish 4");
+    assert_eq!(a.load(Ordering::SeqCst), 2, "a ran for publishes 1 and 2");
+    assert_eq!(b.load(Ordering::SeqCst), 2, "b ran for publishes 2 and 3");
+    assert_eq!(report.handlers_run, 0, "nobody is left for publish 4");
+}
+
 #[test]
 fn a_subscription_made_on_one_thread_is_seen_by_a_publisher_on_another_whose_routes_were_cached() {
     let bus = Bus::new();

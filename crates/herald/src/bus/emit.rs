@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use super::error::EmitError;
-use super::{Bus, Inner, DEPTH, ON_DISPATCHER};
+use super::{Bus, Inner, ON_DISPATCHER};
 use crate::message::event::Event;
 use crate::message::priority::Priority;
 use std::sync::Weak;
@@ -209,7 +209,7 @@ impl Bus {
                 event: Box::new(event),
             });
         }
-        let depth = DEPTH.try_with(|d| *d).unwrap_or(0) + 1;
+        let depth = super::depth::here() + 1;
         if depth > inner.max_depth {
             inner.counters.add_refused_depth();
             return Err(EmitError::DepthExceeded {

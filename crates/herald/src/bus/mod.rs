@@ -23,6 +23,7 @@
 //! - A stopped bus refuses `publish` and `emit` with a typed error and counts the refusal.
 
 mod builder;
+pub(crate) mod depth;
 mod emit;
 mod error;
 pub(crate) mod history;
@@ -53,7 +54,6 @@ pub use error::{EmitError, PublishError};
 use subscription::{SubscribeOptions, Subscription, SubscriptionId, SubscriptionInfo};
 
 tokio::task_local! {
-    static DEPTH: u32;
     /// Set on the dispatcher task, which must never wait for room in its own queue.
     static ON_DISPATCHER: ();
 }
@@ -288,7 +288,7 @@ impl Bus {
     ///
     /// As [`Bus::publish`].
     pub async fn publish_shared(&self, event: Arc<Event>) -> Result<DispatchReport, PublishError> {
-        let depth = DEPTH.try_with(|d| *d).unwrap_or(0) + 1;
+        let depth = depth::here() + 1;
         if !self.inner.running.load(Ordering::Acquire) {
             self.inner.counters.add_refused_stopped();
             return Err(PublishError::Stopped {
@@ -401,7 +401,7 @@ impl Bus {
     /// The current dispatch depth: 0 outside any handler, 1 inside a handler of an outermost
     /// publish, and so on.
     pub fn current_depth() -> u32 {
-        DEPTH.try_with(|d| *d).unwrap_or(0)
+        depth::here()
     }
 }
 
@@ -429,11 +429,9 @@ impl Inner {
             return Ok(DispatchReport::default());
         }
         let report = if matched.all_sync {
-            DEPTH.sync_scope(depth, || dispatch::dispatch_sync(&matched, &event))
+            depth::with_depth(depth, || dispatch::dispatch_sync(&matched, &event))
         } else {
-            DEPTH
-                .scope(depth, dispatch::dispatch(&matched, &event))
-                .await
+            depth::at_depth(depth, dispatch::dispatch(&matched, &event)).await
         };
         hot.add_dispatched(report.handlers_run);
         if !report.is_ok() {

@@ -73,17 +73,40 @@ fn from_result<T, E: std::fmt::Display>(
 /// A handler's result: as [`from_result`], and an error that asks for an outcome keeps it.
 fn from_handler_result(r: std::thread::Result<HandlerResult>) -> Result<(), Failure> {
     match r {
-        Ok(Err(e)) => Err(Failure {
-            kind: FailureKind::Error,
-            message: e.to_string(),
-            requested: requested(&*e),
-        }),
-        other => from_result(other),
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(error_failure(e)),
+        Err(payload) => Err(panic_failure(payload)),
     }
 }
 
+/// Runs a synchronous handler: `Ok` costs a branch, a failure record is built out of line.
+#[inline]
 pub(super) fn run_sync(f: &SyncFn, event: &Event) -> Result<(), Failure> {
-    from_handler_result(catch_unwind(AssertUnwindSafe(|| f(event))))
+    match catch_unwind(AssertUnwindSafe(|| f(event))) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(error_failure(e)),
+        Err(payload) => Err(panic_failure(payload)),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn error_failure(e: super::BoxError) -> Failure {
+    Failure {
+        kind: FailureKind::Error,
+        message: e.to_string(),
+        requested: requested(&*e),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn panic_failure(payload: Box<dyn Any + Send>) -> Failure {
+    Failure {
+        kind: FailureKind::Panic,
+        message: panic_message(payload),
+        requested: None,
+    }
 }
 
 pub(super) async fn run_async(f: &AsyncFn, event: Arc<Event>) -> Result<(), Failure> {

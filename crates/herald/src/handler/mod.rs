@@ -159,6 +159,8 @@ impl Handler {
     }
 
     /// Runs a synchronous handler inline; `None` for an async one.
+    /// A synchronous handler run in place; `None` for an async handler.
+    #[inline]
     pub(crate) fn call_sync(&self, event: &Event) -> Option<Result<(), Failure>> {
         match &self.0 {
             Kind::Sync(f) => Some(isolate::run_sync(f.as_ref(), event)),

@@ -157,6 +157,11 @@ impl Subject {
         self.0.clone()
     }
 
+    /// The shared text itself: two subjects cloned from one compare equal by pointer.
+    pub(crate) fn arc(&self) -> &Arc<str> {
+        &self.0
+    }
+
     /// The subject as a string.
     pub fn as_str(&self) -> &str {
         &self.0

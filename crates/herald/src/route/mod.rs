@@ -87,6 +87,10 @@ struct Table {
 #[derive(Default)]
 struct Cache {
     map: FxHashMap<Arc<str>, Weak<Matched>>,
+    /// The last subject looked up, by its shared text: a caller that publishes the same
+    /// `Subject` (or clones of it) again is answered by a pointer comparison, without
+    /// hashing the text.
+    last: Option<(Arc<str>, Weak<Matched>)>,
     generation: u64,
 }
 
@@ -230,6 +234,7 @@ impl Routes {
             let cache = &mut caches[pos].1;
             if cache.generation != generation {
                 cache.map.clear();
+                cache.last = None;
                 cache.generation = generation;
             }
             f(cache)
@@ -250,7 +255,19 @@ impl Routes {
     /// The subscriptions matching `subject`, in dispatch order: priority (critical first),
     /// then subscription order.
     pub(crate) fn lookup(&self, subject: &Subject) -> Arc<Matched> {
-        let cached = self.with_cache(|c| c.map.get(subject.as_str()).and_then(Weak::upgrade));
+        let cached = self.with_cache(|c| {
+            if let Some((text, matched)) = &c.last {
+                if Arc::ptr_eq(text, subject.arc()) {
+                    return matched.upgrade();
+                }
+            }
+            let weak = c.map.get(subject.as_str())?;
+            let hit = weak.upgrade();
+            if hit.is_some() {
+                c.last = Some((subject.shared(), weak.clone()));
+            }
+            hit
+        });
         if let Some(hit) = cached {
             return hit;
         }
@@ -279,7 +296,9 @@ impl Routes {
                 if cache.map.len() >= CACHE_CAPACITY {
                     cache.map.clear();
                 }
-                cache.map.insert(key.0, Arc::downgrade(&matched));
+                let weak = Arc::downgrade(&matched);
+                cache.last = Some((key.0.clone(), weak.clone()));
+                cache.map.insert(key.0, weak);
             }
         });
         matched
