@@ -16,7 +16,12 @@ pub fn replay(target: &str, check: fn(&[u8])) -> usize {
             continue;
         };
         for entry in entries.flatten() {
-            let data = std::fs::read(entry.path()).expect("read a corpus file");
+            let data = match std::fs::read(entry.path()) {
+                Ok(data) => data,
+                // A fuzzer running on the same folder may have just replaced it.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => panic!("read {}: {e}", entry.path().display()),
+            };
             check(&data);
             n += 1;
         }

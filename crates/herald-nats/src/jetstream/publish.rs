@@ -90,13 +90,26 @@ pub fn message_id(event: &Event, payload: &[u8]) -> String {
     if let Some(id) = event.event_id() {
         return id.to_owned();
     }
-    let half = |salt: u64| {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        salt.hash(&mut h);
-        payload.hash(&mut h);
-        h.finish()
-    };
-    format!("h-{:016x}{:016x}", half(0x68657261), half(0x6c64))
+    // Two independent 64-bit hashes of one pass each: SipHash (std's) and FxHash (8 bytes a
+    // step, a fraction of SipHash's cost), written as 32 hex digits by hand.
+    let mut sip = std::collections::hash_map::DefaultHasher::new();
+    0x6865_7261_u64.hash(&mut sip);
+    payload.hash(&mut sip);
+    let mut fx = rustc_hash::FxHasher::default();
+    payload.hash(&mut fx);
+    let mut id = String::with_capacity(34);
+    id.push_str("h-");
+    for half in [sip.finish(), fx.finish()] {
+        for shift in (0..16).rev() {
+            let nibble = ((half >> (shift * 4)) & 0xf) as u8;
+            id.push(char::from(if nibble < 10 {
+                b'0' + nibble
+            } else {
+                b'a' + nibble - 10
+            }));
+        }
+    }
+    id
 }
 
 impl JetStream {
@@ -215,5 +228,27 @@ impl JetStream {
         found.map_err(|_| NatsError::NoStream {
             subject: subject.to_owned(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::message_id;
+    use herald::Event;
+
+    #[test]
+    fn a_message_id_is_the_event_id_or_32_hex_digits_of_the_envelope() {
+        let e = Event::try_new("orders.placed", serde_json::json!({"n": 1})).expect("event");
+        let (a, b) = (e.to_json(), e.to_json());
+        let id = message_id(&e, &a);
+        assert_eq!(id, message_id(&e, &b), "the same envelope, the same id");
+        assert!(id.starts_with("h-") && id.len() == 34, "{id}");
+        assert!(id[2..]
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        let other = Event::try_new("orders.placed", serde_json::json!({"n": 2})).expect("event");
+        assert_ne!(id, message_id(&other, &other.to_json()));
+        let named = e.with_metadata(herald::EVENT_ID, "ev-1");
+        assert_eq!(message_id(&named, &named.to_json()), "ev-1");
     }
 }

@@ -196,8 +196,13 @@ impl Event {
 
     /// The envelope as JSON bytes (exactly the eight fields).
     pub fn to_json(&self) -> Vec<u8> {
+        // Sized for a typical envelope up front (serde_json starts at 128 bytes and doubles).
+        let mut out = Vec::with_capacity(384);
         // Serializing a struct of strings and JSON maps into a Vec cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+        if serde_json::to_writer(&mut out, self).is_err() {
+            out.clear();
+        }
+        out
     }
 
     /// The envelope as a JSON string (exactly the eight fields), for stores that keep text.

@@ -1,6 +1,8 @@
 //! `herald bench nats`: Herald over NATS beside raw async-nats doing the same work (encode or
 //! decode the same envelope) in the same run: core publish, subscribe, request/reply latency,
-//! and JetStream publish with a window of 256 acks.
+//! JetStream publish with a window of 256 acks, JetStream publish-and-ack from 64 tasks on one
+//! connection (beside raw with the same message-id header, and beside raw one at a time), and
+//! encoding the envelope alone (beside a derived struct with the same fields).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -236,8 +238,6 @@ async fn raw_js(client: &async_nats::Client, subject: &str, n: u64) -> Result<f6
     let ctx = async_nats::jetstream::new(client.clone());
     let e = event(subject)?;
     let mut window = VecDeque::with_capacity(WINDOW);
-    // Unique across calls and runs: a process-wide counter under the pid.
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let start = Instant::now();
     for _ in 0..n {
         if window.len() == WINDOW {
@@ -249,10 +249,9 @@ async fn raw_js(client: &async_nats::Client, subject: &str, n: u64) -> Result<f6
         let payload = Bytes::from(serde_json::to_vec(&e).map_err(other)?);
         // The same work as Herald's publish: a dedupe id on every message, so that a retry
         // is stored once (the server then tracks ids in its duplicate window).
-        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let msg = async_nats::jetstream::message::PublishMessage::build()
             .payload(payload)
-            .message_id(format!("raw-{}-{id}", std::process::id()));
+            .message_id(raw_id());
         window.push_back(
             ctx.send_publish(subject.to_owned(), msg)
                 .await
@@ -261,6 +260,114 @@ async fn raw_js(client: &async_nats::Client, subject: &str, n: u64) -> Result<f6
     }
     for p in window {
         p.await.map_err(other)?;
+    }
+    Ok(rate(n, start))
+}
+
+/// Tasks publishing at once in the `*_64_tasks` figures.
+const TASKS: u64 = 64;
+
+/// Herald: `TASKS` tasks, each publishing and awaiting its ack, `n` in all.
+async fn herald_js_tasks(nats: &Nats, subject: &str, n: u64) -> Result<f64, CliError> {
+    let js = nats.jetstream();
+    let e = event(subject)?;
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..TASKS {
+        let (js, e) = (js.clone(), e.clone());
+        tasks.spawn(async move {
+            for _ in 0..n / TASKS {
+                js.publish(&e).await?;
+            }
+            Ok::<_, CliError>(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.map_err(other)??;
+    }
+    Ok(rate(n / TASKS * TASKS, start))
+}
+
+/// A raw message id, unique across calls and runs: a process-wide counter under the pid.
+fn raw_id() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("raw-{}-{id}", std::process::id())
+}
+
+/// Raw async-nats doing the same work as Herald's publish: encode, a `Nats-Msg-Id`, await
+/// the ack; `tasks` tasks at once (1: one publish at a time).
+async fn raw_js_tasks(
+    client: &async_nats::Client,
+    subject: &str,
+    n: u64,
+    tasks: u64,
+) -> Result<f64, CliError> {
+    let ctx = async_nats::jetstream::new(client.clone());
+    let e = event(subject)?;
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..tasks {
+        let (ctx, e, subject) = (ctx.clone(), e.clone(), subject.to_owned());
+        set.spawn(async move {
+            for _ in 0..n / tasks {
+                let payload = Bytes::from(serde_json::to_vec(&e).map_err(other)?);
+                let msg = async_nats::jetstream::message::PublishMessage::build()
+                    .payload(payload)
+                    .message_id(raw_id());
+                ctx.send_publish(subject.clone(), msg)
+                    .await
+                    .map_err(other)?
+                    .await
+                    .map_err(other)?;
+            }
+            Ok::<_, CliError>(())
+        });
+    }
+    while let Some(done) = set.join_next().await {
+        done.map_err(other)??;
+    }
+    Ok(rate(n / tasks * tasks, start))
+}
+
+/// The same eight fields as the envelope, as a plain derived struct: what encoding costs
+/// without Herald's types.
+#[derive(serde::Serialize)]
+struct PlainEnvelope {
+    subject: String,
+    event_type: String,
+    source: String,
+    data: serde_json::Value,
+    timestamp: String,
+    correlation_id: String,
+    priority: &'static str,
+    metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+fn herald_encode(n: u64) -> Result<f64, CliError> {
+    let e = event("bench.encode")?;
+    let start = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(std::hint::black_box(&e).to_json());
+    }
+    Ok(rate(n, start))
+}
+
+fn plain_encode(n: u64) -> Result<f64, CliError> {
+    let e = event("bench.encode")?;
+    let plain = PlainEnvelope {
+        subject: e.subject.to_string(),
+        event_type: e.event_type.clone(),
+        source: e.source.clone(),
+        data: serde_json::Value::Object(e.data.clone()),
+        timestamp: e.timestamp.to_string(),
+        correlation_id: e.correlation_id.clone(),
+        priority: "normal",
+        metadata: e.metadata.clone(),
+    };
+    let start = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(serde_json::to_vec(std::hint::black_box(&plain)).map_err(other)?);
     }
     Ok(rate(n, start))
 }
@@ -349,5 +456,60 @@ pub(crate) async fn run(report: &mut Report, scale: f64, url: &str) -> Result<()
         )
         .target(0.8),
     )?;
+
+    let stream = unique("JT").to_uppercase();
+    let subject = format!("{}.x", stream.to_lowercase());
+    js.ensure_stream(&StreamSpec {
+        memory: true,
+        ..StreamSpec::new(&stream, [format!("{}.>", stream.to_lowercase())])
+    })
+    .await?;
+    let result = async {
+        let tasks = paired(
+            5,
+            || herald_js_tasks(&nats, &subject, n(20_000.0)),
+            || raw_js_tasks(&raw, &subject, n(20_000.0), TASKS),
+        )
+        .await?;
+        let sequential = raw_js_tasks(&raw, &subject, n(5_000.0), 1).await?;
+        Ok::<_, CliError>((tasks, sequential))
+    }
+    .await;
+    js.delete_stream(&stream).await?;
+    let ((h, r), sequential) = result?;
+    report.add(
+        Figure::higher(
+            "nats_js_publish_64_tasks",
+            "msgs/s",
+            h,
+            r,
+            "raw async-nats, 64 tasks, same Nats-Msg-Id header",
+        )
+        .target(0.95),
+    )?;
+    report.add(
+        Figure::higher(
+            "nats_js_64_tasks_vs_sequential",
+            "msgs/s",
+            h,
+            sequential,
+            "raw async-nats publish-and-ack, one at a time",
+        )
+        .target(10.0),
+    )?;
+
+    let (h, r) = paired(
+        5,
+        || async { herald_encode(n(500_000.0)) },
+        || async { plain_encode(n(500_000.0)) },
+    )
+    .await?;
+    report.add(Figure::higher(
+        "envelope_encode",
+        "events/s",
+        h,
+        r,
+        "serde_json::to_vec of a derived struct, same 8 fields",
+    ))?;
     Ok(())
 }
