@@ -97,6 +97,31 @@ pub enum EnvelopeError {
     /// The timestamp cannot be read.
     #[error("envelope field `timestamp`: {0}")]
     Timestamp(#[from] TimestampError),
+    /// An object inside `data` or `metadata` has the key serde_json reserves for raw values
+    /// (`$serde_json::private::RawValue`): a reader built with its `raw_value` feature (as
+    /// Herald's dependencies are) reads such an object as something else, or not at all, so
+    /// the event could not be read back as sent (found by fuzzing).
+    #[error("envelope field `{0}` holds the reserved key `$serde_json::private::RawValue`")]
+    ReservedKey(&'static str),
+}
+
+/// The key serde_json's `raw_value` feature treats as a raw value marker in any object.
+const RAW_VALUE_KEY: &str = "$serde_json::private::RawValue";
+
+/// Refuses `object` (the field `field`) when it, or any object nested in it, has the key
+/// serde_json reserves for raw values.
+fn refuse_reserved_key(field: &'static str, object: &Object) -> Result<(), EnvelopeError> {
+    fn holds(v: &Value) -> bool {
+        match v {
+            Value::Object(m) => m.contains_key(RAW_VALUE_KEY) || m.values().any(holds),
+            Value::Array(items) => items.iter().any(holds),
+            _ => false,
+        }
+    }
+    if object.contains_key(RAW_VALUE_KEY) || object.values().any(holds) {
+        return Err(EnvelopeError::ReservedKey(field));
+    }
+    Ok(())
 }
 
 /// An envelope read from JSON, with what the reader noticed.
@@ -133,7 +158,10 @@ impl Event {
     pub fn try_new(subject: &str, data: Value) -> Result<Self, EnvelopeError> {
         let subject = Subject::new(subject)?;
         match data {
-            Value::Object(data) => Ok(Event::new(subject).with_data(data)),
+            Value::Object(data) => {
+                refuse_reserved_key("data", &data)?;
+                Ok(Event::new(subject).with_data(data))
+            }
             _ => Err(EnvelopeError::WrongType {
                 field: "data",
                 expected: "an object",
@@ -326,6 +354,8 @@ impl Fields<'_> {
                 })
             }
         };
+        refuse_reserved_key("data", &data)?;
+        refuse_reserved_key("metadata", &metadata)?;
         Ok(Decoded {
             event: Event {
                 subject,
