@@ -348,7 +348,7 @@ pub(crate) async fn run(report: &mut Report, scale: f64) -> Result<(), CliError>
             bc,
             "tokio broadcast, 2 receiver tasks",
         )
-        .target(0.5),
+        .target(1.5),
     )?;
 
     let (em, mp) = paired(
@@ -357,13 +357,16 @@ pub(crate) async fn run(report: &mut Report, scale: f64) -> Result<(), CliError>
         || mpsc_one_dispatcher(n(300_000.0)),
     )
     .await?;
-    report.add(Figure::higher(
-        "emit_1_sync_sub",
-        "events/s",
-        em,
-        mp,
-        "tokio mpsc + 1 dispatcher task",
-    ))?;
+    report.add(
+        Figure::higher(
+            "emit_1_sync_sub",
+            "events/s",
+            em,
+            mp,
+            "tokio mpsc + 1 dispatcher task",
+        )
+        .target(1.0),
+    )?;
 
     let (s4, vb) = paired(
         5,
@@ -371,13 +374,16 @@ pub(crate) async fn run(report: &mut Report, scale: f64) -> Result<(), CliError>
         || vec_box_fn4(n(2_000_000.0)),
     )
     .await?;
-    report.add(Figure::higher(
-        "publish_4_sync_subs",
-        "events/s",
-        s4,
-        vb,
-        "Vec<Box<dyn Fn>> loop, 4 handlers",
-    ))?;
+    report.add(
+        Figure::higher(
+            "publish_4_sync_subs",
+            "events/s",
+            s4,
+            vb,
+            "Vec<Box<dyn Fn>> loop, 4 handlers",
+        )
+        .target(0.25),
+    )?;
 
     let (t2, t1) = paired(
         5,
@@ -407,7 +413,7 @@ pub(crate) async fn run(report: &mut Report, scale: f64) -> Result<(), CliError>
             r10,
             "same bus with 10 subscriptions",
         )
-        .target(0.67),
+        .target(0.9),
     )?;
     let (u100k, u10) = paired(
         5,
@@ -423,7 +429,7 @@ pub(crate) async fn run(report: &mut Report, scale: f64) -> Result<(), CliError>
             u10,
             "same bus with 10 subscriptions",
         )
-        .target(0.67),
+        .target(0.9),
     )?;
 
     let (per_sub, per_plain) = bytes_per_subscription(100_000)?;
@@ -444,7 +450,7 @@ pub(crate) async fn run(report: &mut Report, scale: f64) -> Result<(), CliError>
                 py,
                 "seed 002 Python EventBus, 2 async subs",
             )
-            .target(20.0),
+            .target(40.0),
         )?,
         None => eprintln!("bench: python3 not available; the seed 002 comparison was skipped"),
     }
