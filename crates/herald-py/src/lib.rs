@@ -3,6 +3,7 @@
 //! only while they run: a publish releases the GIL while Herald routes and dispatches.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -216,7 +217,18 @@ impl NativeBus {
         self.errors.lock().clear();
         let (bus, runtime) = (&self.bus, &self.runtime);
         let report = py
-            .allow_threads(|| runtime.block_on(bus.publish(event)))
+            .allow_threads(|| {
+                // Every handler of this bus is a synchronous Python callback, so the publish
+                // is done at its first poll: polled here, in place, it skips entering the
+                // runtime (most of a publish's cost from Python). Should it ever wait, the
+                // runtime drives the same future to the end.
+                let mut publish = std::pin::pin!(bus.publish(event));
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                match publish.as_mut().poll(&mut cx) {
+                    std::task::Poll::Ready(report) => report,
+                    std::task::Poll::Pending => runtime.block_on(publish),
+                }
+            })
             .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
         let mut python_errors = std::mem::take(&mut *self.errors.lock());
         // A Rust-side failure (a panic) has no Python error: report it from Herald's record.
