@@ -60,7 +60,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // The command is done: tasks it left behind (a publisher of an interrupted chaos run, a
+    // blocking call still waiting) get a bounded moment, never a hang at exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ CliError::Config(_)) => {
             eprintln!("herald: {e}");

@@ -483,7 +483,33 @@ fn nats_server(name: &str) -> Result<OwnNatsServer, CliError> {
         .ok_or_else(|| other("nats-server is not installed (scripts/services.sh installs it)"))
 }
 
+/// Runs the scenarios; Ctrl-C or SIGTERM ends the run with exit code 130 after the servers it
+/// started have been stopped (dropping a scenario stops its servers; a killed process could
+/// not).
 pub(crate) async fn run(args: ChaosArgs, store: Option<String>) -> Result<(), CliError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Registered before any scenario starts (a scenario blocks its thread while it starts or
+    // kills servers): a signal that arrives then is handled once the scenario yields.
+    let mut signals = [SignalKind::interrupt(), SignalKind::terminate()]
+        .map(|kind| signal(kind).map_err(|e| other(format!("cannot watch signals: {e}"))));
+    let [Ok(interrupt), Ok(terminate)] = &mut signals else {
+        return Err(other("cannot watch SIGINT and SIGTERM"));
+    };
+    tokio::select! {
+        result = scenarios(args, store) => result,
+        _ = interrupt.recv() => Err(interrupted()),
+        _ = terminate.recv() => Err(interrupted()),
+    }
+}
+
+fn interrupted() -> CliError {
+    CliError::Exit(
+        130,
+        "chaos interrupted; the servers it started are stopped".to_owned(),
+    )
+}
+
+async fn scenarios(args: ChaosArgs, store: Option<String>) -> Result<(), CliError> {
     let (n, kills) = match args.scale {
         ChaosScale::Small => (2_000, 3),
         ChaosScale::Full => (1_000_000, 20),
