@@ -39,6 +39,7 @@ pub struct HandlerFailure {
     pub failure: Failure,
 }
 
+#[inline]
 fn record(report: &mut DispatchReport, entry: &Entry, event: &Event, result: Result<(), Failure>) {
     report.handlers_run += 1;
     if let Err(failure) = result {
@@ -67,13 +68,8 @@ fn record_failure(report: &mut DispatchReport, entry: &Entry, event: &Event, fai
 pub(crate) fn dispatch_sync(matched: &Matched, event: &Event) -> DispatchReport {
     let mut report = DispatchReport::default();
     for entry in matched.entries.iter() {
-        match entry.handler.call_sync(event) {
-            Some(Ok(())) => report.handlers_run += 1,
-            Some(Err(failure)) => {
-                report.handlers_run += 1;
-                record_failure(&mut report, entry, event, failure);
-            }
-            None => {}
+        if let Some(result) = entry.handler.call_sync(event) {
+            record(&mut report, entry, event, result);
         }
     }
     report

@@ -19,6 +19,7 @@ use herald_postgres::{PgOptions, PgStore};
 use herald_testkit::nats_cluster::NatsCluster;
 use herald_testkit::nats_server::OwnNatsServer;
 use herald_testkit::postgres_server::OwnPostgres;
+use herald_testkit::DeliveryCheck;
 use parking_lot::Mutex;
 
 use crate::cli::{ChaosArgs, ChaosScale, ChaosScenario};
@@ -310,8 +311,8 @@ async fn queue_kill_on<Q: Queue>(store: &Q, url: &str, n: u64, kills: u32) -> Re
     }
     let exe = std::env::current_exe().map_err(other)?;
     let began = Instant::now();
-    let (mut seen, mut lines, mut mid_print) = (HashSet::new(), 0u64, 0u32);
-    let mut unexpected = 0u64;
+    // Every id printed, in order, across all consumers; `seen` tells when a mark is passed.
+    let (mut received, mut seen, mut mid_print) = (Vec::new(), HashSet::new(), 0u32);
     for k in 0..=kills {
         let last = k == kills;
         let mark = n * u64::from(k + 1) / u64::from(kills + 1);
@@ -344,12 +345,9 @@ async fn queue_kill_on<Q: Queue>(store: &Q, url: &str, n: u64, kills: u32) -> Re
                 else {
                     continue;
                 };
-                lines += 1;
                 printed += 1;
-                if !id.starts_with('q') {
-                    unexpected += 1;
-                }
-                seen.insert(id);
+                seen.insert(id.clone());
+                received.push(id);
                 if !killed && !last && seen.len() as u64 >= mark {
                     // Child::kill is SIGKILL on Unix; lines already in the pipe are still read.
                     let _ = child.kill();
@@ -369,20 +367,23 @@ async fn queue_kill_on<Q: Queue>(store: &Q, url: &str, n: u64, kills: u32) -> Re
             )));
         }
     }
-    let lost = n.saturating_sub(seen.len() as u64);
-    let duplicates = lines - seen.len() as u64;
+    let check = DeliveryCheck::compare((0..n).map(|i| format!("q{i}")), received);
+    let lost = check.missing.len();
+    let unexpected = check.unexpected.len();
+    // Extra deliveries: every copy of an id beyond its first.
+    let duplicates: usize = check.duplicated.values().map(|c| c - 1).sum();
     let per_kill = duplicates as f64 / f64::from(kills.max(1));
     let _ = store.drop_queue(&queue).await;
     out!(
         "chaos queue-kill messages={n} kills={kills} batch={QUEUE_BATCH} processed={} lost={lost} duplicates={duplicates} duplicates_per_kill={per_kill:.1} killed_mid_print={mid_print} unexpected={unexpected} seconds={:.1} store={}",
-        seen.len(),
+        check.received - duplicates,
         began.elapsed().as_secs_f64(),
         url.split(':').next().unwrap_or("?"),
     );
-    if lost > 0 || unexpected > 0 || duplicates > u64::from(kills) * QUEUE_BATCH {
+    let allowed = usize::try_from(u64::from(kills) * QUEUE_BATCH).unwrap_or(usize::MAX);
+    if lost > 0 || unexpected > 0 || duplicates > allowed {
         return Err(other(format!(
-            "queue-kill: {lost} lost, {unexpected} unexpected, {duplicates} duplicates (at most {} allowed)",
-            u64::from(kills) * QUEUE_BATCH
+            "queue-kill: {lost} lost, {unexpected} unexpected, {duplicates} duplicates (at most {allowed} allowed)"
         )));
     }
     Ok(())
@@ -402,13 +403,13 @@ async fn pg_restart(n: u64, kills: u32) -> Result<(), CliError> {
     let queue = QueueName::new("chaos_pg_restart")?;
     store.create(&queue).await?;
     let progress = Arc::new(AtomicU64::new(0));
-    let last_ack = Arc::new(Mutex::new(Instant::now()));
-    let longest_pause = Arc::new(Mutex::new(Duration::ZERO));
+    // (the last ack's time, the longest gap between two acks so far)
+    let pauses = Arc::new(Mutex::new((Instant::now(), Duration::ZERO)));
     const TASKS: u64 = 32;
     let mut tasks = Vec::new();
     for t in 0..TASKS {
         let (store, queue, progress) = (store.clone(), queue.clone(), progress.clone());
-        let (last_ack, longest_pause) = (last_ack.clone(), longest_pause.clone());
+        let pauses = pauses.clone();
         let subject = Subject::new("chaos.pg")?;
         tasks.push(tokio::spawn(async move {
             let (mut acked, mut refused) = (Vec::new(), 0u64);
@@ -420,9 +421,9 @@ async fn pg_restart(n: u64, kills: u32) -> Result<(), CliError> {
                         acked.push(id);
                         progress.fetch_add(1, Ordering::Relaxed);
                         let now = Instant::now();
-                        let gap = now - std::mem::replace(&mut *last_ack.lock(), now);
-                        let mut longest = longest_pause.lock();
-                        *longest = (*longest).max(gap);
+                        let mut p = pauses.lock();
+                        p.1 = p.1.max(now - p.0);
+                        p.0 = now;
                     }
                     Err(_) => {
                         refused += 1;
@@ -459,16 +460,17 @@ async fn pg_restart(n: u64, kills: u32) -> Result<(), CliError> {
             stored.push(m.event()?.event_id().unwrap_or_default().to_owned());
         }
     }
-    let acked_set: HashSet<&String> = acked.iter().collect();
-    let stored_set: HashSet<&String> = stored.iter().collect();
-    let lost = acked_set.difference(&stored_set).count();
-    let unacked_stored = stored_set.difference(&acked_set).count();
-    let duplicates = stored.len() - stored_set.len();
+    let (acked_n, stored_n) = (acked.len(), stored.len());
+    let check = DeliveryCheck::compare(acked, stored);
+    let lost = check.missing.len();
+    // Stored without an ack: the commit landed, the reply was cut (the sender was told).
+    let unacked_stored = check.unexpected.len();
+    let duplicates = check.duplicated.len();
     out!(
         "chaos pg-restart messages={n} kills={kills} acked={} refused={refused} stored={} acked_but_lost={lost} stored_not_acked={unacked_stored} duplicates={duplicates} longest_pause_ms={:.0}",
-        acked.len(),
-        stored.len(),
-        longest_pause.lock().as_secs_f64() * 1000.0,
+        acked_n,
+        stored_n,
+        pauses.lock().1.as_secs_f64() * 1000.0,
     );
     if lost > 0 || duplicates > 0 {
         return Err(other(format!(

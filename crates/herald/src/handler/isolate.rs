@@ -62,15 +62,13 @@ fn from_result<T, E: std::fmt::Display>(
             message: e.to_string(),
             requested: None,
         }),
-        Err(payload) => Err(Failure {
-            kind: FailureKind::Panic,
-            message: panic_message(payload),
-            requested: None,
-        }),
+        Err(payload) => Err(panic_failure(payload)),
     }
 }
 
 /// A handler's result: as [`from_result`], and an error that asks for an outcome keeps it.
+/// `Ok` costs a branch; a failure record is built out of line.
+#[inline]
 fn from_handler_result(r: std::thread::Result<HandlerResult>) -> Result<(), Failure> {
     match r {
         Ok(Ok(())) => Ok(()),
@@ -79,14 +77,9 @@ fn from_handler_result(r: std::thread::Result<HandlerResult>) -> Result<(), Fail
     }
 }
 
-/// Runs a synchronous handler: `Ok` costs a branch, a failure record is built out of line.
 #[inline]
 pub(super) fn run_sync(f: &SyncFn, event: &Event) -> Result<(), Failure> {
-    match catch_unwind(AssertUnwindSafe(|| f(event))) {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(error_failure(e)),
-        Err(payload) => Err(panic_failure(payload)),
-    }
+    from_handler_result(catch_unwind(AssertUnwindSafe(|| f(event))))
 }
 
 #[cold]
