@@ -67,7 +67,7 @@ pub use error::NatsError;
 pub use herald::{ConsumeOptions, ConsumeReport};
 pub use jetstream::{
     default_streams, message_id, ConsumerSpec, Deliveries, Delivery, DurableConsumer, JetStream,
-    JsAck, PendingAck, StreamSpec, StreamSummary,
+    JsAck, PendingAck, StoredMessage, StreamSpec, StreamSummary,
 };
 pub use options::{NatsBuilder, NatsConfig};
 pub use state::{ConnectionState, StateCallback};

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use herald::queue::{Queue, QueueName};
 use herald::{Event, Subject};
 use herald_nats::{ConnectionState, JetStream, Nats, StreamSpec};
@@ -80,38 +79,17 @@ async fn connect(urls: Vec<String>, name: &str) -> Result<Nats, CliError> {
         .map_err(|e| other(herald::report(&e)))
 }
 
-/// Every event id the stream holds, read without acks.
+/// Every event id the stream holds, to its leader's last sequence.
 async fn stored_ids(js: &JetStream, stream: &str) -> Result<Vec<String>, CliError> {
-    let consumer = js
-        .context()
-        .get_stream(stream)
+    let messages = js
+        .read_stream(stream, Duration::from_secs(60))
         .await
-        .map_err(other)?
-        .create_consumer(async_nats::jetstream::consumer::pull::Config {
-            ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
-            ..Default::default()
-        })
-        .await
-        .map_err(other)?;
-    let mut ids = Vec::new();
-    loop {
-        let mut batch = consumer
-            .fetch()
-            .max_messages(1000)
-            .expires(Duration::from_secs(1))
-            .messages()
-            .await
-            .map_err(other)?;
-        let before = ids.len();
-        while let Some(Ok(m)) = batch.next().await {
-            if let Ok(d) = Event::from_json(&m.payload) {
-                ids.push(d.event.event_id().unwrap_or_default().to_owned());
-            }
-        }
-        if ids.len() == before {
-            return Ok(ids);
-        }
-    }
+        .map_err(|e| other(herald::report(&e)))?;
+    Ok(messages
+        .iter()
+        .filter_map(|m| m.event().ok())
+        .map(|e| e.event_id().unwrap_or_default().to_owned())
+        .collect())
 }
 
 /// JetStream under kills: publishes with ids and retries, then the stream compared by sets.

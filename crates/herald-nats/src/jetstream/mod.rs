@@ -1,15 +1,17 @@
 //! JetStream on one connection: the `JetStream` handle; streams (`stream.rs`), publish with
 //! PubAck and an automatic dedupe id (`publish.rs`), durable consumers on Herald's one consume
-//! loop (`consumer.rs`).
+//! loop (`consumer.rs`), a stream read back to its leader's last sequence (`read.rs`).
 
 mod consumer;
 mod publish;
+mod read;
 mod stream;
 
 use crate::client::Nats;
 
 pub use consumer::{ConsumerSpec, Deliveries, Delivery, DurableConsumer};
 pub use publish::{message_id, JsAck, PendingAck};
+pub use read::StoredMessage;
 pub use stream::{default_streams, StreamSpec, StreamSummary};
 
 /// JetStream on one connection. Cheap to clone.
