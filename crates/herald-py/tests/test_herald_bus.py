@@ -80,3 +80,71 @@ def test_a_publish_on_a_stopped_bridge_is_refused_and_counted():
     assert len(got) == 1
     EventBridge.reset_instance()
     assert EventBridge.instance() is EventBridge.instance()
+
+
+@pytest.mark.asyncio
+async def test_handlers_get_the_published_object_itself_and_history_keeps_it():
+    bus = EventBus(history_size=2)
+    seen = []
+    bus.subscribe("obj.*", lambda e: seen.append(e), "a")
+    events = [Event(f"obj.{i}", {"i": i}, "src") for i in range(3)]
+    for e in events:
+        await bus.publish(e)
+    assert all(a is b for a, b in zip(seen, events))
+    # Bounded by history_size, newest first, the very objects.
+    history = bus.get_history()
+    assert len(history) == 2
+    assert history[0] is events[2] and history[1] is events[1]
+    assert bus.get_history(1)[0] is events[2]
+
+
+@pytest.mark.asyncio
+async def test_a_handler_that_publishes_gets_its_own_event_and_the_outer_publish_goes_on():
+    bus = EventBus()
+    seen = []
+
+    async def outer(e):
+        seen.append(("outer", e.name))
+        await bus.publish(Event("inner.x", {}, "src"))
+
+    def inner(e):
+        seen.append(("inner", e.name))
+
+    def after(e):
+        seen.append(("after", e.name))
+
+    bus.subscribe("outer.x", outer, "a")
+    bus.subscribe("inner.x", inner, "b")
+    bus.subscribe("outer.x", after, "c")
+    await bus.publish(Event("outer.x", {}, "src"))
+    # Sync handlers run in Herald's dispatch; async ones are awaited after it, in order.
+    assert seen == [("after", "outer.x"), ("outer", "outer.x"), ("inner", "inner.x")]
+    assert bus.get_stats()["events_published"] == 2
+
+
+def test_bridge_handlers_get_each_publishs_arguments_even_when_nested():
+    bridge = EventBridge()
+    bridge.start()
+    got = []
+
+    def first(x, *, tag=None):
+        got.append(("first", x, tag))
+        if x == 1:
+            bridge.publish("second", 2, tag="inner")
+        got.append(("first-after", x, tag))
+
+    def bad(*_a, **_k):
+        raise RuntimeError("isolated")
+
+    bridge.subscribe("first", first)
+    bridge.subscribe("first", bad)
+    bridge.subscribe("second", lambda x, tag=None: got.append(("second", x, tag)))
+    assert bridge.publish("first", 1, tag="outer") is True
+    assert got == [("first", 1, "outer"), ("second", 2, "inner"), ("first-after", 1, "outer")]
+    assert bridge.stats()["handler_errors"] == 1
+    bridge.unsubscribe("first", first)
+    got.clear()
+    assert bridge.publish("first", 3) is True
+    assert got == []
+    bridge.stop()
+    assert not bridge.is_active

@@ -10,12 +10,14 @@ the NATS way (``trivia.*.ended``: one token in the middle).
 Handlers may be ``async def`` (run on the caller's event loop, in Herald's dispatch order)
 or plain functions. A handler's exception is isolated: logged, counted in
 ``get_stats()['handler_errors']``, and the other handlers still run.
+
+The ``Event`` object itself travels through Herald's bus (no JSON on the way): Herald routes,
+orders, isolates and counts it, every handler gets the very object published, as in the
+seed, and ``get_history()`` returns those objects.
 """
 
 from __future__ import annotations
 
-import inspect
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -32,15 +34,6 @@ class EventPriority(IntEnum):
     NORMAL = 1
     HIGH = 2
     CRITICAL = 3
-
-
-_PRIORITY_NAMES = {
-    EventPriority.LOW: "low",
-    EventPriority.NORMAL: "normal",
-    EventPriority.HIGH: "high",
-    EventPriority.CRITICAL: "critical",
-}
-_PRIORITY_VALUES = {v: k for k, v in _PRIORITY_NAMES.items()}
 
 
 @dataclass
@@ -68,45 +61,20 @@ def translate_pattern(pattern: str) -> tuple[str, bool]:
     return pattern, False
 
 
-def _parse_time(text: str) -> datetime:
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return datetime.now(timezone.utc)
-
-
 class EventBus:
     """Seed 002's pub/sub bus for plugins, on Herald's bus."""
 
     def __init__(self, history_size: int = 100, logger: Optional[logging.Logger] = None):
         self.logger = logger or logging.getLogger("plugin.event_bus")
-        self._native = NativeBus(history_size)
+        self._native = NativeBus(history_size, objects=True)
         # (pattern as given, plugin) -> [(handle, handler)]
         self._handles: Dict[tuple[str, str], List[tuple[int, Callable]]] = {}
-        self._pending: List[tuple[str, Any, Event]] = []
         self._async_errors = 0
-
-    def _event(self, subject: str, data: str, source: str, priority: str, ts: str) -> Event:
-        return Event(
-            subject,
-            json.loads(data),
-            source,
-            _PRIORITY_VALUES.get(priority, EventPriority.NORMAL),
-            _parse_time(ts),
-        )
 
     def subscribe(self, event_pattern: str, handler: Callable, plugin_name: str) -> None:
         """Calls ``handler(event)`` for every event whose name matches ``event_pattern``."""
         pattern, glob = translate_pattern(event_pattern)
-
-        def call(subject: str, data: str, source: str, priority: str, ts: str, _id: str) -> None:
-            event = self._event(subject, data, source, priority, ts)
-            result = handler(event)
-            if inspect.isawaitable(result):
-                # Awaited by publish(), on the caller's loop, in Herald's dispatch order.
-                self._pending.append((plugin_name, result, event))
-
-        handle = self._native.subscribe(pattern, plugin_name, call, "normal", glob)
+        handle = self._native.subscribe(pattern, plugin_name, handler, "normal", glob, True)
         self._handles.setdefault((event_pattern, plugin_name), []).append((handle, handler))
         self.logger.debug("%s subscribed to %s (%s)", plugin_name, event_pattern, pattern)
 
@@ -122,26 +90,22 @@ class EventBus:
 
     async def publish(self, event: Event) -> None:
         """Publishes ``event`` and returns once every matching handler has run."""
-        self._pending = []
-        _, failures = self._native.publish(
-            event.name,
-            json.dumps(event.data),
-            event.source,
-            _PRIORITY_NAMES.get(EventPriority(event.priority), "normal"),
-        )
-        for owner, kind, message, _tb in failures:
-            self.logger.error("handler of %s failed on %s: %s: %s", owner, event.name, kind, message)
-        pending, self._pending = self._pending, []
-        for owner, awaitable, ev in pending:
-            try:
-                await awaitable
-            except Exception as e:  # isolated, as Herald isolates a Rust handler
-                self._async_errors += 1
-                self.logger.error("handler of %s failed on %s: %r", owner, ev.name, e)
+        pending, failures = self._native.dispatch(event.name, event, event.source, event.priority)
+        if failures:
+            for owner, kind, message, _tb in failures:
+                self.logger.error("handler of %s failed on %s: %s: %s", owner, event.name, kind, message)
+        if pending:
+            # Awaited here, on the caller's loop, in Herald's dispatch order.
+            for owner, awaitable in pending:
+                try:
+                    await awaitable
+                except Exception as e:  # isolated, as Herald isolates a Rust handler
+                    self._async_errors += 1
+                    self.logger.error("handler of %s failed on %s: %r", owner, event.name, e)
 
     def get_history(self, count: Optional[int] = None) -> List[Event]:
         """The last ``count`` events (all by default), newest first."""
-        return [self._event(s, d, src, p, ts) for s, d, src, p, ts, _ in self._native.history(count)]
+        return self._native.objects(count)
 
     def get_stats(self) -> Dict[str, int]:
         """``events_published``, ``events_dispatched``, ``handler_errors`` (and Herald's others)."""
@@ -159,4 +123,3 @@ class EventBus:
 
 
 __all__ = ["Event", "EventBus", "EventPriority", "translate_pattern"]
-

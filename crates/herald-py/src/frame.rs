@@ -1,0 +1,198 @@
+//! Python objects passed through Herald's bus without JSON: a publish pushes its arguments
+//! as a frame on this thread, the Rust handler of a Python callback calls the callback with
+//! the innermost frame's arguments, an awaitable result and a raised exception are kept in
+//! the frame for the publisher, and the publish itself is polled in place (`publish_now`).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::task::{Context, Poll, Waker};
+
+use herald::{Bus, DispatchReport, Event, PublishError, Subject, SubjectError};
+use parking_lot::Mutex;
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+
+use crate::FailureRow;
+
+/// The arguments of one publish in progress, the awaitables its handlers returned and the
+/// exceptions they raised.
+struct Frame {
+    args: Py<PyTuple>,
+    kwargs: Option<Py<PyDict>>,
+    pending: Vec<(Py<PyString>, PyObject)>,
+    failures: Vec<FailureRow>,
+}
+
+thread_local! {
+    /// Innermost last: a handler that publishes pushes a frame above its own publish's.
+    static FRAMES: RefCell<Vec<Frame>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One publish's frame on this thread; dropping it (also while unwinding) pops it.
+pub(crate) struct FrameGuard {
+    below: usize,
+}
+
+/// Pushes the arguments of a publish about to start on this thread.
+pub(crate) fn push(args: Py<PyTuple>, kwargs: Option<Py<PyDict>>) -> FrameGuard {
+    FRAMES.with(|f| {
+        let mut frames = f.borrow_mut();
+        let below = frames.len();
+        frames.push(Frame {
+            args,
+            kwargs,
+            pending: Vec::new(),
+            failures: Vec::new(),
+        });
+        FrameGuard { below }
+    })
+}
+
+impl FrameGuard {
+    /// The `(owner, awaitable)` pairs the handlers of this publish returned, as a list (or
+    /// `None` when there are none), taken out of the frame.
+    pub(crate) fn take_pending<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<Option<Bound<'py, PyList>>> {
+        let pending = FRAMES.with(|f| {
+            f.borrow_mut()
+                .get_mut(self.below)
+                .map(|frame| std::mem::take(&mut frame.pending))
+                .unwrap_or_default()
+        });
+        if pending.is_empty() {
+            return Ok(None);
+        }
+        PyList::new(py, pending).map(Some)
+    }
+
+    /// The `(owner, type, message, traceback)` of every handler of this publish that
+    /// failed: the Python exceptions its handlers raised, then, from Herald's report, any
+    /// failure that was not one (a panic).
+    pub(crate) fn take_failures(&self, report: &DispatchReport) -> Vec<FailureRow> {
+        if report.failures.is_empty() {
+            return Vec::new();
+        }
+        let mut rows = FRAMES.with(|f| {
+            f.borrow_mut()
+                .get_mut(self.below)
+                .map(|frame| std::mem::take(&mut frame.failures))
+                .unwrap_or_default()
+        });
+        for f in report.failures.iter().skip(rows.len()) {
+            rows.push((
+                f.owner.to_string(),
+                "HeraldError".to_owned(),
+                f.failure.to_string(),
+                String::new(),
+            ));
+        }
+        rows
+    }
+}
+
+/// Keeps a handler's exception in the innermost frame of this thread, for its publisher.
+pub(crate) fn record_failure(row: FailureRow) {
+    FRAMES.with(|f| {
+        if let Some(frame) = f.borrow_mut().last_mut() {
+            frame.failures.push(row);
+        }
+    });
+}
+
+impl Drop for FrameGuard {
+    fn drop(&mut self) {
+        FRAMES.with(|f| f.borrow_mut().truncate(self.below));
+    }
+}
+
+/// Calls `callback` with the innermost frame's arguments. A result that can be awaited is
+/// kept in the frame, under `owner`, for the publisher to await on its own event loop.
+///
+/// # Errors
+///
+/// The callback's exception, or a `RuntimeError` when no publish of this thread is in
+/// progress (the callback was reached some other way).
+pub(crate) fn call_in_frame(
+    py: Python<'_>,
+    owner: &Py<PyString>,
+    callback: &PyObject,
+) -> PyResult<()> {
+    let Some((args, kwargs)) = FRAMES.with(|f| {
+        f.borrow().last().map(|frame| {
+            (
+                frame.args.clone_ref(py),
+                frame.kwargs.as_ref().map(|k| k.clone_ref(py)),
+            )
+        })
+    }) else {
+        return Err(PyRuntimeError::new_err(
+            "a handler of Python objects was called outside a publish of this thread",
+        ));
+    };
+    let result = callback
+        .bind(py)
+        .call(args.bind(py), kwargs.as_ref().map(|k| k.bind(py)))?;
+    if !result.is_none() && result.hasattr(intern!(py, "__await__"))? {
+        let owner = owner.clone_ref(py);
+        FRAMES.with(|f| {
+            if let Some(frame) = f.borrow_mut().last_mut() {
+                frame.pending.push((owner, result.unbind()));
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Publishes and waits for every handler. Every handler of the buses this module makes is
+/// a synchronous Python callback, so a publish is done at its first poll: it is polled here,
+/// in place, with the GIL held (releasing it for the few hundred nanoseconds Herald routes
+/// would cost two hand-offs of the GIL per handler). Should a publish ever wait, the GIL is
+/// released while the runtime drives it to the end.
+///
+/// # Errors
+///
+/// As [`Bus::publish`].
+pub(crate) fn publish_now(
+    py: Python<'_>,
+    bus: &Bus,
+    runtime: &tokio::runtime::Runtime,
+    event: Event,
+) -> Result<DispatchReport, PublishError> {
+    let mut publish = std::pin::pin!(bus.publish(event));
+    let mut cx = Context::from_waker(Waker::noop());
+    match publish.as_mut().poll(&mut cx) {
+        Poll::Ready(report) => report,
+        Poll::Pending => py.allow_threads(|| runtime.block_on(publish)),
+    }
+}
+
+/// Subjects already parsed, by their text: a publish of a name seen before skips parsing.
+/// Bounded: past `CAP` names, new ones are parsed each time and not kept.
+#[derive(Default)]
+pub(crate) struct Subjects(Mutex<HashMap<Box<str>, Subject>>);
+
+impl Subjects {
+    const CAP: usize = 4096;
+
+    /// The subject for `name`, parsed once.
+    ///
+    /// # Errors
+    ///
+    /// [`SubjectError`] naming what is wrong with `name`.
+    pub(crate) fn get(&self, name: &str) -> Result<Subject, SubjectError> {
+        if let Some(s) = self.0.lock().get(name) {
+            return Ok(s.clone());
+        }
+        let subject = Subject::new(name)?;
+        let mut known = self.0.lock();
+        if known.len() < Self::CAP {
+            known.insert(name.into(), subject.clone());
+        }
+        Ok(subject)
+    }
+}
