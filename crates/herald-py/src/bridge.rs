@@ -3,6 +3,7 @@
 //! of its own. `herald.EventBridge` subclasses it for `instance()` and the seed's schema.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use herald::{Bus, Event, PublishError, SubscribeOptions, SubscriptionId};
 use parking_lot::Mutex;
@@ -12,13 +13,17 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 
 use crate::frame;
 
-/// The bridge: one Herald bus (no history: the bridge's events carry only their name, the
-/// arguments travel beside them), stopped until `start`.
+/// The bridge: one Herald bus, stopped until `start`. The arguments of a publish are its
+/// payload and travel beside the event Herald routes, so that event carries only the name:
+/// one carrier event per name, made at its first publish and published again each time
+/// (Herald routes, orders, isolates, checks the depth and counts every publish of it). No
+/// one sees a carrier: the bus keeps no history and handlers get the arguments.
 #[pyclass(module = "herald._native", subclass)]
 pub(crate) struct NativeBridge {
     bus: Bus,
     runtime: tokio::runtime::Runtime,
-    subjects: frame::Subjects,
+    /// The carrier event of each name.
+    carriers: frame::ByName<Arc<Event>>,
     /// `(event, id(handler))` to its subscriptions, for `unsubscribe`.
     handles: Mutex<HashMap<(String, usize), Vec<SubscriptionId>>>,
     /// `logging.getLogger("herald.bridge")`: refusals and handler failures are logged.
@@ -43,7 +48,7 @@ impl NativeBridge {
         Ok(NativeBridge {
             bus,
             runtime,
-            subjects: frame::Subjects::default(),
+            carriers: frame::ByName::default(),
             handles: Mutex::new(HashMap::new()),
             logger,
             owner: PyString::new(py, "bridge").unbind(),
@@ -106,12 +111,12 @@ impl NativeBridge {
         args: Bound<'_, PyTuple>,
         kwargs: Option<Bound<'_, PyDict>>,
     ) -> PyResult<bool> {
-        let subject = self
-            .subjects
-            .get(event)
+        let carrier = self
+            .carriers
+            .get(event, |s| Arc::new(Event::new(s)))
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
         let frame = frame::push(args.unbind(), kwargs.map(Bound::unbind));
-        let report = match frame::publish_now(py, &self.bus, &self.runtime, Event::new(subject)) {
+        let report = match frame::publish_now(py, &self.bus, &self.runtime, carrier) {
             Ok(report) => report,
             Err(PublishError::Stopped { .. }) => {
                 self.logger.call_method1(

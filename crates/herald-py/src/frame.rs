@@ -4,8 +4,8 @@
 //! the frame for the publisher, and the publish itself is polled in place (`publish_now`).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use herald::{Bus, DispatchReport, Event, PublishError, Subject, SubjectError};
@@ -14,6 +14,7 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use rustc_hash::FxHashMap;
 
 use crate::FailureRow;
 
@@ -161,9 +162,9 @@ pub(crate) fn publish_now(
     py: Python<'_>,
     bus: &Bus,
     runtime: &tokio::runtime::Runtime,
-    event: Event,
+    event: Arc<Event>,
 ) -> Result<DispatchReport, PublishError> {
-    let mut publish = std::pin::pin!(bus.publish(event));
+    let mut publish = std::pin::pin!(bus.publish_shared(event));
     let mut cx = Context::from_waker(Waker::noop());
     match publish.as_mut().poll(&mut cx) {
         Poll::Ready(report) => report,
@@ -171,28 +172,37 @@ pub(crate) fn publish_now(
     }
 }
 
-/// Subjects already parsed, by their text: a publish of a name seen before skips parsing.
-/// Bounded: past `CAP` names, new ones are parsed each time and not kept.
-#[derive(Default)]
-pub(crate) struct Subjects(Mutex<HashMap<Box<str>, Subject>>);
+/// What a publish made from a name, kept by that name: a publish of a name seen before skips
+/// parsing it. Bounded: past `CAP` names, new ones are made each time and not kept.
+pub(crate) struct ByName<T>(Mutex<FxHashMap<Box<str>, T>>);
 
-impl Subjects {
+impl<T> Default for ByName<T> {
+    fn default() -> Self {
+        ByName(Mutex::default())
+    }
+}
+
+impl<T: Clone> ByName<T> {
     const CAP: usize = 4096;
 
-    /// The subject for `name`, parsed once.
+    /// The value for `name`, made once by `make` from its parsed subject.
     ///
     /// # Errors
     ///
     /// [`SubjectError`] naming what is wrong with `name`.
-    pub(crate) fn get(&self, name: &str) -> Result<Subject, SubjectError> {
-        if let Some(s) = self.0.lock().get(name) {
-            return Ok(s.clone());
+    pub(crate) fn get(
+        &self,
+        name: &str,
+        make: impl FnOnce(Subject) -> T,
+    ) -> Result<T, SubjectError> {
+        if let Some(v) = self.0.lock().get(name) {
+            return Ok(v.clone());
         }
-        let subject = Subject::new(name)?;
+        let value = make(Subject::new(name)?);
         let mut known = self.0.lock();
         if known.len() < Self::CAP {
-            known.insert(name.into(), subject.clone());
+            known.insert(name.into(), value.clone());
         }
-        Ok(subject)
+        Ok(value)
     }
 }

@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use herald::{
     sync_handler, BoxError, Bus, Event, Handler, Priority, SubscribeOptions, SubscriptionId,
@@ -150,7 +151,7 @@ struct NativeBus {
     subscriptions: Mutex<HashMap<u64, SubscriptionId>>,
     next: AtomicU64,
     /// Subjects parsed once, by name.
-    subjects: frame::Subjects,
+    subjects: frame::ByName<herald::Subject>,
     /// With `objects`: the last `history` objects passed to `dispatch`, newest last.
     kept: Option<Mutex<VecDeque<PyObject>>>,
     history: usize,
@@ -176,7 +177,7 @@ impl NativeBus {
             runtime,
             subscriptions: Mutex::new(HashMap::new()),
             next: AtomicU64::new(1),
-            subjects: frame::Subjects::default(),
+            subjects: frame::ByName::default(),
             kept: objects.then(|| Mutex::new(VecDeque::with_capacity(history))),
             history,
         })
@@ -246,7 +247,7 @@ impl NativeBus {
         priority: &str,
         event_id: Option<&str>,
     ) -> PyResult<(usize, Vec<FailureRow>)> {
-        let subject = self.subjects.get(subject).map_err(value_error)?;
+        let subject = self.subjects.get(subject, |s| s).map_err(value_error)?;
         let data: serde_json::Value = serde_json::from_str(data_json).map_err(value_error)?;
         let serde_json::Value::Object(data) = data else {
             return Err(PyValueError::new_err("data must be a JSON object"));
@@ -259,7 +260,7 @@ impl NativeBus {
             event = event.with_metadata(herald::EVENT_ID, id);
         }
         let frame = frame::push(PyTuple::empty(py).unbind(), None);
-        let report = frame::publish_now(py, &self.bus, &self.runtime, event)
+        let report = frame::publish_now(py, &self.bus, &self.runtime, Arc::new(event))
             .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
         let python_errors = frame.take_failures(&report);
         Ok((report.handlers_run, python_errors))
@@ -291,7 +292,7 @@ impl NativeBus {
                 )))
             }
         };
-        let herald_event = Event::new(self.subjects.get(subject).map_err(value_error)?)
+        let herald_event = Event::new(self.subjects.get(subject, |s| s).map_err(value_error)?)
             .with_source(source)
             .with_priority(priority);
         // Kept before the handlers run, as Herald's own ring records an event, and taken
@@ -306,7 +307,8 @@ impl NativeBus {
         }
         let ptr = event.as_ptr();
         let frame = frame::push(PyTuple::new(py, [event])?.unbind(), None);
-        let report = match frame::publish_now(py, &self.bus, &self.runtime, herald_event) {
+        let report = match frame::publish_now(py, &self.bus, &self.runtime, Arc::new(herald_event))
+        {
             Ok(report) => report,
             Err(e) => {
                 if let Some(ring) = ring {

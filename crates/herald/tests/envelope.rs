@@ -236,3 +236,28 @@ fn escaped_strings_and_duplicate_keys_read_like_serde_json_does() {
     assert_eq!(d.event.subject.as_str(), "c.d", "the last duplicate wins");
     assert_eq!(d.event.source, "s\u{e9}");
 }
+
+#[test]
+fn a_new_event_has_a_distinct_uuid_v7_correlation_id_from_its_own_timestamp() {
+    let ids: std::collections::BTreeSet<String> = (0..10_000)
+        .map(|_| {
+            let e = Event::new(subject("a.b"));
+            let id: uuid::Uuid = e.correlation_id.parse().expect("a UUID");
+            assert_eq!(id.get_version_num(), 7, "{id}");
+            assert_eq!(
+                e.correlation_id,
+                id.hyphenated().to_string(),
+                "lowercase, hyphenated"
+            );
+            let (secs, nanos) = id.get_timestamp().expect("v7 time").to_unix();
+            let at = e.timestamp.as_datetime();
+            assert_eq!(
+                (secs as i64, nanos / 1_000_000),
+                (at.unix_timestamp(), at.nanosecond() / 1_000_000),
+                "the id's milliseconds are the event's"
+            );
+            e.correlation_id
+        })
+        .collect();
+    assert_eq!(ids.len(), 10_000, "no two ids alike");
+}

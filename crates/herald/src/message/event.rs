@@ -133,17 +133,33 @@ pub struct Decoded {
     pub unknown_fields: usize,
 }
 
+/// A new correlation id: a UUIDv7 (RFC 9562) from `at`'s milliseconds and 74 bits of the
+/// thread's random generator (seeded from the OS once, not a system call per id), written
+/// as hyphenated lowercase hex.
+fn new_correlation_id(at: &Timestamp) -> String {
+    let at = at.as_datetime();
+    let millis = u64::try_from(at.unix_timestamp()).unwrap_or(0) * 1_000
+        + u64::from(at.nanosecond() / 1_000_000);
+    let random = rand::random::<u128>().to_le_bytes();
+    let mut bytes = [0u8; 10];
+    bytes.copy_from_slice(&random[..10]);
+    let id = uuid::Builder::from_unix_timestamp_millis(millis, &bytes).into_uuid();
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    id.hyphenated().encode_lower(&mut buf).to_owned()
+}
+
 impl Event {
     /// A new event on `subject` with empty data, source [`DEFAULT_SOURCE`], priority normal,
     /// the timestamp now, a new correlation id and the subject's last token as type.
     pub fn new(subject: Subject) -> Self {
+        let timestamp = Timestamp::now();
         Event {
             event_type: subject.last_token().to_owned(),
             subject,
             source: DEFAULT_SOURCE.to_owned(),
             data: Object::new(),
-            timestamp: Timestamp::now(),
-            correlation_id: uuid::Uuid::now_v7().to_string(),
+            correlation_id: new_correlation_id(&timestamp),
+            timestamp,
             priority: Priority::Normal,
             metadata: Object::new(),
         }
@@ -339,7 +355,7 @@ impl Fields<'_> {
             None => Timestamp::now(),
         };
         let correlation_id = string(self.correlation_id, "correlation_id")?
-            .map_or_else(|| uuid::Uuid::now_v7().to_string(), Cow::into_owned);
+            .map_or_else(|| new_correlation_id(&Timestamp::now()), Cow::into_owned);
         let priority = match string(self.priority, "priority")? {
             Some(p) => p.parse()?,
             None => Priority::Normal,
