@@ -82,6 +82,39 @@ async fn event_priority_drains_the_emit_queue_critical_first_then_in_emit_order(
     assert_eq!(*log.lock(), ["c1", "c2", "h1", "n1", "n2", "l1"]);
 }
 
+#[tokio::test(flavor = "current_thread")]
+async fn a_critical_event_emitted_during_a_batch_runs_before_the_rest_of_that_batch() {
+    let bus = Bus::new();
+    let log: Log = Default::default();
+    let (l, b) = (log.clone(), bus.clone());
+    let _s = bus
+        .subscribe(
+            ">",
+            sync_handler(move |e: &Event| {
+                let id = id_of(e);
+                // The first normal event's handler emits a critical one while the other
+                // normal events are already taken off the queue in the same batch.
+                if id == "n0" {
+                    b.emit(ev_id("q.x", "c").with_priority(Priority::Critical))
+                        .expect("emit");
+                }
+                l.lock().push(id);
+            }),
+        )
+        .expect("sub");
+    for i in 0..10 {
+        bus.emit(ev_id("q.x", &format!("n{i}"))).expect("emit");
+    }
+    bus.flush().await;
+    let want: Vec<String> = ["n0", "c"]
+        .into_iter()
+        .map(String::from)
+        .chain((1..10).map(|i| format!("n{i}")))
+        .collect();
+    assert_eq!(*log.lock(), want);
+    assert_eq!(bus.stats().events_dispatched, 11);
+}
+
 // ----- handler order -----
 
 #[tokio::test]

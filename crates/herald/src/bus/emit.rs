@@ -1,9 +1,8 @@
-//! The fire-and-forget path: `Bus::emit`/`emit_wait`, the bounded emit queue (a heap ordered
-//! by event priority, critical first, then emit order) and the dispatcher task that drains it.
+//! The fire-and-forget path: `Bus::emit`/`emit_wait`, the bounded emit queue (one FIFO lane
+//! per event priority, critical first, then emit order) and the dispatcher task that drains it.
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
-use std::sync::atomic::Ordering::{Acquire, Release, SeqCst};
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 
@@ -19,34 +18,43 @@ use std::sync::Weak;
 pub(crate) struct Item {
     pub(crate) event: Arc<Event>,
     pub(crate) depth: u32,
-    key: (Priority, Reverse<u64>),
 }
 
-impl PartialEq for Item {
-    fn eq(&self, other: &Self) -> bool {
-        self.key == other.key
-    }
+/// One FIFO lane per priority, critical first: a push and a pop are O(1), and popping the
+/// first non-empty lane gives the most urgent event, equal priorities in emit order.
+struct Lanes {
+    lanes: [VecDeque<Item>; 4],
+    len: usize,
+    /// The lane of the last item of the batch being dispatched (`NONE` between batches): a
+    /// push to a more urgent lane preempts the rest of that batch.
+    draining: usize,
 }
-impl Eq for Item {}
-impl PartialOrd for Item {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Item {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.key.cmp(&other.key)
+
+impl Default for Lanes {
+    fn default() -> Self {
+        Lanes {
+            lanes: Default::default(),
+            len: 0,
+            draining: Lanes::NONE,
+        }
     }
 }
 
-#[derive(Default)]
-struct Heap {
-    heap: BinaryHeap<Item>,
-    seq: u64,
+impl Lanes {
+    const NONE: usize = 4;
+
+    fn lane(priority: Priority) -> usize {
+        match priority {
+            Priority::Critical => 0,
+            Priority::High => 1,
+            Priority::Normal => 2,
+            Priority::Low => 3,
+        }
+    }
 }
 
 pub(crate) struct Queue {
-    heap: Mutex<Heap>,
+    lanes: Mutex<Lanes>,
     capacity: usize,
     /// Queued plus in flight: zero means idle.
     pending: AtomicUsize,
@@ -56,12 +64,15 @@ pub(crate) struct Queue {
     pub(crate) closed: AtomicBool,
     /// A dispatcher task is running for this queue.
     pub(crate) alive: AtomicBool,
+    /// An event more urgent than the rest of the batch in hand was queued: the dispatcher
+    /// puts that rest back and takes the urgent one first.
+    preempt: AtomicBool,
 }
 
 impl Queue {
     pub(crate) fn new(capacity: usize) -> Arc<Self> {
         Arc::new(Queue {
-            heap: Mutex::new(Heap::default()),
+            lanes: Mutex::new(Lanes::default()),
             capacity,
             pending: AtomicUsize::new(0),
             ready: Notify::new(),
@@ -69,6 +80,7 @@ impl Queue {
             space: Notify::new(),
             closed: AtomicBool::new(false),
             alive: AtomicBool::new(false),
+            preempt: AtomicBool::new(false),
         })
     }
 
@@ -78,32 +90,63 @@ impl Queue {
 
     /// Queues the event, or gives it back when full.
     pub(crate) fn push(&self, event: Arc<Event>, depth: u32) -> Result<(), Arc<Event>> {
-        let mut heap = self.heap.lock();
-        if heap.heap.len() >= self.capacity {
+        let mut lanes = self.lanes.lock();
+        if lanes.len >= self.capacity {
             return Err(event);
         }
-        heap.seq += 1;
-        let key = (event.priority, Reverse(heap.seq));
-        heap.heap.push(Item { event, depth, key });
+        lanes.len += 1;
+        let lane = Lanes::lane(event.priority);
+        if lane < lanes.draining {
+            self.preempt.store(true, Relaxed);
+        }
+        lanes.lanes[lane].push_back(Item { event, depth });
         self.pending.fetch_add(1, SeqCst);
-        drop(heap);
+        drop(lanes);
         self.ready.notify_one();
         Ok(())
     }
 
     /// Takes up to `max` items, most urgent first, and wakes producers waiting for room.
     pub(crate) fn pop_batch(&self, max: usize, out: &mut Vec<Item>) {
-        let mut heap = self.heap.lock();
-        for _ in 0..max {
-            match heap.heap.pop() {
-                Some(item) => out.push(item),
-                None => break,
+        let mut lanes = self.lanes.lock();
+        // A producer waits only after finding the queue full; the first pop after that
+        // finds it full too, so only such a pop has anyone to wake.
+        let was_full = lanes.len >= self.capacity;
+        let mut room = max;
+        let mut draining = Lanes::NONE;
+        for (i, lane) in lanes.lanes.iter_mut().enumerate() {
+            let n = room.min(lane.len());
+            if n > 0 {
+                out.extend(lane.drain(..n));
+                draining = i;
+            }
+            room -= n;
+            if room == 0 {
+                break;
             }
         }
-        drop(heap);
-        if !out.is_empty() {
+        lanes.len -= max - room;
+        lanes.draining = draining;
+        self.preempt.store(false, Relaxed);
+        drop(lanes);
+        if was_full && room < max {
             self.space.notify_waiters();
         }
+    }
+
+    /// Whether a more urgent event than the rest of the batch in hand has been queued.
+    pub(crate) fn preempted(&self) -> bool {
+        self.preempt.load(Relaxed)
+    }
+
+    /// Puts the undispatched rest of a batch back at the front of its lanes, in order.
+    pub(crate) fn requeue(&self, rest: impl DoubleEndedIterator<Item = Item>) {
+        let mut lanes = self.lanes.lock();
+        for item in rest.rev() {
+            lanes.len += 1;
+            lanes.lanes[Lanes::lane(item.event.priority)].push_front(item);
+        }
+        lanes.draining = Lanes::NONE;
     }
 
     /// Queues the event, waiting for room while the queue is full.
@@ -126,7 +169,7 @@ impl Queue {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.heap.lock().heap.len()
+        self.lanes.lock().len
     }
 
     /// Marks `n` popped items as finished.
@@ -258,8 +301,8 @@ fn unshare(event: Arc<Event>) -> Box<Event> {
 }
 
 /// How many queued events the dispatcher takes per lock. A more urgent event that arrives
-/// meanwhile waits for at most this many.
-const BATCH: usize = 32;
+/// meanwhile preempts the rest of the batch: it waits for one dispatch at most.
+const BATCH: usize = 256;
 
 /// Clears the queue's `alive` flag however the dispatcher ends (returns, or is dropped with
 /// its runtime).
@@ -294,13 +337,20 @@ async fn run_dispatcher(
             let Some(inner) = bus.upgrade() else {
                 return;
             };
-            let n = batch.len();
-            for item in batch.drain(..) {
+            let mut done = 0;
+            let mut items = batch.drain(..);
+            while let Some(item) = items.next() {
                 // The emitting handler ran at depth - 1; deliver() refuses beyond the maximum.
                 let _ = inner.deliver(item.event, item.depth).await;
+                done += 1;
+                if queue.preempted() {
+                    queue.requeue(items.by_ref());
+                    break;
+                }
             }
+            drop(items);
             drop(inner);
-            queue.done(n);
+            queue.done(done);
         }
         if stopping || queue.closed.load(SeqCst) {
             return;
@@ -328,7 +378,7 @@ mod tests {
     }
 
     #[test]
-    fn the_heap_pops_critical_first_and_equal_priorities_in_emit_order() {
+    fn the_lanes_pop_critical_first_and_equal_priorities_in_emit_order() {
         let q = Queue::new(10);
         for (s, p) in [
             ("l1", Priority::Low),
@@ -347,7 +397,7 @@ mod tests {
     }
 
     #[test]
-    fn a_full_heap_gives_the_event_back_and_a_pop_makes_room() {
+    fn a_full_queue_gives_the_event_back_and_a_pop_makes_room() {
         let q = Queue::new(2);
         q.push(ev("a", Priority::Normal), 1)
             .map_err(drop)
