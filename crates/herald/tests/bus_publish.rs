@@ -457,3 +457,70 @@ async fn subscribers_churning_during_concurrent_publishes_never_disturb_the_stab
         "every churned subscription was removed"
     );
 }
+
+// ----- statistics under many threads -----
+
+#[test]
+fn counts_stay_exact_with_more_publishing_threads_than_owned_stripes_and_threads_coming_and_going()
+{
+    let bus = {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let _g = rt.enter();
+        Bus::new()
+    };
+    let heard = Arc::new(AtomicUsize::new(0));
+    let h = heard.clone();
+    let _s = bus
+        .subscribe(
+            "stats.>",
+            sync_handler(move |_: &Event| {
+                h.fetch_add(1, Ordering::Relaxed);
+            }),
+        )
+        .expect("sub");
+    // Three waves of 40 threads: more than the 16 owned stripes at once, and stripes handed
+    // back by finished threads taken again by new ones.
+    for _wave in 0..3 {
+        std::thread::scope(|s| {
+            for _ in 0..40 {
+                let bus = bus.clone();
+                s.spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .build()
+                        .expect("runtime");
+                    rt.block_on(async {
+                        for _ in 0..500 {
+                            bus.publish(ev("stats.x")).await.expect("publish");
+                        }
+                    });
+                });
+            }
+        });
+    }
+    let stats = bus.stats();
+    assert_eq!(heard.load(Ordering::Relaxed), 3 * 40 * 500);
+    assert_eq!(stats.events_published, 3 * 40 * 500);
+    assert_eq!(stats.events_dispatched, 3 * 40 * 500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_stay_exact_when_an_async_dispatch_resumes_on_another_thread() {
+    let bus = Bus::new();
+    let _s = bus
+        .subscribe(
+            "hop.>",
+            handler_fn(|_e: Arc<Event>| async {
+                // Yielding lets the publishing task resume on the other worker thread.
+                tokio::task::yield_now().await;
+                Ok::<(), BoxError>(())
+            }),
+        )
+        .expect("sub");
+    let acked = publish_from_tasks(&bus, "hop.x", 8, 2_000).await;
+    let stats = bus.stats();
+    assert_eq!(acked.len(), 16_000);
+    assert_eq!(stats.events_published, 16_000);
+    assert_eq!(stats.events_dispatched, 16_000);
+}

@@ -421,8 +421,7 @@ impl Inner {
                 subject: event.subject.to_string(),
             });
         }
-        let hot = self.counters.hot();
-        hot.add_published();
+        self.counters.hot().add_published();
         self.history.record(&event);
         let matched = self.routes.lookup(&event.subject);
         if matched.entries.is_empty() {
@@ -433,7 +432,9 @@ impl Inner {
         } else {
             depth::at_depth(depth, dispatch::dispatch(&matched, &event)).await
         };
-        hot.add_dispatched(report.handlers_run);
+        // Looked up again: an async dispatch may have moved this task to another thread,
+        // and a stripe is written only by the thread that owns it.
+        self.counters.hot().add_dispatched(report.handlers_run);
         if !report.is_ok() {
             self.counters.record_failures(&report);
         }

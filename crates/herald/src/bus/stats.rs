@@ -29,7 +29,7 @@ pub struct BusStats {
     pub queued: u64,
 }
 
-/// How many stripes the hot counters are split into.
+/// How many threads at once count on a stripe of their own; more count on a shared one.
 const STRIPES: usize = 16;
 
 /// One cache line per stripe, so publishers on different threads never share one.
@@ -40,19 +40,63 @@ pub(crate) struct Stripe {
     dispatched: AtomicU64,
 }
 
-/// This thread's stripe: handed out round robin when the thread first counts.
-fn stripe_index() -> usize {
-    use std::sync::atomic::AtomicUsize;
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static INDEX: usize = NEXT.fetch_add(1, Relaxed) % STRIPES;
-    }
-    INDEX.with(|i| *i)
+/// A thread's lease on an owned stripe index, given back when the thread ends.
+struct Lease(Option<usize>);
+
+fn free_stripes() -> &'static parking_lot::Mutex<Vec<usize>> {
+    static FREE: std::sync::OnceLock<parking_lot::Mutex<Vec<usize>>> = std::sync::OnceLock::new();
+    FREE.get_or_init(|| parking_lot::Mutex::new((0..STRIPES).rev().collect()))
 }
 
-/// The bus's counters. The two that every publish touches are striped per thread, so that
-/// concurrent publishers do not fight over one cache line; a snapshot adds the stripes up
-/// (exact once the publishes it should see have returned).
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(i) = self.0.take() {
+            free_stripes().lock().push(i);
+        }
+    }
+}
+
+thread_local! {
+    static LEASE: Lease = Lease(free_stripes().lock().pop());
+}
+
+/// This thread's stripe index if it owns one (no other live thread writes it), else `None`.
+fn owned_stripe() -> Option<usize> {
+    LEASE.try_with(|l| l.0).ok().flatten()
+}
+
+/// This thread's hot counters in one bus: its own stripe, written without a read-modify-
+/// write (it is the only writer), or the shared stripe past `STRIPES` threads.
+/// Not `Send`: held across an `.await`, it could be written from a thread that does not own
+/// its stripe.
+pub(crate) struct Hot<'a> {
+    stripe: &'a Stripe,
+    owned: bool,
+    _this_thread: std::marker::PhantomData<*const ()>,
+}
+
+impl Hot<'_> {
+    fn add(&self, counter: &AtomicU64, n: u64) {
+        if self.owned {
+            counter.store(counter.load(Relaxed) + n, Relaxed);
+        } else {
+            counter.fetch_add(n, Relaxed);
+        }
+    }
+    pub(crate) fn add_published(&self) {
+        self.add(&self.stripe.published, 1);
+    }
+    pub(crate) fn add_dispatched(&self, n: usize) {
+        if n > 0 {
+            self.add(&self.stripe.dispatched, n as u64);
+        }
+    }
+}
+
+/// The bus's counters. The two that every publish touches are striped per thread: up to
+/// `STRIPES` live threads each own a stripe, which only they write (a load and a store, no
+/// locked instruction), and more threads share one more stripe with atomic adds. A snapshot
+/// adds the stripes up (exact once the publishes it should see have returned).
 pub(crate) struct Counters {
     hot: Box<[Stripe]>,
     errors: AtomicU64,
@@ -66,7 +110,7 @@ pub(crate) struct Counters {
 impl Default for Counters {
     fn default() -> Self {
         Counters {
-            hot: (0..STRIPES).map(|_| Stripe::default()).collect(),
+            hot: (0..=STRIPES).map(|_| Stripe::default()).collect(),
             errors: AtomicU64::new(0),
             panics: AtomicU64::new(0),
             refused_stopped: AtomicU64::new(0),
@@ -77,21 +121,21 @@ impl Default for Counters {
     }
 }
 
-impl Stripe {
-    pub(crate) fn add_published(&self) {
-        self.published.fetch_add(1, Relaxed);
-    }
-    pub(crate) fn add_dispatched(&self, n: usize) {
-        if n > 0 {
-            self.dispatched.fetch_add(n as u64, Relaxed);
-        }
-    }
-}
-
 impl Counters {
     /// This thread's stripe of the hot counters (look it up once per publish).
-    pub(crate) fn hot(&self) -> &Stripe {
-        &self.hot[stripe_index()]
+    pub(crate) fn hot(&self) -> Hot<'_> {
+        match owned_stripe() {
+            Some(i) => Hot {
+                stripe: &self.hot[i],
+                owned: true,
+                _this_thread: std::marker::PhantomData,
+            },
+            None => Hot {
+                stripe: &self.hot[STRIPES],
+                owned: false,
+                _this_thread: std::marker::PhantomData,
+            },
+        }
     }
     /// Counts the failures of one dispatch report.
     pub(crate) fn record_failures(&self, report: &DispatchReport) {
