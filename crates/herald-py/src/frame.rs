@@ -13,7 +13,8 @@ use parking_lot::Mutex;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use pyo3::sync::GILOnceCell;
+use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 use rustc_hash::FxHashMap;
 
 use crate::FailureRow;
@@ -138,7 +139,7 @@ pub(crate) fn call_in_frame(
     let result = callback
         .bind(py)
         .call(args.bind(py), kwargs.as_ref().map(|k| k.bind(py)))?;
-    if !result.is_none() && result.hasattr(intern!(py, "__await__"))? {
+    if !result.is_none() && awaitable(py, &result)? {
         let owner = owner.clone_ref(py);
         FRAMES.with(|f| {
             if let Some(frame) = f.borrow_mut().last_mut() {
@@ -147,6 +148,19 @@ pub(crate) fn call_in_frame(
         });
     }
     Ok(())
+}
+
+/// Whether a handler's result is to be awaited: a coroutine (what an `async def` returns,
+/// told by its type at once) or anything else with `__await__`.
+fn awaitable(py: Python<'_>, result: &Bound<'_, PyAny>) -> PyResult<bool> {
+    static COROUTINE: GILOnceCell<Py<PyType>> = GILOnceCell::new();
+    if result
+        .get_type()
+        .is(COROUTINE.import(py, "types", "CoroutineType")?)
+    {
+        return Ok(true);
+    }
+    result.hasattr(intern!(py, "__await__"))
 }
 
 /// Publishes and waits for every handler. Every handler of the buses this module makes is
