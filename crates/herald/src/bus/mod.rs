@@ -421,23 +421,35 @@ impl Inner {
                 subject: event.subject.to_string(),
             });
         }
-        self.counters.hot().add_published();
-        self.history.record(&event);
-        let matched = self.routes.lookup(&event.subject);
-        if matched.entries.is_empty() {
-            return Ok(DispatchReport::default());
-        }
-        let report = if matched.all_sync {
-            depth::with_depth(depth, || dispatch::dispatch_sync(&matched, &event))
-        } else {
-            depth::at_depth(depth, dispatch::dispatch(&matched, &event)).await
+        let matched = {
+            // This thread's counters, held only where the task cannot move to another
+            // thread: a stripe is written only by the thread that owns it.
+            let hot = self.counters.hot();
+            hot.add_published();
+            self.history.record(&event);
+            let matched = self.routes.lookup(&event.subject);
+            if matched.entries.is_empty() {
+                return Ok(DispatchReport::default());
+            }
+            if matched.all_sync {
+                let report = depth::with_depth(depth, || dispatch::dispatch_sync(&matched, &event));
+                hot.add_dispatched(report.handlers_run);
+                return Ok(self.counted(report));
+            }
+            matched
         };
-        // Looked up again: an async dispatch may have moved this task to another thread,
-        // and a stripe is written only by the thread that owns it.
+        let report = depth::at_depth(depth, dispatch::dispatch(&matched, &event)).await;
+        // Looked up again: the async dispatch may have moved this task to another thread.
         self.counters.hot().add_dispatched(report.handlers_run);
+        Ok(self.counted(report))
+    }
+
+    /// Counts a report's failures; returns it.
+    #[inline]
+    fn counted(&self, report: DispatchReport) -> DispatchReport {
         if !report.is_ok() {
             self.counters.record_failures(&report);
         }
-        Ok(report)
+        report
     }
 }
