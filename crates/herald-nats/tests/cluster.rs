@@ -36,10 +36,17 @@ async fn r3_publishes_survive_killing_one_node_at_a_time() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let highest = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let gaps: Arc<Mutex<Vec<Duration>>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let publisher = {
-        let (js, acked, gaps, stop) = (js.clone(), acked.clone(), gaps.clone(), stop.clone());
+        let (js, acked, gaps, stop, highest) = (
+            js.clone(),
+            acked.clone(),
+            gaps.clone(),
+            stop.clone(),
+            highest.clone(),
+        );
         tokio::spawn(async move {
             let subject = Subject::new("cluster.events").expect("subject");
             let mut last = Instant::now();
@@ -47,9 +54,11 @@ async fn r3_publishes_survive_killing_one_node_at_a_time() {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let e =
                     Event::new(subject.clone()).with_metadata(herald::EVENT_ID, format!("c-{i}"));
-                js.publish_retrying(&e, Duration::from_secs(60))
+                let (ack, _) = js
+                    .publish_retrying(&e, Duration::from_secs(60))
                     .await
                     .expect("acknowledged within 60 s");
+                highest.fetch_max(ack.sequence, std::sync::atomic::Ordering::Relaxed);
                 gaps.lock().push(last.elapsed());
                 last = Instant::now();
                 acked.lock().push(format!("c-{i}"));
@@ -67,9 +76,11 @@ async fn r3_publishes_survive_killing_one_node_at_a_time() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     publisher.await.expect("publisher");
     let acked: BTreeSet<String> = acked.lock().iter().cloned().collect();
-    // Read the stream back to the leader's last sequence: every stored id, once.
+    // Read the stream back to the leader's last sequence, and at least to the highest one
+    // acknowledged: every stored id, once.
+    let highest = highest.load(std::sync::atomic::Ordering::Relaxed);
     let stored: Vec<String> = js
-        .read_stream("CLUSTER", Duration::from_secs(30))
+        .read_stream_to("CLUSTER", highest, Duration::from_secs(30))
         .await
         .expect("read the stream back")
         .iter()

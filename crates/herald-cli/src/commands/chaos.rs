@@ -79,10 +79,11 @@ async fn connect(urls: Vec<String>, name: &str) -> Result<Nats, CliError> {
         .map_err(|e| other(herald::report(&e)))
 }
 
-/// Every event id the stream holds, to its leader's last sequence.
-async fn stored_ids(js: &JetStream, stream: &str) -> Result<Vec<String>, CliError> {
+/// Every event id the stream holds, to its leader's last sequence and at least to
+/// `highest` (the highest sequence acknowledged).
+async fn stored_ids(js: &JetStream, stream: &str, highest: u64) -> Result<Vec<String>, CliError> {
     let messages = js
-        .read_stream(stream, Duration::from_secs(60))
+        .read_stream_to(stream, highest, Duration::from_secs(60))
         .await
         .map_err(|e| other(herald::report(&e)))?;
     Ok(messages
@@ -118,20 +119,22 @@ async fn jetstream(
             let subject = Subject::new("chaos.events").map_err(other)?;
             let mut ids = Vec::with_capacity(n as usize);
             let mut retries = 0u64;
+            let mut highest = 0u64;
             for i in 0..n {
                 let id = format!("e{i}");
                 let e = Event::new(subject.clone()).with_metadata(herald::EVENT_ID, id.as_str());
                 let t = Instant::now();
-                let (_, r) = js
+                let (ack, r) = js
                     .publish_retrying(&e, Duration::from_secs(120))
                     .await
                     .map_err(|e| other(herald::report(&e)))?;
+                highest = highest.max(ack.sequence);
                 latencies.lock().push(t.elapsed().as_secs_f64() * 1000.0);
                 retries += u64::from(r);
                 ids.push(id);
                 acked.fetch_add(1, Ordering::Relaxed);
             }
-            Ok::<_, CliError>((ids, retries))
+            Ok::<_, CliError>((ids, retries, highest))
         })
     };
     let mut reconnects = Vec::new();
@@ -152,11 +155,11 @@ async fn jetstream(
         }
         reconnects.push(restarted.elapsed().as_secs_f64() * 1000.0);
     }
-    let (ids, retries) = publisher.await.map_err(other)??;
+    let (ids, retries, highest) = publisher.await.map_err(other)??;
     // A cluster may still be electing after the last kill: read back within 30 s.
     let read_from = Instant::now();
     let stored = loop {
-        match stored_ids(&js, "CHAOS").await {
+        match stored_ids(&js, "CHAOS", highest).await {
             Ok(s) => break s,
             Err(e) if read_from.elapsed() < Duration::from_secs(30) => {
                 tracing::debug!("reading the stream back: {e}");

@@ -56,6 +56,26 @@ impl JetStream {
         name: &str,
         wait: Duration,
     ) -> Result<Vec<StoredMessage>, NatsError> {
+        self.read_stream_to(name, 0, wait).await
+    }
+
+    /// [`JetStream::read_stream`] to at least `sequence` (the highest a publisher was
+    /// acknowledged, say), should the leader report less: a leader elected a moment ago may
+    /// not have applied every entry it holds.
+    ///
+    /// # Errors
+    ///
+    /// As [`JetStream::read_stream`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`JetStream::read_stream`].
+    pub async fn read_stream_to(
+        &self,
+        name: &str,
+        sequence: u64,
+        wait: Duration,
+    ) -> Result<Vec<StoredMessage>, NatsError> {
         let deadline = Instant::now() + wait;
         // Stream info is answered by the stream's leader; during an election it fails.
         let summary = loop {
@@ -65,8 +85,9 @@ impl JetStream {
                 Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
         };
+        let last = summary.last_sequence.max(sequence);
         let mut out = Vec::with_capacity(usize::try_from(summary.messages).unwrap_or(0));
-        if summary.messages == 0 {
+        if last == 0 {
             return Ok(out);
         }
         let consumer = self
@@ -83,13 +104,10 @@ impl JetStream {
             .await
             .map_err(|e| NatsError::js(format!("create a reader on stream {name}"), e))?;
         let mut reached = 0;
-        while reached < summary.last_sequence {
+        while reached < last {
             if Instant::now() >= deadline {
                 return Err(NatsError::Timeout {
-                    subject: format!(
-                        "stream {name} read to sequence {reached} of {}",
-                        summary.last_sequence
-                    ),
+                    subject: format!("stream {name} read to sequence {reached} of {last}"),
                     timeout: wait,
                 });
             }
