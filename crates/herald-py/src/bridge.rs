@@ -128,6 +128,9 @@ impl NativeBridge {
             }
             Err(e) => return Err(PyRuntimeError::new_err(e.to_string())),
         };
+        if let Some(interrupt) = frame.take_interrupt() {
+            return Err(interrupt);
+        }
         for (_owner, kind, message, _traceback) in frame.take_failures(&report) {
             self.logger.call_method1(
                 py,

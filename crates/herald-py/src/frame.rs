@@ -26,6 +26,9 @@ struct Frame {
     kwargs: Option<Py<PyDict>>,
     pending: Vec<(Py<PyString>, PyObject)>,
     failures: Vec<FailureRow>,
+    /// A `BaseException` that is not an `Exception` (`KeyboardInterrupt`, `SystemExit`)
+    /// raised by a handler: not isolated, it ends the publish and is raised to its caller.
+    interrupt: Option<PyErr>,
 }
 
 thread_local! {
@@ -48,6 +51,7 @@ pub(crate) fn push(args: Py<PyTuple>, kwargs: Option<Py<PyDict>>) -> FrameGuard 
             kwargs,
             pending: Vec::new(),
             failures: Vec::new(),
+            interrupt: None,
         });
         FrameGuard { below }
     })
@@ -70,6 +74,16 @@ impl FrameGuard {
             return Ok(None);
         }
         PyList::new(py, pending).map(Some)
+    }
+
+    /// The `KeyboardInterrupt` or `SystemExit` a handler of this publish raised, if any: the
+    /// caller raises it instead of returning.
+    pub(crate) fn take_interrupt(&self) -> Option<PyErr> {
+        FRAMES.with(|f| {
+            f.borrow_mut()
+                .get_mut(self.below)
+                .and_then(|frame| frame.interrupt.take())
+        })
     }
 
     /// The `(owner, type, message, traceback)` of every handler of this publish that
@@ -95,6 +109,25 @@ impl FrameGuard {
         }
         rows
     }
+}
+
+/// Keeps a handler's `KeyboardInterrupt` or `SystemExit` in the innermost frame of this
+/// thread: the publish's other handlers are skipped and its caller gets it raised.
+pub(crate) fn record_interrupt(err: PyErr) {
+    FRAMES.with(|f| {
+        if let Some(frame) = f.borrow_mut().last_mut() {
+            frame.interrupt.get_or_insert(err);
+        }
+    });
+}
+
+/// Whether a handler of the innermost publish of this thread was interrupted.
+pub(crate) fn interrupted() -> bool {
+    FRAMES.with(|f| {
+        f.borrow()
+            .last()
+            .is_some_and(|frame| frame.interrupt.is_some())
+    })
 }
 
 /// Keeps a handler's exception in the innermost frame of this thread, for its publisher.

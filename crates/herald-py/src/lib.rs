@@ -11,7 +11,7 @@ use herald::{
     sync_handler, BoxError, Bus, Event, Handler, Priority, SubscribeOptions, SubscriptionId,
 };
 use parking_lot::Mutex;
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyException, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
@@ -113,6 +113,9 @@ fn value_error(e: impl std::fmt::Display) -> PyErr {
 pub(crate) fn python_handler(owner: Py<PyString>, callback: PyObject, objects: bool) -> Handler {
     sync_handler(move |e: &Event| -> Result<(), BoxError> {
         Python::with_gil(|py| {
+            if frame::interrupted() {
+                return Err("skipped: an earlier handler of this publish was interrupted".into());
+            }
             let called = if objects {
                 frame::call_in_frame(py, &owner, &callback)
             } else {
@@ -129,6 +132,9 @@ pub(crate) fn python_handler(owner: Py<PyString>, callback: PyObject, objects: b
             };
             called.map_err(|err| {
                 let pe = python_error(py, &err);
+                if !err.is_instance_of::<PyException>(py) {
+                    frame::record_interrupt(err);
+                }
                 frame::record_failure((
                     owner.to_string(),
                     pe.kind.clone(),
@@ -262,6 +268,9 @@ impl NativeBus {
         let frame = frame::push(PyTuple::empty(py).unbind(), None);
         let report = frame::publish_now(py, &self.bus, &self.runtime, Arc::new(event))
             .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        if let Some(interrupt) = frame.take_interrupt() {
+            return Err(interrupt);
+        }
         let python_errors = frame.take_failures(&report);
         Ok((report.handlers_run, python_errors))
     }
@@ -320,6 +329,9 @@ impl NativeBus {
                 return Err(PyRuntimeError::new_err(e.to_string()));
             }
         };
+        if let Some(interrupt) = frame.take_interrupt() {
+            return Err(interrupt);
+        }
         let failures = frame.take_failures(&report);
         Ok((
             frame.take_pending(py)?,

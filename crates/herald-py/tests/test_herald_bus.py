@@ -148,3 +148,44 @@ def test_bridge_handlers_get_each_publishs_arguments_even_when_nested():
     assert got == []
     bridge.stop()
     assert not bridge.is_active
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, SystemExit])
+def test_ctrl_c_in_a_handler_is_not_isolated_it_ends_the_publish(exc):
+    # Ctrl-C while a handler runs arrives as KeyboardInterrupt inside it: it is raised to
+    # the publisher (the handlers after it are skipped), never swallowed as a failure.
+    got = []
+
+    def interrupted(*_a, **_k):
+        raise exc()
+
+    bus = NativeBus()
+    bus.subscribe("t", "a", interrupted)
+    bus.subscribe("t", "b", lambda *a: got.append("b"))
+    with pytest.raises(exc):
+        bus.publish("t")
+    assert got == []
+
+    bridge = EventBridge()
+    bridge.start()
+    bridge.subscribe("t", interrupted)
+    bridge.subscribe("t", lambda *a, **k: got.append("bridge"))
+    with pytest.raises(exc):
+        bridge.publish("t", 1)
+    assert got == []
+    # The bridge goes on working after it.
+    bridge.unsubscribe("t", interrupted)
+    assert bridge.publish("t", 2) is True
+    assert got == ["bridge"]
+
+
+@pytest.mark.asyncio
+async def test_ctrl_c_in_an_event_bus_handler_reaches_the_awaiting_caller():
+    bus = EventBus()
+
+    def interrupted(_e):
+        raise KeyboardInterrupt()
+
+    bus.subscribe("k.*", interrupted, "a")
+    with pytest.raises(KeyboardInterrupt):
+        await bus.publish(Event("k.x", {}, "src"))

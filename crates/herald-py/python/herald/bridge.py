@@ -9,7 +9,8 @@ A publish while the bridge is stopped is **refused and counted**, never dropped 
 ``publish`` returns ``False``, logs a warning on the ``herald.bridge`` logger, and
 ``stats()['refused_stopped']`` (Herald's counter) grows by one. A handler's exception is
 isolated: logged on ``herald.bridge``, counted in ``stats()['handler_errors']``, and the
-other handlers still run.
+other handlers still run. ``KeyboardInterrupt`` and ``SystemExit`` are not isolated: they
+reach the caller of ``publish``.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ the NATS way (``trivia.*.ended``: one token in the middle).
 
 Handlers may be ``async def`` (run on the caller's event loop, in Herald's dispatch order)
 or plain functions. A handler's exception is isolated: logged, counted in
-``get_stats()['handler_errors']``, and the other handlers still run.
+``get_stats()['handler_errors']``, and the other handlers still run. ``KeyboardInterrupt``
+and ``SystemExit`` are not isolated: they reach the caller of ``publish``.
 
 The ``Event`` object itself travels through Herald's bus (no JSON on the way): Herald routes,
 orders, isolates and counts it, every handler gets the very object published, as in the
