@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::handler::Failure;
+use crate::handler::{run_async, Failure, Start};
 use crate::message::event::Event;
 use crate::route::{Entry, Matched, SubscriptionId};
 
@@ -79,9 +79,9 @@ pub(crate) fn dispatch_sync(matched: &Matched, event: &Event) -> DispatchReport 
 pub(crate) async fn dispatch(matched: &Matched, event: &Arc<Event>) -> DispatchReport {
     let mut report = DispatchReport::default();
     for entry in matched.entries.iter() {
-        let result = match entry.handler.call_sync(event) {
-            Some(result) => result,
-            None => entry.handler.call(event).await,
+        let result = match entry.handler.start(event) {
+            Start::Done(result) => result,
+            Start::Async(f) => run_async(f, event.clone()).await,
         };
         record(&mut report, entry, event, result);
     }

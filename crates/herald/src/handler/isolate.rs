@@ -102,7 +102,7 @@ fn panic_failure(payload: Box<dyn Any + Send>) -> Failure {
     }
 }
 
-pub(super) async fn run_async(f: &AsyncFn, event: Arc<Event>) -> Result<(), Failure> {
+pub(crate) async fn run_async(f: &AsyncFn, event: Arc<Event>) -> Result<(), Failure> {
     from_handler_result(catch(|| f(event)).await)
 }
 

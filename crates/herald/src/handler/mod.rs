@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::message::event::Event;
 
+pub(crate) use isolate::run_async;
 pub use isolate::{isolate, Failure, FailureKind};
 
 /// A boxed error, as handlers return it.
@@ -62,7 +63,7 @@ pub trait Handle: Send + Sync + 'static {
 }
 
 type SyncFn = dyn Fn(&Event) -> HandlerResult + Send + Sync;
-type AsyncFn = dyn Fn(Arc<Event>) -> BoxFuture<HandlerResult> + Send + Sync;
+pub(crate) type AsyncFn = dyn Fn(Arc<Event>) -> BoxFuture<HandlerResult> + Send + Sync;
 
 #[derive(Clone)]
 enum Kind {
@@ -159,7 +160,6 @@ impl Handler {
     }
 
     /// Runs a synchronous handler inline; `None` for an async one.
-    /// A synchronous handler run in place; `None` for an async handler.
     #[inline]
     pub(crate) fn call_sync(&self, event: &Event) -> Option<Result<(), Failure>> {
         match &self.0 {
@@ -167,6 +167,25 @@ impl Handler {
             Kind::Async(_) => None,
         }
     }
+
+    /// Starts the handler: a synchronous one runs inline and is done; an async one is
+    /// handed back for the caller to run with [`run_async`], one future fewer than
+    /// [`Handler::call`] (what a dispatch awaits).
+    #[inline]
+    pub(crate) fn start(&self, event: &Event) -> Start<'_> {
+        match &self.0 {
+            Kind::Sync(f) => Start::Done(isolate::run_sync(f.as_ref(), event)),
+            Kind::Async(f) => Start::Async(f.as_ref()),
+        }
+    }
+}
+
+/// What [`Handler::start`] gives back.
+pub(crate) enum Start<'a> {
+    /// A synchronous handler ran.
+    Done(Result<(), Failure>),
+    /// An async handler, to run with [`run_async`].
+    Async(&'a AsyncFn),
 }
 
 impl<H: Handle> From<H> for Handler {
