@@ -128,7 +128,7 @@ impl NativeBridge {
             }
             Err(e) => return Err(PyRuntimeError::new_err(e.to_string())),
         };
-        if let Some(interrupt) = frame.take_interrupt() {
+        if let Some(interrupt) = frame.take_interrupt(py) {
             return Err(interrupt);
         }
         for (_owner, kind, message, _traceback) in frame.take_failures(&report) {

@@ -77,13 +77,20 @@ impl FrameGuard {
     }
 
     /// The `KeyboardInterrupt` or `SystemExit` a handler of this publish raised, if any: the
-    /// caller raises it instead of returning.
-    pub(crate) fn take_interrupt(&self) -> Option<PyErr> {
-        FRAMES.with(|f| {
-            f.borrow_mut()
-                .get_mut(self.below)
-                .and_then(|frame| frame.interrupt.take())
-        })
+    /// caller raises it instead of returning. The awaitables that handlers before it
+    /// returned are closed, so none is left never awaited.
+    pub(crate) fn take_interrupt(&self, py: Python<'_>) -> Option<PyErr> {
+        let (interrupt, pending) = FRAMES.with(|f| {
+            let mut frames = f.borrow_mut();
+            let frame = frames.get_mut(self.below)?;
+            let interrupt = frame.interrupt.take()?;
+            Some((interrupt, std::mem::take(&mut frame.pending)))
+        })?;
+        for (_, awaitable) in pending {
+            // Best effort: an awaitable without `close` is simply dropped.
+            let _ = awaitable.call_method0(py, intern!(py, "close"));
+        }
+        Some(interrupt)
     }
 
     /// The `(owner, type, message, traceback)` of every handler of this publish that

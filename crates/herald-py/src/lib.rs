@@ -268,7 +268,7 @@ impl NativeBus {
         let frame = frame::push(PyTuple::empty(py).unbind(), None);
         let report = frame::publish_now(py, &self.bus, &self.runtime, Arc::new(event))
             .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
-        if let Some(interrupt) = frame.take_interrupt() {
+        if let Some(interrupt) = frame.take_interrupt(py) {
             return Err(interrupt);
         }
         let python_errors = frame.take_failures(&report);
@@ -329,7 +329,7 @@ impl NativeBus {
                 return Err(PyRuntimeError::new_err(e.to_string()));
             }
         };
-        if let Some(interrupt) = frame.take_interrupt() {
+        if let Some(interrupt) = frame.take_interrupt(py) {
             return Err(interrupt);
         }
         let failures = frame.take_failures(&report);

@@ -2,6 +2,9 @@
 history and statistics, pattern translation, and a publish on a stopped bridge refused and
 counted (never dropped in silence)."""
 
+import gc
+import warnings
+
 import pytest
 from herald import Event, EventBridge, EventBus, NativeBus
 from herald.event_bus import translate_pattern
@@ -182,10 +185,21 @@ def test_ctrl_c_in_a_handler_is_not_isolated_it_ends_the_publish(exc):
 @pytest.mark.asyncio
 async def test_ctrl_c_in_an_event_bus_handler_reaches_the_awaiting_caller():
     bus = EventBus()
+    got = []
+
+    async def first(_e):
+        got.append("first")
 
     def interrupted(_e):
         raise KeyboardInterrupt()
 
-    bus.subscribe("k.*", interrupted, "a")
-    with pytest.raises(KeyboardInterrupt):
-        await bus.publish(Event("k.x", {}, "src"))
+    bus.subscribe("k.*", first, "a")
+    bus.subscribe("k.*", interrupted, "b")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(KeyboardInterrupt):
+            await bus.publish(Event("k.x", {}, "src"))
+        gc.collect()
+    # The coroutine the first handler returned is closed, not left never awaited.
+    assert got == []
+    assert not [w for w in caught if "never awaited" in str(w.message)]
