@@ -68,7 +68,8 @@ fn record_failure(report: &mut DispatchReport, entry: &Entry, event: &Event, fai
 pub(crate) fn dispatch_sync(matched: &Matched, event: &Event) -> DispatchReport {
     let mut report = DispatchReport::default();
     for entry in matched.entries.iter() {
-        if let Some(result) = entry.handler.call_sync(event) {
+        // Every handler here is synchronous (`Matched::all_sync`): each is done at once.
+        if let Start::Done(result) = entry.handler.start(event) {
             record(&mut report, entry, event, result);
         }
     }

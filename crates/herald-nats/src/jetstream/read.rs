@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::consumer::{pull, AckPolicy};
+use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use herald::{Decoded, EnvelopeError, Event};
@@ -77,10 +77,11 @@ impl JetStream {
         wait: Duration,
     ) -> Result<Vec<StoredMessage>, NatsError> {
         let deadline = Instant::now() + wait;
-        // Stream info is answered by the stream's leader; during an election it fails.
-        let summary = loop {
-            match self.stream_info(name).await {
-                Ok(s) => break s,
+        // Stream info is answered by the stream's leader, and a consumer is made by it: during
+        // an election both fail for a moment, so both are retried until the deadline.
+        let (summary, consumer) = loop {
+            match self.open_reader(name).await {
+                Ok(opened) => break opened,
                 Err(e) if Instant::now() >= deadline => return Err(e),
                 Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
@@ -90,19 +91,6 @@ impl JetStream {
         if last == 0 {
             return Ok(out);
         }
-        let consumer = self
-            .ctx
-            .get_stream(name)
-            .await
-            .map_err(|e| NatsError::js(format!("get stream {name}"), e))?
-            .create_consumer(pull::Config {
-                // No acks: no cap of pending acks on what one reader sees.
-                ack_policy: AckPolicy::None,
-                inactive_threshold: Duration::from_secs(30),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| NatsError::js(format!("create a reader on stream {name}"), e))?;
         let mut reached = 0;
         while reached < last {
             if Instant::now() >= deadline {
@@ -135,5 +123,27 @@ impl JetStream {
             }
         }
         Ok(out)
+    }
+
+    /// The stream's state as its leader reports it, and an ack-less ephemeral consumer on it.
+    async fn open_reader(
+        &self,
+        name: &str,
+    ) -> Result<(super::StreamSummary, PullConsumer), NatsError> {
+        let summary = self.stream_info(name).await?;
+        let consumer = self
+            .ctx
+            .get_stream(name)
+            .await
+            .map_err(|e| NatsError::js(format!("get stream {name}"), e))?
+            .create_consumer(pull::Config {
+                // No acks: no cap of pending acks on what one reader sees.
+                ack_policy: AckPolicy::None,
+                inactive_threshold: Duration::from_secs(30),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| NatsError::js(format!("create a reader on stream {name}"), e))?;
+        Ok((summary, consumer))
     }
 }

@@ -124,17 +124,11 @@ impl Default for Counters {
 impl Counters {
     /// This thread's stripe of the hot counters (look it up once per publish).
     pub(crate) fn hot(&self) -> Hot<'_> {
-        match owned_stripe() {
-            Some(i) => Hot {
-                stripe: &self.hot[i],
-                owned: true,
-                _this_thread: std::marker::PhantomData,
-            },
-            None => Hot {
-                stripe: &self.hot[STRIPES],
-                owned: false,
-                _this_thread: std::marker::PhantomData,
-            },
+        let owned = owned_stripe();
+        Hot {
+            stripe: &self.hot[owned.unwrap_or(STRIPES)],
+            owned: owned.is_some(),
+            _this_thread: std::marker::PhantomData,
         }
     }
     /// Counts the failures of one dispatch report.

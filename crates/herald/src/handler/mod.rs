@@ -159,15 +159,6 @@ impl Handler {
         }
     }
 
-    /// Runs a synchronous handler inline; `None` for an async one.
-    #[inline]
-    pub(crate) fn call_sync(&self, event: &Event) -> Option<Result<(), Failure>> {
-        match &self.0 {
-            Kind::Sync(f) => Some(isolate::run_sync(f.as_ref(), event)),
-            Kind::Async(_) => None,
-        }
-    }
-
     /// Starts the handler: a synchronous one runs inline and is done; an async one is
     /// handed back for the caller to run with [`run_async`], one future fewer than
     /// [`Handler::call`] (what a dispatch awaits).

@@ -140,10 +140,7 @@ fn new_correlation_id(at: &Timestamp) -> String {
     let at = at.as_datetime();
     let millis = u64::try_from(at.unix_timestamp()).unwrap_or(0) * 1_000
         + u64::from(at.nanosecond() / 1_000_000);
-    let random = rand::random::<u128>().to_le_bytes();
-    let mut bytes = [0u8; 10];
-    bytes.copy_from_slice(&random[..10]);
-    let id = uuid::Builder::from_unix_timestamp_millis(millis, &bytes).into_uuid();
+    let id = uuid::Builder::from_unix_timestamp_millis(millis, &rand::random()).into_uuid();
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
     id.hyphenated().encode_lower(&mut buf).to_owned()
 }
