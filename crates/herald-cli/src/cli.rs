@@ -6,7 +6,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Herald: one event system from a single process to a cluster.
 #[derive(Debug, Parser)]
-#[command(name = "herald", version, about, propagate_version = true)]
+#[command(
+    name = "herald",
+    version,
+    about,
+    propagate_version = true,
+    arg_required_else_help = true
+)]
 pub struct Cli {
     #[command(flatten)]
     pub(crate) global: Global,
@@ -14,28 +20,91 @@ pub struct Cli {
     pub(crate) command: Command,
 }
 
-/// The bus when neither `--bus`, `HERALD_BUS` nor the config file names one.
-pub(crate) const DEFAULT_BUS: &str = "nats://127.0.0.1:4222";
+impl Cli {
+    /// The log filter when `HERALD_LOG` is unset: `error` for `herald demo --quiet` (its
+    /// warnings are the deliberate failures its summary counts), else `warn`.
+    pub fn default_log_filter(&self) -> &'static str {
+        match &self.command {
+            Command::Demo(args) if args.quiet => "error",
+            _ => "warn",
+        }
+    }
+}
 
-/// Options accepted before or after the subcommand.
+/// Options accepted before or after the subcommand. `--bus` and `--store` override the
+/// config's `bus` and `store` (the file, then `HERALD_BUS` / `HERALD_STORE`).
 #[derive(Debug, Args, Clone)]
 pub(crate) struct Global {
-    /// Message bus: nats://HOST:PORT or memory://.
-    #[arg(
-        long,
-        global = true,
-        env = "HERALD_BUS",
-        default_value = "nats://127.0.0.1:4222"
-    )]
-    pub(crate) bus: String,
-    /// Durable store: sqlite://PATH (embedded; default sqlite://.herald/herald.db) or
-    /// postgres://... (PGMQ). Overrides the config file's `store`.
-    #[arg(long, global = true, env = "HERALD_STORE")]
+    /// Message bus: nats://HOST:PORT or memory:// (default: the config's `bus`, $HERALD_BUS,
+    /// else nats://127.0.0.1:4222).
+    #[arg(long, global = true)]
+    pub(crate) bus: Option<String>,
+    /// Durable store: sqlite://PATH (embedded) or postgres://... (PGMQ) (default: the
+    /// config's `store`, $HERALD_STORE, else sqlite://.herald/herald.db).
+    #[arg(long, global = true)]
     pub(crate) store: Option<String>,
     /// A TOML config file (store, bus, [worker] with seed 001's WorkerConfig fields, [http]);
     /// HERALD_* variables and flags override it. A bad file exits with 78.
     #[arg(long, global = true, env = "HERALD_CONFIG")]
     pub(crate) config: Option<PathBuf>,
+}
+
+/// The longest `queue send --delay`: a year, in seconds.
+pub(crate) const MAX_DELAY_SECS: u64 = 365 * 24 * 3600;
+
+fn whole(s: &str) -> Result<u64, String> {
+    if s.trim_start().starts_with('-') {
+        return Err(format!("{s} must not be negative"));
+    }
+    s.parse::<u64>()
+        .map_err(|e| format!("{s:?} is not a whole number: {e}"))
+}
+
+/// A count or size: a whole number, at least 1.
+fn at_least_one(s: &str) -> Result<u64, String> {
+    match whole(s)? {
+        0 => Err("0 must be at least 1".to_owned()),
+        n => Ok(n),
+    }
+}
+
+/// [`at_least_one`] as a `usize`.
+fn at_least_one_usize(s: &str) -> Result<usize, String> {
+    at_least_one(s).and_then(|n| usize::try_from(n).map_err(|e| e.to_string()))
+}
+
+/// A whole number of seconds, zero allowed.
+fn seconds(s: &str) -> Result<u64, String> {
+    whole(s)
+}
+
+/// A delay: whole seconds, at most [`MAX_DELAY_SECS`].
+fn delay(s: &str) -> Result<u64, String> {
+    match whole(s)? {
+        n if n > MAX_DELAY_SECS => Err(format!(
+            "{n} seconds is more than a year (at most {MAX_DELAY_SECS})"
+        )),
+        n => Ok(n),
+    }
+}
+
+/// A position: a whole number, zero allowed.
+fn position(s: &str) -> Result<i64, String> {
+    let n = whole(s)?;
+    i64::try_from(n).map_err(|e| format!("{s}: {e}"))
+}
+
+/// A stream's byte limit: -1 (unlimited) or a positive number.
+fn max_bytes(s: &str) -> Result<i64, String> {
+    match s.trim().parse::<i64>() {
+        Ok(-1) => Ok(-1),
+        Ok(n) if n > 0 => Ok(n),
+        Ok(0) => Err(
+            "0 would hold nothing: give a positive number of bytes, or -1 for unlimited".to_owned(),
+        ),
+        Ok(n) => Err(format!("{n}: the only negative value is -1 (unlimited)")),
+        Err(e) => Err(format!("{s:?} is not a whole number: {e}")),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,9 +134,9 @@ pub(crate) enum Command {
     /// A worker with its observability server (/health, /metrics, ...) on --http.
     Serve(WorkerArgs),
     /// Print the /health JSON of a running server; exit 1 when unhealthy.
-    Health(HttpArgs),
+    Health(HealthArgs),
     /// Print the /metrics.json of a running server (--prometheus: /metrics).
-    Metrics(HttpArgs),
+    Metrics(MetricsArgs),
     /// Print the effective config (file, then HERALD_* variables), secrets redacted.
     Config(ConfigArgs),
     /// The event store on --store: append, read, ls.
@@ -82,28 +151,29 @@ pub(crate) struct NodeArgs {
     #[command(subcommand)]
     pub(crate) command: Option<NodeCommand>,
     /// coordinator (allocates only), observer (processes what it is given) or full (both);
-    /// default: the config's `node.role`, else full.
-    #[arg(long, env = "HERALD_NODE_ROLE", value_parser = parse_role)]
-    pub(crate) role: Option<herald_runtime::BrokerRole>,
-    /// This node's id (default: the config's `node.id`, else node-{pid}).
-    #[arg(long, env = "HERALD_NODE_ID")]
+    /// default: the config's `node.role` ($HERALD_NODE_ROLE), else full.
+    #[arg(long, value_parser = parse_role)]
+    pub(crate) role: Option<String>,
+    /// This node's id: letters, digits, _, - and . (default: the config's `node.id`
+    /// ($HERALD_NODE_ID), else node-{pid}).
+    #[arg(long)]
     pub(crate) id: Option<String>,
     /// The categories the built-in `counts` projection consumes (repeat or comma-separate;
-    /// default: the config's `node.sources`).
-    #[arg(long, value_delimiter = ',', env = "HERALD_NODE_SOURCES")]
+    /// default: the config's `node.sources`, $HERALD_NODE_SOURCES).
+    #[arg(long, value_delimiter = ',')]
     pub(crate) sources: Vec<String>,
     /// The projection's consumer group (default `counts`).
     #[arg(long)]
     pub(crate) group: Option<String>,
     /// Heartbeat interval in milliseconds; a node silent for 4 heartbeats is dead, and the
     /// coordinator rebalances every heartbeat (unset: the seed's 10 s heartbeat, 60 s TTL).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole)]
     pub(crate) heartbeat_ms: Option<u64>,
     /// How often the consumer polls, in milliseconds (default 1000).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole)]
     pub(crate) poll_ms: Option<u64>,
     /// Checkpoint after this many events per source (default 100).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole)]
     pub(crate) checkpoint_every: Option<u64>,
     /// Print `processed NODE STREAM GLOBAL_POSITION EVENT_ID` for each event processed.
     #[arg(long)]
@@ -111,6 +181,13 @@ pub(crate) struct NodeArgs {
     /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
     #[arg(long = "for")]
     pub(crate) run_for: Option<f64>,
+}
+
+/// A role as the broker names it (`coordinator`, `observer`, `full`).
+fn parse_role(s: &str) -> Result<String, String> {
+    s.parse::<herald_runtime::BrokerRole>()
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,12 +203,8 @@ pub(crate) enum NodeCommand {
     },
 }
 
-fn parse_role(s: &str) -> Result<herald_runtime::BrokerRole, String> {
-    s.parse()
-        .map_err(|e: herald_runtime::UnknownRole| e.to_string())
-}
-
 #[derive(Debug, Args)]
+#[command(arg_required_else_help = true)]
 pub(crate) struct StoreArgs {
     #[command(subcommand)]
     pub(crate) command: StoreCommand,
@@ -164,10 +237,10 @@ pub(crate) enum StoreCommand {
         #[arg(long, conflicts_with = "stream")]
         category: Option<String>,
         /// From this position (stream) or global position (category, log).
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = position)]
         from: i64,
-        /// At most this many.
-        #[arg(long, default_value_t = 100)]
+        /// At most this many (stderr says when there are more).
+        #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = at_least_one_usize)]
         max: usize,
     },
     /// List streams and their last positions.
@@ -185,16 +258,26 @@ pub(crate) struct ConfigArgs {
 }
 
 #[derive(Debug, Args)]
-pub(crate) struct HttpArgs {
-    /// The server's address.
-    #[arg(long, default_value = "127.0.0.1:8081")]
-    pub(crate) http: String,
-    /// The Prometheus text instead of JSON (metrics only).
+pub(crate) struct HealthArgs {
+    /// The server: HOST:PORT or http://HOST:PORT (default: the config's `http.addr`,
+    /// $HERALD_HTTP_ADDR, else 127.0.0.1:8081, where `herald serve` listens).
+    #[arg(long)]
+    pub(crate) http: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MetricsArgs {
+    /// The server: HOST:PORT or http://HOST:PORT (default: the config's `http.addr`,
+    /// $HERALD_HTTP_ADDR, else 127.0.0.1:8081, where `herald serve` listens).
+    #[arg(long)]
+    pub(crate) http: Option<String>,
+    /// The Prometheus text (/metrics) instead of JSON (/metrics.json).
     #[arg(long)]
     pub(crate) prometheus: bool,
 }
 
 #[derive(Debug, Args)]
+#[command(arg_required_else_help = true)]
 pub(crate) struct QueueArgs {
     #[command(subcommand)]
     pub(crate) command: QueueCommand,
@@ -216,10 +299,10 @@ pub(crate) enum QueueCommand {
         /// The queue.
         name: String,
         /// Visibility timeout in seconds.
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, default_value_t = 30, allow_negative_numbers = true, value_parser = seconds)]
         vt: u64,
         /// Messages at most.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = at_least_one_usize)]
         qty: usize,
     },
     /// Consume: read a batch, print each message as a JSON line, then archive the batch;
@@ -230,10 +313,10 @@ pub(crate) enum QueueCommand {
         /// The queue.
         name: String,
         /// Visibility timeout in seconds: how long a read batch stays hidden.
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, default_value_t = 30, allow_negative_numbers = true, value_parser = at_least_one)]
         vt: u64,
         /// Messages per batch.
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = at_least_one_usize)]
         batch: usize,
         /// Exit once the queue holds no message (hidden ones included).
         #[arg(long)]
@@ -244,7 +327,7 @@ pub(crate) enum QueueCommand {
         /// The queue.
         name: String,
         /// Message ids.
-        #[arg(required = true)]
+        #[arg(required = true, allow_negative_numbers = true, value_parser = position)]
         ids: Vec<i64>,
     },
     /// Delete messages.
@@ -252,7 +335,7 @@ pub(crate) enum QueueCommand {
         /// The queue.
         name: String,
         /// Message ids.
-        #[arg(required = true)]
+        #[arg(required = true, allow_negative_numbers = true, value_parser = position)]
         ids: Vec<i64>,
     },
     /// Delete every message (the archive stays).
@@ -270,8 +353,13 @@ pub(crate) enum QueueCommand {
         /// The queue whose dead letters to list (a worker's is {namespace}_steps).
         name: String,
         /// At most this many.
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = at_least_one_usize)]
         limit: usize,
+    },
+    /// Drop a queue: its messages, its archive and its dead-letter queue.
+    Drop {
+        /// The queue.
+        name: String,
     },
 }
 
@@ -284,8 +372,8 @@ pub(crate) struct QueueSendArgs {
     /// The event's subject.
     #[arg(long, default_value = "herald.message")]
     pub(crate) subject: String,
-    /// Seconds before it becomes visible.
-    #[arg(long, default_value_t = 0)]
+    /// Seconds before it becomes visible (at most a year, 31536000).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = delay)]
     pub(crate) delay: u64,
 }
 
@@ -296,10 +384,10 @@ pub(crate) struct WorkerArgs {
     #[arg(long)]
     pub(crate) namespace: Option<String>,
     /// Handlers running at once (default: the config's worker.max_concurrent_handlers, 10).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = at_least_one_usize)]
     pub(crate) concurrency: Option<usize>,
     /// Seconds a read step stays hidden from other workers.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, allow_negative_numbers = true, value_parser = at_least_one)]
     pub(crate) vt: u64,
     /// Stop once the step queue has been empty for a second (otherwise run until SIGINT or
     /// SIGTERM, then drain).
@@ -309,8 +397,8 @@ pub(crate) struct WorkerArgs {
     #[arg(long, short)]
     pub(crate) quiet: bool,
     /// Enqueue this many steps for --handler first (a load to run).
-    #[arg(long, default_value_t = 0)]
-    pub(crate) enqueue: usize,
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = seconds)]
+    pub(crate) enqueue: u64,
     /// The handler of the steps --enqueue makes.
     #[arg(long, default_value = "demo.noop")]
     pub(crate) handler: String,
@@ -363,10 +451,10 @@ pub(crate) struct ChaosArgs {
     #[arg(long, value_enum, default_value = "small")]
     pub(crate) scale: ChaosScale,
     /// Messages per scenario (overrides the scale).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = at_least_one)]
     pub(crate) messages: Option<u64>,
     /// Kills per scenario (overrides the scale).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub(crate) kills: Option<u32>,
 }
 
@@ -427,7 +515,7 @@ pub(crate) struct PubArgs {
     #[arg(long, default_value = "normal")]
     pub(crate) priority: String,
     /// Publish the event this many times.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = at_least_one)]
     pub(crate) count: u64,
 }
 
@@ -439,7 +527,7 @@ pub(crate) struct SubArgs {
     #[arg(long)]
     pub(crate) queue: Option<String>,
     /// Exit after this many events.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = at_least_one)]
     pub(crate) count: Option<u64>,
     /// Exit after this many seconds.
     #[arg(long)]
@@ -465,11 +553,12 @@ pub(crate) struct ReplyArgs {
     #[arg(long)]
     pub(crate) queue: Option<String>,
     /// Exit after answering this many requests.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = at_least_one)]
     pub(crate) count: Option<u64>,
 }
 
 #[derive(Debug, Args)]
+#[command(arg_required_else_help = true)]
 pub(crate) struct StreamsArgs {
     #[command(subcommand)]
     pub(crate) command: StreamsCommand,
@@ -501,12 +590,47 @@ pub(crate) struct StreamAddArgs {
     #[arg(long, value_delimiter = ',')]
     pub(crate) subjects: Vec<String>,
     /// Maximum age in seconds (0 = unlimited).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = seconds)]
     pub(crate) max_age: u64,
     /// Maximum bytes (-1 = unlimited).
-    #[arg(long, default_value_t = -1)]
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true, value_parser = max_bytes)]
     pub(crate) max_bytes: i64,
     /// Copies kept on a cluster (1 to 5; 3 survives losing one node).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = at_least_one_usize)]
     pub(crate) replicas: usize,
+}
+
+/// clap's rendered error as Herald prints it: one line that keeps everything clap says (the
+/// lines it indents under its message, such as the missing arguments, the possible values
+/// and a "did you mean" tip, then its usage and help pointer), folded in order.
+pub fn render_usage_error(rendered: &str) -> String {
+    let mut lines = rendered.lines();
+    let first = lines.next().unwrap_or("invalid arguments");
+    let mut out = format!("herald: {}", first.strip_prefix("error: ").unwrap_or(first));
+    let mut listed = 0;
+    for line in lines {
+        let trimmed = line.trim();
+        if trimmed.is_empty() {
+            continue;
+        }
+        // A list under a line ending in ':' continues it; a tip, the usage and the help
+        // pointer are clauses of their own.
+        let clause = trimmed.starts_with("tip:")
+            || trimmed.starts_with("Usage:")
+            || trimmed.starts_with("For more");
+        let sep = if clause {
+            listed = 0;
+            "; "
+        } else if listed > 0 {
+            ", "
+        } else {
+            " "
+        };
+        if !clause {
+            listed += 1;
+        }
+        out.push_str(sep);
+        out.push_str(trimmed);
+    }
+    out
 }

@@ -3,7 +3,7 @@
 //! naming the key path and the file, and the process exits with 78 (EX_CONFIG). Secrets
 //! (passwords in URLs) are redacted in everything it prints.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -134,10 +134,25 @@ pub(crate) fn load(file: Option<&Path>) -> Result<HeraldConfig, CliError> {
         None => HeraldConfig::default(),
     };
     apply_env(&mut config)?;
-    validate(
-        &config,
-        &file.map_or_else(|| "the defaults".to_owned(), |p| p.display().to_string()),
-    )?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// The config a command runs with: the file, then `HERALD_*` variables, then the global
+/// `--store` and `--bus` flags, validated once with each key blamed on where it came from.
+pub(crate) fn resolve(global: &crate::cli::Global) -> Result<HeraldConfig, CliError> {
+    let mut config = match global.config.as_deref() {
+        Some(path) => read_file(path)?,
+        None => HeraldConfig::default(),
+    };
+    apply_env(&mut config)?;
+    if let Some(store) = &global.store {
+        config.set("store", "flag --store", |c| c.store = store.clone());
+    }
+    if let Some(bus) = &global.bus {
+        config.set("bus", "flag --bus", |c| c.bus = bus.clone());
+    }
+    config.validate()?;
     Ok(config)
 }
 
@@ -152,7 +167,7 @@ fn read_file(path: &Path) -> Result<HeraldConfig, CliError> {
 /// overrides (the fuzz target's entry).
 pub(crate) fn parse(text: &str, shown: &str) -> Result<HeraldConfig, CliError> {
     let config = from_text(text, shown)?;
-    validate(&config, shown)?;
+    config.validate()?;
     Ok(config)
 }
 
@@ -203,11 +218,96 @@ fn one_line(s: &str) -> String {
         .join("; ")
 }
 
-/// `HERALD_*` overrides: `HERALD_STORE`, `HERALD_BUS`, `HERALD_HTTP_ADDR`, and
-/// `HERALD_WORKER_<FIELD>` for each worker field.
+/// The worker fields `HERALD_WORKER_<FIELD>` sets.
+const WORKER_VARS: [&str; 9] = [
+    "WORKER_ID",
+    "NAMESPACE",
+    "ENVIRONMENT",
+    "POLLING_INTERVAL_MS",
+    "STARVATION_THRESHOLD_MS",
+    "MAX_CONCURRENT_HANDLERS",
+    "HANDLER_TIMEOUT_MS",
+    "DISPATCH_BUFFER_SIZE",
+    "COMPLETION_BUFFER_SIZE",
+];
+
+/// The node fields `HERALD_NODE_<FIELD>` sets.
+const NODE_VARS: [&str; 7] = [
+    "ROLE",
+    "ID",
+    "GROUP",
+    "SOURCES",
+    "HEARTBEAT_MS",
+    "POLL_MS",
+    "CHECKPOINT_EVERY",
+];
+
+/// A variable under a config section's prefix (`HERALD_WORKER_`, `HERALD_NODE_`,
+/// `HERALD_HTTP_`) that names no key of it: a typo, refused like an unknown key in the file.
+/// Other `HERALD_*` variables (`HERALD_LOG`, `HERALD_CONFIG`, the tests' `HERALD_TEST_*`)
+/// are not config keys and are left alone.
+fn unknown_var(name: &str) -> Option<String> {
+    let known = |prefix: &str, fields: &[&str]| {
+        name.strip_prefix(prefix)
+            .map(|field| fields.contains(&field))
+    };
+    let verdict = known("HERALD_WORKER_", &WORKER_VARS)
+        .or_else(|| known("HERALD_NODE_", &NODE_VARS))
+        .or_else(|| known("HERALD_HTTP_", &["ADDR"]));
+    match verdict {
+        Some(false) => Some(name.to_owned()),
+        _ => None,
+    }
+}
+
+/// `HERALD_*` overrides: `HERALD_STORE`, `HERALD_BUS`, `HERALD_HTTP_ADDR`,
+/// `HERALD_WORKER_<FIELD>` for each worker field and `HERALD_NODE_<FIELD>` for each node
+/// field (`SOURCES` comma-separated).
 fn apply_env(c: &mut HeraldConfig) -> Result<(), CliError> {
+    for (name, _) in std::env::vars_os() {
+        if let Some(unknown) = name.to_str().and_then(unknown_var) {
+            return Err(CliError::Config(format!(
+                "config variable ${unknown} in the environment: no such key (the {} section has {})",
+                section_of(&unknown),
+                keys_of(&unknown)
+            )));
+        }
+    }
     let var = |name: &str| std::env::var(name).ok();
     let mut set = Vec::new();
+    let n = &mut c.node;
+    for (name, key, slot) in [
+        ("HERALD_NODE_ROLE", "node.role", &mut n.role),
+        ("HERALD_NODE_GROUP", "node.group", &mut n.group),
+    ] {
+        if let Some(v) = var(name) {
+            *slot = v;
+            set.push((key.to_owned(), name.to_owned()));
+        }
+    }
+    if let Some(v) = var("HERALD_NODE_ID") {
+        n.id = Some(v);
+        set.push(("node.id".to_owned(), "HERALD_NODE_ID".to_owned()));
+    }
+    if let Some(v) = var("HERALD_NODE_SOURCES") {
+        n.sources = v.split(',').map(|s| s.trim().to_owned()).collect();
+        set.push(("node.sources".to_owned(), "HERALD_NODE_SOURCES".to_owned()));
+    }
+    for (name, key) in [
+        ("HERALD_NODE_HEARTBEAT_MS", "node.heartbeat_ms"),
+        ("HERALD_NODE_POLL_MS", "node.poll_ms"),
+        ("HERALD_NODE_CHECKPOINT_EVERY", "node.checkpoint_every"),
+    ] {
+        if let Some(v) = var(name) {
+            let parsed = number_var(key, name, &v)?;
+            match key {
+                "node.heartbeat_ms" => n.heartbeat_ms = Some(parsed),
+                "node.poll_ms" => n.poll_ms = parsed,
+                _ => n.checkpoint_every = parsed,
+            }
+            set.push((key.to_owned(), name.to_owned()));
+        }
+    }
     if let Some(v) = var("HERALD_STORE") {
         c.store = v;
         set.push(("store".to_owned(), "HERALD_STORE".to_owned()));
@@ -266,17 +366,7 @@ fn apply_env(c: &mut HeraldConfig) -> Result<(), CliError> {
     ] {
         let env = format!("HERALD_WORKER_{name}");
         if let Some(v) = var(&env) {
-            let n: u64 = v.trim().parse().map_err(|_| {
-                bad(
-                    key,
-                    &format!("${env}"),
-                    format!("expected a positive whole number, got {v:?}"),
-                )
-            })?;
-            if n == 0 {
-                return Err(bad(key, &format!("${env}"), "must be at least 1"));
-            }
-            *slot = n;
+            *slot = number_var(key, &env, &v)?;
             set.push((key.to_owned(), env));
         }
     }
@@ -286,55 +376,213 @@ fn apply_env(c: &mut HeraldConfig) -> Result<(), CliError> {
     Ok(())
 }
 
-fn validate(c: &HeraldConfig, from: &str) -> Result<(), CliError> {
-    let w = &c.worker;
-    for (key, v) in [
-        ("worker.polling_interval_ms", w.polling_interval_ms),
-        ("worker.starvation_threshold_ms", w.starvation_threshold_ms),
-        ("worker.max_concurrent_handlers", w.max_concurrent_handlers),
-        ("worker.handler_timeout_ms", w.handler_timeout_ms),
-        ("worker.dispatch_buffer_size", w.dispatch_buffer_size),
-        ("worker.completion_buffer_size", w.completion_buffer_size),
-    ] {
-        if v == 0 {
-            return Err(bad(key, from, "must be at least 1"));
+fn section_of(var: &str) -> &'static str {
+    if var.starts_with("HERALD_WORKER_") {
+        "worker"
+    } else if var.starts_with("HERALD_NODE_") {
+        "node"
+    } else {
+        "http"
+    }
+}
+
+fn keys_of(var: &str) -> String {
+    let (prefix, fields): (&str, &[&str]) = match section_of(var) {
+        "worker" => ("HERALD_WORKER_", &WORKER_VARS),
+        "node" => ("HERALD_NODE_", &NODE_VARS),
+        _ => ("HERALD_HTTP_", &["ADDR"]),
+    };
+    fields
+        .iter()
+        .map(|f| format!("${prefix}{f}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A whole number from a variable; zero is left to `validate`, which names the key.
+fn number_var(key: &str, env: &str, v: &str) -> Result<u64, CliError> {
+    v.trim().parse().map_err(|_| {
+        bad(
+            key,
+            &format!("environment ${env}"),
+            format!("expected a positive whole number, got {v:?}"),
+        )
+    })
+}
+
+/// A node id: letters, digits, `_`, `-` and `.`, 1 to 64 (it is stored and shown as is).
+fn node_id_ok(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// A consumer group: letters, digits, `_` and `-`, 1 to 64 (it names dead-letter streams,
+/// `deadletter-{group}.{source}`).
+fn group_ok(group: &str) -> bool {
+    (1..=64).contains(&group.len())
+        && group
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+}
+
+impl HeraldConfig {
+    /// Sets a key from `source` (`flag --x`, ...), noting where it came from.
+    pub(crate) fn set(&mut self, key: &str, source: &str, apply: impl FnOnce(&mut Self)) {
+        apply(self);
+        self.sources.insert(key.to_owned(), source.to_owned());
+    }
+
+    /// `herald node`'s flags over the `[node]` section, before `validate`.
+    pub(crate) fn apply_node_flags(&mut self, args: &crate::cli::NodeArgs) {
+        if let Some(role) = &args.role {
+            self.set("node.role", "flag --role", |c| c.node.role = role.clone());
+        }
+        if let Some(id) = &args.id {
+            self.set("node.id", "flag --id", |c| c.node.id = Some(id.clone()));
+        }
+        if !args.sources.is_empty() {
+            self.set("node.sources", "flag --sources", |c| {
+                c.node.sources = args.sources.clone();
+            });
+        }
+        if let Some(group) = &args.group {
+            self.set("node.group", "flag --group", |c| {
+                c.node.group = group.clone()
+            });
+        }
+        if let Some(ms) = args.heartbeat_ms {
+            self.set("node.heartbeat_ms", "flag --heartbeat-ms", |c| {
+                c.node.heartbeat_ms = Some(ms);
+            });
+        }
+        if let Some(ms) = args.poll_ms {
+            self.set("node.poll_ms", "flag --poll-ms", |c| c.node.poll_ms = ms);
+        }
+        if let Some(n) = args.checkpoint_every {
+            self.set("node.checkpoint_every", "flag --checkpoint-every", |c| {
+                c.node.checkpoint_every = n;
+            });
         }
     }
-    herald_worker::StepQueues::of(&w.namespace).map_err(|e| bad("worker.namespace", from, e))?;
-    if w.worker_id.trim().is_empty() {
-        return Err(bad("worker.worker_id", from, "must not be empty"));
-    }
-    let n = &c.node;
-    n.role
-        .parse::<herald_runtime::BrokerRole>()
-        .map_err(|e| bad("node.role", from, e))?;
-    for s in &n.sources {
-        herald::store::StreamName::category_name(s).map_err(|e| bad("node.sources", from, e))?;
-    }
-    for (key, v) in [
-        ("node.heartbeat_ms", n.heartbeat_ms.unwrap_or(1)),
-        ("node.poll_ms", n.poll_ms),
-        ("node.checkpoint_every", n.checkpoint_every),
-    ] {
-        if v == 0 {
-            return Err(bad(key, from, "must be at least 1"));
+
+    /// The one validation the file, the variables and the flags all pass through; an error
+    /// names the key and where its value came from.
+    pub(crate) fn validate(&self) -> Result<(), CliError> {
+        let at = |key: &str| self.blame(key);
+        let w = &self.worker;
+        for (key, v) in [
+            ("worker.polling_interval_ms", w.polling_interval_ms),
+            ("worker.starvation_threshold_ms", w.starvation_threshold_ms),
+            ("worker.max_concurrent_handlers", w.max_concurrent_handlers),
+            ("worker.handler_timeout_ms", w.handler_timeout_ms),
+            ("worker.dispatch_buffer_size", w.dispatch_buffer_size),
+            ("worker.completion_buffer_size", w.completion_buffer_size),
+        ] {
+            if v == 0 {
+                return Err(bad(key, &at(key), "must be at least 1"));
+            }
         }
+        herald_worker::StepQueues::of(&w.namespace)
+            .map_err(|e| bad("worker.namespace", &at("worker.namespace"), e))?;
+        if w.worker_id.trim().is_empty() {
+            return Err(bad(
+                "worker.worker_id",
+                &at("worker.worker_id"),
+                "must not be empty",
+            ));
+        }
+        self.validate_node()?;
+        self.http
+            .addr
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| {
+                bad(
+                    "http.addr",
+                    &at("http.addr"),
+                    format!("{:?}: {e}", self.http.addr),
+                )
+            })?;
+        if !(self.store.starts_with("sqlite:") || self.store.starts_with("postgres")) {
+            return Err(bad(
+                "store",
+                &at("store"),
+                format!(
+                    "{:?}: expected sqlite://PATH or postgres://...",
+                    redact_password(&self.store)
+                ),
+            ));
+        }
+        if !(self.bus.starts_with("nats://")
+            || self.bus.starts_with("tls://")
+            || self.bus.starts_with("memory://"))
+        {
+            return Err(bad(
+                "bus",
+                &at("bus"),
+                format!(
+                    "{:?}: expected nats://HOST:PORT, tls://HOST:PORT or memory://",
+                    redact(&self.bus)
+                ),
+            ));
+        }
+        Ok(())
     }
-    c.http
-        .addr
-        .parse::<std::net::SocketAddr>()
-        .map_err(|e| bad("http.addr", from, format!("{:?}: {e}", c.http.addr)))?;
-    if !(c.store.starts_with("sqlite:") || c.store.starts_with("postgres")) {
-        return Err(bad(
-            "store",
-            from,
-            format!(
-                "{:?}: expected sqlite://PATH or postgres://...",
-                redact(&c.store)
-            ),
-        ));
+
+    fn validate_node(&self) -> Result<(), CliError> {
+        let at = |key: &str| self.blame(key);
+        let n = &self.node;
+        n.role
+            .parse::<herald_runtime::BrokerRole>()
+            .map_err(|e| bad("node.role", &at("node.role"), e))?;
+        let mut seen = std::collections::HashSet::new();
+        for s in &n.sources {
+            herald::store::StreamName::category_name(s)
+                .map_err(|e| bad("node.sources", &at("node.sources"), e))?;
+            if !seen.insert(s) {
+                return Err(bad(
+                    "node.sources",
+                    &at("node.sources"),
+                    format!("{s:?} is named twice"),
+                ));
+            }
+        }
+        if let Some(id) = &n.id {
+            if !node_id_ok(id) {
+                return Err(bad(
+                    "node.id",
+                    &at("node.id"),
+                    format!("{id:?}: expected letters, digits, _, - and . (1 to 64)"),
+                ));
+            }
+        }
+        if !group_ok(&n.group) {
+            return Err(bad(
+                "node.group",
+                &at("node.group"),
+                format!("{:?}: expected letters, digits, _ and - (1 to 64)", n.group),
+            ));
+        }
+        for (key, v) in [
+            ("node.heartbeat_ms", n.heartbeat_ms.unwrap_or(1)),
+            ("node.poll_ms", n.poll_ms),
+            ("node.checkpoint_every", n.checkpoint_every),
+        ] {
+            if v == 0 {
+                return Err(bad(key, &at(key), "must be at least 1"));
+            }
+        }
+        Ok(())
     }
-    Ok(())
+}
+
+/// A database URL with its password (not its user name) replaced by `***`.
+fn redact_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s && url[s + 3..at].contains(':') => redact(url),
+        _ => url.to_owned(),
+    }
 }
 
 /// A URL with any password replaced by `***`.
@@ -352,6 +600,23 @@ pub(crate) fn redact(url: &str) -> String {
 }
 
 impl HeraldConfig {
+    /// Where `key`'s value came from, as an error says it: `file PATH`, `environment $VAR`,
+    /// `flag --x` or `the defaults`.
+    fn blame(&self, key: &str) -> String {
+        self.sources
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| "the defaults".to_owned())
+    }
+
+    /// The store someone chose (a flag, a variable, the file), `None` on the default: the
+    /// benchmarks and chaos then use scratch stores of their own.
+    pub(crate) fn chosen_store(&self) -> Option<String> {
+        self.sources
+            .contains_key("store")
+            .then(|| self.store.clone())
+    }
+
     /// Where `key` (a dotted path) came from.
     pub(crate) fn source_of(&self, key: &str) -> String {
         self.sources
@@ -399,11 +664,14 @@ impl HeraldConfig {
 /// `herald config`: the effective config, redacted; `--check FILE` only validates.
 pub(crate) fn command(
     args: crate::cli::ConfigArgs,
-    file: Option<&PathBuf>,
+    global: &crate::cli::Global,
 ) -> Result<(), CliError> {
-    let config = load(args.check.as_deref().or(file.map(PathBuf::as_path)))?;
+    let config = match &args.check {
+        Some(file) => load(Some(file))?,
+        None => resolve(global)?,
+    };
     if args.check.is_some() {
-        eprintln!("config OK");
+        crate::output::warn_line!("config OK");
         return Ok(());
     }
     let shown = config.redacted();

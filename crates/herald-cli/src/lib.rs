@@ -7,55 +7,55 @@ mod commands;
 mod config;
 mod connect;
 mod error;
-mod output;
+pub mod output;
 
 pub use error::CliError;
 
 /// Runs one parsed command line.
 pub async fn run(cli: cli::Cli) -> Result<(), CliError> {
     use cli::Command;
+    let global = &cli.global;
     match cli.command {
-        Command::Demo(args) => commands::demo::run(args).await,
-        Command::Bench(args) => commands::bench::run(args, &cli.global).await,
-        Command::Chaos(args) => commands::chaos::run(args, cli.global.store.clone()).await,
-        Command::Pub(args) => commands::nats::publish(args, &cli.global.bus).await,
-        Command::Sub(args) => commands::nats::subscribe(args, &cli.global.bus).await,
-        Command::Request(args) => commands::nats::request(args, &cli.global.bus).await,
-        Command::Reply(args) => commands::nats::reply(args, &cli.global.bus).await,
-        Command::Streams(args) => commands::nats::streams(args, &cli.global.bus).await,
-        Command::Queue(args) => {
-            let config = config::load(cli.global.config.as_deref())?;
-            let store = cli.global.store.clone().unwrap_or(config.store);
-            commands::queue::run(args, &store).await
+        Command::Demo(args) => commands::demo::run(args, global).await,
+        Command::Bench(args) => {
+            let config = config::resolve(global)?;
+            let store = config.chosen_store().unwrap_or_default();
+            commands::bench::run(args, &store, &config.bus).await
         }
-        Command::Worker(args) => {
-            let mut config = config::load(cli.global.config.as_deref())?;
-            if cli.global.bus != cli::DEFAULT_BUS {
-                config.bus = cli.global.bus.clone();
-            }
-            commands::worker::run(args, cli.global.store.clone(), config).await
+        Command::Chaos(args) => {
+            let config = config::resolve(global)?;
+            commands::chaos::run(args, config.chosen_store()).await
         }
+        Command::Pub(args) => commands::nats::publish(args, &config::resolve(global)?.bus).await,
+        Command::Sub(args) => commands::nats::subscribe(args, &config::resolve(global)?.bus).await,
+        Command::Request(args) => {
+            commands::nats::request(args, &config::resolve(global)?.bus).await
+        }
+        Command::Reply(args) => commands::nats::reply(args, &config::resolve(global)?.bus).await,
+        Command::Streams(args) => {
+            commands::nats::streams(args, &config::resolve(global)?.bus).await
+        }
+        Command::Queue(args) => commands::queue::run(args, &config::resolve(global)?.store).await,
+        Command::Worker(args) => commands::worker::run(args, config::resolve(global)?).await,
         Command::Serve(mut args) => {
-            let mut config = config::load(cli.global.config.as_deref())?;
-            if cli.global.bus != cli::DEFAULT_BUS {
-                config.bus = cli.global.bus.clone();
-            }
+            let config = config::resolve(global)?;
             args.http.get_or_insert_with(|| config.http.addr.clone());
-            commands::worker::run(args, cli.global.store.clone(), config).await
+            commands::worker::run(args, config).await
         }
-        Command::Config(args) => config::command(args, cli.global.config.as_ref()),
-        Command::Store(args) => {
-            let config = config::load(cli.global.config.as_deref())?;
-            let store = cli.global.store.clone().unwrap_or(config.store);
-            commands::store::run(args, &store).await
-        }
+        Command::Config(args) => config::command(args, global),
+        Command::Store(args) => commands::store::run(args, &config::resolve(global)?.store).await,
         Command::Node(args) => {
-            let config = config::load(cli.global.config.as_deref())?;
-            let store = cli.global.store.clone().unwrap_or(config.store);
-            commands::node::run(args, &store, config.node).await
+            let mut config = config::resolve(global)?;
+            config.apply_node_flags(&args);
+            config.validate()?;
+            commands::node::run(args, &config.store, config.node).await
         }
-        Command::Health(args) => commands::observe::health(args).await,
-        Command::Metrics(args) => commands::observe::metrics(args).await,
+        Command::Health(args) => {
+            commands::observe::health(args, &config::resolve(global)?.http.addr).await
+        }
+        Command::Metrics(args) => {
+            commands::observe::metrics(args, &config::resolve(global)?.http.addr).await
+        }
     }
 }
 

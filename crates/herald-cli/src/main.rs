@@ -11,25 +11,13 @@ static ALLOC: alloc::Counting = alloc::Counting;
 fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => {
-            // --help and --version.
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            // One line, as every other error: clap's first line, without its tips and usage.
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("herald: {first} (see herald --help)");
-            return ExitCode::from(2);
-        }
+        Err(e) => return usage_error(&e),
     };
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(|| herald_cli::output::LossyStderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.default_log_filter())),
         )
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -47,7 +35,9 @@ fn main() -> ExitCode {
             .location()
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
             .unwrap_or_default();
-        eprintln!("herald: panic{at}: {msg}");
+        if !herald_cli::output::panics_are_quiet() {
+            herald_cli::output::note(&format!("herald: panic{at}: {msg}"));
+        }
     }));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -56,7 +46,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("herald: cannot start the runtime: {e}");
+            herald_cli::output::note(&format!("herald: cannot start the runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -67,16 +57,36 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ CliError::Config(_)) => {
-            eprintln!("herald: {e}");
+            herald_cli::output::note(&format!("herald: {e}"));
             ExitCode::from(78)
         }
         Err(CliError::Exit(code, why)) => {
-            eprintln!("herald: {why}");
+            herald_cli::output::note(&format!("herald: {why}"));
             ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
         Err(e) => {
-            eprintln!("herald: {e}");
+            herald_cli::output::note(&format!("herald: {e}"));
             ExitCode::FAILURE
         }
     }
+}
+
+/// A command line clap refused, or `--help`/`--version`, or a bare verb that has sub-verbs
+/// (its help, exit 2). An error keeps everything clap says: the first line holds the whole
+/// message (a list of missing arguments folded into it), then clap's own lines (the "did
+/// you mean" tip, possible values, the usage) follow.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if !e.use_stderr() {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let _ = e.print();
+        return ExitCode::from(2);
+    }
+    herald_cli::output::note(&herald_cli::cli::render_usage_error(
+        &e.render().to_string(),
+    ));
+    ExitCode::from(2)
 }

@@ -136,17 +136,34 @@ impl Nats {
         &self.inner
     }
 
-    /// One round trip to the server on this connection. The server handles a connection's
-    /// protocol in order, so everything sent before (a SUB) has been processed when it
-    /// returns. (`flush` only empties the client's write buffer.)
-    pub(crate) async fn round_trip(&self) -> Result<(), BoxError> {
+    /// One round trip to the server on this connection, through a probe subscription of its
+    /// own: the server handles a connection's protocol in order, so when the probe published
+    /// to that subscription's fresh inbox comes back, everything sent before it (a SUB) has
+    /// been processed. (`flush` only empties the client's write buffer; a request answered by
+    /// "no responders" would wait for ever when the subscription being checked matches the
+    /// inbox, as `>` does.) Returns the probe's subject, which a subscription matching it
+    /// also receives and must skip.
+    pub(crate) async fn round_trip(&self, within: Duration) -> Result<String, BoxError> {
         let client = &self.inner.client;
-        let probe = async_nats::Request::new().timeout(Some(Duration::from_secs(5)));
-        match client.send_request(client.new_inbox(), probe).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => Ok(()),
-            Err(e) => Err(Box::new(e)),
+        let subject = client.new_inbox();
+        let mut probe = client.subscribe(subject.clone()).await?;
+        client.publish(subject.clone(), Bytes::new()).await?;
+        let back = tokio::time::timeout(within, futures_util::StreamExt::next(&mut probe)).await;
+        let _ = probe.unsubscribe().await;
+        match back {
+            Ok(Some(_)) => Ok(subject),
+            Ok(None) => Err("the connection closed during the round trip".into()),
+            Err(_) => Err(format!(
+                "the server did not answer a round trip within {} ms",
+                within.as_millis()
+            )
+            .into()),
         }
+    }
+
+    /// How long a round trip may take: the connect timeout.
+    pub(crate) fn round_trip_timeout(&self) -> Duration {
+        Duration::from_millis(self.inner.config.connect_timeout_ms)
     }
 
     pub(crate) fn check_size(&self, subject: &str, size: usize) -> Result<(), NatsError> {

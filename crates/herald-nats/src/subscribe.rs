@@ -73,10 +73,14 @@ impl Nats {
             None => client.subscribe(pattern.to_string()).await,
         }
         .map_err(|e| sub_err(Box::new(e)))?;
-        self.round_trip().await.map_err(sub_err)?;
+        let probe = self
+            .round_trip(self.round_trip_timeout())
+            .await
+            .map_err(sub_err)?;
         Ok(EventStream {
             subscriber,
             nats: self.clone(),
+            probe: Some(probe),
         })
     }
 
@@ -140,6 +144,9 @@ pub(crate) async fn next_or_stop(
 pub struct EventStream {
     subscriber: async_nats::Subscriber,
     nats: Nats,
+    /// The subject of the round trip's probe, until a subscription that matches it has
+    /// skipped it.
+    probe: Option<String>,
 }
 
 impl std::fmt::Debug for EventStream {
@@ -159,7 +166,11 @@ impl EventStream {
         StreamExt::next(self).await
     }
 
-    fn decode(&self, msg: async_nats::Message) -> Option<Incoming> {
+    fn decode(&mut self, msg: async_nats::Message) -> Option<Incoming> {
+        if self.probe.as_deref() == Some(msg.subject.as_str()) {
+            self.probe = None;
+            return None;
+        }
         match Event::from_json(&msg.payload) {
             Ok(decoded) => {
                 let c = &self.nats.inner().counters;

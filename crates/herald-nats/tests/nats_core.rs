@@ -386,3 +386,41 @@ async fn a_responder_that_panics_before_its_first_await_keeps_answering() {
     assert_eq!(second.data["n"], 1);
     assert_eq!(nats.stats().handler_panics, 1);
 }
+
+/// Issue 18: `>` (and every pattern that matches `_INBOX.*`) subscribes at once and receives
+/// events.
+#[tokio::test]
+async fn subscribing_to_everything_works_and_skips_its_own_probe() {
+    let Some(nats) = connect("subscribe_everything").await else {
+        return;
+    };
+    let prefix = unique("all");
+    for pattern in [">", "*.>", "_INBOX.>"] {
+        let started = std::time::Instant::now();
+        let mut stream = nats.subscribe(pattern, None).await.expect(pattern);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "subscribe to {pattern} took {:?}",
+            started.elapsed()
+        );
+        if pattern == "_INBOX.>" {
+            continue;
+        }
+        let id = format!("{pattern}-event");
+        nats.publish(&ev(&format!("{prefix}.seen"), &id))
+            .await
+            .expect("publish");
+        // Other clients of the shared server may publish too: look for our id.
+        let got = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let incoming = stream.next().await.expect("stream open");
+                if id_of(&incoming.event) == id {
+                    return incoming;
+                }
+            }
+        })
+        .await
+        .expect("the event arrives on the `>` subscription");
+        assert_eq!(got.event.subject.as_str(), format!("{prefix}.seen"));
+    }
+}

@@ -118,8 +118,28 @@ impl PgStore {
                 format!("{shown:?} is not a PostgreSQL URL (expected postgres://...)"),
             ));
         }
-        let fail =
-            |e: sqlx::Error| QueueError::store("connect", "*", true, format!("{shown}: {e}"));
+        let fail = |e: sqlx::Error| QueueError::Connect {
+            store: shown.clone(),
+            source: Box::new(e),
+        };
+        // One connection first, so that a refused or misaddressed server is reported at once
+        // with its cause (the pool would retry until its acquire timeout and then say only
+        // that it timed out).
+        let first = tokio::time::timeout(
+            options.connect_timeout,
+            <sqlx::PgConnection as sqlx::Connection>::connect(&options.url),
+        )
+        .await
+        .map_err(|_| QueueError::Connect {
+            store: shown.clone(),
+            source: format!(
+                "no answer within {} ms",
+                options.connect_timeout.as_millis()
+            )
+            .into(),
+        })?
+        .map_err(fail)?;
+        let _ = sqlx::Connection::close(first).await;
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(2))
             .acquire_timeout(options.connect_timeout)

@@ -122,7 +122,7 @@ pub(crate) async fn publish(args: PubArgs, bus: &str) -> Result<(), CliError> {
             Err(e @ CliError::Other(_)) => return Err(e),
             Err(e) => {
                 bad += 1;
-                eprintln!("herald pub: skipped: {e}");
+                crate::output::warn_line!("herald pub: skipped: {e}");
                 continue;
             }
         };
@@ -138,7 +138,7 @@ pub(crate) async fn publish(args: PubArgs, bus: &str) -> Result<(), CliError> {
                 return Err(e);
             }
             bad += 1;
-            eprintln!("herald pub: skipped stdin line {line}: {e}");
+            crate::output::warn_line!("herald pub: skipped stdin line {line}: {e}");
             continue;
         }
         for _ in 0..args.count {
@@ -146,7 +146,7 @@ pub(crate) async fn publish(args: PubArgs, bus: &str) -> Result<(), CliError> {
             if args.js {
                 let (ack, retries) = js.publish_retrying(&e, JS_RETRY_FOR).await?;
                 if retries > 0 {
-                    eprintln!(
+                    crate::output::warn_line!(
                         "herald pub: {} acknowledged after {retries} retry(ies) with the same id",
                         e.event_id().unwrap_or("?")
                     );
@@ -164,7 +164,7 @@ pub(crate) async fn publish(args: PubArgs, bus: &str) -> Result<(), CliError> {
         }
     }
     flush_within(&nats, published).await?;
-    eprintln!(
+    crate::output::warn_line!(
         "published {} event(s) to {subject}{}{}{}",
         published,
         if args.js {
@@ -241,7 +241,7 @@ pub(crate) async fn subscribe(args: SubArgs, bus: &str) -> Result<(), CliError> 
     }
     let slow = nats.stats().slow_consumers;
     if slow > 0 {
-        eprintln!(
+        crate::output::warn_line!(
             "herald sub: {seen} event(s) printed; {slow} dropped by the client as a slow consumer (stdout was read more slowly than events arrived)"
         );
     }
@@ -272,7 +272,7 @@ pub(crate) async fn reply(args: ReplyArgs, bus: &str) -> Result<(), CliError> {
     let mut answered = 0u64;
     while let Some(request) = stream.next().await {
         if request.reply.is_none() {
-            eprintln!(
+            crate::output::warn_line!(
                 "skipped a message on {} without a reply subject",
                 request.event.subject
             );
@@ -281,9 +281,10 @@ pub(crate) async fn reply(args: ReplyArgs, bus: &str) -> Result<(), CliError> {
         let data = request.event.data.clone();
         nats.respond_to(&request, data).await?;
         answered += 1;
-        eprintln!(
+        crate::output::warn_line!(
             "answered {} ({})",
-            request.event.subject, request.event.correlation_id
+            request.event.subject,
+            request.event.correlation_id
         );
         if args.count.is_some_and(|c| answered >= c) {
             break;
@@ -333,7 +334,7 @@ pub(crate) async fn streams(args: StreamsArgs, bus: &str) -> Result<(), CliError
         }
         StreamsCommand::Rm { name } => {
             js.delete_stream(&name).await?;
-            eprintln!("deleted stream {name}");
+            crate::output::warn_line!("deleted stream {name}");
         }
     }
     Ok(())

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald::store::{BrokerStore, CountProjection, EventStore, StoredEvent, StreamName};
+use herald::store::{BrokerStore, CountProjection, EventStore, StoredEvent};
 use herald::BoxError;
 use herald_runtime::{
     BrokerRole, ConsumerSettings, DistributedEventBroker, DistributedEventBrokerSettings, Ended,
@@ -32,40 +32,30 @@ struct Settings {
     run_for: Option<f64>,
 }
 
-fn settings(args: NodeArgs, config: NodeSection) -> Result<Settings, CliError> {
-    let role = match args.role {
-        Some(r) => r,
-        None => config
-            .role
-            .parse()
-            .map_err(|e: herald_runtime::UnknownRole| {
-                CliError::Config(format!("config key `node.role`: {e}"))
-            })?,
-    };
-    let sources = if args.sources.is_empty() {
-        config.sources
-    } else {
-        args.sources
-    };
-    for s in &sources {
-        StreamName::category_name(s)?;
-    }
-    if role != BrokerRole::Coordinator && sources.is_empty() {
+/// The node's settings from the config's `[node]`, which already holds its flags and
+/// variables and passed `HeraldConfig::validate`.
+fn settings(args: &NodeArgs, config: NodeSection) -> Result<Settings, CliError> {
+    let role: BrokerRole = config
+        .role
+        .parse()
+        .map_err(|e: herald_runtime::UnknownRole| {
+            CliError::Config(format!("config key `node.role`: {e}"))
+        })?;
+    if role != BrokerRole::Coordinator && config.sources.is_empty() {
         return Err(CliError::Usage(format!(
             "herald node --role {role}: name the categories to consume with --sources (or node.sources in the config)"
         )));
     }
     Ok(Settings {
         role,
-        id: args
+        id: config
             .id
-            .or(config.id)
             .unwrap_or_else(|| format!("node-{}", std::process::id())),
-        group: args.group.unwrap_or(config.group),
-        sources,
-        heartbeat_ms: args.heartbeat_ms.or(config.heartbeat_ms),
-        poll_ms: args.poll_ms.unwrap_or(config.poll_ms),
-        checkpoint_every: args.checkpoint_every.unwrap_or(config.checkpoint_every),
+        group: config.group,
+        sources: config.sources,
+        heartbeat_ms: config.heartbeat_ms,
+        poll_ms: config.poll_ms,
+        checkpoint_every: config.checkpoint_every,
         log_processed: args.log_processed,
         run_for: args.run_for,
     })
@@ -81,7 +71,7 @@ pub(crate) async fn run(
         return with_store!(store, s => status(&s, json, Duration::from_millis(ttl_ms)).await);
     }
     // Checked before the store opens.
-    let settings = settings(args, config)?;
+    let settings = settings(&args, config)?;
     let store = open_store(store_url).await?;
     with_store!(store, s => node(s, settings).await)
 }
@@ -171,7 +161,7 @@ where
         .start()
         .map_err(|e| CliError::Other(herald::report(&e)))?;
     tracing::info!(node = node_id.as_str(), role = %args.role, "node started");
-    eprintln!(
+    crate::output::warn_line!(
         "herald node {node_id}: {} on {} source(s); SIGINT/SIGTERM stops it",
         args.role,
         args.sources.len()
@@ -184,7 +174,7 @@ where
         None => runtime.wait().await,
     };
     let report = runtime.stop(Duration::from_secs(10)).await;
-    eprintln!(
+    crate::output::warn_line!(
         "herald node {node_id}: stopped ({}); {} service(s) drained, {} abandoned",
         match &ended {
             Ended::Signal(s) => (*s).to_owned(),

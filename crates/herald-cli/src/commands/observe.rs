@@ -17,7 +17,7 @@ use herald_worker::{Progress, StepQueues};
 use serde_json::{Map, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::cli::HttpArgs;
+use crate::cli::{HealthArgs, MetricsArgs};
 use crate::CliError;
 
 /// What a running worker shows over HTTP.
@@ -421,27 +421,47 @@ async fn get(addr: &str, path: &str) -> Result<(u16, String), CliError> {
     Ok((status, body.to_owned()))
 }
 
-pub(crate) async fn health(args: HttpArgs) -> Result<(), CliError> {
-    let (status, body) = get(&args.http, "/health").await?;
+/// The server to ask: `--http` (`HOST:PORT` or `http://HOST:PORT`), else the config's
+/// `http.addr` (the file or `HERALD_HTTP_ADDR`), where `herald serve` listens.
+fn server(flag: Option<&str>, configured: &str) -> Result<String, CliError> {
+    let Some(given) = flag else {
+        return Ok(configured.to_owned());
+    };
+    let bare = given.strip_prefix("http://").unwrap_or(given);
+    let bare = bare.strip_suffix('/').unwrap_or(bare);
+    if given.starts_with("https://") || bare.contains('/') || !bare.contains(':') {
+        return Err(CliError::Usage(format!(
+            "--http {given:?}: expected HOST:PORT or http://HOST:PORT (the server's address, no path)"
+        )));
+    }
+    Ok(bare.to_owned())
+}
+
+pub(crate) async fn health(args: HealthArgs, configured: &str) -> Result<(), CliError> {
+    let addr = server(args.http.as_deref(), configured)?;
+    let (status, body) = get(&addr, "/health").await?;
     let _ = crate::output::print_line(body.trim_end())?;
     if status == 200 {
         Ok(())
     } else {
-        Err(CliError::Other(format!("unhealthy (HTTP {status})")))
+        Err(CliError::Other(format!(
+            "unhealthy (HTTP {status} from {addr})"
+        )))
     }
 }
 
-pub(crate) async fn metrics(args: HttpArgs) -> Result<(), CliError> {
+pub(crate) async fn metrics(args: MetricsArgs, configured: &str) -> Result<(), CliError> {
+    let addr = server(args.http.as_deref(), configured)?;
     let path = if args.prometheus {
         "/metrics"
     } else {
         "/metrics.json"
     };
-    let (status, body) = get(&args.http, path).await?;
+    let (status, body) = get(&addr, path).await?;
     let _ = crate::output::print_line(body.trim_end())?;
     if status == 200 {
         Ok(())
     } else {
-        Err(CliError::Other(format!("{path}: HTTP {status}")))
+        Err(CliError::Other(format!("{addr}{path}: HTTP {status}")))
     }
 }

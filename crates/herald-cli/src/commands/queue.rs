@@ -41,7 +41,8 @@ pub(crate) async fn run(args: QueueArgs, store_url: &str) -> Result<(), CliError
         | QueueCommand::Delete { name: n, .. }
         | QueueCommand::Purge { name: n }
         | QueueCommand::Metrics { name: n }
-        | QueueCommand::Dlq { name: n, .. } => Some(name(n)?),
+        | QueueCommand::Dlq { name: n, .. }
+        | QueueCommand::Drop { name: n } => Some(name(n)?),
         QueueCommand::Send(a) => Some(name(&a.name)?),
     };
     let event = match &args.command {
@@ -73,8 +74,24 @@ async fn command<Q: Queue>(
     };
     match command {
         QueueCommand::Create { .. } => {
-            store.create(&q()?).await?;
-            eprintln!("queue {} ready", q()?);
+            let queue = q()?;
+            dead_letter_queue(&queue)?;
+            store.create(&queue).await?;
+            crate::output::warn_line!("queue {queue} ready");
+        }
+        QueueCommand::Drop { .. } => {
+            let queue = q()?;
+            must_exist(store, &queue).await?;
+            store.drop_queue(&queue).await?;
+            let dlq = dead_letter_queue(&queue).ok();
+            let mut dropped = vec![queue.to_string()];
+            if let Some(dlq) = dlq {
+                if store.list().await?.iter().any(|n| n == dlq.as_str()) {
+                    store.drop_queue(&dlq).await?;
+                    dropped.push(dlq.to_string());
+                }
+            }
+            crate::output::warn_line!("dropped {}", dropped.join(" and "));
         }
         QueueCommand::Ls => {
             for n in store.list().await? {
@@ -109,22 +126,49 @@ async fn command<Q: Queue>(
         }
         QueueCommand::Purge { .. } => {
             let n = store.purge(&q()?).await?;
-            eprintln!("purged {n} message(s) from {}", q()?);
+            crate::output::warn_line!("purged {n} message(s) from {}", q()?);
         }
         QueueCommand::Metrics { .. } => {
             let m = store.metrics(&q()?).await?;
             out!("{}", serde_json::to_string(&m).unwrap_or_default());
         }
         QueueCommand::Dlq { limit, .. } => {
-            let dlq = q()?.with_suffix("_dlq")?;
-            store.create(&dlq).await?;
-            // Read with a zero visibility timeout: listed, not hidden.
-            for m in store.read(&dlq, Duration::ZERO, limit).await? {
-                out!("{}", message_json(&m));
+            let queue = q()?;
+            must_exist(store, &queue).await?;
+            let dlq = dead_letter_queue(&queue)?;
+            // No dead-letter queue yet: nothing died. Listing creates nothing.
+            if store.list().await?.iter().any(|n| n == dlq.as_str()) {
+                // Read with a zero visibility timeout: listed, not hidden.
+                for m in store.read(&dlq, Duration::ZERO, limit).await? {
+                    out!("{}", message_json(&m));
+                }
             }
         }
     }
     Ok(())
+}
+
+/// The queue's dead-letter queue, `{queue}_dlq`; refused when that name would be too long,
+/// so that a queue is never created whose dead letters could not be kept.
+fn dead_letter_queue(queue: &QueueName) -> Result<QueueName, CliError> {
+    queue.with_suffix("_dlq").map_err(|_| {
+        CliError::Usage(format!(
+            "queue name {queue:?} is too long: its dead-letter queue {queue}_dlq would be over {} characters (a queue name has at most {})",
+            herald::queue::MAX_LEN,
+            herald::queue::MAX_LEN - "_dlq".len()
+        ))
+    })
+}
+
+/// Refuses a queue that does not exist, as every other verb does.
+async fn must_exist<Q: Queue>(store: &Q, queue: &QueueName) -> Result<(), CliError> {
+    if store.list().await?.iter().any(|n| n == queue.as_str()) {
+        Ok(())
+    } else {
+        Err(CliError::Other(format!(
+            "no queue named {queue} (herald queue ls lists them)"
+        )))
+    }
 }
 
 /// `queue consume`: read, print, archive, in batches. The print comes before the archive, so a
@@ -137,11 +181,22 @@ async fn consume<Q: Queue>(
     until_empty: bool,
 ) -> Result<(), CliError> {
     let batch = batch.max(1);
+    let mut told = None;
     loop {
         let messages = store.read(queue, vt, batch).await?;
         if messages.is_empty() {
-            if until_empty && store.metrics(queue).await?.queue_length == 0 {
-                return Ok(());
+            if until_empty {
+                let hidden = store.metrics(queue).await?.queue_length;
+                if hidden == 0 {
+                    return Ok(());
+                }
+                if told != Some(hidden) {
+                    told = Some(hidden);
+                    crate::output::warn_line!(
+                        "herald queue consume: no visible message; waiting for {hidden} hidden one(s) (read by another consumer, hidden for up to --vt {} s, or sent with --delay)",
+                        vt.as_secs()
+                    );
+                }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
@@ -164,7 +219,7 @@ fn report_missing(verb: &str, asked: &[i64], done: &[i64]) -> Result<(), CliErro
         .filter(|id| !done.contains(id))
         .map(ToString::to_string)
         .collect();
-    eprintln!("{verb} {} message(s)", done.len());
+    crate::output::warn_line!("{verb} {} message(s)", done.len());
     if missing.is_empty() {
         Ok(())
     } else {

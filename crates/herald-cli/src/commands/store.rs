@@ -85,13 +85,28 @@ async fn command<S: EventStore>(
             from,
             max,
         } => {
-            let events = match (stream, category) {
-                (Some(st), _) => s.read_stream(&StreamName::new(&st)?, from, max).await?,
-                (None, Some(c)) => s.read_category(&c, from, max).await?,
-                (None, None) => s.read_all(from, max).await?,
+            // One more than asked, to say whether there is more.
+            let ask = max.saturating_add(1);
+            let (events, by_global) = match (stream, category) {
+                (Some(st), _) => (
+                    s.read_stream(&StreamName::new(&st)?, from, ask).await?,
+                    false,
+                ),
+                (None, Some(c)) => (s.read_category(&c, from, ask).await?, true),
+                (None, None) => (s.read_all(from, ask).await?, true),
             };
-            for e in &events {
+            for e in events.iter().take(max) {
                 out!("{}", line(e));
+            }
+            if let Some(next) = events.get(max) {
+                let from = if by_global {
+                    next.global_position
+                } else {
+                    next.position
+                };
+                crate::output::warn_line!(
+                    "herald store read: stopped at --max {max}; there is more (--from {from} reads on)"
+                );
             }
         }
         StoreCommand::Ls => {

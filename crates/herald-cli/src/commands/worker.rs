@@ -67,7 +67,11 @@ fn flaky() -> Result<Box<dyn StepHandler>, BoxError> {
 fn panics() -> Result<Box<dyn StepHandler>, BoxError> {
     Ok(Box::new(step_handler_fn(
         "demo.panic",
-        |_c: StepContext| async { panic!("demo.panic always panics") },
+        |_c: StepContext| async {
+            panic!(
+                "demo.panic always panics (deliberately: the step is retried, then dead-lettered)"
+            )
+        },
     )))
 }
 
@@ -93,32 +97,26 @@ pub(crate) fn progress_line(r: &WorkerReport) -> String {
     )
 }
 
-pub(crate) async fn run(
-    mut args: WorkerArgs,
-    store_flag: Option<String>,
-    mut config: HeraldConfig,
-) -> Result<(), CliError> {
-    if let Some(flag) = &store_flag {
-        if *flag != config.store {
-            config.store = flag.clone();
-            config
-                .sources
-                .insert("store".into(), "flag --store (or $HERALD_STORE)".into());
-        }
+pub(crate) async fn run(args: WorkerArgs, mut config: HeraldConfig) -> Result<(), CliError> {
+    // Flags win over HERALD_* variables, which win over the file, which wins over defaults;
+    // all of them pass the one validation.
+    if let Some(ns) = &args.namespace {
+        config.set("worker.namespace", "flag --namespace", |c| {
+            c.worker.namespace = ns.clone();
+        });
     }
-    // Flags win over HERALD_* variables, which win over the file, which wins over defaults.
-    let namespace = args
-        .namespace
-        .get_or_insert_with(|| config.worker.namespace.clone())
-        .clone();
-    let concurrency = *args.concurrency.get_or_insert(
-        usize::try_from(config.worker.max_concurrent_handlers).unwrap_or(usize::MAX),
-    );
-    if concurrency == 0 {
-        return Err(CliError::Usage("--concurrency must be at least 1".into()));
+    if let Some(n) = args.concurrency {
+        config.set(
+            "worker.max_concurrent_handlers",
+            "flag --concurrency",
+            |c| c.worker.max_concurrent_handlers = n as u64,
+        );
     }
-    herald_worker::StepQueues::of(&namespace)?;
-    let store_url = store_flag.unwrap_or_else(|| config.store.clone());
+    if let Some(addr) = &args.http {
+        config.set("http.addr", "flag --http", |c| c.http.addr = addr.clone());
+    }
+    config.validate()?;
+    let store_url = config.store.clone();
     let store = open_store(&store_url).await?;
     let kind = match &store {
         crate::connect::Store::Sqlite(_) => "sqlite",
@@ -133,32 +131,10 @@ async fn run_on<Q: Queue>(
     store_kind: &'static str,
     file: &HeraldConfig,
 ) -> Result<(), CliError> {
-    let namespace = args.namespace.clone().unwrap_or_default();
-    let concurrency = args.concurrency.unwrap_or(10);
+    let namespace = file.worker.namespace.clone();
+    let concurrency = usize::try_from(file.worker.max_concurrent_handlers).unwrap_or(usize::MAX);
     let w = &file.worker;
-    // The effective config, flags applied, with where each value came from.
-    let mut effective = file.clone();
-    if effective.worker.namespace != namespace {
-        effective.worker.namespace = namespace.clone();
-        effective
-            .sources
-            .insert("worker.namespace".into(), "flag --namespace".into());
-    }
-    if let Some(addr) = &args.http {
-        if *addr != effective.http.addr {
-            effective.http.addr = addr.clone();
-            effective
-                .sources
-                .insert("http.addr".into(), "flag --http".into());
-        }
-    }
-    if effective.worker.max_concurrent_handlers != concurrency as u64 {
-        effective.worker.max_concurrent_handlers = concurrency as u64;
-        effective.sources.insert(
-            "worker.max_concurrent_handlers".into(),
-            "flag --concurrency".into(),
-        );
-    }
+    let effective = file.clone();
     for _ in 0..args.enqueue {
         let step = FfiStepEvent::new(args.handler.as_str(), Map::new());
         enqueue_step(&store, &namespace, &step).await?;
@@ -265,7 +241,7 @@ async fn run_on<Q: Queue>(
         let bound = herald_http::serve(addr, Arc::new(observer), &http)
             .await
             .map_err(|e| CliError::Other(e.to_string()))?;
-        eprintln!("observability on http://{bound}/ (health, livez, readyz, metrics, metrics.json, config)");
+        crate::output::warn_line!("observability on http://{bound}/ (health, livez, readyz, metrics, metrics.json, config)");
     }
     let d = draining.clone();
     let stop_signal = stop.clone();
@@ -282,7 +258,7 @@ async fn run_on<Q: Queue>(
             tokio::select! {
                 r = &mut run => break r,
                 _ = tick.tick() => if !args.quiet {
-                    eprintln!("{}", progress_line(&progress.report()));
+                    crate::output::warn_line!("{}", progress_line(&progress.report()));
                 },
             }
         }
@@ -293,7 +269,7 @@ async fn run_on<Q: Queue>(
     if args.quiet {
         tracing::info!("{line}");
     } else {
-        eprintln!("{line}");
+        crate::output::warn_line!("{line}");
     }
     Ok(())
 }

@@ -163,6 +163,16 @@ pub enum QueueError {
         #[source]
         source: BoxError,
     },
+    /// The store could not be reached at all (refused, unknown host, bad credentials, no
+    /// answer in time); the cause says which.
+    #[error("cannot connect to {store}")]
+    Connect {
+        /// The store's URL, any password redacted.
+        store: String,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
     /// The store has been closed.
     #[error("the queue store is closed")]
     Closed,
@@ -176,7 +186,7 @@ impl QueueError {
             QueueError::Store {
                 transient: true,
                 ..
-            }
+            } | QueueError::Connect { .. }
         )
     }
 

@@ -101,16 +101,86 @@ pub fn report(e: &dyn std::error::Error) -> String {
     let mut line = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {
-        line.push_str(": ");
-        line.push_str(&cause.to_string());
+        // Many libraries' errors (sqlx, async-nats, std::io wrappers) already print their
+        // source in their own message: a cause whose text is there already is not repeated.
+        let text = cause.to_string();
+        if !text.is_empty() && !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
         source = cause.source();
     }
-    line
+    collapse_repeats(&line)
+}
+
+/// `a: b: b: c` -> `a: b: c`, and `a: b: c: b: c` -> `a: b: c`: a run of `: `-separated
+/// clauses said twice in a row is said once (an error whose message embeds its source, and a
+/// source whose message embeds its own, repeat a cause however the chain is walked).
+fn collapse_repeats(line: &str) -> String {
+    let mut parts: Vec<&str> = line.split(": ").collect();
+    let mut i = 0;
+    while i < parts.len() {
+        let mut removed = false;
+        let mut k = 1;
+        while i + 2 * k <= parts.len() {
+            if parts[i..i + k] == parts[i + k..i + 2 * k] {
+                parts.drain(i + k..i + 2 * k);
+                removed = true;
+                break;
+            }
+            k += 1;
+        }
+        if !removed {
+            i += 1;
+        }
+    }
+    parts.join(": ")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug)]
+    struct Echo(&'static str, Option<Box<Echo>>);
+
+    impl std::fmt::Display for Echo {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Echo {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn a_report_names_each_cause_once_even_when_an_error_prints_its_source() {
+        // As async-nats and sqlx do: the outer message already holds the inner one.
+        let inner = Echo("Connection refused (os error 111)", None);
+        let outer = Echo(
+            "IO error: Connection refused (os error 111)",
+            Some(Box::new(inner)),
+        );
+        let top = Echo("cannot connect to nats://h:1", Some(Box::new(outer)));
+        assert_eq!(
+            report(&top),
+            "cannot connect to nats://h:1: IO error: Connection refused (os error 111)"
+        );
+        // async-nats's JetStream errors: the kind's text, then the same text as the source.
+        let js = "jetstream error: replicas > 1 not supported (code 500)";
+        let doubled = Echo(
+            "jetstream error: replicas > 1 not supported (code 500): jetstream error: replicas > 1 not supported (code 500)",
+            None,
+        );
+        let top = Echo("JetStream create stream R5 failed", Some(Box::new(doubled)));
+        assert_eq!(
+            report(&top),
+            format!("JetStream create stream R5 failed: {js}")
+        );
+    }
 
     #[test]
     fn the_cause_is_printed_once_in_a_chained_report() {

@@ -452,7 +452,9 @@ pub(crate) async fn run(report: &mut Report, scale: f64) -> Result<(), CliError>
             )
             .target(40.0),
         )?,
-        None => eprintln!("bench: python3 not available; the seed 002 comparison was skipped"),
+        None => crate::output::warn_line!(
+            "bench: python3 not available; the seed 002 comparison was skipped"
+        ),
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::cli::{BenchArgs, Global, Suite};
+use crate::cli::{BenchArgs, Suite};
 use crate::output::print_line;
 use crate::CliError;
 
@@ -160,7 +160,7 @@ pub(crate) fn rate(n: u64, start: Instant) -> f64 {
     n as f64 / start.elapsed().as_secs_f64().max(1e-9)
 }
 
-pub(crate) async fn run(args: BenchArgs, global: &Global) -> Result<(), CliError> {
+pub(crate) async fn run(args: BenchArgs, store: &str, bus: &str) -> Result<(), CliError> {
     if !(args.scale > 0.0 && args.scale <= 100.0) {
         return Err(CliError::Usage(format!(
             "--scale must be in (0, 100], got {}",
@@ -172,39 +172,19 @@ pub(crate) async fn run(args: BenchArgs, global: &Global) -> Result<(), CliError
         bus::run(&mut report, args.scale).await?;
     }
     if matches!(args.suite, Suite::Nats | Suite::All) {
-        nats::run(&mut report, args.scale, &global.bus).await?;
+        nats::run(&mut report, args.scale, bus).await?;
     }
     if matches!(args.suite, Suite::Queue | Suite::All) {
-        queue::run(
-            &mut report,
-            args.scale,
-            global.store.as_deref().unwrap_or(""),
-        )
-        .await?;
+        queue::run(&mut report, args.scale, store).await?;
     }
     if matches!(args.suite, Suite::Store | Suite::All) {
-        store::run(
-            &mut report,
-            args.scale,
-            global.store.as_deref().unwrap_or(""),
-        )
-        .await?;
+        store::run(&mut report, args.scale, store).await?;
     }
     if matches!(args.suite, Suite::Runtime | Suite::All) {
-        runtime::run(
-            &mut report,
-            args.scale,
-            global.store.as_deref().unwrap_or(""),
-        )
-        .await?;
+        runtime::run(&mut report, args.scale, store).await?;
     }
     if matches!(args.suite, Suite::Worker | Suite::All) {
-        worker::run(
-            &mut report,
-            args.scale,
-            global.store.as_deref().unwrap_or(""),
-        )
-        .await?;
+        worker::run(&mut report, args.scale, store).await?;
     }
     if !args.json {
         let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();

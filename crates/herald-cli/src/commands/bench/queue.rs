@@ -333,7 +333,7 @@ pub(crate) async fn run(report: &mut Report, scale: f64, store: &str) -> Result<
     match postgres(report, scale, &url).await {
         Ok(()) => {}
         Err(e) => {
-            eprintln!("queue bench: PostgreSQL figures skipped: {e}");
+            crate::output::warn_line!("queue bench: PostgreSQL figures skipped: {e}");
         }
     }
     sqlite(report, scale).await

@@ -308,7 +308,7 @@ async fn sqlite(report: &mut Report, scale: f64) -> Result<(), CliError> {
 pub(crate) async fn run(report: &mut Report, scale: f64, store: &str) -> Result<(), CliError> {
     match postgres(report, scale, &pg_url(store)).await {
         Ok(()) => {}
-        Err(e) => eprintln!("store bench: PostgreSQL figures skipped: {e}"),
+        Err(e) => crate::output::warn_line!("store bench: PostgreSQL figures skipped: {e}"),
     }
     sqlite(report, scale).await?;
     Ok(())

@@ -225,7 +225,7 @@ pub(crate) async fn run(report: &mut Report, scale: f64, store: &str) -> Result<
     let _ = std::fs::remove_dir_all(&dir);
     match PgStore::connect(&pg_url(store)).await {
         Ok(pg) => figure(report, &pg, n, "worker_steps_postgres").await?,
-        Err(e) => eprintln!("worker bench: PostgreSQL figure skipped: {e}"),
+        Err(e) => crate::output::warn_line!("worker bench: PostgreSQL figure skipped: {e}"),
     }
     Ok(())
 }

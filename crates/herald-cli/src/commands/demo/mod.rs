@@ -142,7 +142,9 @@ impl Plugin for Flaky {
             "trivia.answered",
             sync_handler(|e: &Event| -> Result<(), BoxError> {
                 match e.data.get("answer").and_then(|a| a.as_str()) {
-                    Some("42") => panic!("flaky plugin cannot handle the answer 42"),
+                    Some("42") => panic!(
+                        "flaky plugin cannot handle the answer 42 (a deliberate panic: the bus isolates it)"
+                    ),
                     Some("") => Err("flaky plugin: empty answer".into()),
                     _ => Ok(()),
                 }
@@ -169,7 +171,16 @@ fn event(subject: &str, source: &str, data: serde_json::Value) -> Result<Event, 
     Ok(Event::try_new(subject, data)?.with_source(source))
 }
 
-pub(crate) async fn run(args: DemoArgs) -> Result<(), CliError> {
+pub(crate) async fn run(args: DemoArgs, global: &crate::cli::Global) -> Result<(), CliError> {
+    if global.store.is_some() || global.bus.is_some() {
+        return Err(CliError::Usage(
+            "herald demo runs on an embedded SQLite store of its own and the in-process bus: --store and --bus are not used (run `herald worker --store URL` or `herald pub --bus URL` against yours)".into(),
+        ));
+    }
+    if args.quiet {
+        // Its panics are deliberate, isolated and counted in the summary.
+        crate::output::quiet_panics();
+    }
     let bus = Bus::builder().history(100).build();
     let say = |line: String| -> Result<(), CliError> {
         if !args.quiet {
@@ -348,14 +359,19 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), CliError> {
     for line in worker.lines.iter().chain(&processing.lines) {
         out!("{line}");
     }
-    out!("history (newest first, last 5):");
-    for e in bus.history(Some(5)) {
-        out!(
-            "  {} {} {}",
-            e.timestamp,
-            e.subject,
-            serde_json::Value::Object(e.data.clone())
-        );
+    if !args.quiet {
+        for line in &worker.detail {
+            out!("{line}");
+        }
+        out!("history (newest first, last 5):");
+        for e in bus.history(Some(5)) {
+            out!(
+                "  {} {} {}",
+                e.timestamp,
+                e.subject,
+                serde_json::Value::Object(e.data.clone())
+            );
+        }
     }
     bus.stop().await;
     plugins.unload_all();

@@ -224,6 +224,9 @@ async fn run_in(
         && total.load(Ordering::Relaxed) == expected_total
         && counted == ORDERS + USERS
         && report.abandoned.is_empty();
-    say(lines[0].clone())?;
-    Ok(WorkerSummary { lines, ok })
+    Ok(WorkerSummary {
+        lines,
+        detail: Vec::new(),
+        ok,
+    })
 }

@@ -22,7 +22,10 @@ use crate::CliError;
 
 /// What the worker part did, for the summary.
 pub(crate) struct WorkerSummary {
+    /// The summary's lines.
     pub(crate) lines: Vec<String>,
+    /// Lines shown without `--quiet` only (the health and metrics JSON).
+    pub(crate) detail: Vec<String>,
     pub(crate) ok: bool,
 }
 
@@ -215,18 +218,19 @@ async fn run_in(
         nats: None,
         file: None,
     };
-    let health = observer.check().await;
+    let health = serde_json::to_value(observer.check().await).unwrap_or_default();
+    let metrics = serde_json::to_value(observer.metrics()).unwrap_or_default();
     lines.push(format!(
-        "health: {}",
-        serde_json::to_string(&health).unwrap_or_default()
+        "health: {}; metrics: steps processed {}, succeeded {}, failed {} (the JSON of /health and /metrics.json follows without --quiet)",
+        health["status"].as_str().unwrap_or("unknown"),
+        metrics["steps_processed"],
+        metrics["steps_succeeded"],
+        metrics["steps_failed"]
     ));
-    lines.push(format!(
-        "metrics: {}",
-        serde_json::to_string(&observer.metrics()).unwrap_or_default()
-    ));
+    let detail = vec![format!("health: {health}"), format!("metrics: {metrics}")];
     let ok = results.len() == steps
         && dead.len() == 2
         && report.succeeded == 6
         && report.domain_events_published == 3;
-    Ok(WorkerSummary { lines, ok })
+    Ok(WorkerSummary { lines, detail, ok })
 }
