@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # python-package.sh: builds Herald's Python package (crates/herald-py, PyO3 + maturin) into
 # the virtualenv .venv and runs its pytest suite. Idempotent; installs what it needs from
-# PyPI (maturin, pytest, pytest-asyncio, pydantic) into .venv only.
+# PyPI (maturin, pytest, pytest-asyncio, pydantic, nats-py) into .venv only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,9 +17,9 @@ if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c 'import maturin, pytest, pytest_asyncio, pydantic' 2>/dev/null; then
-  log "installing maturin, pytest, pytest-asyncio, pydantic into .venv"
-  .venv/bin/pip install --quiet --disable-pip-version-check "maturin>=1.5,<2" pytest pytest-asyncio "pydantic>=2" >&2
+if ! .venv/bin/python -c 'import maturin, pytest, pytest_asyncio, pydantic, nats' 2>/dev/null; then
+  log "installing maturin, pytest, pytest-asyncio, pydantic, nats-py into .venv"
+  .venv/bin/pip install --quiet --disable-pip-version-check "maturin>=1.5,<2" pytest pytest-asyncio "pydantic>=2" nats-py >&2
 fi
 log "building and installing the package (maturin develop)"
 VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH" \

@@ -197,9 +197,11 @@ pub(crate) enum NodeCommand {
         /// One JSON object instead of text.
         #[arg(long)]
         json: bool,
-        /// A node silent for longer than this many milliseconds shows as dead.
-        #[arg(long, default_value_t = 60_000)]
-        ttl_ms: u64,
+        /// A node silent for longer than this many milliseconds shows as dead (default: each
+        /// node's own time-to-live, which it writes with its heartbeats; 60 s for a node
+        /// that did not say).
+        #[arg(long, allow_negative_numbers = true, value_parser = at_least_one)]
+        ttl_ms: Option<u64>,
     },
 }
 

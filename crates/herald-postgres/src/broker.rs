@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use herald::store::broker::encode;
+use herald::store::broker::{encode, encode_groups};
 use herald::store::{
     Allocation, AllocationChange, BrokerSnapshot, BrokerState, BrokerStore, CountProjection,
     LeaseRow, NodeInfo, NodeRow, StoreError,
@@ -72,7 +72,7 @@ async fn put_node(c: &mut PgConnection, row: &NodeRow) -> Result<(), StoreError>
     )
     .bind(&row.info.node_id)
     .bind(&row.info.role)
-    .bind(encode(&row.info.groups))
+    .bind(encode_groups(&row.info))
     .bind(encode(&row.claims))
     .bind(row.last_seen)
     .execute(c)

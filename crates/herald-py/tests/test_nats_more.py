@@ -2,6 +2,7 @@
 groups sharing messages, JetStream publish with its ack, and typed errors."""
 
 import asyncio
+import json
 import os
 import subprocess
 import uuid
@@ -45,3 +46,32 @@ async def test_queue_group_and_jetstream():
         subprocess.run([HERALD, "streams", "rm", f"PY{tag}", "--bus", SERVER], capture_output=True)
     await a.disconnect()
     await b.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_reply_answers_a_plain_nats_py_message():
+    """Seed 004's ``reply(msg, data)``: ``msg`` is the nats-py message a plain subscription
+    received (it has ``subject`` and ``reply``), not one of Herald's events."""
+    import nats
+
+    tag = uuid.uuid4().hex[:8]
+    bus = EventBus([SERVER], name=f"r{tag}")
+    await bus.connect()
+    nc = await nats.connect(SERVER)
+    try:
+
+        async def answer(msg):
+            await bus.reply(msg, {"pong": True, "asked": msg.subject})
+
+        await nc.subscribe(f"svc{tag}.echo", cb=answer)
+        await nc.flush()
+        # A plain request (not an envelope), then a Herald request (an envelope).
+        plain = await nc.request(f"svc{tag}.echo", b"ping", timeout=5)
+        body = json.loads(plain.data)
+        assert body["data"] == {"pong": True, "asked": f"svc{tag}.echo"}
+        assert body["subject"] == f"svc{tag}.echo"
+        response = await bus.request(f"svc{tag}.echo", {"ping": 1}, timeout=5)
+        assert response.data["pong"] is True
+    finally:
+        await nc.close()
+        await bus.disconnect()

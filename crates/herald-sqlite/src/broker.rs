@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use herald::store::broker::encode;
+use herald::store::broker::{encode, encode_groups};
 use herald::store::{
     Allocation, AllocationChange, BrokerSnapshot, BrokerState, BrokerStore, CountProjection,
     LeaseRow, NodeInfo, NodeRow, StoreError,
@@ -95,7 +95,7 @@ fn put_node(c: &Connection, row: &NodeRow) -> Result<(), StoreError> {
         s.execute(params![
             row.info.node_id,
             row.info.role,
-            encode(&row.info.groups),
+            encode_groups(&row.info),
             encode(&row.claims),
             row.last_seen
         ])

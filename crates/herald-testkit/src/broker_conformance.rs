@@ -16,6 +16,7 @@ fn node(id: &str) -> NodeInfo {
     NodeInfo {
         node_id: id.to_owned(),
         role: "full".to_owned(),
+        ttl: None,
         groups: vec![GroupInfo {
             group: "g".to_owned(),
             sources: vec!["s1".to_owned(), "s2".to_owned()],

@@ -68,7 +68,8 @@ pub(crate) async fn run(
 ) -> Result<(), CliError> {
     if let Some(NodeCommand::Status { json, ttl_ms }) = args.command {
         let store = open_store(store_url).await?;
-        return with_store!(store, s => status(&s, json, Duration::from_millis(ttl_ms)).await);
+        let ttl = ttl_ms.map(Duration::from_millis);
+        return with_store!(store, s => status(&s, json, ttl).await);
     }
     // Checked before the store opens.
     let settings = settings(&args, config)?;
@@ -105,6 +106,21 @@ fn counts_processor<S: CountProjection>(
             Ok(())
         })
     }
+}
+
+/// The heartbeat and distribution intervals a node runs with.
+fn settings_heartbeat(heartbeat_ms: Option<u64>) -> (Duration, Duration) {
+    let s = match heartbeat_ms {
+        Some(ms) => {
+            DistributedEventBrokerSettings::fast(BrokerRole::Full, Duration::from_millis(ms))
+        }
+        None => DistributedEventBrokerSettings::default(),
+    };
+    (
+        s.subscriber_manager_heartbeat_interval,
+        s.coordinator_distribution_interval
+            .max(s.subscriber_manager_heartbeat_interval),
+    )
 }
 
 async fn node<S>(store: S, args: Settings) -> Result<(), CliError>
@@ -161,10 +177,13 @@ where
         .start()
         .map_err(|e| CliError::Other(herald::report(&e)))?;
     tracing::info!(node = node_id.as_str(), role = %args.role, "node started");
+    let heartbeat = settings_heartbeat(args.heartbeat_ms);
     crate::output::warn_line!(
-        "herald node {node_id}: {} on {} source(s); SIGINT/SIGTERM stops it",
+        "herald node {node_id}: {} on {} source(s); it heartbeats every {} ms and is given sources at the coordinator's next distribution (within {} ms); SIGINT/SIGTERM stops it",
         args.role,
-        args.sources.len()
+        args.sources.len(),
+        heartbeat.0.as_millis(),
+        heartbeat.1.as_millis()
     );
     let ended = match args.run_for {
         Some(secs) => tokio::select! {
@@ -194,11 +213,20 @@ where
     }
 }
 
-async fn status<S>(store: &S, as_json: bool, ttl: Duration) -> Result<(), CliError>
+/// A node's time-to-live when it did not write its own and `--ttl-ms` is not given: the
+/// seed's 60 s.
+const DEFAULT_TTL: Duration = Duration::from_secs(60);
+
+async fn status<S>(store: &S, as_json: bool, ttl: Option<Duration>) -> Result<(), CliError>
 where
     S: EventStore + BrokerStore + CountProjection,
 {
-    let snap = store.snapshot(ttl).await?;
+    let mut snap = store.snapshot(ttl.unwrap_or(DEFAULT_TTL)).await?;
+    // Live by the node's own time-to-live, unless --ttl-ms overrides it.
+    for n in &mut snap.nodes {
+        let limit = ttl.or(n.info.ttl).unwrap_or(DEFAULT_TTL);
+        n.live = n.since_seen < limit;
+    }
     let mut allocations = Vec::new();
     for a in &snap.allocations {
         let cp = store.checkpoint(&a.group, &a.source).await?;
@@ -219,6 +247,7 @@ where
                 "role": n.info.role,
                 "live": n.live,
                 "since_seen_ms": n.since_seen.as_millis() as u64,
+                "ttl_ms": ttl.or(n.info.ttl).unwrap_or(DEFAULT_TTL).as_millis() as u64,
                 "groups": n.info.groups,
                 "claims": n.claims.iter().map(|c| json!({"group": c.group, "source": c.source, "epoch": c.epoch})).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),

@@ -217,13 +217,36 @@ class EventBus:
         return Event.from_json(raw)
 
     async def reply(self, msg: Any, data: Dict[str, Any]) -> None:
-        """Answers the request ``msg`` (the event a handler was given)."""
+        """Answers the request ``msg``: the event a Herald handler was given, or (as in seed
+        004) any message with ``reply`` and ``subject``, such as a nats-py ``Msg`` from a
+        plain subscription. The response is a Herald envelope on the request's subject,
+        carrying the request's correlation id when the request was an envelope."""
         native = self._need()
         reply = getattr(msg, "_reply", None) or getattr(msg, "reply", None)
         if not reply:
             raise PublishError("the message is not a request (no reply subject)")
-        raw = getattr(msg, "_raw", None) or msg.to_json()
+        raw = getattr(msg, "_raw", None)
+        if raw is None and isinstance(msg, Event):
+            raw = msg.to_json()
+        if raw is None:
+            raw = _request_of(msg)
         await asyncio.to_thread(native.reply, reply, raw, json.dumps(data))
+
+
+def _request_of(msg: Any) -> bytes:
+    """The request envelope of a message that is not Herald's own: its payload when that is
+    an envelope, else one made from its subject (seed 004's ``reply`` uses only that)."""
+    payload = getattr(msg, "data", None)
+    if isinstance(payload, (bytes, bytearray)) and payload:
+        try:
+            Event.from_json(bytes(payload))
+            return bytes(payload)
+        except Exception:
+            pass
+    subject = getattr(msg, "subject", None)
+    if not subject:
+        raise PublishError("the message has no subject to answer on")
+    return Event(subject=subject, event_type="request", source="core", data={}).to_json()
 
 
 @dataclass

@@ -208,6 +208,10 @@ impl<S: BrokerStore> DistributedEventBroker<S> {
         NodeInfo {
             node_id: self.node_id.clone(),
             role: self.settings.role.as_str().to_owned(),
+            ttl: Some(
+                self.settings
+                    .coordinator_subscriber_max_time_since_last_seen,
+            ),
             groups: self
                 .subscribers
                 .lock()

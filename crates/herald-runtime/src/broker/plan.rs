@@ -85,6 +85,7 @@ mod tests {
             info: NodeInfo {
                 node_id: id.to_owned(),
                 role: "full".to_owned(),
+                ttl: None,
                 groups: vec![GroupInfo {
                     group: "g".to_owned(),
                     sources: sources.iter().map(|s| (*s).to_owned()).collect(),

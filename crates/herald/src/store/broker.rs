@@ -43,6 +43,29 @@ pub struct NodeInfo {
     pub role: String,
     /// The groups it runs a subscriber of.
     pub groups: Vec<GroupInfo>,
+    /// How long the node may stay silent before it counts as dead, by its own settings
+    /// (`None` from a node that did not say: a reader then uses its own time-to-live).
+    pub ttl: Option<Duration>,
+}
+
+/// The `groups` column as written since nodes say their time-to-live; a bare array (older
+/// rows) is read too.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum GroupsColumn {
+    WithTtl {
+        groups: Vec<GroupInfo>,
+        ttl_ms: Option<u64>,
+    },
+    Bare(Vec<GroupInfo>),
+}
+
+/// The `groups` column of a node's row: its groups and its time-to-live, as JSON.
+pub fn encode_groups(info: &NodeInfo) -> String {
+    let ttl_ms = info
+        .ttl
+        .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+    encode(&serde_json::json!({"groups": info.groups, "ttl_ms": ttl_ms}))
 }
 
 /// One source's allocation.
@@ -192,11 +215,16 @@ impl BrokerState {
         claims: &str,
         last_seen: i64,
     ) -> Result<(), StoreError> {
+        let (groups, ttl) = match decode(groups, "read node groups")? {
+            GroupsColumn::WithTtl { groups, ttl_ms } => (groups, ttl_ms.map(Duration::from_millis)),
+            GroupsColumn::Bare(groups) => (groups, None),
+        };
         let row = NodeRow {
             info: NodeInfo {
                 node_id: node_id.clone(),
                 role,
-                groups: decode(groups, "read node groups")?,
+                groups,
+                ttl,
             },
             last_seen,
             claims: decode(claims, "read node claims")?,
