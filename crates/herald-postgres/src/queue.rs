@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald::queue::{
-    read_with_wakeup, Message, Queue, QueueError, QueueMetrics, QueueName, Settled, Settlement,
+    read_with_wakeup_by, Message, Queue, QueueError, QueueMetrics, QueueName, Settled, Settlement,
 };
 use herald::{Event, Timestamp};
 use sqlx::postgres::{PgPoolOptions, PgRow};
@@ -158,6 +158,26 @@ impl PgStore {
         })
     }
 
+    /// How long until the queue's next hidden message becomes visible (`otherwise` when it
+    /// holds none), at least 1 ms.
+    async fn until_next_visible(
+        &self,
+        queue: &QueueName,
+        otherwise: Duration,
+    ) -> Result<Duration, QueueError> {
+        let sql = format!(
+            "SELECT (extract(epoch FROM (min(vt) - clock_timestamp())) * 1000)::float8 FROM pgmq.q_{}",
+            queue.as_str()
+        );
+        let ms: Option<f64> = sqlx::query_scalar(&sql)
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(|e| store("read", queue.as_str(), e))?;
+        Ok(ms.map_or(otherwise, |ms| {
+            Duration::from_millis(ms.clamp(1.0, 86_400_000.0) as u64)
+        }))
+    }
+
     /// The connection pool, for what Herald does not wrap (and for the raw-pgmq benchmark).
     pub fn pool(&self) -> &PgPool {
         &self.inner.pool
@@ -212,8 +232,25 @@ impl Queue for PgStore {
             .bind(queue.as_str())
             .execute(&self.inner.pool)
             .await
-            .map(drop)
-            .map_err(|e| store("create", queue.as_str(), e))
+            .map_err(|e| store("create", queue.as_str(), e))?;
+        // A statement trigger notifies the queue's channel after any INSERT, so a send from
+        // outside Herald (`pgmq.send` in psql, another language) wakes a waiting reader as
+        // Herald's own sends do. The name is validated (lowercase letters, digits, `_`).
+        let q = queue.as_str();
+        sqlx::raw_sql(&format!(
+            "DO $$ BEGIN
+               IF NOT EXISTS (SELECT 1 FROM pg_trigger
+                              WHERE tgname = 'herald_notify_insert' AND tgrelid = 'pgmq.q_{q}'::regclass) THEN
+                 CREATE TRIGGER herald_notify_insert AFTER INSERT ON pgmq.q_{q}
+                   FOR EACH STATEMENT EXECUTE FUNCTION herald.notify_insert();
+               END IF;
+             EXCEPTION WHEN duplicate_object THEN NULL;
+             END $$"
+        ))
+        .execute(&self.inner.pool)
+        .await
+        .map(drop)
+        .map_err(|e| store("create", queue.as_str(), e))
     }
 
     async fn drop_queue(&self, queue: &QueueName) -> Result<bool, QueueError> {
@@ -296,10 +333,13 @@ impl Queue for PgStore {
         qty: usize,
         max_wait: Duration,
     ) -> Result<Vec<Message>, QueueError> {
-        read_with_wakeup(
+        // Every insert into a queue Herald created notifies (its trigger), so an empty read
+        // sleeps until a send, the next hidden message's visibility time, or the deadline:
+        // no polling in between.
+        read_with_wakeup_by(
             &self.inner.listener.notify_for(queue.as_str()),
             max_wait,
-            Duration::from_millis(250),
+            || self.until_next_visible(queue, max_wait),
             || self.read(queue, vt, qty),
         )
         .await

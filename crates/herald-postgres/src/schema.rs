@@ -51,6 +51,12 @@ CREATE TABLE IF NOT EXISTS herald.lease (
     epoch      BIGINT NOT NULL,
     expires_at BIGINT NOT NULL
 );
+CREATE OR REPLACE FUNCTION herald.notify_insert() RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+    PERFORM pg_notify('pgmq.' || TG_TABLE_NAME || '.INSERT', '');
+    RETURN NULL;
+END
+$f$;
 CREATE TABLE IF NOT EXISTS herald.counts (
     projection    TEXT NOT NULL,
     category      TEXT NOT NULL,

@@ -29,7 +29,7 @@ use crate::message::event::{EnvelopeError, Event};
 use crate::message::timestamp::Timestamp;
 
 pub use name::{QueueName, MAX_LEN};
-pub use poll::read_with_wakeup;
+pub use poll::{read_with_wakeup, read_with_wakeup_by};
 
 /// One message read from a queue.
 #[derive(Debug, Clone, PartialEq)]

@@ -19,11 +19,33 @@ pub async fn read_with_wakeup<F, Fut>(
     wake: &Notify,
     max_wait: Duration,
     recheck: Duration,
+    read: F,
+) -> Result<Vec<Message>, QueueError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Vec<Message>, QueueError>>,
+{
+    read_with_wakeup_by(wake, max_wait, || async move { Ok(recheck) }, read).await
+}
+
+/// [`read_with_wakeup`] where the time to the next recheck is asked after each empty read:
+/// a backend whose every insert notifies `wake` (PostgreSQL's trigger) asks when its next
+/// hidden message becomes visible, and sleeps until then, a send, or the deadline.
+///
+/// # Errors
+///
+/// The first error `read` or `recheck` returns.
+pub async fn read_with_wakeup_by<F, Fut, R, RFut>(
+    wake: &Notify,
+    max_wait: Duration,
+    mut recheck: R,
     mut read: F,
 ) -> Result<Vec<Message>, QueueError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Vec<Message>, QueueError>>,
+    R: FnMut() -> RFut,
+    RFut: Future<Output = Result<Duration, QueueError>>,
 {
     let deadline = tokio::time::Instant::now() + max_wait;
     loop {
@@ -36,7 +58,7 @@ where
         if !got.is_empty() || now >= deadline {
             return Ok(got);
         }
-        let nap = deadline.min(now + recheck);
+        let nap = deadline.min(now + recheck().await?);
         tokio::select! {
             _ = sent => {}
             _ = tokio::time::sleep_until(nap) => {}
