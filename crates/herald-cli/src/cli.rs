@@ -110,39 +110,88 @@ fn max_bytes(s: &str) -> Result<i64, String> {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run the main job on the embedded default, no server needed: plugins talking over the bus.
+    #[command(after_help = "Examples:\n  herald demo\n  herald demo --quiet --rounds 1")]
     Demo(DemoArgs),
     /// Benchmarks: each Herald figure beside the raw library's, measured in the same run.
+    #[command(
+        after_help = "Examples:\n  herald bench bus\n  herald bench queue --json\n  herald --store postgres://postgres@127.0.0.1:5432/test bench worker --scale 0.2"
+    )]
     Bench(BenchArgs),
     /// Fault scenarios on NATS servers of its own (SIGKILLed and restarted), one line of
     /// figures per scenario.
+    #[command(
+        after_help = "Examples:\n  herald chaos\n  herald chaos --scenario queue-kill --messages 5000 --kills 5\n  herald chaos --scenario jetstream-cluster --scale full"
+    )]
     Chaos(ChaosArgs),
     /// Publish events to NATS (DATA is a JSON object; `-` reads JSON lines from stdin).
+    #[command(
+        after_help = "Examples:\n  herald pub trivia.started '{\"round\": 1}' --source trivia --priority high\n  herald pub orders.created '{\"id\": 7}' --js\n  printf '{\"n\": 1}\\n{\"n\": 2}\\n' | herald pub metrics.sample -"
+    )]
     Pub(PubArgs),
     /// Subscribe and print each event as one JSON envelope per line.
+    #[command(
+        after_help = "Examples:\n  herald sub 'trivia.>'\n  herald sub '>' --count 10\n  herald sub 'jobs.*' --queue workers --timeout 30"
+    )]
     Sub(SubArgs),
     /// Send a request and print the response envelope.
+    #[command(
+        after_help = "Examples:\n  herald request svc.echo '{\"ping\": true}'\n  herald request svc.slow '{}' --timeout 30"
+    )]
     Request(RequestArgs),
     /// Answer requests: the response's data is the request's data.
+    #[command(
+        after_help = "Examples:\n  herald reply svc.echo\n  herald reply 'svc.>' --queue echoers --count 100"
+    )]
     Reply(ReplyArgs),
     /// Manage JetStream streams.
+    #[command(
+        after_help = "Examples:\n  herald streams add\n  herald streams add ORDERS --subjects 'orders.>' --max-age 86400\n  herald streams info ORDERS\n  herald streams rm ORDERS"
+    )]
     Streams(StreamsArgs),
     /// Durable queues on --store (PGMQ semantics): create, ls, send, read, archive, delete,
     /// purge, metrics, dlq.
+    #[command(
+        after_help = "Examples:\n  herald queue create jobs\n  id=$(herald queue send jobs '{\"order\": 42}')\n  herald queue read jobs --vt 30 --qty 10\n  herald queue archive jobs \"$id\"\n  herald queue consume jobs --until-empty\n  herald queue dlq default_steps\n  herald --store postgres://postgres@127.0.0.1:5432/test queue ls"
+    )]
     Queue(QueueArgs),
     /// Run step handlers from {namespace}_steps on --store, one result per step.
+    #[command(
+        after_help = "Examples:\n  herald worker --enqueue 1000 --until-empty\n  herald worker --namespace orders --concurrency 32\n  herald --store postgres://postgres@127.0.0.1:5432/test worker --handler demo.sum --enqueue 10 --until-empty"
+    )]
     Worker(WorkerArgs),
-    /// A worker with its observability server (/health, /metrics, ...) on --http.
+    /// A worker with its observability server on --http (default 127.0.0.1:8081): /health,
+    /// /livez, /readyz, /metrics (Prometheus), /metrics.json, /config, and a live page at
+    /// http://ADDR/ that refreshes itself. With --nats, the NATS connection is a component of
+    /// /health (down: the service is degraded, and it starts anyway).
+    #[command(
+        after_help = "Examples:\n  herald serve\n  herald serve --http 127.0.0.1:9090 --nats\n  herald health && herald metrics --prometheus"
+    )]
     Serve(WorkerArgs),
     /// Print the /health JSON of a running server; exit 1 when unhealthy.
+    #[command(
+        after_help = "Examples:\n  herald health\n  herald health --http http://127.0.0.1:9090\n  HERALD_HTTP_ADDR=127.0.0.1:9090 herald health"
+    )]
     Health(HealthArgs),
     /// Print the /metrics.json of a running server (--prometheus: /metrics).
+    #[command(
+        after_help = "Examples:\n  herald metrics\n  herald metrics --prometheus\n  herald --config herald.toml metrics"
+    )]
     Metrics(MetricsArgs),
     /// Print the effective config (file, then HERALD_* variables), secrets redacted.
+    #[command(
+        after_help = "Examples:\n  herald config\n  herald --config herald.toml config --json\n  herald config --check herald.toml"
+    )]
     Config(ConfigArgs),
     /// The event store on --store: append, read, ls.
+    #[command(
+        after_help = "Examples:\n  herald store append order-42 '{\"total\": 3}' --type created --no-stream\n  herald store read order-42\n  herald store read --category order --from 100 --max 50\n  herald store ls"
+    )]
     Store(StoreArgs),
     /// Run a processing node on --store (a distributed broker in a role, with the built-in
     /// `counts` projection), or `node status`: nodes, roles, epochs, allocations, checkpoints.
+    #[command(
+        after_help = "Examples:\n  herald node --role full --sources order,user --id n1\n  herald node --role full --sources order,user --id n2 --heartbeat-ms 500\n  herald node status --json"
+    )]
     Node(NodeArgs),
 }
 
@@ -401,7 +450,9 @@ pub(crate) struct WorkerArgs {
     /// Enqueue this many steps for --handler first (a load to run).
     #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = seconds)]
     pub(crate) enqueue: u64,
-    /// The handler of the steps --enqueue makes.
+    /// The handler of the steps --enqueue makes; built in: demo.noop (succeeds), demo.sum
+    /// (sums input_data.numbers), demo.flaky (fails once, then succeeds), demo.panic (always
+    /// panics: retried, then dead-lettered).
     #[arg(long, default_value = "demo.noop")]
     pub(crate) handler: String,
     /// Serve /health, /livez, /readyz, /metrics, /metrics.json and /config here

@@ -29,8 +29,9 @@ pub(crate) fn parse_bus(bus: &str) -> Result<BusUrl, CliError> {
     )))
 }
 
-/// Connects to `--bus`, which must name a NATS server; one-shot commands fail within seconds.
-pub(crate) async fn connect_nats(bus: &str, long_running: bool) -> Result<Nats, CliError> {
+/// Connects to `--bus`, which must name a NATS server, within seconds. The connection's name
+/// (the `source` of the responses `herald reply` sends) is `herald-cli`.
+pub(crate) async fn connect_nats(bus: &str) -> Result<Nats, CliError> {
     let url = match parse_bus(bus)? {
         BusUrl::Nats(url) => url,
         BusUrl::Memory => {
@@ -39,15 +40,31 @@ pub(crate) async fn connect_nats(bus: &str, long_running: bool) -> Result<Nats, 
         )))
         }
     };
-    let name = if long_running {
-        "herald-cli-long"
-    } else {
-        "herald-cli"
+    Ok(Nats::builder()
+        .server(url)
+        .name("herald-cli")
+        .connect_timeout(Duration::from_secs(3))
+        .connect()
+        .await?)
+}
+
+/// Connects to `--bus` for a long-running service that reports the connection in its health
+/// (`serve --nats`): it starts at once whether or not the server answers, and keeps trying
+/// (the component shows unhealthy, the service degraded, until it connects).
+pub(crate) async fn connect_nats_degraded(bus: &str) -> Result<Nats, CliError> {
+    let url = match parse_bus(bus)? {
+        BusUrl::Nats(url) => url,
+        BusUrl::Memory => {
+            return Err(CliError::Usage(format!(
+                "--bus {bus}: --nats reports a NATS server's connection (nats://HOST:PORT)"
+            )))
+        }
     };
     Ok(Nats::builder()
         .server(url)
-        .name(name)
+        .name("herald-cli")
         .connect_timeout(Duration::from_secs(3))
+        .retry_on_initial_connect(true)
         .connect()
         .await?)
 }
@@ -71,6 +88,22 @@ macro_rules! with_store {
     };
 }
 pub(crate) use with_store;
+
+/// Opens the store for a verb that only reads (`queue ls`, `store read`, `node status`, ...):
+/// an SQLite file that does not exist is an error naming it, and nothing is created (a typo in
+/// the path leaves no directories and no empty database behind).
+pub(crate) async fn open_existing_store(url: &str) -> Result<Store, CliError> {
+    if url.starts_with("sqlite:") {
+        let path = herald_sqlite::SqliteOptions::from_url(url)?.path;
+        if !path.exists() {
+            return Err(CliError::Other(format!(
+                "no store at {}: nothing has been written there yet (check --store; a verb that writes creates it)",
+                path.display()
+            )));
+        }
+    }
+    open_store(url).await
+}
 
 /// Opens the store `--store` names: `sqlite://PATH` or `postgres://...`; anything else is
 /// one line naming the value.

@@ -161,6 +161,28 @@ impl Nats {
         }
     }
 
+    /// Measures one round trip to the server (a message through it and back on this
+    /// connection): what a health check asks, since a connection can look connected while
+    /// its server is stopped (SIGSTOP) or overloaded.
+    ///
+    /// # Errors
+    ///
+    /// [`NatsError::Connection`] when no answer came `within`, or the connection closed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn ping(&self, within: Duration) -> Result<Duration, NatsError> {
+        let started = std::time::Instant::now();
+        self.round_trip(within)
+            .await
+            .map(|_| started.elapsed())
+            .map_err(|source| NatsError::Connection {
+                operation: "ping",
+                source,
+            })
+    }
+
     /// How long a round trip may take: the connect timeout.
     pub(crate) fn round_trip_timeout(&self) -> Duration {
         Duration::from_millis(self.inner.config.connect_timeout_ms)

@@ -13,7 +13,9 @@ use crate::connect::connect_nats as connect;
 use crate::output::print_line;
 use crate::CliError;
 
-/// Parses DATA: a JSON object; `None` is `{}`.
+/// Parses DATA: a JSON object; `None` is `{}`; `-` reads the whole of stdin (one object,
+/// however large: the argument list's limit does not apply). A UTF-8 byte order mark at
+/// the start is skipped.
 pub(crate) fn parse_data(
     data: Option<&str>,
     what: &str,
@@ -21,6 +23,17 @@ pub(crate) fn parse_data(
     let Some(text) = data else {
         return Ok(serde_json::Map::new());
     };
+    let read;
+    let text = if text == "-" {
+        let mut all = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut all)
+            .map_err(|e| CliError::Usage(format!("{what}: reading DATA from stdin: {e}")))?;
+        read = all;
+        read.as_str()
+    } else {
+        text
+    };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(other) => Err(CliError::Usage(format!(
@@ -84,7 +97,7 @@ pub(crate) async fn publish(args: PubArgs, bus: &str) -> Result<(), CliError> {
         }
         e
     };
-    let nats = connect(bus, false).await?;
+    let nats = connect(bus).await?;
     let max = nats.max_payload();
     let js = nats.jetstream();
     if args.js {
@@ -105,6 +118,10 @@ pub(crate) async fn publish(args: PubArgs, bus: &str) -> Result<(), CliError> {
                 for (n, line) in std::io::stdin().lock().lines().enumerate() {
                     let item = match line {
                         Ok(l) if l.trim().is_empty() => continue,
+                        Ok(l) if l == "-" => Err(CliError::Usage(format!(
+                            "stdin line {}: DATA is not valid JSON: `-`",
+                            n + 1
+                        ))),
                         Ok(l) => parse_data(Some(&l), &format!("stdin line {}", n + 1)),
                         Err(e) => Err(CliError::Other(format!("reading stdin: {e}"))),
                     };
@@ -208,9 +225,19 @@ pub(crate) async fn subscribe(args: SubArgs, bus: &str) -> Result<(), CliError> 
         .timeout
         .map(|t| parse_timeout(t, "--timeout"))
         .transpose()?;
-    let nats = connect(bus, true).await?;
-    let mut stream = nats.subscribe(pattern, args.queue.as_deref()).await?;
+    // --timeout bounds the whole command, connecting and subscribing included.
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let subscribed = async {
+        let nats = connect(bus).await?;
+        let stream = nats.subscribe(pattern, args.queue.as_deref()).await?;
+        Ok::<_, CliError>((nats, stream))
+    };
+    let (nats, mut stream) = match deadline {
+        Some(d) => tokio::time::timeout_at(d, subscribed)
+            .await
+            .map_err(|_| CliError::Other("timed out before the subscription was live".into()))??,
+        None => subscribed.await?,
+    };
     let mut seen = 0u64;
     loop {
         if args.count.is_some_and(|c| seen >= c) {
@@ -252,7 +279,7 @@ pub(crate) async fn request(args: RequestArgs, bus: &str) -> Result<(), CliError
     let subject = Subject::new(&args.subject)?;
     let data = parse_data(args.data.as_deref(), "request")?;
     let timeout = parse_timeout(args.timeout, "--timeout")?;
-    let nats = connect(bus, false).await?;
+    let nats = connect(bus).await?;
     let request = Event::new(subject)
         .with_data(data)
         .with_type("request")
@@ -267,7 +294,7 @@ pub(crate) async fn reply(args: ReplyArgs, bus: &str) -> Result<(), CliError> {
     if args.count == Some(0) {
         return Err(CliError::Usage("--count must be at least 1".into()));
     }
-    let nats = connect(bus, true).await?;
+    let nats = connect(bus).await?;
     let mut stream = nats.subscribe(pattern, args.queue.as_deref()).await?;
     let mut answered = 0u64;
     while let Some(request) = stream.next().await {
@@ -296,7 +323,7 @@ pub(crate) async fn reply(args: ReplyArgs, bus: &str) -> Result<(), CliError> {
 }
 
 pub(crate) async fn streams(args: StreamsArgs, bus: &str) -> Result<(), CliError> {
-    let nats = connect(bus, false).await?;
+    let nats = connect(bus).await?;
     let js = nats.jetstream();
     let json = |v: &dyn erased::Json| v.line();
     match args.command {

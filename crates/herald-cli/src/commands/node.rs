@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::cli::{NodeArgs, NodeCommand};
 use crate::config::NodeSection;
-use crate::connect::{open_store, with_store};
+use crate::connect::{open_existing_store, open_store, with_store};
 use crate::output::out;
 use crate::CliError;
 
@@ -67,7 +67,7 @@ pub(crate) async fn run(
     config: NodeSection,
 ) -> Result<(), CliError> {
     if let Some(NodeCommand::Status { json, ttl_ms }) = args.command {
-        let store = open_store(store_url).await?;
+        let store = open_existing_store(store_url).await?;
         let ttl = ttl_ms.map(Duration::from_millis);
         return with_store!(store, s => status(&s, json, ttl).await);
     }

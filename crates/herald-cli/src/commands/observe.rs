@@ -157,21 +157,22 @@ impl<Q: Queue> WorkerObserver<Q> {
         };
         components.insert("worker".to_owned(), worker);
         if let Some(nats) = &self.nats {
+            // A round trip, not only the client's state: a stopped server keeps the TCP
+            // connection open and the state `Connected` until the client's pings give up.
             let state = nats.state();
-            let health = if state == herald_nats::ConnectionState::Connected {
-                ComponentHealth::new(
+            let health = match nats.ping(Duration::from_secs(1)).await {
+                Ok(rtt) => ComponentHealth::new(
                     "nats",
                     HealthStatus::Healthy,
-                    Some(format!("{state:?}")),
+                    Some(format!("{state:?}, round trip {} us", rtt.as_micros())),
                     false,
-                )
-            } else {
-                ComponentHealth::new(
+                ),
+                Err(e) => ComponentHealth::new(
                     "nats",
                     HealthStatus::Unhealthy,
-                    Some(format!("nats: {state:?}")),
+                    Some(format!("nats: {state:?}: {}", herald::report(&e))),
                     false,
-                )
+                ),
             };
             components.insert("nats".to_owned(), health);
         }

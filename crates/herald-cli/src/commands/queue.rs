@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::cli::{QueueArgs, QueueCommand};
 use crate::commands::nats::parse_data;
-use crate::connect::{open_store, with_store};
+use crate::connect::{open_existing_store, open_store, with_store};
 use crate::output::out;
 use crate::CliError;
 
@@ -57,7 +57,15 @@ pub(crate) async fn run(args: QueueArgs, store_url: &str) -> Result<(), CliError
         }
         _ => None,
     };
-    let store = open_store(store_url).await?;
+    let writes = matches!(
+        args.command,
+        QueueCommand::Create { .. } | QueueCommand::Send(_)
+    );
+    let store = if writes {
+        open_store(store_url).await?
+    } else {
+        open_existing_store(store_url).await?
+    };
     with_store!(store, s => command(&s, args.command, queue, event).await)
 }
 

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::cli::{StoreArgs, StoreCommand};
 use crate::commands::nats::parse_data;
-use crate::connect::{open_store, with_store};
+use crate::connect::{open_existing_store, open_store, with_store};
 use crate::output::out;
 use crate::CliError;
 
@@ -60,7 +60,11 @@ pub(crate) async fn run(args: StoreArgs, store_url: &str) -> Result<(), CliError
         }
         _ => None,
     };
-    let store = open_store(store_url).await?;
+    let store = if append.is_some() {
+        open_store(store_url).await?
+    } else {
+        open_existing_store(store_url).await?
+    };
     with_store!(store, s => command(&s, args.command, append).await)
 }
 

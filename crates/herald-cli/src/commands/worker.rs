@@ -135,6 +135,13 @@ async fn run_on<Q: Queue>(
     let concurrency = usize::try_from(file.worker.max_concurrent_handlers).unwrap_or(usize::MAX);
     let w = &file.worker;
     let effective = file.clone();
+    if args.enqueue > 0 && !registry(None).is_registered(&args.handler) {
+        return Err(CliError::Usage(format!(
+            "--handler {:?}: no such handler; this binary has {}",
+            args.handler,
+            registry(None).list().join(", ")
+        )));
+    }
     for _ in 0..args.enqueue {
         let step = FfiStepEvent::new(args.handler.as_str(), Map::new());
         enqueue_step(&store, &namespace, &step).await?;
@@ -216,7 +223,7 @@ async fn run_on<Q: Queue>(
     let http = Shutdown::new();
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let nats = if args.nats {
-        Some(crate::connect::connect_nats(&file.bus, true).await?)
+        Some(crate::connect::connect_nats_degraded(&file.bus).await?)
     } else {
         None
     };
@@ -249,23 +256,36 @@ async fn run_on<Q: Queue>(
         stop_signal.cancelled().await;
         d.store(true, std::sync::atomic::Ordering::SeqCst);
     });
+    let started = std::time::Instant::now();
     let report = {
         let run = worker.run(stop.cancelled_owned());
         tokio::pin!(run);
         let mut tick = tokio::time::interval(Duration::from_secs(2));
         tick.tick().await;
+        let mut last = String::new();
         loop {
             tokio::select! {
                 r = &mut run => break r,
+                // A progress line when something changed, not every tick of an idle worker.
                 _ = tick.tick() => if !args.quiet {
-                    crate::output::warn_line!("{}", progress_line(&progress.report()));
+                    let line = progress_line(&progress.report());
+                    if line != last {
+                        crate::output::warn_line!("{line}");
+                        last = line;
+                    }
                 },
             }
         }
     };
     stopper.abort();
     let _ = http.shutdown(Duration::from_secs(5)).await;
-    let line = progress_line(&report);
+    let elapsed = started.elapsed().as_secs_f64();
+    let settled = report.succeeded + report.failed;
+    let line = format!(
+        "herald worker: stopped after {elapsed:.1} s; {settled} step(s) settled, {:.0} steps/s; {}",
+        settled as f64 / elapsed.max(1e-9),
+        progress_line(&report)
+    );
     if args.quiet {
         tracing::info!("{line}");
     } else {

@@ -374,8 +374,8 @@ fn plain_encode(n: u64) -> Result<f64, CliError> {
 
 pub(crate) async fn run(report: &mut Report, scale: f64, url: &str) -> Result<(), CliError> {
     let n = |base: f64| ((base * scale) as u64).max(100);
-    let nats = connect(url, false).await?;
-    let other_conn = connect(url, false).await?;
+    let nats = connect(url).await?;
+    let other_conn = connect(url).await?;
     let raw = nats.client().clone();
     let raw_other = other_conn.client().clone();
 
