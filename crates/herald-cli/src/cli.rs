@@ -31,22 +31,92 @@ impl Cli {
     }
 }
 
-/// Options accepted before or after the subcommand. `--bus` and `--store` override the
-/// config's `bus` and `store` (the file, then `HERALD_BUS` / `HERALD_STORE`).
-#[derive(Debug, Args, Clone)]
+/// Options given before the verb (`herald --store URL queue ls`). Each verb that uses one
+/// takes it after itself too (`herald queue ls --store URL`), and only those list it in
+/// their help. `--bus` and `--store` override the config's `bus` and `store` (the file, then
+/// `HERALD_BUS` / `HERALD_STORE`).
+#[derive(Debug, Args, Clone, Default)]
 pub(crate) struct Global {
     /// Message bus: nats://HOST:PORT or memory:// (default: the config's `bus`, $HERALD_BUS,
     /// else nats://127.0.0.1:4222).
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub(crate) bus: Option<String>,
+    /// Durable store: sqlite://PATH (embedded) or postgres://... (PGMQ) (default: the
+    /// config's `store`, $HERALD_STORE, else sqlite://.herald/herald.db).
+    #[arg(long)]
+    pub(crate) store: Option<String>,
+    /// A TOML config file (store, bus, [worker] with seed 001's WorkerConfig fields, [http],
+    /// [node]); HERALD_* variables and flags override it. A bad file exits with 78.
+    #[arg(long, env = "HERALD_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+}
+
+impl Global {
+    /// These options, each taken from `verb` where the verb was given it.
+    fn over(&self, verb: &Global) -> Global {
+        Global {
+            bus: verb.bus.clone().or_else(|| self.bus.clone()),
+            store: verb.store.clone().or_else(|| self.store.clone()),
+            config: verb.config.clone().or_else(|| self.config.clone()),
+        }
+    }
+}
+
+/// `--store` on a verb that uses a store.
+#[derive(Debug, Args, Clone, Default)]
+pub(crate) struct StoreOpt {
     /// Durable store: sqlite://PATH (embedded) or postgres://... (PGMQ) (default: the
     /// config's `store`, $HERALD_STORE, else sqlite://.herald/herald.db).
     #[arg(long, global = true)]
     pub(crate) store: Option<String>,
-    /// A TOML config file (store, bus, [worker] with seed 001's WorkerConfig fields, [http]);
-    /// HERALD_* variables and flags override it. A bad file exits with 78.
+}
+
+/// `--bus` on a verb that talks to NATS.
+#[derive(Debug, Args, Clone, Default)]
+pub(crate) struct BusOpt {
+    /// Message bus: nats://HOST:PORT or memory:// (default: the config's `bus`, $HERALD_BUS,
+    /// else nats://127.0.0.1:4222).
+    #[arg(long, global = true)]
+    pub(crate) bus: Option<String>,
+}
+
+/// `--config` on a verb that reads the config.
+#[derive(Debug, Args, Clone, Default)]
+pub(crate) struct ConfigOpt {
+    /// A TOML config file (store, bus, [worker], [http], [node]); HERALD_* variables and
+    /// flags override it. A bad file exits with 78.
     #[arg(long, global = true, env = "HERALD_CONFIG")]
     pub(crate) config: Option<PathBuf>,
+}
+
+impl Cli {
+    /// The options in force: each from after the verb, else from before it.
+    pub(crate) fn options(&self) -> Global {
+        let (store, bus, config) = match &self.command {
+            Command::Demo(_) => (None, None, None),
+            Command::Bench(a) => (Some(&a.store), Some(&a.bus), Some(&a.config)),
+            Command::Chaos(a) => (Some(&a.store), None, Some(&a.config)),
+            Command::Pub(a) => (None, Some(&a.bus), Some(&a.config)),
+            Command::Sub(a) => (None, Some(&a.bus), Some(&a.config)),
+            Command::Request(a) => (None, Some(&a.bus), Some(&a.config)),
+            Command::Reply(a) => (None, Some(&a.bus), Some(&a.config)),
+            Command::Streams(a) => (None, Some(&a.bus), Some(&a.config)),
+            Command::Queue(a) => (Some(&a.store), None, Some(&a.config)),
+            Command::Worker(a) | Command::Serve(a) => {
+                (Some(&a.store), Some(&a.bus), Some(&a.config))
+            }
+            Command::Health(a) => (None, None, Some(&a.config)),
+            Command::Metrics(a) => (None, None, Some(&a.config)),
+            Command::Config(a) => (Some(&a.store), Some(&a.bus), Some(&a.config)),
+            Command::Store(a) => (Some(&a.store), None, Some(&a.config)),
+            Command::Node(a) => (Some(&a.store), None, Some(&a.config)),
+        };
+        self.global.over(&Global {
+            store: store.and_then(|o| o.store.clone()),
+            bus: bus.and_then(|o| o.bus.clone()),
+            config: config.and_then(|o| o.config.clone()),
+        })
+    }
 }
 
 /// The longest `queue send --delay`: a year, in seconds.
@@ -197,6 +267,10 @@ pub(crate) enum Command {
 
 #[derive(Debug, Args)]
 pub(crate) struct NodeArgs {
+    #[command(flatten)]
+    pub(crate) store: StoreOpt,
+    #[command(flatten)]
+    pub(crate) config: ConfigOpt,
     #[command(subcommand)]
     pub(crate) command: Option<NodeCommand>,
     /// coordinator (allocates only), observer (processes what it is given) or full (both);
@@ -257,6 +331,10 @@ pub(crate) enum NodeCommand {
 #[derive(Debug, Args)]
 #[command(arg_required_else_help = true)]
 pub(crate) struct StoreArgs {
+    #[command(flatten)]
+    pub(crate) store: StoreOpt,
+    #[command(flatten)]
+    pub(crate) config: ConfigOpt,
     #[command(subcommand)]
     pub(crate) command: StoreCommand,
 }
@@ -300,6 +378,12 @@ pub(crate) enum StoreCommand {
 
 #[derive(Debug, Args)]
 pub(crate) struct ConfigArgs {
+    #[command(flatten)]
+    pub(crate) store: StoreOpt,
+    #[command(flatten)]
+    pub(crate) bus: BusOpt,
+    #[command(flatten)]
+    pub(crate) config: ConfigOpt,
     /// JSON instead of TOML.
     #[arg(long)]
     pub(crate) json: bool,
@@ -310,6 +394,8 @@ pub(crate) struct ConfigArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct HealthArgs {
+    #[command(flatten)]
+    pub(crate) config: ConfigOpt,
     /// The server: HOST:PORT or http://HOST:PORT (default: the config's `http.addr`,
     /// $HERALD_HTTP_ADDR, else 127.0.0.1:8081, where `herald serve` listens).
     #[arg(long)]
@@ -318,6 +404,8 @@ pub(crate) struct HealthArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct MetricsArgs {
+    #[command(flatten)]
+    pub(crate) config: ConfigOpt,
     /// The server: HOST:PORT or http://HOST:PORT (default: the config's `http.addr`,
     /// $HERALD_HTTP_ADDR, else 127.0.0.1:8081, where `herald serve` listens).
     #[arg(long)]
@@ -330,6 +418,10 @@ pub(crate) struct MetricsArgs {
 #[derive(Debug, Args)]
 #[command(arg_required_else_help = true)]
 pub(crate) struct QueueArgs {
+    #[command(flatten)]
+    pub(crate) store: StoreOpt,
+    #[command(flatten)]
+    pub(crate) config: ConfigOpt,
     #[command(subcommand)]
     pub(crate) command: QueueCommand,
 }
@@ -430,6 +522,12 @@ pub(crate) struct QueueSendArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct WorkerArgs {
+    #[command(flatten)]
+    pub(crate) store: StoreOpt,
+    #[command(flatten)]
+    pub(crate) bus: BusOpt,
+    #[command(flatten)]
+    pub(crate) config: ConfigOpt,
     /// Queues {namespace}_steps, {namespace}_step_results, {namespace}_steps_dlq (default:
     /// the config's worker.namespace, `default`).
     #[arg(long)]
@@ -497,6 +595,10 @@ pub(crate) enum Suite {
 
 #[derive(Debug, Args)]
 pub(crate) struct ChaosArgs {
+    #[command(flatten)]
+    pub(crate) store: StoreOpt,
+    #[command(flatten)]
+    pub(crate) config: ConfigOpt,
     /// Which scenario.
     #[arg(long, value_enum, default_value = "all")]
     pub(crate) scenario: ChaosScenario,
@@ -538,6 +640,12 @@ pub(crate) enum ChaosScale {
 
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
+    #[command(flatten)]
+    pub(crate) store: StoreOpt,
+    #[command(flatten)]
+    pub(crate) bus: BusOpt,
+    #[command(flatten)]
+    pub(crate) config: ConfigOpt,
     /// Which suite.
     #[arg(value_enum, default_value = "bus")]
     pub(crate) suite: Suite,
@@ -551,6 +659,10 @@ pub(crate) struct BenchArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct PubArgs {
+    #[command(flatten)]
+    pub(crate) bus: BusOpt,
+    #[command(flatten)]
+    pub(crate) config: ConfigOpt,
     /// The subject, e.g. trivia.started.
     pub(crate) subject: String,
     /// The data: a JSON object, or `-` for JSON lines on stdin (one event each).
@@ -574,6 +686,10 @@ pub(crate) struct PubArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct SubArgs {
+    #[command(flatten)]
+    pub(crate) bus: BusOpt,
+    #[command(flatten)]
+    pub(crate) config: ConfigOpt,
     /// The pattern: `*` one token, `>` the rest.
     pub(crate) pattern: String,
     /// Join a queue group: each event goes to one member.
@@ -589,6 +705,10 @@ pub(crate) struct SubArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct RequestArgs {
+    #[command(flatten)]
+    pub(crate) bus: BusOpt,
+    #[command(flatten)]
+    pub(crate) config: ConfigOpt,
     /// The subject.
     pub(crate) subject: String,
     /// The data: a JSON object (default {}).
@@ -600,6 +720,10 @@ pub(crate) struct RequestArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct ReplyArgs {
+    #[command(flatten)]
+    pub(crate) bus: BusOpt,
+    #[command(flatten)]
+    pub(crate) config: ConfigOpt,
     /// The subject (or pattern) to answer on.
     pub(crate) subject: String,
     /// Join a queue group.
@@ -613,6 +737,10 @@ pub(crate) struct ReplyArgs {
 #[derive(Debug, Args)]
 #[command(arg_required_else_help = true)]
 pub(crate) struct StreamsArgs {
+    #[command(flatten)]
+    pub(crate) bus: BusOpt,
+    #[command(flatten)]
+    pub(crate) config: ConfigOpt,
     #[command(subcommand)]
     pub(crate) command: StreamsCommand,
 }

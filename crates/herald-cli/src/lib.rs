@@ -14,7 +14,8 @@ pub use error::CliError;
 /// Runs one parsed command line.
 pub async fn run(cli: cli::Cli) -> Result<(), CliError> {
     use cli::Command;
-    let global = &cli.global;
+    let options = cli.options();
+    let global = &options;
     match cli.command {
         Command::Demo(args) => commands::demo::run(args, global).await,
         Command::Bench(args) => {

@@ -194,9 +194,23 @@ fn dlq_of_a_missing_queue_creates_nothing_and_queues_can_be_dropped() {
 #[test]
 fn the_demo_refuses_flags_it_cannot_honour_and_quiet_is_quiet() {
     for flag in [["--store", "mysql://x"], ["--bus", "nats://127.0.0.1:1"]] {
-        let o = run(&["demo", flag[0], flag[1]], &[]);
+        // Before the verb: accepted by the parser, refused by the demo.
+        let o = run(&[flag[0], flag[1], "demo"], &[]);
         assert!(!o.status.success(), "{flag:?}");
         assert!(err(&o).contains("not used"), "{}", err(&o));
+        // After it: the demo does not take them at all, and its help does not list them.
+        let o = run(&["demo", flag[0], flag[1]], &[]);
+        assert_eq!(o.status.code(), Some(2), "{flag:?}");
+        assert!(err(&o).contains("unexpected argument"), "{}", err(&o));
+        assert!(!out(&run(&["demo", "--help"], &[])).contains(flag[0]));
+    }
+    for (verb, absent) in [
+        ("health", "--store"),
+        ("pub", "--store"),
+        ("queue", "--bus"),
+    ] {
+        let help = out(&run(&[verb, "--help"], &[]));
+        assert!(!help.contains(absent), "{verb} --help lists no {absent}");
     }
     let o = run(&["demo", "--quiet"], &[]);
     assert!(o.status.success(), "{}", err(&o));
