@@ -289,7 +289,13 @@ async fn apply(conn: &mut PgConnection, works: &[&Work]) -> Result<Vec<Done>, Qu
         }
         notify.push(queue.to_owned());
     }
+    // Guarded archives and deletes of one queue: one statement for the whole group, and the
+    // sends of the settles it applied one `send_batch` per target queue.
+    settle_groups(conn, works, &mut dones, &mut notify).await?;
     for (i, w) in works.iter().enumerate() {
+        if dones[i].is_some() {
+            continue;
+        }
         match w {
             Work::Send { .. } => {}
             Work::Delete { queue, ids } => {
@@ -338,6 +344,109 @@ async fn apply(conn: &mut PgConnection, works: &[&Work]) -> Result<Vec<Done>, Qu
         .into_iter()
         .map(|d| d.unwrap_or(Done::Ids(Vec::new())))
         .collect())
+}
+
+/// Settles of one queue that archive (or that delete), two or more of them: one guarded
+/// statement for the group (each message matched on its `msg_id` and `read_ct`, so a stale
+/// one is refused alone), then the sends of the applied ones, one `send_batch` per target.
+/// A batch of N settles is a constant number of statements, not two per settle. Groups whose
+/// (`msg_id`, `read_ct`) pairs repeat are left to the one-at-a-time path.
+async fn settle_groups(
+    conn: &mut PgConnection,
+    works: &[&Work],
+    dones: &mut [Option<Done>],
+    notify: &mut Vec<String>,
+) -> Result<(), QueueError> {
+    let mut groups: HashMap<(&str, bool), Vec<usize>> = HashMap::new();
+    for (i, w) in works.iter().enumerate() {
+        if let Work::Settle { queue, settle, .. } = w {
+            match settle {
+                Settle::Archive => groups.entry((queue.as_str(), true)).or_default().push(i),
+                Settle::Delete => groups.entry((queue.as_str(), false)).or_default().push(i),
+                Settle::Retry { .. } => {}
+            }
+        }
+    }
+    let mut applied: Vec<usize> = Vec::new();
+    for ((queue, archive), members) in groups {
+        let keys: Vec<(i64, i32)> = members
+            .iter()
+            .filter_map(|&i| match works[i] {
+                Work::Settle {
+                    msg_id, read_ct, ..
+                } => Some((*msg_id, *read_ct)),
+                _ => None,
+            })
+            .collect();
+        let distinct: std::collections::HashSet<&(i64, i32)> = keys.iter().collect();
+        if members.len() < 2 || distinct.len() != keys.len() {
+            continue;
+        }
+        let ids: Vec<i64> = keys.iter().map(|k| k.0).collect();
+        let cts: Vec<i32> = keys.iter().map(|k| k.1).collect();
+        let sql = if archive {
+            format!(
+                "WITH want AS (SELECT * FROM unnest($1::bigint[], $2::int[]) AS w(msg_id, read_ct)),
+                 m AS (DELETE FROM pgmq.\"q_{queue}\" q USING want w
+                       WHERE q.msg_id = w.msg_id AND q.read_ct = w.read_ct
+                       RETURNING q.msg_id, q.read_ct, q.enqueued_at, q.last_read_at, q.vt, q.message, q.headers)
+                 INSERT INTO pgmq.\"a_{queue}\" (msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers)
+                 SELECT msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers FROM m
+                 RETURNING msg_id"
+            )
+        } else {
+            format!(
+                "WITH want AS (SELECT * FROM unnest($1::bigint[], $2::int[]) AS w(msg_id, read_ct))
+                 DELETE FROM pgmq.\"q_{queue}\" q USING want w
+                 WHERE q.msg_id = w.msg_id AND q.read_ct = w.read_ct
+                 RETURNING q.msg_id"
+            )
+        };
+        let held: std::collections::HashSet<i64> = sqlx::query_scalar::<_, i64>(&sql)
+            .bind(&ids)
+            .bind(&cts)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| store("settle", queue, e))?
+            .into_iter()
+            .collect();
+        for (&i, (msg_id, _)) in members.iter().zip(&keys) {
+            if held.contains(msg_id) {
+                applied.push(i);
+            } else {
+                dones[i] = Some(Done::Settled(Settled::Stale));
+            }
+        }
+    }
+    // The applied settles' sends, in `works` order, one send_batch per target queue.
+    applied.sort_unstable();
+    let mut by_target: HashMap<&str, Vec<(usize, &str)>> = HashMap::new();
+    for &i in &applied {
+        if let Work::Settle { sends, .. } = works[i] {
+            for (to, body) in sends {
+                by_target
+                    .entry(to.as_str())
+                    .or_default()
+                    .push((i, body.as_str()));
+            }
+        }
+    }
+    let mut sent: HashMap<usize, Vec<i64>> = HashMap::new();
+    for (to, items) in by_target {
+        let bodies: Vec<&str> = items.iter().map(|(_, b)| *b).collect();
+        let mut ids = send_batch(conn, to, &bodies, Duration::ZERO).await?;
+        ids.sort_unstable();
+        for ((i, _), id) in items.iter().zip(ids) {
+            sent.entry(*i).or_default().push(id);
+        }
+        notify.push(to.to_owned());
+    }
+    for i in applied {
+        dones[i] = Some(Done::Settled(Settled::Applied {
+            sent: sent.remove(&i).unwrap_or_default(),
+        }));
+    }
+    Ok(())
 }
 
 pub(crate) fn seconds(d: Duration) -> f64 {

@@ -174,3 +174,82 @@ async fn the_postgres_store_passes_the_broker_conformance_suite() {
     herald_testkit::broker_conformance::run_all(&store).await;
     store.pool().close().await;
 }
+
+/// Settles that arrive together are applied as one guarded statement per queue and one
+/// `send_batch` per target: a stale one (its message read again since) is refused alone, each
+/// applied one archives its message and sends its own result once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settles_applied_together_are_guarded_one_by_one() {
+    use herald::queue::{Settle, Settled, Settlement};
+    use std::collections::BTreeSet;
+    let Some((store, _)) = store("pg_grouped_settles").await else {
+        return;
+    };
+    let (steps, results) = (qname("gs"), qname("gr"));
+    store.create(&steps).await.expect("create");
+    store.create(&results).await.expect("create");
+    let ids: Vec<String> = (0..60).map(|i| format!("step-{i}")).collect();
+    for id in &ids {
+        store
+            .send(&steps, &tagged("g.step", id), Duration::ZERO)
+            .await
+            .expect("send");
+    }
+    // Read all with no visibility timeout, then read half of them again: those settles,
+    // made with the first read count, are stale.
+    let first = store.read(&steps, Duration::ZERO, 60).await.expect("read");
+    assert_eq!(first.len(), 60);
+    let again = store
+        .read(&steps, Duration::from_secs(60), 30)
+        .await
+        .expect("read");
+    let reread: BTreeSet<i64> = again.iter().map(|m| m.msg_id).collect();
+    let mut settles = tokio::task::JoinSet::new();
+    for m in &first {
+        let (store, steps, results) = (store.clone(), steps.clone(), results.clone());
+        let result = tagged("g.result", &format!("result-of-{}", m.msg_id));
+        let (msg_id, read_ct) = (m.msg_id, m.read_ct);
+        settles.spawn(async move {
+            let settled = store
+                .settle(
+                    &steps,
+                    msg_id,
+                    read_ct,
+                    Settlement::only(Settle::Archive).and_send(results, result),
+                )
+                .await
+                .expect("settle");
+            (msg_id, settled)
+        });
+    }
+    let done = settles.join_all().await;
+    let mut applied = BTreeSet::new();
+    for (msg_id, settled) in &done {
+        match settled {
+            Settled::Stale => assert!(reread.contains(msg_id), "{msg_id} refused"),
+            Settled::Applied { sent } => {
+                assert!(!reread.contains(msg_id), "{msg_id} was read again");
+                assert_eq!(sent.len(), 1);
+                applied.insert(format!("result-of-{msg_id}"));
+            }
+        }
+    }
+    assert_eq!(applied.len(), 30);
+    // The results queue holds exactly the applied settles' results, once each.
+    let stored = store
+        .read(&results, Duration::from_secs(60), 100)
+        .await
+        .expect("read results");
+    let got: Vec<String> = stored
+        .iter()
+        .map(|m| id_of(&m.event().expect("an envelope")))
+        .collect();
+    let got_set: BTreeSet<String> = got.iter().cloned().collect();
+    assert_eq!(got.len(), got_set.len(), "no result twice");
+    assert_eq!(got_set, applied, "missing or unexpected results");
+    // The stale half is still live (held by its second read), the rest archived.
+    let live = store.metrics(&steps).await.expect("metrics").queue_length;
+    assert_eq!(live, 30);
+    store.drop_queue(&steps).await.expect("drop");
+    store.drop_queue(&results).await.expect("drop");
+}

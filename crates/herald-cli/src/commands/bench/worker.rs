@@ -1,8 +1,9 @@
 //! `herald bench worker`: steps per second end to end (queue -> no-op handler -> result
-//! committed -> step archived) beside the bare queue doing the same work by hand (read, send
-//! the result, archive the step; two commits, no guard, no bus), same concurrency, same store.
+//! committed -> step archived) at 1, 16 and 64 handlers, each beside the strongest plain loop
+//! doing the same work on the same store: read a batch of C steps, send the C results in one
+//! batch and archive the C steps, one transaction per batch (the raw `pgmq` crate on
+//! PostgreSQL, plain rusqlite with WAL and `synchronous = FULL` on SQLite).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herald::queue::{Queue, QueueName};
@@ -17,6 +18,10 @@ use super::{paired, rate, Figure, Report};
 use crate::commands::worker::registry;
 use crate::CliError;
 
+/// The handler counts measured.
+const LEVELS: [usize; 3] = [1, 16, 64];
+
+/// The handlers of the observed-or-not figure.
 const CONCURRENCY: usize = 10;
 
 fn other(e: impl std::fmt::Display) -> CliError {
@@ -55,11 +60,16 @@ fn scrape(
     })
 }
 
-async fn herald_worker<Q: Queue>(store: &Q, n: u64) -> Result<f64, CliError> {
-    worker_run(store, n, false).await
+async fn worker_run<Q: Queue>(store: &Q, n: u64, observed: bool) -> Result<f64, CliError> {
+    worker_at(store, n, observed, CONCURRENCY).await
 }
 
-async fn worker_run<Q: Queue>(store: &Q, n: u64, observed: bool) -> Result<f64, CliError> {
+async fn worker_at<Q: Queue>(
+    store: &Q,
+    n: u64,
+    observed: bool,
+    concurrency: usize,
+) -> Result<f64, CliError> {
     let namespace = bench_queue("w")?.to_string();
     let queues = StepQueues::of(&namespace)?;
     store.create(&queues.steps).await?;
@@ -68,8 +78,8 @@ async fn worker_run<Q: Queue>(store: &Q, n: u64, observed: bool) -> Result<f64, 
     let config = WorkerConfig {
         namespace: namespace.clone(),
         poll_wait: Duration::from_millis(50),
-        max_concurrent_handlers: CONCURRENCY,
-        batch_size: CONCURRENCY,
+        max_concurrent_handlers: concurrency,
+        batch_size: concurrency,
         ..WorkerConfig::default()
     };
     let mut worker = Worker::new(store.clone(), bus.clone(), registry(None), config).await?;
@@ -96,62 +106,188 @@ async fn worker_run<Q: Queue>(store: &Q, n: u64, observed: bool) -> Result<f64, 
     Ok(r)
 }
 
-async fn bare_queue<Q: Queue>(store: &Q, n: u64) -> Result<f64, CliError> {
-    let (steps, results) = (bench_queue("bs")?, bench_queue("br")?);
-    store.create(&steps).await?;
-    store.create(&results).await?;
-    enqueue(store, &steps, n).await?;
-    let result = Arc::new(event()?);
-    let start = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..CONCURRENCY {
-        let (store, steps, results, result) = (
-            store.clone(),
-            steps.clone(),
-            results.clone(),
-            result.clone(),
-        );
-        tasks.spawn(async move {
-            let mut done = 0u64;
-            loop {
-                let got = store
-                    .read(&steps, Duration::from_secs(60), CONCURRENCY)
-                    .await?;
-                if got.is_empty() {
-                    return Ok::<u64, herald::queue::QueueError>(done);
-                }
-                for m in got {
-                    store.send(&results, &result, Duration::ZERO).await?;
-                    store.archive(&steps, &[m.msg_id]).await?;
-                    done += 1;
-                }
-            }
-        });
+/// The raw `pgmq` crate: read a batch of `c` steps, send the `c` results in one batch and
+/// archive the `c` steps, in one transaction per batch.
+async fn raw_pgmq(url: &str, n: u64, c: usize) -> Result<f64, CliError> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(url)
+        .await
+        .map_err(other)?;
+    let raw = pgmq::PGMQueueExt::new_with_pool(pool.clone()).await;
+    let (steps, results) = (bench_queue("rs")?, bench_queue("rr")?);
+    raw.create(steps.as_str()).await.map_err(other)?;
+    raw.create(results.as_str()).await.map_err(other)?;
+    let body: serde_json::Value =
+        serde_json::from_slice(&step_event(&FfiStepEvent::new("demo.noop", Map::new())).to_json())
+            .map_err(other)?;
+    let bodies: Vec<serde_json::Value> = (0..500).map(|_| body.clone()).collect();
+    let mut left = n;
+    while left > 0 {
+        let k = usize::try_from(left.min(500)).unwrap_or(500);
+        raw.send_batch(steps.as_str(), &bodies[..k])
+            .await
+            .map_err(other)?;
+        left -= k as u64;
     }
-    let mut done = 0;
-    while let Some(r) = tasks.join_next().await {
-        done += r.map_err(other)??;
+    let result: serde_json::Value = serde_json::from_slice(&event()?.to_json()).map_err(other)?;
+    let c32 = i32::try_from(c).unwrap_or(i32::MAX);
+    let start = Instant::now();
+    let mut done = 0u64;
+    loop {
+        let mut tx = pool.begin().await.map_err(other)?;
+        let got = raw
+            .read_batch_with_cxn::<_, serde_json::Value>(steps.as_str(), 60, c32, &mut *tx)
+            .await
+            .map_err(other)?;
+        if got.is_empty() {
+            tx.commit().await.map_err(other)?;
+            break;
+        }
+        let outs: Vec<&serde_json::Value> = got.iter().map(|_| &result).collect();
+        raw.send_batch_with_cxn(results.as_str(), &outs, &mut *tx)
+            .await
+            .map_err(other)?;
+        let ids: Vec<i64> = got.iter().map(|m| m.msg_id).collect();
+        done += raw
+            .archive_batch_with_cxn(steps.as_str(), &ids, &mut *tx)
+            .await
+            .map_err(other)? as u64;
+        tx.commit().await.map_err(other)?;
     }
     let r = rate(done, start);
-    store.drop_queue(&steps).await?;
-    store.drop_queue(&results).await?;
+    raw.drop_queue(steps.as_str()).await.map_err(other)?;
+    raw.drop_queue(results.as_str()).await.map_err(other)?;
     Ok(r)
 }
 
-async fn figure<Q: Queue>(
+/// Plain rusqlite, WAL and `synchronous = FULL` as Herald's SQLite store: the same work on
+/// three tables (live steps, their archive, results), one transaction per batch of `c`.
+async fn raw_sqlite(dir: &std::path::Path, n: u64, c: usize) -> Result<f64, CliError> {
+    std::fs::create_dir_all(dir).map_err(other)?;
+    let path = dir.join(format!("raw-{}.db", bench_queue("f")?));
+    let body =
+        String::from_utf8_lossy(&step_event(&FfiStepEvent::new("demo.noop", Map::new())).to_json())
+            .into_owned();
+    let result = String::from_utf8_lossy(&event()?.to_json()).into_owned();
+    tokio::task::spawn_blocking(move || -> Result<f64, CliError> {
+        let mut db = rusqlite::Connection::open(&path).map_err(other)?;
+        db.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+             CREATE TABLE q (msg_id INTEGER PRIMARY KEY, read_ct INTEGER NOT NULL, vt INTEGER NOT NULL, message TEXT NOT NULL);
+             CREATE INDEX q_vt ON q (vt);
+             CREATE TABLE a (msg_id INTEGER PRIMARY KEY, read_ct INTEGER NOT NULL, vt INTEGER NOT NULL, message TEXT NOT NULL);
+             CREATE TABLE r (msg_id INTEGER PRIMARY KEY, message TEXT NOT NULL);",
+        )
+        .map_err(other)?;
+        {
+            let tx = db.transaction().map_err(other)?;
+            {
+                let mut put = tx
+                    .prepare("INSERT INTO q (read_ct, vt, message) VALUES (0, 0, ?1)")
+                    .map_err(other)?;
+                for _ in 0..n {
+                    put.execute([&body]).map_err(other)?;
+                }
+            }
+            tx.commit().map_err(other)?;
+        }
+        let start = Instant::now();
+        let mut done = 0u64;
+        loop {
+            let tx = db.transaction().map_err(other)?;
+            let now = i64::try_from(start.elapsed().as_millis()).unwrap_or(i64::MAX);
+            let ids: Vec<i64> = {
+                let mut read = tx
+                    .prepare_cached(
+                        "UPDATE q SET read_ct = read_ct + 1, vt = ?1 + 60000
+                         WHERE msg_id IN (SELECT msg_id FROM q WHERE vt <= ?1 ORDER BY msg_id LIMIT ?2)
+                         RETURNING msg_id",
+                    )
+                    .map_err(other)?;
+                let rows = read
+                    .query_map(
+                        rusqlite::params![now, i64::try_from(c).unwrap_or(i64::MAX)],
+                        |r| r.get(0),
+                    )
+                    .map_err(other)?;
+                rows.collect::<Result<_, _>>().map_err(other)?
+            };
+            if ids.is_empty() {
+                tx.commit().map_err(other)?;
+                break;
+            }
+            {
+                let mut res = tx
+                    .prepare_cached("INSERT INTO r (message) VALUES (?1)")
+                    .map_err(other)?;
+                let mut arch = tx
+                    .prepare_cached("INSERT INTO a SELECT * FROM q WHERE msg_id = ?1")
+                    .map_err(other)?;
+                let mut del = tx
+                    .prepare_cached("DELETE FROM q WHERE msg_id = ?1")
+                    .map_err(other)?;
+                for id in &ids {
+                    res.execute([&result]).map_err(other)?;
+                    arch.execute([id]).map_err(other)?;
+                    del.execute([id]).map_err(other)?;
+                }
+            }
+            tx.commit().map_err(other)?;
+            done += ids.len() as u64;
+        }
+        let r = rate(done, start);
+        drop(db);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+        Ok(r)
+    })
+    .await
+    .map_err(other)?
+}
+
+/// Herald's worker at 1, 16 and 64 handlers beside `baseline` at the same batch size, and
+/// 64 handlers beside 16 (no anti-scaling).
+async fn levels<Q, B, BFut>(
     report: &mut Report,
     store: &Q,
     n: u64,
-    name: &str,
-) -> Result<(), CliError> {
-    let (h, b) = paired(3, || herald_worker(store, n), || bare_queue(store, n)).await?;
-    report.add(Figure::higher(
-        name,
-        "steps/s",
-        h,
-        b,
-        "bare queue: read + send result + archive (2 commits, no guard)",
-    ))
+    backend: &str,
+    what: &str,
+    baseline: B,
+) -> Result<(), CliError>
+where
+    Q: Queue,
+    B: Fn(usize) -> BFut,
+    BFut: std::future::Future<Output = Result<f64, CliError>>,
+{
+    let mut at = Vec::new();
+    for c in LEVELS {
+        let (h, b) = paired(3, || worker_at(store, n, false, c), || baseline(c)).await?;
+        report.add(
+            Figure::higher(
+                &format!("worker_steps_{backend}_c{c}"),
+                "steps/s",
+                h,
+                b,
+                &format!("{what}, batches of {c}, one transaction each"),
+            )
+            .target(if c == 1 { 1.0 } else { 0.9 }),
+        )?;
+        at.push(h);
+    }
+    report.add(
+        Figure::higher(
+            &format!("worker_scaling_{backend}_c64_vs_c16"),
+            "steps/s",
+            at[2],
+            at[1],
+            "the same worker at 16 handlers",
+        )
+        .target(0.95),
+    )?;
+    Ok(())
 }
 
 /// Publish-and-wait on the bus, with or without a scraper reading its statistics and
@@ -192,7 +328,15 @@ pub(crate) async fn run(report: &mut Report, scale: f64, store: &str) -> Result<
     let n = ((2_000.0 * scale) as u64).max(50);
     let dir = std::env::temp_dir().join(format!("herald-bench-w-{}", std::process::id()));
     let lite = SqliteStore::open(&format!("sqlite://{}", dir.join("bench.db").display())).await?;
-    figure(report, &lite, n, "worker_steps_sqlite").await?;
+    levels(
+        report,
+        &lite,
+        n,
+        "sqlite",
+        "plain rusqlite (WAL, FULL): read, send results, archive",
+        |c| raw_sqlite(&dir, n, c),
+    )
+    .await?;
     let (on, off) = paired(
         3,
         || worker_run(&lite, n, true),
@@ -222,10 +366,21 @@ pub(crate) async fn run(report: &mut Report, scale: f64, store: &str) -> Result<
         .target(0.95),
     )?;
     drop(lite);
-    let _ = std::fs::remove_dir_all(&dir);
-    match PgStore::connect(&pg_url(store)).await {
-        Ok(pg) => figure(report, &pg, n, "worker_steps_postgres").await?,
+    let url = pg_url(store);
+    match PgStore::connect(&url).await {
+        Ok(pg) => {
+            levels(
+                report,
+                &pg,
+                n,
+                "postgres",
+                "the raw pgmq crate: read_batch, send_batch, archive_batch",
+                |c| raw_pgmq(&url, n, c),
+            )
+            .await?;
+        }
         Err(e) => crate::output::warn_line!("worker bench: PostgreSQL figure skipped: {e}"),
     }
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
