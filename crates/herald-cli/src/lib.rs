@@ -8,6 +8,7 @@ mod config;
 mod connect;
 mod error;
 pub mod output;
+mod signal;
 
 pub use error::CliError;
 

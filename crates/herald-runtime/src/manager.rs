@@ -61,7 +61,8 @@ pub enum Ended {
     Finished(String),
     /// A service failed or asked to exit.
     Error(ServiceError),
-    /// SIGINT or SIGTERM arrived.
+    /// The stop future given to `wait` completed (the caller's SIGINT or SIGTERM), with the
+    /// name it gave.
     Signal(&'static str),
     /// [`ServiceManager::stop`] was called from elsewhere (the stop token).
     Stopped,
@@ -221,33 +222,15 @@ impl ServiceManager {
     }
 
     /// Waits until a foreground service ends, a service fails or asks to exit, the stop token
-    /// is cancelled, or SIGINT/SIGTERM arrives. Does not stop anything: call
-    /// [`ServiceManager::stop`] next.
-    pub async fn wait(&mut self) -> Ended {
+    /// is cancelled, or `stop` completes with the name of what asked (a signal's name, for
+    /// [`Ended::Signal`]). Installs no signal handler: the caller owns the process's signals
+    /// (axum's `with_graceful_shutdown` takes a future the same way). Does not stop anything:
+    /// call [`ServiceManager::stop`] next.
+    pub async fn wait(&mut self, stop: impl std::future::Future<Output = &'static str>) -> Ended {
         let Some(running) = self.running.as_mut() else {
             return Ended::Stopped;
         };
-        let signal = async {
-            #[cfg(unix)]
-            {
-                use tokio::signal::unix::{signal, SignalKind};
-                match (
-                    signal(SignalKind::interrupt()),
-                    signal(SignalKind::terminate()),
-                ) {
-                    (Ok(mut int), Ok(mut term)) => tokio::select! {
-                        _ = int.recv() => "SIGINT",
-                        _ = term.recv() => "SIGTERM",
-                    },
-                    _ => std::future::pending().await,
-                }
-            }
-            #[cfg(not(unix))]
-            {
-                let _ = tokio::signal::ctrl_c().await;
-                "ctrl-c"
-            }
-        };
+        let signal = stop;
         tokio::pin!(signal);
         loop {
             tokio::select! {

@@ -178,9 +178,10 @@ impl EventRuntime {
         self.manager.start().map_err(RuntimeError::Start)
     }
 
-    /// Waits until a service fails or asks to exit, or SIGINT/SIGTERM.
-    pub async fn wait(&mut self) -> Ended {
-        self.manager.wait().await
+    /// Waits until a service fails or asks to exit, or `stop` completes with the name of what
+    /// asked (see [`ServiceManager::wait`]; no signal handler is installed here).
+    pub async fn wait(&mut self, stop: impl std::future::Future<Output = &'static str>) -> Ended {
+        self.manager.wait(stop).await
     }
 
     /// Stops every service, the broker included, draining within `within`.

@@ -507,3 +507,23 @@ async fn three_full_nodes_share_twelve_sources_and_process_every_event() {
     // At least once: a source that moved while starting up may be read again from its checkpoint.
     DeliveryCheck::compare(ids.clone(), seen.lock().clone()).assert_at_least_once();
 }
+
+/// The runtime installs no signal handler: `wait` ends when the stop future the caller gives
+/// completes, with the name it gave, and the runtime then stops cleanly.
+#[tokio::test]
+async fn wait_ends_on_the_callers_stop_future() {
+    let mut rt = runtime(Arc::new(SingletonEventBroker::default()), None);
+    rt.start().expect("start");
+    let ended = rt
+        .wait(async {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            "test-stop"
+        })
+        .await;
+    assert!(
+        matches!(ended, herald_runtime::Ended::Signal("test-stop")),
+        "{ended:?}"
+    );
+    let report = rt.stop(std::time::Duration::from_secs(5)).await;
+    assert!(report.abandoned.is_empty(), "{:?}", report.abandoned);
+}

@@ -464,18 +464,12 @@ fn nats_server(name: &str) -> Result<OwnNatsServer, CliError> {
 /// started have been stopped (dropping a scenario stops its servers; a killed process could
 /// not).
 pub(crate) async fn run(args: ChaosArgs, store: Option<String>) -> Result<(), CliError> {
-    use tokio::signal::unix::{signal, SignalKind};
     // Registered before any scenario starts (a scenario blocks its thread while it starts or
     // kills servers): a signal that arrives then is handled once the scenario yields.
-    let mut signals = [SignalKind::interrupt(), SignalKind::terminate()]
-        .map(|kind| signal(kind).map_err(|e| other(format!("cannot watch signals: {e}"))));
-    let [Ok(interrupt), Ok(terminate)] = &mut signals else {
-        return Err(other("cannot watch SIGINT and SIGTERM"));
-    };
+    let signalled = crate::signal::terminated();
     tokio::select! {
         result = scenarios(args, store) => result,
-        _ = interrupt.recv() => Err(interrupted()),
-        _ = terminate.recv() => Err(interrupted()),
+        _ = signalled => Err(interrupted()),
     }
 }
 

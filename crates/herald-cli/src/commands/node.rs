@@ -187,10 +187,10 @@ where
     );
     let ended = match args.run_for {
         Some(secs) => tokio::select! {
-            e = runtime.wait() => e,
+            e = runtime.wait(crate::signal::terminated()) => e,
             () = tokio::time::sleep(Duration::from_secs_f64(secs.max(0.0))) => Ended::Stopped,
         },
-        None => runtime.wait().await,
+        None => runtime.wait(crate::signal::terminated()).await,
     };
     let report = runtime.stop(Duration::from_secs(10)).await;
     crate::output::warn_line!(

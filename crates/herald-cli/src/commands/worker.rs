@@ -194,20 +194,13 @@ async fn run_on<Q: Queue>(
     let until_empty = args.until_empty;
     let (watch_store, watch_steps) = (store.clone(), steps.clone());
     // Stops on SIGINT/SIGTERM, or (with --until-empty) once the queue stays empty.
+    let signalled = crate::signal::terminated();
     let stopper = tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::warn!("no SIGTERM handler: {e}");
-                    return;
-                }
-            };
+        tokio::pin!(signalled);
         let mut empty_for = 0u32;
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => break,
-                _ = term.recv() => break,
+                _ = &mut signalled => break,
                 _ = tokio::time::sleep(Duration::from_millis(250)), if until_empty => {
                     let len = watch_store.metrics(&watch_steps).await.map_or(1, |m| m.queue_length);
                     empty_for = if len == 0 { empty_for + 1 } else { 0 };
