@@ -12,9 +12,8 @@ use herald::{BoxError, Event, Shutdown};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+use crate::config::NatsConfig;
 use crate::error::NatsError;
-use crate::jetstream::JetStream;
-use crate::options::{NatsBuilder, NatsConfig};
 use crate::state::{ConnectionState, StateCell};
 use crate::stats::{Counters, NatsStats};
 
@@ -58,24 +57,6 @@ impl std::fmt::Debug for Nats {
 }
 
 impl Nats {
-    /// A builder with the defaults (reconnect forever, 2 s apart).
-    pub fn builder() -> NatsBuilder {
-        NatsBuilder::default()
-    }
-
-    /// Connects to one server with the defaults.
-    ///
-    /// # Errors
-    ///
-    /// As [`NatsBuilder::connect`].
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe.
-    pub async fn connect(url: &str) -> Result<Nats, NatsError> {
-        Nats::builder().server(url).connect().await
-    }
-
     pub(crate) fn from_parts(
         client: async_nats::Client,
         state: Arc<StateCell>,
@@ -125,11 +106,6 @@ impl Nats {
     /// The name this connection gives as source of its responses.
     pub fn name(&self) -> &str {
         &self.inner.config.name
-    }
-
-    /// JetStream on this connection.
-    pub fn jetstream(&self) -> JetStream {
-        JetStream::new(self.clone())
     }
 
     pub(crate) fn inner(&self) -> &Arc<Inner> {

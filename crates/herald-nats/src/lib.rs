@@ -53,6 +53,7 @@
 //! subscriptions; [`Nats::watch_state`] and [`NatsBuilder::on_state_change`] follow it.
 
 mod client;
+mod config;
 mod error;
 mod jetstream;
 mod options;
@@ -63,13 +64,14 @@ mod subscribe;
 mod transport;
 
 pub use client::Nats;
+pub use config::NatsConfig;
 pub use error::NatsError;
 pub use herald::{ConsumeOptions, ConsumeReport};
 pub use jetstream::{
     default_streams, message_id, ConsumerSpec, Deliveries, Delivery, DurableConsumer, JetStream,
     JsAck, PendingAck, StoredMessage, StreamSpec, StreamSummary,
 };
-pub use options::{NatsBuilder, NatsConfig};
+pub use options::NatsBuilder;
 pub use state::{ConnectionState, StateCallback};
 pub use stats::NatsStats;
 pub use subscribe::{EventStream, HandlerSubscription, Incoming};

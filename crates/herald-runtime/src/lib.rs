@@ -36,6 +36,7 @@
 pub mod broker;
 mod consumer;
 mod manager;
+mod polling;
 mod runtime;
 mod service;
 mod status;
@@ -49,6 +50,7 @@ pub use consumer::{
     EventSubscriptionConsumer, DEAD_LETTER_CATEGORY,
 };
 pub use manager::{Ended, ExecutionMode, IsolationMode, Registration, ServiceManager, StopReport};
+pub use polling::{ErrorHandlingService, PollingService};
 pub use runtime::{EventConsumerSettings, EventRuntime, RuntimeError};
-pub use service::{ErrorHandlingService, PollingService, Service, ServiceError};
+pub use service::{Service, ServiceError};
 pub use status::{determine_multi_process_status, ProcessStatus, StatusCell};

@@ -8,7 +8,8 @@ use std::time::Duration;
 use crate::broker::{BrokerError, EventBroker, EventSubscriber};
 use crate::consumer::{ErrorHandler, EventConsumer};
 use crate::manager::{Ended, ExecutionMode, IsolationMode, ServiceManager, StopReport};
-use crate::service::{ErrorHandlingService, PollingService, Service};
+use crate::polling::{ErrorHandlingService, PollingService};
+use crate::service::Service;
 
 /// How a registered consumer runs (seed 003's `EventConsumerSettings`). A value: a copy
 /// changed later does not change what was registered.

@@ -212,6 +212,18 @@ impl EventCondition {
     }
 }
 
+/// Which path a domain event takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryMode {
+    /// The durable queue: acknowledged after commit, read at least once.
+    Durable,
+    /// The in-process broadcast: best effort, each miss counted.
+    Fast,
+    /// Both.
+    Broadcast,
+}
+
 /// A domain event a handler declares with its result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeclaredEvent {
@@ -222,7 +234,7 @@ pub struct DeclaredEvent {
     /// When it goes out.
     pub condition: EventCondition,
     /// Which path it takes.
-    pub mode: crate::events::DeliveryMode,
+    pub mode: DeliveryMode,
 }
 
 impl StepHandlerResult {
@@ -233,7 +245,7 @@ impl StepHandlerResult {
         event_type: impl Into<String>,
         payload: Map<String, Value>,
         condition: EventCondition,
-        mode: crate::events::DeliveryMode,
+        mode: DeliveryMode,
     ) -> Self {
         self.domain_events.push(DeclaredEvent {
             event_type: event_type.into(),

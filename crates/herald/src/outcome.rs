@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use crate::handler::Failure;
-
 /// How one delivery is settled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -24,20 +22,9 @@ pub enum Outcome {
     },
 }
 
+/// (`Outcome::from_result`, which reads a handler's `Failure`, is in `handler/isolate.rs`,
+/// so that this module needs nothing of the handler's.)
 impl Outcome {
-    /// The outcome of a handler's result: `Ok` acks; an error that is a [`Reject`] or a
-    /// [`RetryAfter`] gets what it asks for; any other error or a panic retries after
-    /// `retry_after`.
-    pub fn from_result(result: &Result<(), Failure>, retry_after: Duration) -> Outcome {
-        match result {
-            Ok(()) => Outcome::Ack,
-            Err(failure) => failure
-                .requested
-                .clone()
-                .unwrap_or(Outcome::Retry { after: retry_after }),
-        }
-    }
-
     /// A short name for logs and counters: `ack`, `retry` or `reject`.
     pub fn name(&self) -> &'static str {
         match self {
@@ -113,7 +100,7 @@ pub(crate) fn requested(e: &(dyn std::error::Error + 'static)) -> Option<Outcome
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handler::FailureKind;
+    use crate::handler::{Failure, FailureKind};
 
     fn failure(requested: Option<Outcome>) -> Result<(), Failure> {
         Err(Failure {

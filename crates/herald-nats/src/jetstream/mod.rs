@@ -39,3 +39,10 @@ impl JetStream {
         &self.ctx
     }
 }
+
+impl Nats {
+    /// JetStream on this connection.
+    pub fn jetstream(&self) -> JetStream {
+        JetStream::new(self.clone())
+    }
+}

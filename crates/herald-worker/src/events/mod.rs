@@ -51,17 +51,8 @@ pub struct InProcessDomainEvent {
     pub source: String,
 }
 
-/// Which path a domain event takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeliveryMode {
-    /// The durable queue: acknowledged after commit, read at least once.
-    Durable,
-    /// The in-process broadcast: best effort, each miss counted.
-    Fast,
-    /// Both.
-    Broadcast,
-}
+/// Which path a domain event takes (declared with a step's result, so defined beside it).
+pub use crate::step::DeliveryMode;
 
 /// Why a domain event was not published.
 #[derive(Debug, thiserror::Error)]

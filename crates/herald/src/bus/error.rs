@@ -2,6 +2,7 @@
 //! back inside it).
 
 use crate::message::event::{EnvelopeError, Event};
+use crate::transport::{ErrorKind, TransportError};
 
 /// Why a publish was refused. Nothing was dispatched.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,5 +74,20 @@ impl EmitError {
             | EmitError::DepthExceeded { event, .. }
             | EmitError::NoRuntime { event } => *event,
         }
+    }
+}
+
+/// The bus as a transport (`bus/transport.rs`) reports a refused publish as a
+/// [`TransportError`]; the conversion lives here, beside the error, so the transport contract
+/// knows nothing of the bus.
+impl From<PublishError> for TransportError {
+    fn from(e: PublishError) -> Self {
+        let (kind, subject) = match &e {
+            PublishError::Stopped { subject } | PublishError::DepthExceeded { subject, .. } => {
+                (ErrorKind::Refused, subject.clone())
+            }
+            PublishError::Invalid(_) => (ErrorKind::Invalid, String::new()),
+        };
+        TransportError::new(kind, "publish to", subject, e)
     }
 }

@@ -145,3 +145,18 @@ where
     )
     .await
 }
+
+impl Outcome {
+    /// The outcome of a handler's result: `Ok` acks; an error that is a
+    /// [`Reject`](crate::Reject) or a [`RetryAfter`](crate::RetryAfter) gets what it asks for;
+    /// any other error or a panic retries after `retry_after`.
+    pub fn from_result(result: &Result<(), Failure>, retry_after: std::time::Duration) -> Outcome {
+        match result {
+            Ok(()) => Outcome::Ack,
+            Err(failure) => failure
+                .requested
+                .clone()
+                .unwrap_or(Outcome::Retry { after: retry_after }),
+        }
+    }
+}

@@ -1,6 +1,5 @@
 //! `TransportError`: what failed at the transport seam, typed, and whether a retry can help.
 
-use crate::bus::PublishError;
 use crate::handler::BoxError;
 use crate::message::subject::SubjectError;
 
@@ -75,18 +74,6 @@ impl TransportError {
     /// The cause, to downcast to the transport's own error type.
     pub fn cause(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
         &*self.source
-    }
-}
-
-impl From<PublishError> for TransportError {
-    fn from(e: PublishError) -> Self {
-        let (kind, subject) = match &e {
-            PublishError::Stopped { subject } | PublishError::DepthExceeded { subject, .. } => {
-                (ErrorKind::Refused, subject.clone())
-            }
-            PublishError::Invalid(_) => (ErrorKind::Invalid, String::new()),
-        };
-        TransportError::new(kind, "publish to", subject, e)
     }
 }
 
@@ -189,7 +176,7 @@ mod tests {
         let source = std::error::Error::source(&e).map(ToString::to_string);
         assert_eq!(source.as_deref(), Some("disconnected"));
         assert!(e.is_transient());
-        let refused: TransportError = PublishError::Stopped {
+        let refused: TransportError = crate::bus::PublishError::Stopped {
             subject: "a.b".into(),
         }
         .into();
