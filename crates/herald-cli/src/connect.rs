@@ -32,39 +32,28 @@ pub(crate) fn parse_bus(bus: &str) -> Result<BusUrl, CliError> {
 /// Connects to `--bus`, which must name a NATS server, within seconds. The connection's name
 /// (the `source` of the responses `herald reply` sends) is `herald-cli`.
 pub(crate) async fn connect_nats(bus: &str) -> Result<Nats, CliError> {
-    let url = match parse_bus(bus)? {
-        BusUrl::Nats(url) => url,
-        BusUrl::Memory => {
-            return Err(CliError::Usage(format!(
-            "--bus {bus}: the in-process bus lives inside one process; this command needs a NATS server (nats://HOST:PORT)"
-        )))
-        }
-    };
-    Ok(Nats::builder()
-        .server(url)
-        .name("herald-cli")
-        .connect_timeout(Duration::from_secs(3))
-        .connect()
-        .await?)
+    nats_connection(bus, "this command needs a NATS server", false).await
 }
 
 /// Connects to `--bus` for a long-running service that reports the connection in its health
 /// (`serve --nats`): it starts at once whether or not the server answers, and keeps trying
 /// (the component shows unhealthy, the service degraded, until it connects).
 pub(crate) async fn connect_nats_degraded(bus: &str) -> Result<Nats, CliError> {
+    nats_connection(bus, "--nats reports a NATS server's connection", true).await
+}
+
+async fn nats_connection(bus: &str, needs: &str, keep_trying: bool) -> Result<Nats, CliError> {
     let url = match parse_bus(bus)? {
         BusUrl::Nats(url) => url,
-        BusUrl::Memory => {
-            return Err(CliError::Usage(format!(
-                "--bus {bus}: --nats reports a NATS server's connection (nats://HOST:PORT)"
-            )))
-        }
+        BusUrl::Memory => return Err(CliError::Usage(format!(
+            "--bus {bus}: the in-process bus lives inside one process; {needs} (nats://HOST:PORT)"
+        ))),
     };
     Ok(Nats::builder()
         .server(url)
         .name("herald-cli")
         .connect_timeout(Duration::from_secs(3))
-        .retry_on_initial_connect(true)
+        .retry_on_initial_connect(keep_trying)
         .connect()
         .await?)
 }

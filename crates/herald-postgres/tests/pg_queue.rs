@@ -2,31 +2,17 @@
 //! conformance suite, Herald and psql's `pgmq.read`/`pgmq.send` reading each other's
 //! messages, a message sent in a rolled-back transaction never seen, and bad input.
 
-use std::process::Command;
 use std::time::Duration;
 
 use herald::queue::{Queue, QueueName};
 use herald_postgres::PgStore;
-use herald_testkit::env::{database_url, unique};
+use herald_testkit::env::{database_url, psql, unique};
 use herald_testkit::fixtures::{id_of, tagged};
 
 async fn store(test: &str) -> Option<(PgStore, String)> {
     let url = database_url(test)?;
     let store = PgStore::connect(&url).await.expect("connect");
     Some((store, url))
-}
-
-fn psql(url: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .args([url, "-tA", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .output()
-        .expect("psql runs (installed with PostgreSQL by scripts/services.sh)");
-    assert!(
-        out.status.success(),
-        "psql failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 fn qname(prefix: &str) -> QueueName {

@@ -104,6 +104,25 @@ mod tests {
     }
 }
 
+/// Runs one SQL command with `psql` on `url` and returns its unaligned, tuples-only output,
+/// trimmed.
+///
+/// # Panics
+///
+/// When psql is missing or the command fails (the message has psql's stderr).
+pub fn psql(url: &str, sql: &str) -> String {
+    let out = std::process::Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-tAc", sql])
+        .output()
+        .expect("psql runs (installed with PostgreSQL by scripts/services.sh)");
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// A database of the test's own on the PostgreSQL server at `url` (created with `psql`,
 /// dropped when this is dropped), for tests whose state is global to a database (the broker's
 /// lease and nodes).
