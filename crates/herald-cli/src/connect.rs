@@ -45,9 +45,11 @@ pub(crate) async fn connect_nats_degraded(bus: &str) -> Result<Nats, CliError> {
 async fn nats_connection(bus: &str, needs: &str, keep_trying: bool) -> Result<Nats, CliError> {
     let url = match parse_bus(bus)? {
         BusUrl::Nats(url) => url,
-        BusUrl::Memory => return Err(CliError::Usage(format!(
+        BusUrl::Memory => {
+            return Err(CliError::Usage(format!(
             "--bus {bus}: the in-process bus lives inside one process; {needs} (nats://HOST:PORT)"
-        ))),
+        )))
+        }
     };
     Ok(Nats::builder()
         .server(url)

@@ -560,3 +560,70 @@ fn a_stopped_nats_server_is_unhealthy_and_serve_starts_without_one() {
     assert_eq!(status.as_deref(), Some("degraded"));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn node_status_judges_each_node_by_its_own_ttl() {
+    let (dir, store) = scratch("fh_ttl");
+    assert!(run(
+        &["--store", &store, "store", "append", "order-1", "{}"],
+        &[]
+    )
+    .status
+    .success());
+    // A node with a 100 ms heartbeat: its TTL is 4 heartbeats, 400 ms (the seed's 60 s
+    // is for a node that heartbeats every 10 s).
+    let mut node = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args([
+            "--store",
+            &store,
+            "node",
+            "--role",
+            "full",
+            "--sources",
+            "order",
+            "--id",
+            "brief",
+            "--heartbeat-ms",
+            "100",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("herald node");
+    let live = |store: &str| -> Option<bool> {
+        let o = run(&["--store", store, "node", "status", "--json"], &[]);
+        let v: serde_json::Value = serde_json::from_str(out(&o).trim()).ok()?;
+        v["nodes"]
+            .as_array()?
+            .iter()
+            .find(|n| n["node_id"] == "brief")
+            .and_then(|n| n["live"].as_bool())
+    };
+    let started = Instant::now();
+    while live(&store) != Some(true) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the node came up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = node.kill();
+    let _ = node.wait();
+    let killed = Instant::now();
+    while live(&store) != Some(false) {
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "a killed node shows dead after its own TTL, not the seed's 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // --ttl-ms still overrides it.
+    let o = run(
+        &[
+            "--store", &store, "node", "status", "--json", "--ttl-ms", "3600000",
+        ],
+        &[],
+    );
+    assert!(out(&o).contains("\"live\":true"), "{}", out(&o));
+    let _ = std::fs::remove_dir_all(dir);
+}
