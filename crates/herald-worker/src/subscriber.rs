@@ -125,7 +125,7 @@ pub struct StepExecutionSubscriber {
     subscription: Option<Subscription>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     bus: Bus,
     registry: Arc<HandlerRegistry>,
     sink: Arc<dyn CompletionSink>,
@@ -203,29 +203,36 @@ impl StepExecutionSubscriber {
     pub fn counters_handle(&self) -> Arc<SubscriberCounters> {
         self.inner.counters.clone()
     }
+
+    /// Its execution (resolve, timeout, isolation, announcements, counters), for a caller that
+    /// owns the step itself: the worker calls it directly, no bus round trip in between.
+    pub(crate) fn executor(&self) -> Arc<Inner> {
+        self.inner.clone()
+    }
 }
 
 fn inc(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
-/// The read count a step was read with, from the bus event's metadata (1 when absent).
-pub(crate) fn attempt_of(event: &Event) -> u32 {
+/// Which attempt a step on the bus is, from its metadata's `attempt` (1 when absent).
+fn attempt_of(event: &Event) -> u32 {
     event
         .metadata
-        .get("herald_step")
-        .and_then(|s| s.get("read_ct"))
+        .get("attempt")
         .and_then(Value::as_u64)
         .and_then(|n| u32::try_from(n).ok())
         .unwrap_or(1)
 }
 
 impl Inner {
+    /// A step from the bus (the standalone subscriber): bounded by its own permits, the
+    /// result submitted to its sink with the event.
     async fn handle(&self, event: Arc<Event>) {
-        inc(&self.counters.received);
         let step = match FfiStepEvent::from_data(&event.data) {
             Ok(step) => step,
             Err(e) => {
+                inc(&self.counters.received);
                 inc(&self.counters.malformed);
                 tracing::warn!("{STEP_RECEIVED} event is not a step, skipped: {e}");
                 return;
@@ -234,10 +241,25 @@ impl Inner {
         let Ok(_permit) = self.permits.acquire().await else {
             return;
         };
-        let started = Instant::now();
         let attempt = attempt_of(&event);
+        self.process(&step, attempt, |result| {
+            self.sink.submit(event.clone(), result)
+        })
+        .await;
+    }
+
+    /// Runs one step (its `attempt`, 1 for the first) and submits its result with
+    /// `submit`; announces `step.completion.sent` and publishes the declared domain events
+    /// only once the result is stored. The caller bounds how many run at once.
+    pub(crate) async fn process<F, Fut>(&self, step: &FfiStepEvent, attempt: u32, submit: F)
+    where
+        F: FnOnce(StepExecutionResult) -> Fut,
+        Fut: std::future::Future<Output = Result<Submitted, BoxError>>,
+    {
+        inc(&self.counters.received);
+        let started = Instant::now();
         self.counters.in_progress.fetch_add(1, Ordering::Relaxed);
-        let mut outcome = self.execute(&step, attempt).await;
+        let mut outcome = self.execute(step, attempt).await;
         self.counters.in_progress.fetch_sub(1, Ordering::Relaxed);
         self.counters
             .execution_us
@@ -246,7 +268,7 @@ impl Inner {
         let elapsed = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let mut result = if outcome.success {
             StepExecutionResult::success_result(
-                &step,
+                step,
                 outcome.result.unwrap_or_default(),
                 elapsed,
                 &self.config.worker_id,
@@ -254,7 +276,7 @@ impl Inner {
             )
         } else {
             StepExecutionResult::failure_result(
-                &step,
+                step,
                 StepError {
                     error_type: outcome.error_type.unwrap_or_else(|| "unknown".into()),
                     message: outcome
@@ -270,7 +292,7 @@ impl Inner {
         result.metadata.insert("attempt".into(), attempt.into());
         let success = result.success;
         let retryable = result.error.as_ref().is_some_and(|e| e.retryable);
-        match self.sink.submit(event.clone(), result.clone()).await {
+        match submit(result.clone()).await {
             Ok(Submitted::Stored) => {
                 inc(if success {
                     &self.counters.succeeded

@@ -1,8 +1,12 @@
-//! The worker loop: reads the step queue, puts each step on the bus for the subscriber, and
-//! settles it with a guarded settle: the result goes to the completion queue and the step is
-//! archived in one transaction, only if the step is still held at the read count it was read
-//! with. Retryable failures come back after a backoff until `max_retries`, then the step is
-//! dead-lettered with its last error; bad input is dead-lettered at once with its reason.
+//! The worker loop: reads the step queue and owns each step from read to settle. The message
+//! is parsed once (`StepRun::run`: the body into the envelope, its data into the typed step),
+//! the subscriber's execution runs it directly (resolve, timeout, isolation), and the guarded
+//! settle stores it with the read count it was read with: the result goes to the completion
+//! queue and the step is archived in one transaction. Retryable failures come back after a
+//! backoff until `max_retries`, then the step is dead-lettered with its last error (its
+//! original body kept); bad input is dead-lettered at once with its reason. The bus carries
+//! seed 000's announcements (`step.execution.received`, `step.completion.sent`,
+//! `handler.error`) for observers, not the steps themselves.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,15 +16,14 @@ use std::time::Duration;
 use herald::queue::consume::dead_letter;
 use herald::queue::{Message, Queue, QueueError, QueueName, Settle, Settled, Settlement};
 use herald::{BoxError, BoxFuture, Bus, Event, Subject};
-use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::registry::HandlerRegistry;
 use crate::step::{FfiStepEvent, StepExecutionResult};
 use crate::subscriber::{
-    attempt_of, CompletionSink, StepExecutionSubscriber, Submitted, SubscriberConfig,
-    SubscriberCounters, STEP_COMPLETED, STEP_RECEIVED,
+    StepExecutionSubscriber, Submitted, SubscriberConfig, SubscriberCounters, STEP_COMPLETED,
+    STEP_RECEIVED,
 };
 
 /// How a worker runs.
@@ -197,16 +200,12 @@ impl<Q: Queue> Worker<Q> {
             store.create(q).await?;
         }
         let counters = Arc::new(WorkerCounters::default());
-        let sink = Arc::new(QueueSink {
-            store: store.clone(),
-            queues: queues.clone(),
-            backoff: config.retry_backoff,
-            counters: counters.clone(),
-        });
+        // The worker calls the subscriber's execution itself; the subscriber is never
+        // subscribed, so its sink (which refuses) is never asked.
         let subscriber = StepExecutionSubscriber::new(
             bus.clone(),
             registry,
-            sink,
+            Arc::new(NoSink),
             SubscriberConfig {
                 domain_events: config.domain_events.clone(),
                 worker_id: config.worker_id.clone(),
@@ -294,7 +293,6 @@ impl<Q: Queue> Worker<Q> {
     ///
     /// Not cancel safe: dropped, steps in flight are abandoned unsettled (and run again).
     pub async fn run(&mut self, stop: impl Future<Output = ()>) -> WorkerReport {
-        self.subscriber.start();
         let permits = Arc::new(Semaphore::new(self.config.max_concurrent_handlers.max(1)));
         let mut tasks: JoinSet<()> = JoinSet::new();
         tokio::pin!(stop);
@@ -345,10 +343,14 @@ impl<Q: Queue> Worker<Q> {
                     inc(&self.counters.rereads);
                 }
                 let step = StepRun {
-                    store: self.store.clone(),
                     bus: self.bus.clone(),
-                    queues: self.queues.clone(),
-                    counters: self.counters.clone(),
+                    executor: self.subscriber.executor(),
+                    sink: QueueSink {
+                        store: self.store.clone(),
+                        queues: self.queues.clone(),
+                        backoff: self.config.retry_backoff,
+                        counters: self.counters.clone(),
+                    },
                 };
                 tasks.spawn(async move {
                     let _permit = permit;
@@ -367,45 +369,75 @@ impl<Q: Queue> Worker<Q> {
             );
             tasks.abort_all();
         }
-        self.subscriber.stop();
         self.report()
     }
 }
 
-/// One step message, from the queue to the bus.
+/// One step message, from its read to its settle.
 struct StepRun<Q> {
-    store: Q,
     bus: Bus,
-    queues: StepQueues,
-    counters: Arc<WorkerCounters>,
+    executor: Arc<crate::subscriber::Inner>,
+    sink: QueueSink<Q>,
 }
 
 impl<Q: Queue> StepRun<Q> {
     async fn run(self, message: Message) {
+        // The one parse: the body into the envelope, its data into the typed step.
         let event = match message.event() {
             Ok(event) => event,
-            Err(e) => return self.bad_input(&message, &e.to_string()).await,
+            Err(e) => return self.sink.bad_input(&message, &e.to_string()).await,
         };
-        if let Err(e) = FfiStepEvent::from_data(&event.data) {
-            return self.bad_input(&message, &e.to_string()).await;
+        let step = match FfiStepEvent::from_data(&event.data) {
+            Ok(step) => step,
+            Err(e) => return self.sink.bad_input(&message, &e.to_string()).await,
+        };
+        // Seed 000's announcement, for observers on the bus.
+        if let Ok(subject) = Subject::new(STEP_RECEIVED) {
+            let mut announced = event;
+            announced.subject = subject;
+            if let Err(e) = self.bus.publish(announced).await {
+                tracing::warn!("{STEP_RECEIVED} not announced: {e}");
+            }
         }
-        let subject = Subject::new(STEP_RECEIVED).unwrap_or_else(|_| event.subject.clone());
-        let mut step = event;
-        step.subject = subject;
-        let step = step.with_metadata(
-            "herald_step",
-            json!({
-                "queue": self.queues.steps.as_str(),
-                "msg_id": message.msg_id,
-                "read_ct": message.read_ct,
-            }),
-        );
-        // The subscriber runs it and settles it through the sink; publish waits for that.
-        if let Err(e) = self.bus.publish(step).await {
-            tracing::warn!("step not dispatched (it comes back after its vt): {e}");
-        }
+        let attempt = u32::try_from(message.read_ct).unwrap_or(1).max(1);
+        let sink = &self.sink;
+        let (message, step) = (&message, &step);
+        self.executor
+            .process(step, attempt, |result| async move {
+                sink.store_result(message, step, attempt, result).await
+            })
+            .await;
     }
+}
 
+/// The subscriber's sink when the worker runs steps itself: never asked (the subscriber is
+/// not subscribed); refuses, should it be.
+struct NoSink;
+
+impl crate::subscriber::CompletionSink for NoSink {
+    fn submit(
+        &self,
+        _step: Arc<Event>,
+        _result: StepExecutionResult,
+    ) -> BoxFuture<Result<Submitted, BoxError>> {
+        Box::pin(async { Err("the worker settles its steps itself".into()) })
+    }
+}
+
+/// Stores results: the guarded settle of the step with its result (and dead letter).
+struct QueueSink<Q> {
+    store: Q,
+    queues: StepQueues,
+    backoff: Duration,
+    counters: Arc<WorkerCounters>,
+}
+
+fn backoff(base: Duration, attempt: u32) -> Duration {
+    let factor = 1u32 << attempt.saturating_sub(1).min(16);
+    base.saturating_mul(factor).min(Duration::from_secs(60))
+}
+
+impl<Q: Queue> QueueSink<Q> {
     async fn bad_input(&self, message: &Message, reason: &str) {
         inc(&self.counters.bad_input);
         tracing::warn!(
@@ -429,37 +461,16 @@ impl<Q: Queue> StepRun<Q> {
             tracing::warn!("dead letter not stored (the message comes back): {e}");
         }
     }
-}
 
-/// Stores results: the guarded settle of the step with its result (and dead letter).
-struct QueueSink<Q> {
-    store: Q,
-    queues: StepQueues,
-    backoff: Duration,
-    counters: Arc<WorkerCounters>,
-}
-
-fn backoff(base: Duration, attempt: u32) -> Duration {
-    let factor = 1u32 << attempt.saturating_sub(1).min(16);
-    base.saturating_mul(factor).min(Duration::from_secs(60))
-}
-
-impl<Q: Queue> QueueSink<Q> {
+    /// The guarded settle of a step with its result, at the read count it was read with.
     async fn store_result(
         &self,
-        step: Arc<Event>,
+        message: &Message,
+        ffi: &FfiStepEvent,
+        attempt: u32,
         result: StepExecutionResult,
     ) -> Result<Submitted, BoxError> {
-        let held = step
-            .metadata
-            .get("herald_step")
-            .and_then(|h| Some((h.get("msg_id")?.as_i64()?, h.get("read_ct")?.as_i64()?)));
-        let Some((msg_id, read_ct)) = held else {
-            return Err("the step event carries no herald_step (msg_id, read_ct)".into());
-        };
-        let read_ct = i32::try_from(read_ct)?;
-        let attempt = attempt_of(&step);
-        let ffi = FfiStepEvent::from_data(&step.data)?;
+        let (msg_id, read_ct) = (message.msg_id, message.read_ct);
         let retries_left = ffi.execution_event.max_retries > attempt.saturating_sub(1);
         let retryable = result.error.as_ref().is_some_and(|e| e.retryable);
         if !result.success && retryable && retries_left {
@@ -491,17 +502,10 @@ impl<Q: Queue> QueueSink<Q> {
                 .as_ref()
                 .map(|e| format!("{}: {}", e.error_type, e.message))
                 .unwrap_or_default();
-            let message = Message {
-                msg_id,
-                read_ct,
-                enqueued_at: herald::Timestamp::now(),
-                vt: herald::Timestamp::now(),
-                body: step.to_json(),
-            };
             let reason = format!("retries exhausted after {attempt} attempt(s); last error {last}");
             settlement = settlement.and_send(
                 self.queues.dead_letters.clone(),
-                dead_letter(&self.queues.steps, &message, &reason),
+                dead_letter(&self.queues.steps, message, &reason),
             );
         }
         match self
@@ -517,22 +521,6 @@ impl<Q: Queue> QueueSink<Q> {
             }
             Settled::Stale => Ok(Submitted::Stale),
         }
-    }
-}
-
-impl<Q: Queue> CompletionSink for QueueSink<Q> {
-    fn submit(
-        &self,
-        step: Arc<Event>,
-        result: StepExecutionResult,
-    ) -> BoxFuture<Result<Submitted, BoxError>> {
-        let sink = QueueSink {
-            store: self.store.clone(),
-            queues: self.queues.clone(),
-            backoff: self.backoff,
-            counters: self.counters.clone(),
-        };
-        Box::pin(async move { sink.store_result(step, result).await })
     }
 }
 
