@@ -296,8 +296,21 @@ impl<Q: Queue> Worker<Q> {
         let permits = Arc::new(Semaphore::new(self.config.max_concurrent_handlers.max(1)));
         let mut tasks: JoinSet<()> = JoinSet::new();
         tokio::pin!(stop);
+        let max = self.config.max_concurrent_handlers.max(1);
+        let half = u32::try_from(max / 2).unwrap_or(u32::MAX);
         loop {
             while tasks.try_join_next().is_some() {}
+            // With most handler slots busy, a read now would fetch a step or two and cost a
+            // round trip each: wait a moment (at most 2 ms, the handlers in flight are
+            // finishing) for half the slots, so that reads stay batches. A small worker (under
+            // 4 slots) reads at once, ahead of its handler.
+            if max >= 4 && permits.available_permits() < max / 2 {
+                let freed = permits.clone().acquire_many_owned(half);
+                tokio::select! {
+                    _ = &mut stop => break,
+                    p = tokio::time::timeout(Duration::from_millis(2), freed) => drop(p),
+                }
+            }
             let room = permits
                 .available_permits()
                 .min(self.config.batch_size)
