@@ -77,9 +77,11 @@ pub(crate) struct Committer {
 }
 
 impl Committer {
-    pub(crate) fn start(pool: PgPool, max_batch: usize) -> Self {
+    /// Starts the committer task through `shutdown`: once it is triggered, the task commits
+    /// what is already waiting and ends; later writes fail with [`QueueError::Closed`].
+    pub(crate) fn start(pool: PgPool, max_batch: usize, shutdown: &herald::Shutdown) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(pool, rx, max_batch.max(1)));
+        shutdown.spawn(run(pool, rx, max_batch.max(1), shutdown.clone()));
         Committer { tx }
     }
 
@@ -93,9 +95,23 @@ impl Committer {
     }
 }
 
-async fn run(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Pending>, max_batch: usize) {
+async fn run(
+    pool: PgPool,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+    max_batch: usize,
+    stop: herald::Shutdown,
+) {
     let mut batch: Vec<Pending> = Vec::with_capacity(max_batch);
-    while let Some(first) = rx.recv().await {
+    loop {
+        // Writes already waiting come first, so a stop never drops one that was submitted.
+        let next = tokio::select! {
+            biased;
+            p = rx.recv() => p,
+            () = stop.cancelled() => None,
+        };
+        let Some(first) = next else {
+            break;
+        };
         batch.push(first);
         while batch.len() < max_batch {
             match rx.try_recv() {

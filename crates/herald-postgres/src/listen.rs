@@ -31,14 +31,19 @@ impl Drop for Listener {
 impl Listener {
     /// Starts the listener task on its own connection (sqlx's `PgListener` reconnects and
     /// re-LISTENs after a failure; waiters poll meanwhile).
-    pub(crate) async fn start(pool: &sqlx::PgPool) -> Result<Self, sqlx::Error> {
+    pub(crate) async fn start(
+        pool: &sqlx::PgPool,
+        shutdown: &herald::Shutdown,
+    ) -> Result<Self, sqlx::Error> {
         let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
         let waiters: Waiters = Arc::default();
         let (listen, mut requests) = tokio::sync::mpsc::unbounded_channel::<String>();
         let w = waiters.clone();
-        let task = tokio::spawn(async move {
+        let stop = shutdown.clone();
+        let task = shutdown.spawn(async move {
             loop {
                 tokio::select! {
+                    () = stop.cancelled() => return,
                     request = requests.recv() => match request {
                         Some(channel) => {
                             if let Err(e) = listener.listen(&channel).await {

@@ -52,6 +52,7 @@ struct Inner {
     pool: PgPool,
     committer: Committer,
     listener: Listener,
+    shutdown: herald::Shutdown,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -147,13 +148,15 @@ impl PgStore {
             .await
             .map_err(fail)?;
         schema::ensure(&pool).await?;
-        let listener = Listener::start(&pool).await.map_err(fail)?;
-        let committer = Committer::start(pool.clone(), options.max_batch);
+        let shutdown = herald::Shutdown::new();
+        let listener = Listener::start(&pool, &shutdown).await.map_err(fail)?;
+        let committer = Committer::start(pool.clone(), options.max_batch, &shutdown);
         Ok(PgStore {
             inner: Arc::new(Inner {
                 pool,
                 committer,
                 listener,
+                shutdown,
             }),
         })
     }
@@ -176,6 +179,22 @@ impl PgStore {
         Ok(ms.map_or(otherwise, |ms| {
             Duration::from_millis(ms.clamp(1.0, 86_400_000.0) as u64)
         }))
+    }
+
+    /// The [`Shutdown`](herald::Shutdown) its two tasks (the group committer and the
+    /// LISTEN connection) run under.
+    pub fn shutdown_handle(&self) -> &herald::Shutdown {
+        &self.inner.shutdown
+    }
+
+    /// Stops the store's tasks: the committer commits what is already waiting and ends, the
+    /// listener ends; later writes fail with [`QueueError::Closed`]. Waits up to `within`.
+    ///
+    /// # Errors
+    ///
+    /// [`herald::DrainTimeout`] when a task is still running at the bound.
+    pub async fn close(&self, within: Duration) -> Result<(), herald::DrainTimeout> {
+        self.inner.shutdown.shutdown(within).await
     }
 
     /// The connection pool, for what Herald does not wrap (and for the raw-pgmq benchmark).

@@ -239,3 +239,37 @@ async fn settles_applied_together_are_guarded_one_by_one() {
     store.drop_queue(&steps).await.expect("drop");
     store.drop_queue(&results).await.expect("drop");
 }
+
+/// The store's tasks run under its `Shutdown`: `close` commits what was submitted, ends them
+/// within the bound, and a later write is `Closed`, not lost in silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_ends_the_stores_tasks_and_later_writes_are_refused() {
+    let Some((store, url)) = store("pg_close").await else {
+        return;
+    };
+    let q = qname("close");
+    store.create(&q).await.expect("create");
+    let id = store
+        .send(&q, &tagged("c.x", "before-close"), Duration::ZERO)
+        .await
+        .expect("send");
+    store
+        .close(Duration::from_secs(5))
+        .await
+        .expect("the committer and the listener end");
+    let after = store
+        .send(&q, &tagged("c.x", "after-close"), Duration::ZERO)
+        .await;
+    assert!(
+        matches!(after, Err(herald::queue::QueueError::Closed)),
+        "{after:?}"
+    );
+    // What was acknowledged before the close is there.
+    let other = PgStore::connect(&url).await.expect("connect");
+    let got = other
+        .read(&q, Duration::from_secs(30), 10)
+        .await
+        .expect("read");
+    assert_eq!(got.iter().map(|m| m.msg_id).collect::<Vec<_>>(), vec![id]);
+    other.drop_queue(&q).await.expect("drop");
+}
