@@ -142,6 +142,16 @@ impl PgStore {
         .map_err(fail)?;
         let _ = sqlx::Connection::close(first).await;
         let pool = PgPoolOptions::new()
+            // Herald notifies a queue's channel itself, in the statement that inserts; its
+            // connections say so, and the insert trigger (for senders outside Herald) skips
+            // them.
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::Executor::execute(&mut *conn, "SET herald.self_notify = 'on'")
+                        .await
+                        .map(drop)
+                })
+            })
             .max_connections(options.max_connections.max(2))
             .acquire_timeout(options.connect_timeout)
             .connect(&options.url)
@@ -252,16 +262,20 @@ impl Queue for PgStore {
             .execute(&self.inner.pool)
             .await
             .map_err(|e| store("create", queue.as_str(), e))?;
-        // A statement trigger notifies the queue's channel after any INSERT, so a send from
-        // outside Herald (`pgmq.send` in psql, another language) wakes a waiting reader as
-        // Herald's own sends do. The name is validated (lowercase letters, digits, `_`).
+        // A statement trigger notifies the queue's channel after an INSERT from outside Herald
+        // (`pgmq.send` in psql, another language), so it wakes a waiting reader as Herald's
+        // own sends do; Herald's connections notify in their own statement and are skipped
+        // (`herald.self_notify`, set on connect). The name is validated (lowercase letters,
+        // digits, `_`).
         let q = queue.as_str();
         sqlx::raw_sql(&format!(
             "DO $$ BEGIN
                IF NOT EXISTS (SELECT 1 FROM pg_trigger
                               WHERE tgname = 'herald_notify_insert' AND tgrelid = 'pgmq.q_{q}'::regclass) THEN
                  CREATE TRIGGER herald_notify_insert AFTER INSERT ON pgmq.q_{q}
-                   FOR EACH STATEMENT EXECUTE FUNCTION herald.notify_insert();
+                   FOR EACH STATEMENT
+                   WHEN (current_setting('herald.self_notify', true) IS DISTINCT FROM 'on')
+                   EXECUTE FUNCTION herald.notify_insert();
                END IF;
              EXCEPTION WHEN duplicate_object THEN NULL;
              END $$"
