@@ -171,6 +171,11 @@ impl EventStream {
             self.probe = None;
             return None;
         }
+        // Another connection's round-trip probe (an empty message to a fresh inbox), seen by a
+        // subscription as wide as `>`: not an event, and not a malformed one either.
+        if msg.payload.is_empty() && msg.subject.as_str().starts_with("_INBOX.") {
+            return None;
+        }
         match Event::from_json(&msg.payload) {
             Ok(decoded) => {
                 let c = &self.nats.inner().counters;
