@@ -171,6 +171,20 @@ fn event(subject: &str, source: &str, data: serde_json::Value) -> Result<Event, 
     Ok(Event::try_new(subject, data)?.with_source(source))
 }
 
+/// What the bus part of the demo sets up and its steps read: the bus, its plugins, what the
+/// monitor saw, and the plugins' state the summary prints.
+struct Scene {
+    bus: Bus,
+    plugins: PluginManager,
+    progress: Arc<Mutex<Vec<String>>>,
+    counts: Arc<Mutex<BTreeMap<String, u64>>>,
+    index: Arc<Mutex<BTreeMap<String, BTreeSet<String>>>>,
+    _monitor: herald::Subscription,
+}
+
+/// A line of progress, unless `--quiet`.
+type Say<'a> = &'a dyn Fn(String) -> Result<(), CliError>;
+
 pub(crate) async fn run(args: DemoArgs, global: &crate::cli::Global) -> Result<(), CliError> {
     if global.store.is_some() || global.bus.is_some() {
         return Err(CliError::Usage(
@@ -181,18 +195,29 @@ pub(crate) async fn run(args: DemoArgs, global: &crate::cli::Global) -> Result<(
         // Its panics are deliberate, isolated and counted in the summary.
         crate::output::quiet_panics();
     }
-    let bus = Bus::builder().history(100).build();
-    let say = |line: String| -> Result<(), CliError> {
-        if !args.quiet {
+    let quiet = args.quiet;
+    let say = move |line: String| -> Result<(), CliError> {
+        if !quiet {
             crate::output::print_line(&line)?;
         }
         Ok(())
     };
+    let scene = set_up(&say)?;
+    let failures = play_trivia(&scene, args.rounds, &say).await?;
+    chat_and_runaway(&scene, &say).await?;
+    emit_backlog(&scene, &say).await?;
+    let worker = worker::run(&scene.bus, &say).await?;
+    let processing = runtime::run(&say).await?;
+    summary(&scene, failures, &worker, &processing, args.quiet)?;
+    check(scene, &worker, &processing).await
+}
 
-    // A monitor sees everything, last.
+/// The bus with a monitor that sees everything, last, and the four plugins loaded.
+fn set_up(say: Say<'_>) -> Result<Scene, CliError> {
+    let bus = Bus::builder().history(100).build();
     let progress = Arc::new(Mutex::new(Vec::<String>::new()));
     let p = progress.clone();
-    let _monitor = bus.subscribe_with(
+    let monitor = bus.subscribe_with(
         ">",
         herald::SubscribeOptions::owner("monitor").priority(Priority::Low),
         sync_handler(move |e: &Event| {
@@ -202,7 +227,6 @@ pub(crate) async fn run(args: DemoArgs, global: &crate::cli::Global) -> Result<(
             ))
         }),
     )?;
-
     let plugins = PluginManager::new(bus.clone());
     let counts = Arc::new(Mutex::new(BTreeMap::new()));
     let index = Arc::new(Mutex::new(BTreeMap::new()));
@@ -215,12 +239,24 @@ pub(crate) async fn run(args: DemoArgs, global: &crate::cli::Global) -> Result<(
     })?;
     plugins.load(Flaky)?;
     say(format!("loaded plugins: {}", plugins.loaded().join(", ")))?;
+    Ok(Scene {
+        bus,
+        plugins,
+        progress,
+        counts,
+        index,
+        _monitor: monitor,
+    })
+}
 
-    let trivia = PluginContext::new(bus.clone(), "trivia");
+/// The trivia rounds: the failures the publisher saw (isolated), the stats plugin reloaded
+/// after round 2.
+async fn play_trivia(scene: &Scene, rounds: u32, say: Say<'_>) -> Result<usize, CliError> {
+    let trivia = PluginContext::new(scene.bus.clone(), "trivia");
     let players = ["ada", "grace", "linus"];
     let answers = ["paris", "42", "", "blue", "7"];
     let mut failures = 0usize;
-    for round in 1..=args.rounds {
+    for round in 1..=rounds {
         say(format!("round {round}: trivia.started"))?;
         trivia
             .publish(event("trivia.started", "trivia", json!({"round": round}))?)
@@ -242,18 +278,25 @@ pub(crate) async fn run(args: DemoArgs, global: &crate::cli::Global) -> Result<(
         trivia
             .publish(event("trivia.ended", "trivia", json!({"round": round}))?)
             .await?;
-        for line in progress.lock().drain(..) {
+        for line in scene.progress.lock().drain(..) {
             say(line)?;
         }
         if round == 2 {
-            plugins.reload("stats")?;
+            scene.plugins.reload("stats")?;
             say(
                 "reloaded plugin stats (its counts go on; it hears each later event once)"
                     .to_owned(),
             )?;
         }
     }
+    Ok(failures)
+}
 
+/// Chat lines for the quote plugin, then a runaway handler that answers every ping with
+/// another ping: the dispatch depth limit stops the chain at 16 and the publisher of the
+/// 17th gets an error; the process lives.
+async fn chat_and_runaway(scene: &Scene, say: Say<'_>) -> Result<(), CliError> {
+    let bus = &scene.bus;
     let chat = [
         ("ada", "!quote simplicity is prerequisite for reliability"),
         ("grace", "hello all"),
@@ -271,8 +314,6 @@ pub(crate) async fn run(args: DemoArgs, global: &crate::cli::Global) -> Result<(
         )?)
         .await?;
     }
-    // A runaway handler that answers every ping with another ping: the dispatch depth limit
-    // stops the chain at 16 and the publisher of the 17th gets an error; the process lives.
     let (b, pings) = (bus.clone(), Arc::new(std::sync::atomic::AtomicU64::new(0)));
     let p = pings.clone();
     let runaway = bus.subscribe_with(
@@ -292,25 +333,38 @@ pub(crate) async fn run(args: DemoArgs, global: &crate::cli::Global) -> Result<(
         "runaway loop stopped after {} nested publishes (depth limit 16)",
         pings.load(std::sync::atomic::Ordering::Relaxed)
     ))?;
-    progress.lock().clear();
+    scene.progress.lock().clear();
+    Ok(())
+}
 
-    // The fire-and-forget path: a backlog drains critical first.
+/// The fire-and-forget path: a backlog drains critical first.
+async fn emit_backlog(scene: &Scene, say: Say<'_>) -> Result<(), CliError> {
     for (q, prio) in [
         ("code", Priority::Low),
         ("cheap", Priority::Critical),
         ("way", Priority::Normal),
     ] {
-        bus.emit(event("search.query", "demo", json!({"q": q}))?.with_priority(prio))
+        scene
+            .bus
+            .emit(event("search.query", "demo", json!({"q": q}))?.with_priority(prio))
             .map_err(|e| CliError::Other(e.to_string()))?;
     }
-    bus.flush().await;
-    for line in progress.lock().drain(..) {
+    scene.bus.flush().await;
+    for line in scene.progress.lock().drain(..) {
         say(line)?;
     }
+    Ok(())
+}
 
-    let worker = worker::run(&bus, &say).await?;
-    let processing = runtime::run(&say).await?;
-
+/// The summary on stdout (with `--quiet`, without the JSON and the history).
+fn summary(
+    scene: &Scene,
+    failures: usize,
+    worker: &worker::WorkerSummary,
+    processing: &worker::WorkerSummary,
+    quiet: bool,
+) -> Result<(), CliError> {
+    let bus = &scene.bus;
     let stats = bus.stats();
     let results: Vec<String> = bus
         .history_matching("search.result", None)?
@@ -339,12 +393,13 @@ pub(crate) async fn run(args: DemoArgs, global: &crate::cli::Global) -> Result<(
     );
     out!(
         "plugins loaded: {}; subscriptions: {}",
-        plugins.loaded().join(", "),
+        scene.plugins.loaded().join(", "),
         stats.subscriptions
     );
     out!(
         "stats plugin: {}",
-        counts
+        scene
+            .counts
             .lock()
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
@@ -353,13 +408,13 @@ pub(crate) async fn run(args: DemoArgs, global: &crate::cli::Global) -> Result<(
     );
     out!(
         "search index: {} words; search results in drain order: {}",
-        index.lock().len(),
+        scene.index.lock().len(),
         results.join(" ")
     );
     for line in worker.lines.iter().chain(&processing.lines) {
         out!("{line}");
     }
-    if !args.quiet {
+    if !quiet {
         for line in &worker.detail {
             out!("{line}");
         }
@@ -373,10 +428,22 @@ pub(crate) async fn run(args: DemoArgs, global: &crate::cli::Global) -> Result<(
             );
         }
     }
-    bus.stop().await;
-    plugins.unload_all();
+    Ok(())
+}
+
+/// Stops the bus and unloads the plugins, then fails the demo if a part did not show what it
+/// is there to show.
+async fn check(
+    scene: Scene,
+    worker: &worker::WorkerSummary,
+    processing: &worker::WorkerSummary,
+) -> Result<(), CliError> {
+    let stats = scene.bus.stats();
+    scene.bus.stop().await;
+    scene.plugins.unload_all();
     let expected_subject = Subject::new("trivia.answered")?;
-    let heard = bus
+    let heard = scene
+        .bus
         .history(None)
         .iter()
         .filter(|e| e.subject == expected_subject)
