@@ -277,6 +277,22 @@ async fn one_statement(pool: &PgPool, works: &[&Work]) -> Option<Result<Vec<Done
     }
 }
 
+/// The CTEs `m` and `arch` of a guarded archive of the rows of `want` (`msg_id`, `read_ct`)
+/// from `queue` to its archive: `arch` returns the ids archived; a row whose read count no
+/// longer matches is left alone. `queue` is a validated queue name.
+fn guarded_archive(queue: &str) -> String {
+    format!(
+        "m AS (
+             DELETE FROM pgmq.\"q_{queue}\" q USING want w
+             WHERE q.msg_id = w.msg_id AND q.read_ct = w.read_ct
+             RETURNING q.msg_id, q.read_ct, q.enqueued_at, q.last_read_at, q.vt, q.message, q.headers),
+         arch AS (
+             INSERT INTO pgmq.\"a_{queue}\" (msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers)
+             SELECT msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers FROM m
+             RETURNING msg_id)"
+    )
+}
+
 /// The worker's batch: guarded archives of one queue, each sending one result to one same
 /// target queue, as one statement (which commits on its own): the archive of every message
 /// whose read count still matches, the results of exactly those in one `send_batch`, and the
@@ -319,18 +335,12 @@ async fn settles_in_one_statement(
         }
     }
     // `queue` and `target` are validated queue names (letters, digits, `_`).
+    let archive = guarded_archive(queue);
     let sql = format!(
         "WITH want AS (
              SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[]) WITH ORDINALITY
                  AS w(msg_id, read_ct, body, ord)),
-         m AS (
-             DELETE FROM pgmq.\"q_{queue}\" q USING want w
-             WHERE q.msg_id = w.msg_id AND q.read_ct = w.read_ct
-             RETURNING q.msg_id, q.read_ct, q.enqueued_at, q.last_read_at, q.vt, q.message, q.headers),
-         arch AS (
-             INSERT INTO pgmq.\"a_{queue}\" (msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers)
-             SELECT msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers FROM m
-             RETURNING msg_id),
+         {archive},
          results AS (
              SELECT array_agg(w.body::jsonb ORDER BY w.ord) AS msgs
              FROM want w JOIN arch a ON a.msg_id = w.msg_id),
@@ -499,12 +509,9 @@ async fn settle_groups(
         let sql = if archive {
             format!(
                 "WITH want AS (SELECT * FROM unnest($1::bigint[], $2::int[]) AS w(msg_id, read_ct)),
-                 m AS (DELETE FROM pgmq.\"q_{queue}\" q USING want w
-                       WHERE q.msg_id = w.msg_id AND q.read_ct = w.read_ct
-                       RETURNING q.msg_id, q.read_ct, q.enqueued_at, q.last_read_at, q.vt, q.message, q.headers)
-                 INSERT INTO pgmq.\"a_{queue}\" (msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers)
-                 SELECT msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers FROM m
-                 RETURNING msg_id"
+                 {}
+                 SELECT msg_id FROM arch",
+                guarded_archive(queue)
             )
         } else {
             format!(

@@ -161,16 +161,22 @@ async fn the_postgres_store_passes_the_broker_conformance_suite() {
     store.pool().close().await;
 }
 
-/// Settles that arrive together are applied as one guarded statement per queue and one
-/// `send_batch` per target: a stale one (its message read again since) is refused alone, each
+/// Settles that arrive together are applied as one guarded statement per queue (with a
+/// result each, the worker's shape: one statement for the whole batch; with none, one guarded
+/// statement per group): a stale one (its message read again since) is refused alone, each
 /// applied one archives its message and sends its own result once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settles_applied_together_are_guarded_one_by_one() {
-    use herald::queue::{Settle, Settled, Settlement};
-    use std::collections::BTreeSet;
     let Some((store, _)) = store("pg_grouped_settles").await else {
         return;
     };
+    grouped_settles(&store, true).await;
+    grouped_settles(&store, false).await;
+}
+
+async fn grouped_settles(store: &PgStore, with_result: bool) {
+    use herald::queue::{Settle, Settled, Settlement};
+    use std::collections::BTreeSet;
     let (steps, results) = (qname("gs"), qname("gr"));
     store.create(&steps).await.expect("create");
     store.create(&results).await.expect("create");
@@ -196,13 +202,12 @@ async fn settles_applied_together_are_guarded_one_by_one() {
         let result = tagged("g.result", &format!("result-of-{}", m.msg_id));
         let (msg_id, read_ct) = (m.msg_id, m.read_ct);
         settles.spawn(async move {
+            let mut settlement = Settlement::only(Settle::Archive);
+            if with_result {
+                settlement = settlement.and_send(results, result);
+            }
             let settled = store
-                .settle(
-                    &steps,
-                    msg_id,
-                    read_ct,
-                    Settlement::only(Settle::Archive).and_send(results, result),
-                )
+                .settle(&steps, msg_id, read_ct, settlement)
                 .await
                 .expect("settle");
             (msg_id, settled)
@@ -215,7 +220,7 @@ async fn settles_applied_together_are_guarded_one_by_one() {
             Settled::Stale => assert!(reread.contains(msg_id), "{msg_id} refused"),
             Settled::Applied { sent } => {
                 assert!(!reread.contains(msg_id), "{msg_id} was read again");
-                assert_eq!(sent.len(), 1);
+                assert_eq!(sent.len(), usize::from(with_result));
                 applied.insert(format!("result-of-{msg_id}"));
             }
         }
@@ -232,7 +237,12 @@ async fn settles_applied_together_are_guarded_one_by_one() {
         .collect();
     let got_set: BTreeSet<String> = got.iter().cloned().collect();
     assert_eq!(got.len(), got_set.len(), "no result twice");
-    assert_eq!(got_set, applied, "missing or unexpected results");
+    let want = if with_result {
+        applied
+    } else {
+        BTreeSet::new()
+    };
+    assert_eq!(got_set, want, "missing or unexpected results");
     // The stale half is still live (held by its second read), the rest archived.
     let live = store.metrics(&steps).await.expect("metrics").queue_length;
     assert_eq!(live, 30);

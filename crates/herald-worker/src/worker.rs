@@ -296,6 +296,13 @@ impl<Q: Queue> Worker<Q> {
         let permits = Arc::new(Semaphore::new(self.config.max_concurrent_handlers.max(1)));
         let mut tasks: JoinSet<()> = JoinSet::new();
         tokio::pin!(stop);
+        // One sink for every step of this run (the store, the queues, the counters).
+        let sink = Arc::new(QueueSink {
+            store: self.store.clone(),
+            queues: self.queues.clone(),
+            backoff: self.config.retry_backoff,
+            counters: self.counters.clone(),
+        });
         let max = self.config.max_concurrent_handlers.max(1);
         let half = u32::try_from(max / 2).unwrap_or(u32::MAX);
         loop {
@@ -358,12 +365,7 @@ impl<Q: Queue> Worker<Q> {
                 let step = StepRun {
                     bus: self.bus.clone(),
                     executor: self.subscriber.executor(),
-                    sink: QueueSink {
-                        store: self.store.clone(),
-                        queues: self.queues.clone(),
-                        backoff: self.config.retry_backoff,
-                        counters: self.counters.clone(),
-                    },
+                    sink: sink.clone(),
                 };
                 tasks.spawn(async move {
                     let _permit = permit;
@@ -390,7 +392,7 @@ impl<Q: Queue> Worker<Q> {
 struct StepRun<Q> {
     bus: Bus,
     executor: Arc<crate::subscriber::Inner>,
-    sink: QueueSink<Q>,
+    sink: Arc<QueueSink<Q>>,
 }
 
 impl<Q: Queue> StepRun<Q> {
