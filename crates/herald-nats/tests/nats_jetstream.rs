@@ -254,7 +254,7 @@ async fn the_consume_loop_acks_successes_naks_failures_and_ends_with_every_messa
     };
     let options = ConsumeOptions {
         max_in_flight: 8,
-        retry_after: Duration::from_millis(100),
+        retry: herald::RetryPolicy::fixed(Duration::from_millis(100)),
         ..ConsumeOptions::default()
     };
     let report = tokio::time::timeout(
@@ -268,5 +268,94 @@ async fn the_consume_loop_acks_successes_naks_failures_and_ends_with_every_messa
     assert_eq!(report.retried, 10);
     assert_eq!(report.acked, 100);
     assert_eq!(f.nats.stats().handler_errors, 10);
+    f.cleanup().await;
+}
+
+/// The consume loop takes the core's `RetryPolicy` (attempts run out into a reject) and,
+/// with a dead-letter subject, publishes the core's dead letter there before it terms: every
+/// event that failed is a dead letter once, with its origin, its reason, its attempts, and
+/// its original body byte for byte.
+#[tokio::test]
+async fn rejected_messages_become_the_cores_dead_letters_under_the_retry_policy() {
+    use herald::dead_letter::DeadLetter;
+    let Some(f) = Fixture::new("js_dead_letters").await else {
+        return;
+    };
+    let ids: Vec<String> = (0..6).map(|i| format!("d{i}")).collect();
+    let mut bodies = BTreeMap::new();
+    for id in &ids {
+        let event = f.event(id);
+        bodies.insert(id.clone(), event.to_json());
+        f.js.publish(&event).await.expect("ack");
+    }
+    let dlq = format!("{}.dlq.orders", f.prefix);
+    let spec = ConsumerSpec::durable("dead")
+        .filter(format!("{}.orders.>", f.prefix))
+        .dead_letters(dlq.clone());
+    let consumer =
+        f.js.durable_consumer(&f.stream, &spec)
+            .await
+            .expect("consumer");
+    // d0 is rejected at once; the others fail every time.
+    let handler = sync_handler(|e: &Event| -> Result<(), BoxError> {
+        if id_of(e) == "d0" {
+            return Err(herald::Reject::new("bad order").into());
+        }
+        Err("nope".into())
+    });
+    let options = ConsumeOptions {
+        retry: herald::RetryPolicy::fixed(Duration::from_millis(50)).max_attempts(2),
+        ..ConsumeOptions::default()
+    };
+    let (js, stream, subject) = (f.js.clone(), f.stream.clone(), dlq.clone());
+    let all_dead = async move {
+        loop {
+            let held = js.read_stream(&stream, Duration::from_secs(5)).await;
+            let dead = held.map_or(0, |m| m.iter().filter(|m| m.subject == subject).count());
+            if dead >= 6 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let report = tokio::time::timeout(
+        Duration::from_secs(30),
+        consumer.consume(handler, options, all_dead),
+    )
+    .await
+    .expect("finished in time")
+    .expect("consume");
+    assert_eq!((report.rejected, report.retried, report.acked), (6, 5, 0));
+    let held =
+        f.js.read_stream(&f.stream, Duration::from_secs(5))
+            .await
+            .expect("read");
+    let letters: Vec<Event> = held
+        .iter()
+        .filter(|m| m.subject == dlq)
+        .map(|m| m.event().expect("an envelope"))
+        .collect();
+    let dead_ids: Vec<String> = letters.iter().map(id_of).collect();
+    DeliveryCheck::compare(ids.clone(), dead_ids).assert_exactly_once();
+    for letter in &letters {
+        let id = id_of(letter);
+        let record = &letter.metadata["dead_letter"];
+        assert_eq!(record["origin"], "jetstream");
+        assert_eq!(record["stream"], f.stream.as_str());
+        assert_eq!(record["consumer"], "dead");
+        assert_eq!(DeadLetter::original_body(letter), bodies[&id], "{id}");
+        if id == "d0" {
+            assert_eq!(
+                (record["reason"].as_str(), record["attempts"].as_u64()),
+                (Some("bad order"), Some(1))
+            );
+        } else {
+            assert_eq!(record["attempts"], 2, "{id}");
+            assert_eq!(
+                record["reason"],
+                "retries exhausted after 2 attempt(s); last error: nope"
+            );
+        }
+    }
     f.cleanup().await;
 }

@@ -1,13 +1,17 @@
 //! `EventProcessor` and `EventSubscriptionConsumer`: read each source from its checkpoint,
-//! process one event at a time, checkpoint every N events or T and on stop, fenced by epoch.
+//! process one event at a time through the consume path's middleware and the core's
+//! `RetryPolicy` (the `ErrorHandler` maps onto it, applied once per event), dead-letter with
+//! the core's builder, checkpoint every N events or T and on stop, fenced by epoch.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use herald::consume::layer::{DeliveryContext, LocalFuture, Middleware, Stack, Terminal};
+use herald::dead_letter::{DeadLetter, Origin};
 use herald::store::{EventStore, StoreError, StoredEvent, StreamName};
-use herald::{BoxError, BoxFuture};
+use herald::{BoxError, BoxFuture, Failure, Outcome, RetryPolicy};
 use parking_lot::Mutex;
 
 use crate::broker::{Assignment, EventSubscriber};
@@ -50,6 +54,24 @@ pub enum ErrorHandler {
         /// The exit code.
         code: i32,
     },
+}
+
+impl ErrorHandler {
+    /// The retry policy it stands for: `Retry` is `max + 1` attempts, `backoff` doubling;
+    /// the others make one attempt.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        match *self {
+            ErrorHandler::Retry { max, backoff } => {
+                RetryPolicy::exponential(backoff, Duration::MAX).max_attempts(max.saturating_add(1))
+            }
+            _ => RetryPolicy::never(),
+        }
+    }
+
+    /// Whether a rejected event stops the consumer (rather than being dead-lettered).
+    fn stops(&self) -> bool {
+        matches!(self, ErrorHandler::Raise | ErrorHandler::Exit { .. })
+    }
 }
 
 /// The category dead letters are appended to.
@@ -158,6 +180,8 @@ pub struct EventSubscriptionConsumer<S> {
     settings: ConsumerSettings,
     /// `None` until a broker assigns: then every source at `settings.epoch`, unbounded.
     assignment: Mutex<Option<Assignment>>,
+    retry: RetryPolicy,
+    stack: Stack,
 }
 
 impl<S> std::fmt::Debug for EventSubscriptionConsumer<S> {
@@ -197,9 +221,25 @@ impl<S: EventStore> EventSubscriptionConsumer<S> {
             name: name.to_owned(),
             sources: sources.iter().map(|s| (*s).to_owned()).collect(),
             processor: Arc::new(processor),
+            retry: settings.error_handler.retry_policy(),
             settings,
             assignment: Mutex::new(None),
+            stack: Stack::new(),
         })
+    }
+
+    /// Retries failed events under `policy` instead of the one its error handler stands for
+    /// (the handler still says whether a rejected event is dead-lettered or stops it).
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Adds `middleware` around the processor (events whose body is not an envelope skip
+    /// the stack).
+    pub fn layer(mut self, middleware: impl Middleware) -> Self {
+        self.stack.push(middleware);
+        self
     }
 
     /// Processes everything its sources hold now, from their checkpoints, checkpointing as it
@@ -343,90 +383,81 @@ impl<S: EventStore> EventSubscriptionConsumer<S> {
         Ok(())
     }
 
-    /// Processes one event under the error handler; `Err` only when the consumer must stop.
+    /// Processes one event under the retry policy; `Err` only when the consumer must stop.
+    /// A rejected event (a `Reject`, a permanent failure, attempts run out) is dead-lettered
+    /// and skipped, unless the error handler raises.
     async fn handle(
         &self,
         source: &str,
         event: StoredEvent,
         stats: &mut ConsumerStats,
     ) -> Result<(), BoxError> {
-        let mut attempts_left = match self.settings.error_handler {
-            ErrorHandler::Retry { max, .. } => max,
-            _ => 0,
-        };
-        let mut delay = match self.settings.error_handler {
-            ErrorHandler::Retry { backoff, .. } => backoff,
-            _ => Duration::ZERO,
-        };
+        let origin: Arc<str> = Arc::from(format!("{}.{source}", self.name));
+        // Parsed once, for the middleware; a body that is not an envelope skips the stack.
+        let envelope = event.event().ok().map(Arc::new);
+        let mut attempt = 1u32;
         loop {
-            let error = match self.processor.process(event.clone()).await {
-                Ok(()) => return Ok(()),
-                Err(e) => e,
+            let run = Process {
+                processor: self.processor.as_ref(),
+                event: &event,
             };
-            if attempts_left > 0 {
-                attempts_left -= 1;
-                stats.retried += 1;
-                tokio::time::sleep(delay).await;
-                delay = delay.saturating_mul(2);
-                continue;
+            let (result, ctx) = match (&envelope, self.stack.is_empty()) {
+                (Some(e), false) => {
+                    let ctx = DeliveryContext::new(e.clone(), attempt, origin.clone());
+                    (self.stack.run(&ctx, &run).await, Some(ctx))
+                }
+                _ => (run.process().await, None),
+            };
+            let outcome = self.retry.decide(attempt, &result);
+            if let Some(ctx) = &ctx {
+                self.stack.settled(ctx, &outcome);
             }
-            if matches!(
-                self.settings.error_handler,
-                ErrorHandler::Raise | ErrorHandler::Exit { .. }
-            ) {
-                return Err(error);
+            match outcome {
+                Outcome::Ack => return Ok(()),
+                Outcome::Retry { after } => {
+                    stats.retried += 1;
+                    attempt += 1;
+                    tokio::time::sleep(after).await;
+                }
+                Outcome::Reject { reason } => {
+                    if self.settings.error_handler.stops() {
+                        return Err(reason.into());
+                    }
+                    tracing::warn!(
+                        consumer = self.name.as_str(),
+                        stream = event.stream.as_str(),
+                        position = event.position,
+                        "skipped and dead-lettered: {reason}"
+                    );
+                    self.dead_letter(source, &event, &reason, attempt)
+                        .await
+                        .map_err(|e| -> BoxError { Box::new(e) })?;
+                    stats.skipped += 1;
+                    return Ok(());
+                }
             }
-            tracing::warn!(
-                consumer = self.name.as_str(),
-                stream = event.stream.as_str(),
-                position = event.position,
-                "skipped and dead-lettered: {error}"
-            );
-            self.dead_letter(source, &event, &error.to_string())
-                .await
-                .map_err(|e| -> BoxError { Box::new(e) })?;
-            stats.skipped += 1;
-            return Ok(());
         }
     }
 
+    /// Appends the core's dead letter of `event` to `deadletter-{consumer}.{source}`.
     async fn dead_letter(
         &self,
         source: &str,
         event: &StoredEvent,
         reason: &str,
+        attempts: u32,
     ) -> Result<(), StoreError> {
-        let why = serde_json::json!({
-            "reason": reason,
-            "consumer": self.name,
-            "source": source,
-            "stream": event.stream,
-            "position": event.position,
-            "global_position": event.global_position,
-        });
-        let letter = match event.event() {
-            Ok(e) => e,
-            Err(_) => {
-                herald::Event::new(herald::Subject::new("herald.dead_letter").map_err(|e| {
-                    StoreError::InvalidName {
-                        name: e.to_string(),
-                        reason: "dead letter subject",
-                    }
-                })?)
-            }
-        }
-        .with_metadata("dead_letter", why);
-        let id: String = format!("{}.{}", self.name, source)
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let stream = StreamName::new(&format!("{DEAD_LETTER_CATEGORY}-{id}"))?;
+        let origin = Origin::Stream {
+            consumer: self.name.clone(),
+            source: source.to_owned(),
+            stream: event.stream.clone(),
+            position: event.position,
+            global_position: event.global_position,
+        };
+        let letter = DeadLetter::new(origin, event.body.clone(), reason)
+            .attempts(attempts)
+            .to_event();
+        let stream = StreamName::new(&dead_letter_stream(&self.name, source))?;
         self.store
             .append(&stream, &[letter], herald::store::WriteCondition::Any)
             .await
@@ -446,6 +477,43 @@ impl<S: EventStore> EventSubscriptionConsumer<S> {
             .map_err(store_error)?;
         stats.checkpoints += 1;
         Ok(())
+    }
+}
+
+/// The stream a consumer's dead letters of `source` go to: `deadletter-{consumer}.{source}`,
+/// any character a stream id does not take written as `_`.
+pub fn dead_letter_stream(consumer: &str, source: &str) -> String {
+    let id: String = format!("{consumer}.{source}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{DEAD_LETTER_CATEGORY}-{id}")
+}
+
+/// The processor's call on one event: the end of the consume path's stack.
+struct Process<'p> {
+    processor: &'p dyn EventProcessor,
+    event: &'p StoredEvent,
+}
+
+impl Process<'_> {
+    async fn process(&self) -> Result<(), Failure> {
+        self.processor
+            .process(self.event.clone())
+            .await
+            .map_err(Failure::from_error)
+    }
+}
+
+impl Terminal for Process<'_> {
+    fn call<'a>(&'a self, _ctx: &'a DeliveryContext) -> LocalFuture<'a, Result<(), Failure>> {
+        Box::pin(self.process())
     }
 }
 

@@ -46,8 +46,8 @@ pub use broker::{
     EventBroker, EventSubscriber, SingletonEventBroker, UnknownRole,
 };
 pub use consumer::{
-    ConsumerError, ConsumerSettings, ConsumerStats, ErrorHandler, EventConsumer, EventProcessor,
-    EventSubscriptionConsumer, DEAD_LETTER_CATEGORY,
+    dead_letter_stream, ConsumerError, ConsumerSettings, ConsumerStats, ErrorHandler,
+    EventConsumer, EventProcessor, EventSubscriptionConsumer, DEAD_LETTER_CATEGORY,
 };
 pub use manager::{Ended, ExecutionMode, IsolationMode, Registration, ServiceManager, StopReport};
 pub use polling::{ErrorHandlingService, PollingService};

@@ -1,5 +1,6 @@
-//! The consumer services (seed 003): `ErrorHandlingService` runs a consumer's pass under an
-//! [`ErrorHandler`]; `PollingService` runs that every interval until stopped.
+//! The consumer services (seed 003): `ErrorHandlingService` runs a consumer's pass and says
+//! what a failed pass means for the service (its [`ErrorHandler`] was already applied to the
+//! failing event, once); `PollingService` runs that every interval until stopped.
 
 use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,9 +13,11 @@ use tokio_util::sync::CancellationToken;
 use crate::consumer::{ConsumerError, ErrorHandler, EventConsumer};
 use crate::service::{Service, ServiceError};
 
-/// Runs one pass of a consumer under an error handler (seed 003's `ErrorHandlingService`):
-/// continue logs and counts the error and returns; retry runs the pass again with backoff;
-/// raise fails the service; exit asks the process to exit.
+/// Runs one pass of a consumer (seed 003's `ErrorHandlingService`). The error handler is
+/// applied once, to the event that failed, by the consumer itself (retries, dead letter);
+/// what reaches this service is a pass that ended in an error: under raise it fails the
+/// service, under exit it asks the process to exit, under continue or retry it is logged and
+/// counted and the next poll tries again.
 pub struct ErrorHandlingService {
     consumer: Arc<dyn EventConsumer>,
     error_handler: ErrorHandler,
@@ -61,57 +64,41 @@ impl ErrorHandlingService {
     ///
     /// [`ServiceError`] when the handler raises or exits.
     pub async fn execute(&self) -> Result<(), ServiceError> {
-        let mut retries_left = match self.error_handler {
-            ErrorHandler::Retry { max, .. } => max,
-            _ => 0,
+        let error = match self.consumer.consume_once().await {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
         };
-        let mut delay = match self.error_handler {
-            ErrorHandler::Retry { backoff, .. } => backoff,
-            _ => Duration::ZERO,
-        };
-        loop {
-            let error = match self.consumer.consume_once().await {
-                Ok(_) => return Ok(()),
-                Err(e) => e,
-            };
-            self.errors.fetch_add(1, Ordering::Relaxed);
-            let exit = match &error {
-                ConsumerError::Processor { exit_code, .. } => *exit_code,
-                _ => None,
-            };
-            let service = self.consumer.name();
-            if let Some(code) = exit {
-                return Err(ServiceError::Exit {
-                    service,
-                    code,
-                    source: Box::new(error),
-                });
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let service = self.consumer.name();
+        if let ConsumerError::Processor {
+            exit_code: Some(code),
+            ..
+        } = &error
+        {
+            return Err(ServiceError::Exit {
+                service,
+                code: *code,
+                source: Box::new(error),
+            });
+        }
+        match self.error_handler {
+            ErrorHandler::Raise => Err(ServiceError::Failed {
+                service,
+                source: Box::new(error),
+            }),
+            ErrorHandler::Exit { code } => Err(ServiceError::Exit {
+                service,
+                code,
+                source: Box::new(error),
+            }),
+            ErrorHandler::Continue | ErrorHandler::Retry { .. } => {
+                tracing::warn!(
+                    consumer = service.as_str(),
+                    "pass failed, trying again at the next poll: {}",
+                    herald::report(&error)
+                );
+                Ok(())
             }
-            if retries_left > 0 {
-                retries_left -= 1;
-                tokio::time::sleep(delay).await;
-                delay = delay.saturating_mul(2);
-                continue;
-            }
-            return match self.error_handler {
-                ErrorHandler::Raise => Err(ServiceError::Failed {
-                    service,
-                    source: Box::new(error),
-                }),
-                ErrorHandler::Exit { code } => Err(ServiceError::Exit {
-                    service,
-                    code,
-                    source: Box::new(error),
-                }),
-                ErrorHandler::Continue | ErrorHandler::Retry { .. } => {
-                    tracing::warn!(
-                        consumer = service.as_str(),
-                        "pass failed, continuing: {}",
-                        herald::report(&error)
-                    );
-                    Ok(())
-                }
-            };
         }
     }
 }

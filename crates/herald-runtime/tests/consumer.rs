@@ -227,3 +227,83 @@ async fn continue_dead_letters_a_poison_event_and_retry_tries_again_first() {
     let stats = retrying.consume_all().await.expect("retried");
     assert_eq!((stats.processed, stats.retried, stats.skipped), (1, 2, 0));
 }
+
+/// A runtime consumer takes the core's `RetryPolicy` (here three attempts; the error handler
+/// applies it once, per event), runs the consume path's middleware (an observer hears each
+/// attempt's outcome), and dead-letters with the core's builder: origin, attempts, and the
+/// stored body byte for byte.
+#[tokio::test]
+async fn a_consumer_retries_under_the_policy_and_dead_letters_with_the_cores_builder() {
+    use herald::consume::layer::Observe;
+    use herald::dead_letter::DeadLetter;
+    use herald::RetryPolicy;
+
+    let s = MemoryEventStore::new();
+    let cat = "policy";
+    append(
+        &s,
+        cat,
+        ["ok1".to_owned(), "poison9".to_owned(), "ok2".to_owned()],
+    )
+    .await;
+    let stored = s.read_category(cat, 0, 10).await.expect("read");
+    let poison = stored
+        .iter()
+        .find(|e| e.event().map(|ev| id_of(&ev)).unwrap_or_default() == "poison9")
+        .expect("poison stored")
+        .clone();
+    let seen: Seen = Arc::default();
+    let heard: Arc<Mutex<Vec<(String, &'static str)>>> = Arc::default();
+    let h = heard.clone();
+    let consumer = EventSubscriptionConsumer::new(
+        s.clone(),
+        "policied",
+        &[cat],
+        recorder(&seen),
+        ConsumerSettings::default(),
+    )
+    .expect("consumer")
+    .with_retry(RetryPolicy::fixed(std::time::Duration::from_millis(2)).max_attempts(3))
+    .layer(Observe::new(move |ctx, outcome, _| {
+        h.lock().push((id_of(&ctx.event), outcome.name()));
+    }));
+    let stats = consumer.consume_all().await.expect("continue never stops");
+    assert_eq!((stats.processed, stats.retried, stats.skipped), (3, 2, 1));
+    DeliveryCheck::compare(
+        vec!["ok1".to_owned(), "ok2".to_owned()],
+        seen.lock().clone(),
+    )
+    .assert_exactly_once();
+    let dead = s
+        .read_category(DEAD_LETTER_CATEGORY, 0, 10)
+        .await
+        .expect("dead letters");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        dead[0].stream,
+        herald_runtime::dead_letter_stream("policied", cat)
+    );
+    let letter = dead[0].event().expect("an envelope");
+    let record = &letter.metadata["dead_letter"];
+    assert_eq!(record["origin"], "stream");
+    assert_eq!(record["consumer"], "policied");
+    assert_eq!(record["source"], cat);
+    assert_eq!(record["stream"], poison.stream.as_str());
+    assert_eq!(record["global_position"], poison.global_position);
+    assert_eq!(record["attempts"], 3);
+    assert_eq!(
+        record["reason"],
+        "retries exhausted after 3 attempt(s); last error: poison"
+    );
+    assert_eq!(DeadLetter::original_body(&letter), poison.body);
+    let heard = heard.lock().clone();
+    let of = |id: &str| -> Vec<&str> {
+        heard
+            .iter()
+            .filter(|(i, _)| i == id)
+            .map(|(_, o)| *o)
+            .collect()
+    };
+    assert_eq!(of("poison9"), ["retry", "retry", "reject"]);
+    assert_eq!((of("ok1"), of("ok2")), (vec!["ack"], vec!["ack"]));
+}

@@ -44,8 +44,8 @@ pub use step::{
     StepExecutionResult, StepHandlerResult, StepParseError,
 };
 pub use subscriber::{
-    CompletionSink, StepExecutionSubscriber, Submitted, SubscriberConfig, SubscriberCounters,
-    HANDLER_ERROR, STEP_COMPLETED, STEP_RECEIVED,
+    CompletionSink, StepExecutionSubscriber, SubscriberConfig, SubscriberCounters, HANDLER_ERROR,
+    STEP_COMPLETED, STEP_RECEIVED,
 };
 pub use worker::{
     enqueue_step, step_event, Progress, StepQueues, Worker, WorkerConfig, WorkerCounters,

@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use herald::{handler_fn, BoxError, BoxFuture, Bus, Event, Subject, Subscription};
+use herald::{
+    handler_fn, BoxError, BoxFuture, Bus, Event, Failure, FailureKind, Outcome, Subject,
+    Subscription,
+};
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 
@@ -24,19 +27,14 @@ pub const STEP_COMPLETED: &str = "step.completion.sent";
 /// The subject a handler error, panic or timeout is announced on.
 pub const HANDLER_ERROR: &str = "handler.error";
 
-/// What became of a submitted result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Submitted {
-    /// Stored (committed): this is the step's one result.
-    Stored,
-    /// Not stored: the step will run again after a backoff (a retryable failure).
-    RetryLater,
-    /// Not stored: another attempt holds the step now (this one's visibility ran out).
-    Stale,
-}
-
 /// Where results go. The worker's sink stores them on the completion queue together with
 /// the step's archive, in one transaction.
+///
+/// A sink says what became of a result in the core's settle vocabulary: `Some(Ack)`, stored
+/// (committed), the step's one result; `Some(Reject { .. })`, stored as its final failure
+/// and the step dead-lettered; `Some(Retry { .. })`, not stored, the step runs again after
+/// the delay; `None`, not stored, because another attempt holds the step now (this one's
+/// visibility ran out).
 pub trait CompletionSink: Send + Sync + 'static {
     /// Submits `result` for the step carried by `step` (the bus event).
     ///
@@ -48,7 +46,15 @@ pub trait CompletionSink: Send + Sync + 'static {
         &self,
         step: Arc<Event>,
         result: StepExecutionResult,
-    ) -> BoxFuture<Result<Submitted, BoxError>>;
+    ) -> BoxFuture<Result<Option<Outcome>, BoxError>>;
+}
+
+/// What became of one step: the handler's result (a failure record when it did not
+/// succeed) and how its settle ended (`None` when refused as stale or not stored).
+#[derive(Debug)]
+pub(crate) struct Processed {
+    pub(crate) result: Result<(), Failure>,
+    pub(crate) settled: Option<Outcome>,
 }
 
 /// How the subscriber runs handlers.
@@ -251,10 +257,15 @@ impl Inner {
     /// Runs one step (its `attempt`, 1 for the first) and submits its result with
     /// `submit`; announces `step.completion.sent` and publishes the declared domain events
     /// only once the result is stored. The caller bounds how many run at once.
-    pub(crate) async fn process<F, Fut>(&self, step: &FfiStepEvent, attempt: u32, submit: F)
+    pub(crate) async fn process<F, Fut>(
+        &self,
+        step: &FfiStepEvent,
+        attempt: u32,
+        submit: F,
+    ) -> Processed
     where
         F: FnOnce(StepExecutionResult) -> Fut,
-        Fut: std::future::Future<Output = Result<Submitted, BoxError>>,
+        Fut: std::future::Future<Output = Result<Option<Outcome>, BoxError>>,
     {
         inc(&self.counters.received);
         let started = Instant::now();
@@ -292,8 +303,14 @@ impl Inner {
         result.metadata.insert("attempt".into(), attempt.into());
         let success = result.success;
         let retryable = result.error.as_ref().is_some_and(|e| e.retryable);
-        match submit(result.clone()).await {
-            Ok(Submitted::Stored) => {
+        let failure = result.error.as_ref().map(|e| Failure {
+            kind: FailureKind::Error,
+            message: format!("{}: {}", e.error_type, e.message),
+            requested: None,
+        });
+        let settled = submit(result.clone()).await;
+        match &settled {
+            Ok(Some(Outcome::Ack | Outcome::Reject { .. })) => {
                 inc(if success {
                     &self.counters.succeeded
                 } else {
@@ -307,12 +324,16 @@ impl Inner {
                     }
                 }
             }
-            Ok(Submitted::RetryLater) => inc(&self.counters.retried),
-            Ok(Submitted::Stale) => inc(&self.counters.stale),
+            Ok(Some(Outcome::Retry { .. })) => inc(&self.counters.retried),
+            Ok(None) => inc(&self.counters.stale),
             Err(e) => {
                 inc(&self.counters.submit_failed);
                 tracing::error!(step = %step.step_uuid, "result not stored (the step comes back): {e}");
             }
+        }
+        Processed {
+            result: failure.map_or(Ok(()), Err),
+            settled: settled.ok().flatten(),
         }
     }
 

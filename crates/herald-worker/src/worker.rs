@@ -13,16 +13,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use herald::consume::layer::{DeliveryContext, LocalFuture, Middleware, Stack, Terminal};
 use herald::queue::consume::dead_letter;
-use herald::queue::{Message, Queue, QueueError, QueueName, Settle, Settled, Settlement};
-use herald::{BoxError, BoxFuture, Bus, Event, Subject};
+use herald::queue::{Message, Queue, QueueError, QueueName, Settled, Settlement};
+use herald::{BoxError, BoxFuture, Bus, Event, Failure, Outcome, RetryPolicy, Subject};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::registry::HandlerRegistry;
 use crate::step::{FfiStepEvent, StepExecutionResult};
 use crate::subscriber::{
-    StepExecutionSubscriber, Submitted, SubscriberConfig, SubscriberCounters, STEP_COMPLETED,
+    Processed, StepExecutionSubscriber, SubscriberConfig, SubscriberCounters, STEP_COMPLETED,
     STEP_RECEIVED,
 };
 
@@ -62,6 +63,14 @@ impl std::fmt::Debug for WorkerConfig {
             .field("handler_timeout", &self.handler_timeout)
             .field("domain_events", &self.domain_events.is_some())
             .finish_non_exhaustive()
+    }
+}
+
+impl WorkerConfig {
+    /// The retry policy it stands for: `retry_backoff` doubled per attempt, at most 60 s
+    /// (each step's `max_retries` sets its attempts).
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy::exponential(self.retry_backoff, Duration::from_secs(60))
     }
 }
 
@@ -163,6 +172,8 @@ pub struct Worker<Q: Queue> {
     config: WorkerConfig,
     counters: Arc<WorkerCounters>,
     subscriber: StepExecutionSubscriber,
+    retry: RetryPolicy,
+    stack: Stack,
 }
 
 impl<Q: Queue> std::fmt::Debug for Worker<Q> {
@@ -213,6 +224,7 @@ impl<Q: Queue> Worker<Q> {
                 max_concurrent_handlers: config.max_concurrent_handlers,
             },
         );
+        let retry = config.retry_policy();
         Ok(Worker {
             store,
             bus,
@@ -220,7 +232,24 @@ impl<Q: Queue> Worker<Q> {
             config,
             counters,
             subscriber,
+            retry,
+            stack: Stack::new(),
         })
+    }
+
+    /// Retries failed steps under `policy` (its backoff, jitter and transient rule) rather
+    /// than [`WorkerConfig::retry_policy`]; each step's `max_retries` still sets how many
+    /// attempts it gets, and a failure its handler marks not retryable is final.
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Adds `middleware` around each step's execution and settle (the consume path's
+    /// stack, as every engine runs it).
+    pub fn layer(mut self, middleware: impl Middleware) -> Self {
+        self.stack.push(middleware);
+        self
     }
 
     /// Its queues.
@@ -300,9 +329,11 @@ impl<Q: Queue> Worker<Q> {
         let sink = Arc::new(QueueSink {
             store: self.store.clone(),
             queues: self.queues.clone(),
-            backoff: self.config.retry_backoff,
+            retry: self.retry.clone(),
             counters: self.counters.clone(),
         });
+        let stack = Arc::new(self.stack.clone());
+        let origin: Arc<str> = Arc::from(self.queues.steps.as_str());
         let max = self.config.max_concurrent_handlers.max(1);
         let half = u32::try_from(max / 2).unwrap_or(u32::MAX);
         loop {
@@ -366,6 +397,8 @@ impl<Q: Queue> Worker<Q> {
                     bus: self.bus.clone(),
                     executor: self.subscriber.executor(),
                     sink: sink.clone(),
+                    stack: stack.clone(),
+                    origin: origin.clone(),
                 };
                 tasks.spawn(async move {
                     let _permit = permit;
@@ -393,6 +426,8 @@ struct StepRun<Q> {
     bus: Bus,
     executor: Arc<crate::subscriber::Inner>,
     sink: Arc<QueueSink<Q>>,
+    stack: Arc<Stack>,
+    origin: Arc<str>,
 }
 
 impl<Q: Queue> StepRun<Q> {
@@ -406,22 +441,65 @@ impl<Q: Queue> StepRun<Q> {
             Ok(step) => step,
             Err(e) => return self.sink.bad_input(&message, &e.to_string()).await,
         };
+        let attempt = u32::try_from(message.read_ct).unwrap_or(1).max(1);
+        let event = Arc::new(event);
         // Seed 000's announcement, for observers on the bus.
         if let Ok(subject) = Subject::new(STEP_RECEIVED) {
-            let mut announced = event;
+            let mut announced = Event::clone(&event);
             announced.subject = subject;
             if let Err(e) = self.bus.publish(announced).await {
                 tracing::warn!("{STEP_RECEIVED} not announced: {e}");
             }
         }
-        let attempt = u32::try_from(message.read_ct).unwrap_or(1).max(1);
-        let sink = &self.sink;
-        let (message, step) = (&message, &step);
-        self.executor
+        let execution = Execution {
+            run: &self,
+            message: &message,
+            step: &step,
+            attempt,
+            settled: parking_lot::Mutex::new(None),
+        };
+        if self.stack.is_empty() {
+            // A failure is in the step's result, already settled; nothing more to do here.
+            let _ = execution.execute().await;
+            return;
+        }
+        let ctx = DeliveryContext::new(event, attempt, self.origin.clone());
+        let _ = self.stack.run(&ctx, &execution).await;
+        let settled = execution.settled.lock().take();
+        if let Some(outcome) = settled {
+            self.stack.settled(&ctx, &outcome);
+        }
+    }
+}
+
+/// A step's execution and settle: the end of the worker's middleware stack.
+struct Execution<'a, Q> {
+    run: &'a StepRun<Q>,
+    message: &'a Message,
+    step: &'a FfiStepEvent,
+    attempt: u32,
+    settled: parking_lot::Mutex<Option<Outcome>>,
+}
+
+impl<Q: Queue> Execution<'_, Q> {
+    async fn execute(&self) -> Result<(), Failure> {
+        let (sink, message, step, attempt) =
+            (&self.run.sink, self.message, self.step, self.attempt);
+        let Processed { result, settled } = self
+            .run
+            .executor
             .process(step, attempt, |result| async move {
                 sink.store_result(message, step, attempt, result).await
             })
             .await;
+        *self.settled.lock() = settled;
+        result
+    }
+}
+
+impl<Q: Queue> Terminal for Execution<'_, Q> {
+    fn call<'a>(&'a self, _ctx: &'a DeliveryContext) -> LocalFuture<'a, Result<(), Failure>> {
+        Box::pin(self.execute())
     }
 }
 
@@ -434,7 +512,7 @@ impl crate::subscriber::CompletionSink for NoSink {
         &self,
         _step: Arc<Event>,
         _result: StepExecutionResult,
-    ) -> BoxFuture<Result<Submitted, BoxError>> {
+    ) -> BoxFuture<Result<Option<Outcome>, BoxError>> {
         Box::pin(async { Err("the worker settles its steps itself".into()) })
     }
 }
@@ -443,13 +521,8 @@ impl crate::subscriber::CompletionSink for NoSink {
 struct QueueSink<Q> {
     store: Q,
     queues: StepQueues,
-    backoff: Duration,
+    retry: RetryPolicy,
     counters: Arc<WorkerCounters>,
-}
-
-fn backoff(base: Duration, attempt: u32) -> Duration {
-    let factor = 1u32 << attempt.saturating_sub(1).min(16);
-    base.saturating_mul(factor).min(Duration::from_secs(60))
 }
 
 impl<Q: Queue> QueueSink<Q> {
@@ -460,9 +533,12 @@ impl<Q: Queue> QueueSink<Q> {
             msg_id = message.msg_id,
             "not a step, dead-lettered: {reason}"
         );
-        let letter = dead_letter(&self.queues.steps, message, reason);
-        let settlement =
-            Settlement::only(Settle::Archive).and_send(self.queues.dead_letters.clone(), letter);
+        let reject = Outcome::Reject {
+            reason: reason.to_owned(),
+        };
+        let settlement = Settlement::for_outcome(&reject, &self.queues.dead_letters, |reason| {
+            dead_letter(&self.queues.steps, message, reason)
+        });
         if let Err(e) = self
             .store
             .settle(
@@ -477,64 +553,73 @@ impl<Q: Queue> QueueSink<Q> {
         }
     }
 
-    /// The guarded settle of a step with its result, at the read count it was read with.
+    /// How a step's attempt ends under the retry policy: success, or a failure its handler
+    /// marks not retryable, is final (`Ack`: the result is stored); a retryable failure comes
+    /// back while the step's `max_retries` allow (`Retry`), then is final and dead-lettered
+    /// (`Reject`).
+    fn outcome(&self, ffi: &FfiStepEvent, attempt: u32, result: &StepExecutionResult) -> Outcome {
+        let Some(error) = result.error.as_ref().filter(|_| !result.success) else {
+            return Outcome::Ack;
+        };
+        if !error.retryable {
+            return Outcome::Ack;
+        }
+        let failure = Err(Failure {
+            kind: herald::FailureKind::Error,
+            message: format!("{}: {}", error.error_type, error.message),
+            requested: None,
+        });
+        let attempts = ffi.execution_event.max_retries.saturating_add(1);
+        match self.retry.attempts_limit() {
+            Some(limit) if limit == attempts => self.retry.decide(attempt, &failure),
+            _ => self
+                .retry
+                .clone()
+                .max_attempts(attempts)
+                .decide(attempt, &failure),
+        }
+    }
+
+    /// The guarded settle of a step with its result, at the read count it was read with:
+    /// the outcome it was settled with, or `None` when the guard refused it (stale).
     async fn store_result(
         &self,
         message: &Message,
         ffi: &FfiStepEvent,
         attempt: u32,
         result: StepExecutionResult,
-    ) -> Result<Submitted, BoxError> {
-        let (msg_id, read_ct) = (message.msg_id, message.read_ct);
-        let retries_left = ffi.execution_event.max_retries > attempt.saturating_sub(1);
-        let retryable = result.error.as_ref().is_some_and(|e| e.retryable);
-        if !result.success && retryable && retries_left {
-            let settlement = Settlement::only(Settle::Retry {
-                after: backoff(self.backoff, attempt),
-            });
-            return Ok(
-                match self
-                    .store
-                    .settle(&self.queues.steps, msg_id, read_ct, settlement)
-                    .await?
-                {
-                    Settled::Applied { .. } => Submitted::RetryLater,
-                    Settled::Stale => Submitted::Stale,
-                },
-            );
-        }
-        let subject = Subject::new(STEP_COMPLETED)?;
-        let envelope = Event::new(subject)
-            .with_data(result.to_data())
-            .with_source(&result.worker_id)
-            .with_correlation_id(result.correlation_id.to_string());
+    ) -> Result<Option<Outcome>, BoxError> {
+        let outcome = self.outcome(ffi, attempt, &result);
         let mut settlement =
-            Settlement::only(Settle::Archive).and_send(self.queues.results.clone(), envelope);
-        let exhausted = !result.success && retryable;
-        if exhausted {
-            let last = result
-                .error
-                .as_ref()
-                .map(|e| format!("{}: {}", e.error_type, e.message))
-                .unwrap_or_default();
-            let reason = format!("retries exhausted after {attempt} attempt(s); last error {last}");
-            settlement = settlement.and_send(
-                self.queues.dead_letters.clone(),
-                dead_letter(&self.queues.steps, message, &reason),
-            );
+            Settlement::for_outcome(&outcome, &self.queues.dead_letters, |reason| {
+                dead_letter(&self.queues.steps, message, reason)
+            });
+        if !matches!(outcome, Outcome::Retry { .. }) {
+            // A final result (success or failure) goes to the completion queue, in the same
+            // transaction as the archive (and the dead letter).
+            let envelope = Event::new(Subject::new(STEP_COMPLETED)?)
+                .with_data(result.to_data())
+                .with_source(&result.worker_id)
+                .with_correlation_id(result.correlation_id.to_string());
+            settlement = settlement.and_send(self.queues.results.clone(), envelope);
         }
         match self
             .store
-            .settle(&self.queues.steps, msg_id, read_ct, settlement)
+            .settle(
+                &self.queues.steps,
+                message.msg_id,
+                message.read_ct,
+                settlement,
+            )
             .await?
         {
             Settled::Applied { .. } => {
-                if exhausted {
+                if matches!(outcome, Outcome::Reject { .. }) {
                     inc(&self.counters.exhausted);
                 }
-                Ok(Submitted::Stored)
+                Ok(Some(outcome))
             }
-            Settled::Stale => Ok(Submitted::Stale),
+            Settled::Stale => Ok(None),
         }
     }
 }
@@ -563,18 +648,4 @@ pub fn step_event(step: &FfiStepEvent) -> Event {
         .with_data(step.to_data())
         .with_source("herald")
         .with_correlation_id(step.correlation_id.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_per_attempt_and_stops_at_a_minute() {
-        let b = Duration::from_secs(1);
-        assert_eq!(backoff(b, 1), Duration::from_secs(1));
-        assert_eq!(backoff(b, 2), Duration::from_secs(2));
-        assert_eq!(backoff(b, 4), Duration::from_secs(8));
-        assert_eq!(backoff(b, 30), Duration::from_secs(60));
-    }
 }

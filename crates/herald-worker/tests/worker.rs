@@ -9,16 +9,18 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use herald::consume::layer::Observe;
+use herald::dead_letter::DeadLetter;
 use herald::queue::memory::MemoryQueue;
 use herald::queue::{Queue, QueueName};
-use herald::{Bus, Shutdown};
+use herald::{Bus, Event, RetryPolicy, Shutdown};
 use herald_postgres::PgStore;
 use herald_sqlite::SqliteStore;
 use herald_testkit::env::{database_url, unique};
 use herald_testkit::DeliveryCheck;
 use herald_worker::{
-    enqueue_step, step_handler_fn, FfiStepEvent, HandlerRegistry, StepContext, StepExecutionResult,
-    StepHandlerResult, StepQueues, Worker, WorkerConfig,
+    enqueue_step, step_event, step_handler_fn, FfiStepEvent, HandlerRegistry, StepContext,
+    StepExecutionResult, StepHandlerResult, StepQueues, Worker, WorkerConfig,
 };
 use parking_lot::Mutex;
 use serde_json::{json, Map, Value};
@@ -99,13 +101,25 @@ fn id_of(r: &StepExecutionResult, steps: &HashMap<String, String>) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-/// Every kind of step, on one store.
+/// Every kind of step, on one store. The worker takes the core's `RetryPolicy` (here with
+/// jitter), runs the consume path's middleware (an observer hears every step's outcome), and
+/// its dead letters come from the core's builder (origin, attempts, the body byte for byte).
 async fn every_step_gets_exactly_one_result<Q: Queue>(store: Q, namespace: &str) {
     let bus = Bus::new();
+    let heard: Arc<Mutex<Vec<&'static str>>> = Arc::default();
+    let h = heard.clone();
     let mut worker = Worker::new(store.clone(), bus.clone(), registry(), config(namespace))
         .await
-        .expect("worker");
+        .expect("worker")
+        .with_retry(
+            RetryPolicy::exponential(Duration::from_millis(50), Duration::from_secs(60))
+                .jitter(0.5),
+        )
+        .layer(Observe::new(move |_ctx, outcome, _| {
+            h.lock().push(outcome.name());
+        }));
     let queues = worker.queues().clone();
+    let mut bodies = HashMap::new();
     let mut steps = HashMap::new();
     let mut expected = Vec::new();
     for (handler, n) in [
@@ -121,8 +135,11 @@ async fn every_step_gets_exactly_one_result<Q: Queue>(store: Q, namespace: &str)
             let mut step = FfiStepEvent::new(handler, input(&id));
             step.execution_event.max_retries = 2;
             steps.insert(step.step_uuid.to_string(), id.clone());
+            let event = step_event(&step);
+            bodies.insert(step.step_uuid.to_string(), event.to_json());
             expected.push(id);
-            enqueue_step(&store, namespace, &step)
+            store
+                .send(&queues.steps, &event, Duration::ZERO)
                 .await
                 .expect("enqueue");
         }
@@ -194,10 +211,46 @@ async fn every_step_gets_exactly_one_result<Q: Queue>(store: Q, namespace: &str)
         2
     );
     assert_eq!(reasons.iter().filter(|r| r.contains("timeout")).count(), 1);
+    let archived = store
+        .archived(&queues.steps, 100_000)
+        .await
+        .expect("archived steps");
+    for m in &dead {
+        let letter = m.event().expect("env");
+        let record = &letter.metadata["dead_letter"];
+        assert_eq!(record["origin"], "queue");
+        assert_eq!(record["queue"], queues.steps.as_str());
+        assert_eq!(record["attempts"], 3);
+        // The body as the store holds it (PostgreSQL keeps JSONB, so its text, not the bytes
+        // sent), which is the archived step's body, byte for byte.
+        let msg_id = record["msg_id"].as_i64().expect("msg_id");
+        let step = archived
+            .iter()
+            .find(|m| m.msg_id == msg_id)
+            .expect("the dead step is archived");
+        assert_eq!(DeadLetter::original_body(&letter), step.body, "{msg_id}");
+        assert_eq!(
+            step.event().expect("env"),
+            Event::from_json(&bodies[&letter.data["step_uuid"].as_str().unwrap_or("").to_owned()])
+                .expect("env")
+                .event
+        );
+    }
     assert_eq!(report.succeeded, 25);
     assert_eq!(report.failed, 7);
     assert_eq!(report.retried, 5 + 2 * 2 + 2);
     assert_eq!(report.exhausted, 3);
+    let heard = heard.lock().clone();
+    let count = |name: &str| heard.iter().filter(|o| **o == name).count() as u64;
+    assert_eq!(
+        (count("ack"), count("retry"), count("reject")),
+        (
+            report.succeeded + report.failed - report.exhausted,
+            report.retried,
+            report.exhausted
+        ),
+        "the observer heard every step's outcome once"
+    );
     assert_eq!(report.stale, 0);
 }
 

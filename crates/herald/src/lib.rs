@@ -52,6 +52,7 @@
 
 mod bus;
 pub mod consume;
+pub mod dead_letter;
 mod dispatch;
 #[doc(hidden)]
 pub mod fuzz;
@@ -61,6 +62,7 @@ pub mod observe;
 mod outcome;
 pub mod plugin;
 pub mod queue;
+pub mod retry;
 mod route;
 mod shutdown;
 pub mod store;
@@ -82,6 +84,7 @@ pub use message::subject::{Subject, SubjectError};
 pub use message::timestamp::{Timestamp, TimestampError};
 pub use outcome::{Outcome, Reject, RetryAfter};
 pub use plugin::{Plugin, PluginContext, PluginError, PluginManager};
+pub use retry::RetryPolicy;
 pub use shutdown::{DrainTimeout, Shutdown};
 pub use transport::{
     report, Delivery, DeliverySource, ErrorKind, Receipt, Transport, TransportError,

@@ -22,8 +22,8 @@ pub enum Outcome {
     },
 }
 
-/// (`Outcome::from_result`, which reads a handler's `Failure`, is in `handler/isolate.rs`,
-/// so that this module needs nothing of the handler's.)
+/// (A handler's result becomes an `Outcome` through [`RetryPolicy::decide`](crate::RetryPolicy),
+/// which reads its `Failure`, so that this module needs nothing of the handler's.)
 impl Outcome {
     /// A short name for logs and counters: `ack`, `retry` or `reject`.
     pub fn name(&self) -> &'static str {
@@ -100,32 +100,6 @@ pub(crate) fn requested(e: &(dyn std::error::Error + 'static)) -> Option<Outcome
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handler::{Failure, FailureKind};
-
-    fn failure(requested: Option<Outcome>) -> Result<(), Failure> {
-        Err(Failure {
-            kind: FailureKind::Error,
-            message: "x".into(),
-            requested,
-        })
-    }
-
-    #[test]
-    fn ok_acks_a_plain_error_retries_and_a_requested_outcome_wins() {
-        let d = Duration::from_secs(1);
-        assert_eq!(Outcome::from_result(&Ok(()), d), Outcome::Ack);
-        assert_eq!(
-            Outcome::from_result(&failure(None), d),
-            Outcome::Retry { after: d }
-        );
-        let reject = Outcome::Reject {
-            reason: "bad".into(),
-        };
-        assert_eq!(
-            Outcome::from_result(&failure(Some(reject.clone())), d),
-            reject
-        );
-    }
 
     #[test]
     fn a_boxed_reject_or_retry_after_is_recognised() {

@@ -50,7 +50,7 @@ async fn successes_are_acked_errors_retried_after_their_delay_and_rejects_settle
         Consume::new(source.clone(), counting)
             .options(ConsumeOptions {
                 max_in_flight: 4,
-                retry_after: Duration::from_secs(60),
+                retry: herald::RetryPolicy::fixed(Duration::from_secs(60)),
                 ..ConsumeOptions::default()
             })
             .run(std::future::pending()),
@@ -120,7 +120,7 @@ async fn a_panic_is_retried_with_the_default_delay_and_the_failure_hook_sees_it(
     });
     let report = Consume::new(source.clone(), handler)
         .options(ConsumeOptions {
-            retry_after: Duration::from_secs(5),
+            retry: herald::RetryPolicy::fixed(Duration::from_secs(5)),
             ..ConsumeOptions::default()
         })
         .on_failure(move |_, _| {

@@ -1,6 +1,7 @@
 //! JetStream durable pull consumers: settings, deliveries (ack, nak with delay, term,
 //! in-progress; malformed messages termed and counted), and `consume` on Herald's one
-//! consume loop.
+//! consume loop, with its retry policy and, when the spec names a dead-letter subject, the
+//! core's dead letter published there before a rejected message is termed.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,8 +10,10 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::message::AckKind;
 use futures_util::StreamExt;
+use herald::dead_letter::{DeadLetter, Origin};
 use herald::{
-    Consume, ConsumeOptions, ConsumeReport, DeliverySource, Event, Handler, Outcome, TransportError,
+    Consume, ConsumeOptions, ConsumeReport, DeliverySource, Event, Handler, Outcome, Subject,
+    TransportError,
 };
 
 use super::JetStream;
@@ -54,11 +57,31 @@ impl JetStream {
             .map_err(|e| {
                 NatsError::js(format!("create consumer {} on {stream}", spec.durable), e)
             })?;
+        let dead_letters = match &spec.dead_letter_subject {
+            None => None,
+            Some(subject) => Some(Arc::new(DeadLetters {
+                js: self.clone(),
+                subject: Subject::new(subject)?,
+                stream: stream.to_owned(),
+                consumer: spec.durable.clone(),
+            })),
+        };
         Ok(DurableConsumer {
             consumer,
             nats: self.nats.clone(),
+            dead_letters,
         })
     }
+}
+
+/// Where a consumer's rejected messages go: the core's dead letter, published (and
+/// acknowledged) on a subject a stream captures, before the message is termed.
+#[derive(Debug)]
+struct DeadLetters {
+    js: JetStream,
+    subject: Subject,
+    stream: String,
+    consumer: String,
 }
 
 /// A durable pull consumer's settings.
@@ -74,6 +97,10 @@ pub struct ConsumerSpec {
     pub max_deliver: i64,
     /// Unacknowledged messages the server lets out at once (default 1,000).
     pub max_ack_pending: i64,
+    /// Where rejected messages go as dead letters (none by default: they are only termed).
+    /// A stream must capture it: a dead letter that is not acknowledged fails the settle, and
+    /// the message comes back after the ack wait.
+    pub dead_letter_subject: Option<String>,
 }
 
 impl ConsumerSpec {
@@ -85,7 +112,14 @@ impl ConsumerSpec {
             ack_wait: Duration::from_secs(30),
             max_deliver: -1,
             max_ack_pending: 1_000,
+            dead_letter_subject: None,
         }
+    }
+
+    /// Rejected messages are published to `subject` as dead letters before they are termed.
+    pub fn dead_letters(mut self, subject: impl Into<String>) -> Self {
+        self.dead_letter_subject = Some(subject.into());
+        self
     }
 
     /// Only subjects matching `pattern`.
@@ -106,6 +140,7 @@ impl ConsumerSpec {
 pub struct DurableConsumer {
     consumer: PullConsumer,
     nats: Nats,
+    dead_letters: Option<Arc<DeadLetters>>,
 }
 
 /// One message from a durable consumer; settle it with exactly one of ack, nak or term
@@ -119,6 +154,7 @@ pub struct Delivery {
     /// How many times it has been delivered (1 on the first delivery).
     pub delivered: i64,
     message: async_nats::jetstream::Message,
+    dead_letters: Option<Arc<DeadLetters>>,
 }
 
 fn ack_err(op: &'static str, e: async_nats::Error) -> NatsError {
@@ -174,6 +210,28 @@ impl Delivery {
             .map_err(|e| ack_err("term", e))
     }
 
+    /// Publishes the core's dead letter of this message for `reason` to the consumer's
+    /// dead-letter subject, if it has one, and waits for the stream's ack.
+    async fn dead_letter(&self, reason: &str) -> Result<(), NatsError> {
+        let Some(to) = &self.dead_letters else {
+            return Ok(());
+        };
+        let origin = Origin::JetStream {
+            stream: to.stream.clone(),
+            consumer: to.consumer.clone(),
+            sequence: self.stream_sequence,
+        };
+        let letter = DeadLetter::new(origin, self.message.payload.to_vec(), reason)
+            .attempts(u32::try_from(self.delivered.max(1)).unwrap_or(u32::MAX))
+            .on_subject(to.subject.clone())
+            .to_event();
+        // Its own message id: the letter keeps the original's event id, which the stream's
+        // duplicate window would take for the original; this one is the same for every
+        // attempt to dead-letter this message, so a retried dead letter is stored once.
+        let id = format!("dl-{}-{}-{}", to.stream, to.consumer, self.stream_sequence);
+        to.js.publish_with_id(&letter, &id).await.map(drop)
+    }
+
     /// Still working: restart the ack wait.
     ///
     /// # Errors
@@ -195,6 +253,7 @@ impl Delivery {
 pub struct Deliveries {
     inner: async_nats::jetstream::consumer::pull::Stream,
     nats: Nats,
+    dead_letters: Option<Arc<DeadLetters>>,
 }
 
 impl std::fmt::Debug for Deliveries {
@@ -203,7 +262,11 @@ impl std::fmt::Debug for Deliveries {
     }
 }
 
-async fn to_delivery(nats: &Nats, message: async_nats::jetstream::Message) -> Option<Delivery> {
+async fn to_delivery(
+    nats: &Nats,
+    message: async_nats::jetstream::Message,
+    dead_letters: Option<&Arc<DeadLetters>>,
+) -> Option<Delivery> {
     let (stream_sequence, delivered) = match message.info() {
         Ok(info) => (info.stream_sequence, info.delivered),
         Err(_) => (0, 0),
@@ -216,6 +279,7 @@ async fn to_delivery(nats: &Nats, message: async_nats::jetstream::Message) -> Op
                 stream_sequence,
                 delivered,
                 message,
+                dead_letters: dead_letters.cloned(),
             })
         }
         Err(e) => {
@@ -244,7 +308,9 @@ impl Deliveries {
         loop {
             match self.inner.next().await? {
                 Ok(message) => {
-                    if let Some(d) = to_delivery(&self.nats, message).await {
+                    if let Some(d) =
+                        to_delivery(&self.nats, message, self.dead_letters.as_ref()).await
+                    {
                         return Some(Ok(d));
                     }
                 }
@@ -273,6 +339,7 @@ impl DurableConsumer {
         Ok(Deliveries {
             inner,
             nats: self.nats.clone(),
+            dead_letters: self.dead_letters.clone(),
         })
     }
 
@@ -300,7 +367,7 @@ impl DurableConsumer {
                 operation: "fetch".to_owned(),
                 source: e,
             })?;
-            if let Some(d) = to_delivery(&self.nats, m).await {
+            if let Some(d) = to_delivery(&self.nats, m, self.dead_letters.as_ref()).await {
                 out.push(d);
             }
         }
@@ -308,9 +375,11 @@ impl DurableConsumer {
     }
 
     /// Runs `handler` for each delivery until `shutdown` completes, on Herald's one consume
-    /// loop ([`herald::Consume`]): ack on success, nak with the handler's
-    /// [`RetryAfter`](herald::RetryAfter) delay or [`ConsumeOptions::retry_after`] on an
-    /// error or panic, term on a [`Reject`](herald::Reject), at most
+    /// loop ([`herald::Consume`]): ack on success; on an error or panic, what
+    /// [`ConsumeOptions::retry`] decides: nak with the handler's
+    /// [`RetryAfter`](herald::RetryAfter) delay or the policy's backoff while attempts are
+    /// left, else (and on a [`Reject`](herald::Reject)) the dead letter, when the spec names
+    /// a subject for it, and a term; at most
     /// [`ConsumeOptions::max_in_flight`] at once. On shutdown it stops pulling and waits (up
     /// to [`ConsumeOptions::drain_timeout`]) for the handlers in flight to settle.
     ///
@@ -331,13 +400,35 @@ impl DurableConsumer {
         options: ConsumeOptions,
         shutdown: impl Future<Output = ()>,
     ) -> Result<ConsumeReport, NatsError> {
-        let deliveries = self.messages().await?;
-        let nats = self.nats.clone();
-        Ok(Consume::new(deliveries, handler)
-            .options(options)
-            .on_failure(move |event, failure| nats.record_failure(event, failure))
+        Ok(self
+            .consume_loop(handler, options)
+            .await?
             .run(shutdown)
             .await)
+    }
+
+    /// The consume loop [`DurableConsumer::consume`] runs, before it runs: add middleware
+    /// with [`Consume::layer`], then [`Consume::run`] it.
+    ///
+    /// # Errors
+    ///
+    /// [`NatsError::JetStream`] when the consumer cannot be read at all.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe (nothing is pulled yet).
+    pub async fn consume_loop(
+        &self,
+        handler: impl Into<Handler>,
+        options: ConsumeOptions,
+    ) -> Result<Consume<Deliveries>, NatsError> {
+        let deliveries = self.messages().await?;
+        let nats = self.nats.clone();
+        let origin = self.consumer.cached_info().name.clone();
+        Ok(Consume::new(deliveries, handler)
+            .options(options)
+            .origin(origin)
+            .on_failure(move |event, failure| nats.record_failure(event, failure)))
     }
 }
 
@@ -360,7 +451,10 @@ impl herald::Delivery for Delivery {
                     stream_sequence = self.stream_sequence,
                     "rejected, termed: {reason}"
                 );
-                self.term().await
+                match self.dead_letter(&reason).await {
+                    Ok(()) => self.term().await,
+                    Err(e) => Err(e),
+                }
             }
         };
         settled.map_err(|e| to_transport("settle", e))

@@ -193,10 +193,35 @@ impl JetStream {
     ///
     /// Not cancel safe.
     pub async fn publish_async(&self, event: &Event) -> Result<PendingAck, NatsError> {
+        self.publish_async_as(event, None).await
+    }
+
+    /// [`JetStream::publish`] under the `Nats-Msg-Id` `id` rather than the event's own (for
+    /// a copy of an event that must not be taken for it, such as its dead letter).
+    ///
+    /// # Errors
+    ///
+    /// As [`JetStream::publish`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`JetStream::publish`].
+    pub async fn publish_with_id(&self, event: &Event, id: &str) -> Result<JsAck, NatsError> {
+        self.publish_async_as(event, Some(id.to_owned()))
+            .await?
+            .ack()
+            .await
+    }
+
+    async fn publish_async_as(
+        &self,
+        event: &Event,
+        id: Option<String>,
+    ) -> Result<PendingAck, NatsError> {
         let subject = event.subject.as_str();
         let payload = Bytes::from(event.to_json());
         self.nats.check_size(subject, payload.len())?;
-        let id = message_id(event, &payload);
+        let id = id.unwrap_or_else(|| message_id(event, &payload));
         let msg = PublishMessage::build().payload(payload).message_id(id);
         let fut = self
             .ctx

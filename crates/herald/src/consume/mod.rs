@@ -1,7 +1,9 @@
-//! The one consume loop: deliveries -> isolated handler -> settle, with a bound on handlers in
-//! flight, a stop signal, and a bounded drain. JetStream's durable consumer runs on it; the
-//! durable queues, the worker and the runtime's consumers are meant to.
+//! The one consume loop: deliveries -> middleware stack -> isolated handler -> retry policy
+//! -> settle, with a bound on handlers in flight, a stop signal, and a bounded drain.
+//! JetStream's durable consumer and the durable queues' `QueueSource` run on it; the worker
+//! and the runtime's consumers run the same stack and policy in their own read loops.
 
+pub mod layer;
 pub mod memory;
 
 use std::future::Future;
@@ -10,19 +12,22 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
+use self::layer::{DeliveryContext, Middleware, Stack};
 use crate::handler::{Failure, Handler};
 use crate::message::event::Event;
 use crate::outcome::Outcome;
+use crate::retry::RetryPolicy;
 use crate::transport::{Delivery, DeliverySource};
 
 /// How a consume loop runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ConsumeOptions {
     /// Handlers running at once (default 64; values below 1 are taken as 1).
     pub max_in_flight: usize,
-    /// The delay before a failed event comes back, unless its handler asked for another
-    /// with [`RetryAfter`](crate::RetryAfter) (default 1 s).
-    pub retry_after: Duration,
+    /// How failures are retried and when they are rejected (default: every failure comes
+    /// back after 1 s, unless its handler asked for another delay with
+    /// [`RetryAfter`](crate::RetryAfter); no limit on attempts but the source's own).
+    pub retry: RetryPolicy,
     /// After the stop signal, how long handlers in flight may take to finish and settle
     /// (default 30 s). Those still running then are aborted, unsettled: their source
     /// delivers them again.
@@ -33,7 +38,7 @@ impl Default for ConsumeOptions {
     fn default() -> Self {
         ConsumeOptions {
             max_in_flight: 64,
-            retry_after: Duration::from_secs(1),
+            retry: RetryPolicy::default(),
             drain_timeout: Duration::from_secs(30),
         }
     }
@@ -57,12 +62,14 @@ pub struct ConsumeReport {
 }
 
 impl ConsumeReport {
-    fn tally(&mut self, done: Result<Settled, tokio::task::JoinError>) {
+    /// Counts one delivery: the outcome it was settled with, or `None` when the settle
+    /// failed.
+    fn tally(&mut self, done: Result<Option<Outcome>, tokio::task::JoinError>) {
         match done {
-            Ok(Settled::Ack) => self.acked += 1,
-            Ok(Settled::Retry) => self.retried += 1,
-            Ok(Settled::Reject) => self.rejected += 1,
-            Ok(Settled::Failed) => self.settle_failed += 1,
+            Ok(Some(Outcome::Ack)) => self.acked += 1,
+            Ok(Some(Outcome::Retry { .. })) => self.retried += 1,
+            Ok(Some(Outcome::Reject { .. })) => self.rejected += 1,
+            Ok(None) => self.settle_failed += 1,
             Err(e) if e.is_cancelled() => self.abandoned += 1,
             Err(e) => {
                 // Handlers are isolated, so only a settle implementation could panic here.
@@ -71,13 +78,6 @@ impl ConsumeReport {
             }
         }
     }
-}
-
-enum Settled {
-    Ack,
-    Retry,
-    Reject,
-    Failed,
 }
 
 type FailureHook = Arc<dyn Fn(&Event, &Failure) + Send + Sync>;
@@ -112,6 +112,8 @@ pub struct Consume<S> {
     handler: Handler,
     options: ConsumeOptions,
     on_failure: Option<FailureHook>,
+    stack: Stack,
+    origin: Arc<str>,
 }
 
 impl<S: DeliverySource> Consume<S> {
@@ -122,7 +124,27 @@ impl<S: DeliverySource> Consume<S> {
             handler: handler.into(),
             options: ConsumeOptions::default(),
             on_failure: None,
+            stack: Stack::new(),
+            origin: Arc::from("consume"),
         }
+    }
+
+    /// Adds `middleware` around the handler, inside the ones added before.
+    pub fn layer(mut self, middleware: impl Middleware) -> Self {
+        self.stack.push(middleware);
+        self
+    }
+
+    /// Sets the whole middleware stack.
+    pub fn stack(mut self, stack: Stack) -> Self {
+        self.stack = stack;
+        self
+    }
+
+    /// Names where the deliveries come from, for the middleware's [`DeliveryContext`].
+    pub fn origin(mut self, origin: impl Into<Arc<str>>) -> Self {
+        self.origin = origin.into();
+        self
     }
 
     /// Sets the options.
@@ -150,9 +172,13 @@ impl<S: DeliverySource> Consume<S> {
             handler,
             options,
             on_failure,
+            stack,
+            origin,
         } = self;
+        let (stack, options) = (Arc::new(stack), Arc::new(options));
         let limit = Arc::new(tokio::sync::Semaphore::new(options.max_in_flight.max(1)));
-        let mut tasks: JoinSet<Settled> = JoinSet::new();
+        let drain_timeout = options.drain_timeout;
+        let mut tasks: JoinSet<Option<Outcome>> = JoinSet::new();
         let mut report = ConsumeReport::default();
         tokio::pin!(stop);
         loop {
@@ -185,10 +211,12 @@ impl<S: DeliverySource> Consume<S> {
                 Some(Ok(d)) => d,
             };
             let (handler, on_failure) = (handler.clone(), on_failure.clone());
+            let (stack, options, origin) = (stack.clone(), options.clone(), origin.clone());
             tasks.spawn(async move {
                 let _permit = permit;
                 let event = delivery.event().clone();
-                let result = handler.call(&event).await;
+                let ctx = DeliveryContext::new(event.clone(), delivery.attempt(), origin);
+                let result = stack.run(&ctx, &handler).await;
                 if let Err(f) = &result {
                     tracing::warn!(
                         subject = event.subject.as_str(),
@@ -199,28 +227,24 @@ impl<S: DeliverySource> Consume<S> {
                         hook(&event, f);
                     }
                 }
-                let outcome = Outcome::from_result(&result, options.retry_after);
-                let settled = match &outcome {
-                    Outcome::Ack => Settled::Ack,
-                    Outcome::Retry { .. } => Settled::Retry,
-                    Outcome::Reject { .. } => Settled::Reject,
-                };
-                match delivery.settle(outcome).await {
-                    Ok(()) => settled,
+                let outcome = options.retry.decide(ctx.attempt, &result);
+                stack.settled(&ctx, &outcome);
+                match delivery.settle(outcome.clone()).await {
+                    Ok(()) => Some(outcome),
                     Err(e) => {
                         tracing::warn!("{e}");
-                        Settled::Failed
+                        None
                     }
                 }
             });
         }
-        drain(&mut tasks, &mut report, options.drain_timeout).await;
+        drain(&mut tasks, &mut report, drain_timeout).await;
         report
     }
 }
 
 /// Waits up to `within` for the tasks in flight, then aborts the rest.
-async fn drain(tasks: &mut JoinSet<Settled>, report: &mut ConsumeReport, within: Duration) {
+async fn drain(tasks: &mut JoinSet<Option<Outcome>>, report: &mut ConsumeReport, within: Duration) {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         match tokio::time::timeout_at(deadline, tasks.join_next()).await {

@@ -42,6 +42,14 @@ impl std::fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
+impl Failure {
+    /// The failure record of an error a handler or processor returned: a
+    /// [`Reject`](crate::Reject) or [`RetryAfter`](crate::RetryAfter) keeps what it asks for.
+    pub fn from_error(e: super::BoxError) -> Failure {
+        error_failure(e)
+    }
+}
+
 fn panic_message(payload: Box<dyn Any + Send>) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
@@ -144,19 +152,4 @@ where
         },
     )
     .await
-}
-
-impl Outcome {
-    /// The outcome of a handler's result: `Ok` acks; an error that is a
-    /// [`Reject`](crate::Reject) or a [`RetryAfter`](crate::RetryAfter) gets what it asks for;
-    /// any other error or a panic retries after `retry_after`.
-    pub fn from_result(result: &Result<(), Failure>, retry_after: std::time::Duration) -> Outcome {
-        match result {
-            Ok(()) => Outcome::Ack,
-            Err(failure) => failure
-                .requested
-                .clone()
-                .unwrap_or(Outcome::Retry { after: retry_after }),
-        }
-    }
 }

@@ -9,40 +9,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
-
-use super::{Message, Queue, QueueError, QueueName, Settle, Settled, Settlement};
+use super::{Message, Queue, QueueError, QueueName, Settled, Settlement};
+use crate::dead_letter::{DeadLetter, Origin};
 use crate::message::event::Event;
-use crate::message::subject::Subject;
 use crate::outcome::Outcome;
 use crate::transport::{Delivery, DeliverySource, ErrorKind, TransportError};
 
-/// The subject of a dead letter whose body was not an envelope.
-pub const DEAD_LETTER_SUBJECT: &str = "herald.dead_letter";
+pub use crate::dead_letter::DEAD_LETTER_SUBJECT;
 
-/// The dead letter for `message` of `queue`: the event itself when the body is an envelope,
-/// else an envelope on [`DEAD_LETTER_SUBJECT`] holding the raw body; either way
-/// `metadata.dead_letter` says why, from which queue, which message and after how many reads.
+/// The dead letter of `message` read from `queue`, dead for `reason`: the one builder
+/// ([`DeadLetter`]) with the queue as its origin and the read count as its attempts.
 pub fn dead_letter(queue: &QueueName, message: &Message, reason: &str) -> Event {
-    let why = json!({
-        "reason": reason,
-        "queue": queue.as_str(),
-        "msg_id": message.msg_id,
-        "read_ct": message.read_ct,
-    });
-    let event = match message.event() {
-        Ok(event) => event,
-        Err(_) => {
-            let subject = Subject::new(DEAD_LETTER_SUBJECT).unwrap_or_else(|_| unreachable!());
-            let mut data = serde_json::Map::new();
-            data.insert(
-                "body".into(),
-                Value::String(String::from_utf8_lossy(&message.body).into_owned()),
-            );
-            Event::new(subject).with_data(data).with_source("herald")
-        }
+    let origin = Origin::Queue {
+        queue: queue.to_string(),
+        msg_id: message.msg_id,
     };
-    event.with_metadata("dead_letter", why)
+    DeadLetter::new(origin, message.body.clone(), reason)
+        .attempts(u32::try_from(message.read_ct).unwrap_or(0))
+        .to_event()
 }
 
 /// Counters of a [`QueueSource`], shared with its deliveries.
@@ -156,8 +140,7 @@ impl<Q: Queue> DeliverySource for QueueSource<Q> {
                         return Some(Ok(QueueDelivery {
                             shared: self.shared.clone(),
                             event: Arc::new(event),
-                            msg_id: message.msg_id,
-                            read_ct: message.read_ct,
+                            message,
                         }))
                     }
                     Err(e) => {
@@ -168,9 +151,12 @@ impl<Q: Queue> DeliverySource for QueueSource<Q> {
                             msg_id = message.msg_id,
                             "malformed message dead-lettered: {e}"
                         );
-                        let letter = dead_letter(&s.queue, &message, &e.to_string());
-                        let settlement =
-                            Settlement::only(Settle::Archive).and_send(s.dlq.clone(), letter);
+                        let reject = Outcome::Reject {
+                            reason: e.to_string(),
+                        };
+                        let settlement = Settlement::for_outcome(&reject, &s.dlq, |reason| {
+                            dead_letter(&s.queue, &message, reason)
+                        });
                         match s
                             .store
                             .settle(&s.queue, message.msg_id, message.read_ct, settlement)
@@ -204,15 +190,15 @@ impl<Q: Queue> DeliverySource for QueueSource<Q> {
 pub struct QueueDelivery<Q> {
     shared: Arc<Shared<Q>>,
     event: Arc<Event>,
-    msg_id: i64,
-    read_ct: i32,
+    /// As read: its receipt, and the original body a dead letter keeps.
+    message: Message,
 }
 
 impl<Q> std::fmt::Debug for QueueDelivery<Q> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QueueDelivery")
-            .field("msg_id", &self.msg_id)
-            .field("read_ct", &self.read_ct)
+            .field("msg_id", &self.message.msg_id)
+            .field("read_ct", &self.message.read_ct)
             .finish()
     }
 }
@@ -223,29 +209,22 @@ impl<Q: Queue> Delivery for QueueDelivery<Q> {
     }
 
     fn attempt(&self) -> u32 {
-        u32::try_from(self.read_ct.max(1)).unwrap_or(1)
+        u32::try_from(self.message.read_ct.max(1)).unwrap_or(1)
     }
 
     async fn settle(self, outcome: Outcome) -> Result<(), TransportError> {
         let s = &self.shared;
-        let settlement = match &outcome {
-            Outcome::Ack => Settlement::only(Settle::Archive),
-            Outcome::Retry { after } => Settlement::only(Settle::Retry { after: *after }),
-            Outcome::Reject { reason } => {
-                let message = Message {
-                    msg_id: self.msg_id,
-                    read_ct: self.read_ct,
-                    enqueued_at: crate::Timestamp::now(),
-                    vt: crate::Timestamp::now(),
-                    body: self.event.to_json(),
-                };
-                Settlement::only(Settle::Archive)
-                    .and_send(s.dlq.clone(), dead_letter(&s.queue, &message, reason))
-            }
-        };
+        let settlement = Settlement::for_outcome(&outcome, &s.dlq, |reason| {
+            dead_letter(&s.queue, &self.message, reason)
+        });
         match s
             .store
-            .settle(&s.queue, self.msg_id, self.read_ct, settlement)
+            .settle(
+                &s.queue,
+                self.message.msg_id,
+                self.message.read_ct,
+                settlement,
+            )
             .await
         {
             Ok(Settled::Applied { .. }) => {
@@ -258,7 +237,7 @@ impl<Q: Queue> Delivery for QueueDelivery<Q> {
                 s.counters.stale.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     queue = s.queue.as_str(),
-                    msg_id = self.msg_id,
+                    msg_id = self.message.msg_id,
                     "settle refused: the message was read again since (its vt ran out)"
                 );
                 Ok(())

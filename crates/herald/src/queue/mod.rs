@@ -105,6 +105,23 @@ impl Settlement {
         }
     }
 
+    /// The one place a queue message's settle is derived from an [`Outcome`](crate::Outcome):
+    /// ack archives it; retry hides it for the delay; reject archives it and sends the dead
+    /// letter `dead_letter(reason)` to `dlq`, in the same transaction.
+    pub fn for_outcome(
+        outcome: &crate::Outcome,
+        dlq: &QueueName,
+        dead_letter: impl FnOnce(&str) -> Event,
+    ) -> Self {
+        match outcome {
+            crate::Outcome::Ack => Settlement::only(Settle::Archive),
+            crate::Outcome::Retry { after } => Settlement::only(Settle::Retry { after: *after }),
+            crate::Outcome::Reject { reason } => {
+                Settlement::only(Settle::Archive).and_send(dlq.clone(), dead_letter(reason))
+            }
+        }
+    }
+
     /// The sends as (queue, envelope JSON) pairs, as a backend binds them.
     pub fn sends_as_json(&self) -> Vec<(String, String)> {
         self.send
