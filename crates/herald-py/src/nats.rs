@@ -19,6 +19,8 @@ pub(crate) struct NativeNats {
     runtime: tokio::runtime::Runtime,
     nats: Mutex<Option<Nats>>,
     tasks: Mutex<HashMap<u64, tokio::task::JoinHandle<()>>>,
+    /// Subscription tasks are started through it (and aborted one by one on unsubscribe).
+    shutdown: herald::Shutdown,
     next: AtomicU64,
 }
 
@@ -54,6 +56,7 @@ impl NativeNats {
             runtime,
             nats: Mutex::new(None),
             tasks: Mutex::new(HashMap::new()),
+            shutdown: herald::Shutdown::new(),
             next: AtomicU64::new(1),
         })
     }
@@ -146,16 +149,19 @@ impl NativeNats {
                     .block_on(async { nats.subscribe(subject, queue).await })
             })
             .map_err(|e| PyValueError::new_err(herald::report(&e)))?;
-        let task = self.runtime.spawn(async move {
-            while let Some(Incoming { event, reply }) = stream.next().await {
-                let bytes = event.to_json();
-                Python::with_gil(|py| {
-                    if let Err(e) = callback.call1(py, (PyBytes::new(py, &bytes), reply)) {
-                        e.print(py);
-                    }
-                });
-            }
-        });
+        let task = self.shutdown.spawn_on(
+            async move {
+                while let Some(Incoming { event, reply }) = stream.next().await {
+                    let bytes = event.to_json();
+                    Python::with_gil(|py| {
+                        if let Err(e) = callback.call1(py, (PyBytes::new(py, &bytes), reply)) {
+                            e.print(py);
+                        }
+                    });
+                }
+            },
+            self.runtime.handle(),
+        );
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.tasks.lock().insert(id, task);
         Ok(id)

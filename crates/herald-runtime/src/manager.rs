@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use herald::Shutdown;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use crate::service::{Service, ServiceError};
 use crate::status::{ProcessStatus, StatusCell};
@@ -64,7 +64,7 @@ pub enum Ended {
     /// The stop future given to `wait` completed (the caller's SIGINT or SIGTERM), with the
     /// name it gave.
     Signal(&'static str),
-    /// [`ServiceManager::stop`] was called from elsewhere (the stop token).
+    /// The services' [`Shutdown`] was triggered from elsewhere.
     Stopped,
 }
 
@@ -80,11 +80,13 @@ pub struct StopReport {
 }
 
 struct Running {
-    stop: CancellationToken,
+    /// Every service runs under it, started through it: the stop signal and the drain.
+    stop: Shutdown,
     tasks: Vec<(String, JoinHandle<()>)>,
     ended: mpsc::UnboundedReceiver<(String, ExecutionMode, Result<(), ServiceError>)>,
     threads: Vec<std::thread::JoinHandle<()>>,
-    runtime_stop: CancellationToken,
+    /// Keeps the services' own runtime threads alive until every service has stopped.
+    runtime_stop: Shutdown,
 }
 
 /// Runs services (seed 003's `ServiceManager`).
@@ -104,10 +106,10 @@ impl std::fmt::Debug for ServiceManager {
     }
 }
 
-/// A runtime on a thread of its own, kept alive until `until` is cancelled.
+/// A runtime on a thread of its own, kept alive until `until` is triggered.
 fn runtime_thread(
     name: &str,
-    until: CancellationToken,
+    until: Shutdown,
 ) -> std::io::Result<(tokio::runtime::Handle, std::thread::JoinHandle<()>)> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -115,7 +117,7 @@ fn runtime_thread(
     let handle = rt.handle().clone();
     let thread = std::thread::Builder::new()
         .name(name.to_owned())
-        .spawn(move || rt.block_on(until.cancelled()))?;
+        .spawn(move || rt.block_on(until.cancelled_owned()))?;
     Ok((handle, thread))
 }
 
@@ -165,8 +167,8 @@ impl ServiceManager {
             return Ok(());
         }
         self.status.set(ProcessStatus::Starting);
-        let stop = CancellationToken::new();
-        let runtime_stop = CancellationToken::new();
+        let stop = Shutdown::new();
+        let runtime_stop = Shutdown::new();
         let (tx, ended) = mpsc::unbounded_channel();
         let mut threads = Vec::new();
         let mut shared: Option<tokio::runtime::Handle> = None;
@@ -189,21 +191,19 @@ impl ServiceManager {
                     h
                 }
             };
-            let (service, mode, tx, token) = (
+            let (service, mode, tx, signal) = (
                 r.service.clone(),
                 r.execution_mode,
                 tx.clone(),
-                stop.child_token(),
+                stop.clone(),
             );
             let name = service.name();
             let task_name = name.clone();
-            tasks.push((
-                name,
-                handle.spawn(async move {
-                    let result = service.execute(token).await;
-                    let _ = tx.send((task_name, mode, result));
-                }),
-            ));
+            let task = async move {
+                let result = service.execute(signal).await;
+                let _ = tx.send((task_name, mode, result));
+            };
+            tasks.push((name, stop.spawn_on(task, &handle)));
         }
         self.running = Some(Running {
             stop,
@@ -216,13 +216,14 @@ impl ServiceManager {
         Ok(())
     }
 
-    /// A token that stops every service when cancelled (what `stop` cancels first).
-    pub fn stop_token(&self) -> Option<CancellationToken> {
+    /// The services' [`Shutdown`]: triggering it stops every service (what `stop` triggers
+    /// first), and a task started through it is drained with them.
+    pub fn shutdown_handle(&self) -> Option<Shutdown> {
         self.running.as_ref().map(|r| r.stop.clone())
     }
 
-    /// Waits until a foreground service ends, a service fails or asks to exit, the stop token
-    /// is cancelled, or `stop` completes with the name of what asked (a signal's name, for
+    /// Waits until a foreground service ends, a service fails or asks to exit, the services' [`Shutdown`]
+    /// is triggered, or `stop` completes with the name of what asked (a signal's name, for
     /// [`Ended::Signal`]). Installs no signal handler: the caller owns the process's signals
     /// (axum's `with_graceful_shutdown` takes a future the same way). Does not stop anything:
     /// call [`ServiceManager::stop`] next.
@@ -246,15 +247,16 @@ impl ServiceManager {
         }
     }
 
-    /// Stops every service: cancels their stop token, waits up to `within` for them to drain,
-    /// aborts what is left, and says what happened.
+    /// Stops every service: triggers their [`Shutdown`], waits up to `within` for them (and
+    /// the tasks they started through it) to drain, aborts the services left, and says what
+    /// happened.
     pub async fn stop(&mut self, within: Duration) -> StopReport {
         let mut report = StopReport::default();
         let Some(mut running) = self.running.take() else {
             return report;
         };
         self.status.set(ProcessStatus::Stopping);
-        running.stop.cancel();
+        running.stop.trigger();
         let deadline = tokio::time::Instant::now() + within;
         for (name, task) in running.tasks {
             tokio::pin!(task);
@@ -271,7 +273,12 @@ impl ServiceManager {
                 report.errors.push(e);
             }
         }
-        running.runtime_stop.cancel();
+        // Tasks the services started through their Shutdown get what is left of the bound.
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if let Err(e) = running.stop.shutdown(left).await {
+            tracing::warn!("{e}");
+        }
+        running.runtime_stop.trigger();
         for t in running.threads {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }

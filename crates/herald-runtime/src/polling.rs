@@ -7,8 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald::BoxFuture;
-use tokio_util::sync::CancellationToken;
+use herald::{BoxFuture, Shutdown};
 
 use crate::consumer::{ConsumerError, ErrorHandler, EventConsumer};
 use crate::service::{Service, ServiceError};
@@ -139,9 +138,9 @@ impl Service for PollingService {
         format!("polling {}", self.inner.consumer_name())
     }
 
-    fn execute(self: Arc<Self>, stop: CancellationToken) -> BoxFuture<Result<(), ServiceError>> {
+    fn execute(self: Arc<Self>, stop: Shutdown) -> BoxFuture<Result<(), ServiceError>> {
         Box::pin(async move {
-            while !stop.is_cancelled() {
+            while !stop.is_triggered() {
                 self.inner.execute().await?;
                 tokio::select! {
                     () = stop.cancelled() => break,

@@ -5,8 +5,7 @@
 use std::any::Any;
 use std::sync::Arc;
 
-use herald::{BoxError, BoxFuture};
-use tokio_util::sync::CancellationToken;
+use herald::{BoxError, BoxFuture, Shutdown};
 
 /// Why a service ended with an error.
 #[derive(Debug, thiserror::Error)]
@@ -43,13 +42,14 @@ impl ServiceError {
     }
 }
 
-/// Something the [`crate::ServiceManager`] runs until `stop` is cancelled.
+/// Something the [`crate::ServiceManager`] runs until `stop` is triggered.
 pub trait Service: Send + Sync + 'static {
     /// Its name, for logs and status.
     fn name(&self) -> String;
 
-    /// Runs it until `stop` is cancelled (or it ends by itself).
-    fn execute(self: Arc<Self>, stop: CancellationToken) -> BoxFuture<Result<(), ServiceError>>;
+    /// Runs it until `stop` is triggered (or it ends by itself). Tasks it starts go
+    /// through `stop` too ([`Shutdown::spawn`]), so the manager's stop drains them.
+    fn execute(self: Arc<Self>, stop: Shutdown) -> BoxFuture<Result<(), ServiceError>>;
 
     /// For tests and tooling that inspect what was registered.
     fn as_any(&self) -> &dyn Any;

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use herald::store::memory::MemoryEventStore;
 use herald::store::BrokerStore;
+use herald::Shutdown;
 use herald_runtime::{
     Assignment, BrokerError, BrokerRole, DistributedEventBroker, DistributedEventBrokerSettings,
     EventBroker, EventSubscriber, ProcessStatus, Service,
 };
 use parking_lot::Mutex;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Default)]
 struct Recorder {
@@ -64,7 +64,7 @@ async fn until(what: &str, mut f: impl FnMut() -> bool) {
 async fn run_then_stop(
     b: &Arc<DistributedEventBroker<MemoryEventStore>>,
 ) -> tokio::task::JoinHandle<()> {
-    let stop = CancellationToken::new();
+    let stop = Shutdown::new();
     let task = tokio::spawn({
         let (b, stop) = (b.clone(), stop.clone());
         async move {
@@ -72,7 +72,7 @@ async fn run_then_stop(
         }
     });
     tokio::time::sleep(BEAT * 8).await;
-    stop.cancel();
+    stop.trigger();
     task
 }
 
@@ -82,7 +82,7 @@ async fn test_full_role_runs_coordinator_and_observer() {
     let b = broker(BrokerRole::Full, &store);
     let sub = Arc::new(Recorder::default());
     b.register(sub.clone()).expect("register");
-    let stop = CancellationToken::new();
+    let stop = Shutdown::new();
     let task = tokio::spawn(b.clone().execute(stop.clone()));
     until("both components running", || {
         b.coordinator_status() == ProcessStatus::Running
@@ -102,7 +102,7 @@ async fn test_full_role_runs_coordinator_and_observer() {
         "node-1",
         "the coordinator took the lease"
     );
-    stop.cancel();
+    stop.trigger();
     task.await.expect("join").expect("broker");
 }
 

@@ -10,10 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herald::store::{Allocation, BrokerStore, GroupInfo, NodeInfo, StoreError};
-use herald::BoxFuture;
+use herald::{BoxFuture, Shutdown};
 use parking_lot::Mutex;
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 use super::plan::plan;
 use super::{Assignment, BrokerError, BrokerRole, EventBroker, EventSubscriber};
@@ -225,11 +224,11 @@ impl<S: BrokerStore> DistributedEventBroker<S> {
     }
 
     /// Heartbeats every interval; each answer goes to the observer.
-    async fn maintain(&self, learnt: watch::Sender<Option<Learnt>>, stop: CancellationToken) {
+    async fn maintain(&self, learnt: watch::Sender<Option<Learnt>>, stop: Shutdown) {
         let s = &self.settings;
         let mut last_purge = Instant::now();
         self.manager.set(ProcessStatus::Running);
-        while !stop.is_cancelled() {
+        while !stop.is_triggered() {
             let sent = Instant::now();
             match self.store.heartbeat(&self.info()).await {
                 Ok(allocations) => {
@@ -269,7 +268,7 @@ impl<S: BrokerStore> DistributedEventBroker<S> {
     }
 
     /// Hands what the heartbeats learnt to the local subscribers.
-    async fn observe(&self, mut learnt: watch::Receiver<Option<Learnt>>, stop: CancellationToken) {
+    async fn observe(&self, mut learnt: watch::Receiver<Option<Learnt>>, stop: Shutdown) {
         self.observer.set(ProcessStatus::Running);
         let ttl = self
             .settings
@@ -304,12 +303,12 @@ impl<S: BrokerStore> DistributedEventBroker<S> {
     }
 
     /// Takes the lease when it can; while held, renews it and rebalances every interval.
-    async fn coordinate(&self, stop: CancellationToken) {
+    async fn coordinate(&self, stop: Shutdown) {
         let s = &self.settings;
         let ttl = s.coordinator_subscriber_max_time_since_last_seen;
         self.coordinator.set(ProcessStatus::Running);
         let mut term: Option<(u64, Instant)> = None;
-        while !stop.is_cancelled() {
+        while !stop.is_triggered() {
             let wait = match self.coordinate_once(&mut term, ttl).await {
                 Ok(()) if term.is_some() => s.coordinator_distribution_interval,
                 Ok(()) => s.coordinator_leadership_attempt_interval,
@@ -393,7 +392,7 @@ impl<S: BrokerStore> Service for DistributedEventBroker<S> {
         )
     }
 
-    fn execute(self: Arc<Self>, stop: CancellationToken) -> BoxFuture<Result<(), ServiceError>> {
+    fn execute(self: Arc<Self>, stop: Shutdown) -> BoxFuture<Result<(), ServiceError>> {
         Box::pin(async move {
             let (tx, rx) = watch::channel(None);
             let role = self.settings.role;

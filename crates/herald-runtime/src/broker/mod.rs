@@ -191,7 +191,7 @@ impl Service for SingletonEventBroker {
 
     fn execute(
         self: Arc<Self>,
-        stop: tokio_util::sync::CancellationToken,
+        stop: herald::Shutdown,
     ) -> herald::BoxFuture<Result<(), crate::service::ServiceError>> {
         Box::pin(async move {
             self.status.set(ProcessStatus::Running);
