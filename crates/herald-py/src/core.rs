@@ -286,11 +286,9 @@ pub(crate) fn get_metrics() -> PyResult<String> {
                 "dispatch_channel_saturation": 0.0, "completion_channel_saturation": 0.0,
                 "handler_errors": 0, "timeout_errors": 0, "ffi_errors": 0,
             });
-            v["domain_events_published"] = json!(counters
-                .published
-                .load(std::sync::atomic::Ordering::Relaxed));
-            v["domain_events_dropped"] =
-                json!(counters.dropped.load(std::sync::atomic::Ordering::Relaxed));
+            let counts = counters.snapshot();
+            v["domain_events_published"] = json!(counts.published);
+            v["domain_events_dropped"] = json!(counts.dropped);
             return Ok(v.to_string());
         }
     };

@@ -118,13 +118,7 @@ async fn test_coordinator_role_runs_only_coordinator() {
         "observe() never ran"
     );
     task.await.expect("join");
-    assert!(
-        b.counters()
-            .terms
-            .load(std::sync::atomic::Ordering::Relaxed)
-            >= 1,
-        "coordinate() ran"
-    );
+    assert!(b.counters().snapshot().terms >= 1, "coordinate() ran");
 }
 
 #[tokio::test]

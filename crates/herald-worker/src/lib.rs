@@ -44,10 +44,9 @@ pub use step::{
     StepExecutionResult, StepHandlerResult, StepParseError,
 };
 pub use subscriber::{
-    CompletionSink, StepExecutionSubscriber, SubscriberConfig, SubscriberCounters, HANDLER_ERROR,
-    STEP_COMPLETED, STEP_RECEIVED,
+    CompletionSink, StepExecutionSubscriber, SubscriberConfig, SubscriberCounters,
+    SubscriberSnapshot, HANDLER_ERROR, STEP_COMPLETED, STEP_RECEIVED,
 };
 pub use worker::{
-    enqueue_step, step_event, Progress, StepQueues, Worker, WorkerConfig, WorkerCounters,
-    WorkerReport,
+    enqueue_step, step_event, Progress, StepQueues, Worker, WorkerConfig, WorkerReport,
 };

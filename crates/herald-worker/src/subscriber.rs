@@ -96,33 +96,93 @@ impl Default for SubscriberConfig {
 #[derive(Debug, Default)]
 pub struct SubscriberCounters {
     /// Steps taken from the bus.
-    pub received: AtomicU64,
+    pub(crate) received: AtomicU64,
     /// Results stored that say success.
-    pub succeeded: AtomicU64,
+    pub(crate) succeeded: AtomicU64,
     /// Results stored that say failure.
-    pub failed: AtomicU64,
+    pub(crate) failed: AtomicU64,
     /// Handler runs that failed retryably and were sent back for a retry.
-    pub retried: AtomicU64,
+    pub(crate) retried: AtomicU64,
     /// Results refused because another attempt holds the step.
-    pub stale: AtomicU64,
+    pub(crate) stale: AtomicU64,
     /// Handler errors, panics and timeouts (each also on `handler.error`).
-    pub handler_errors: AtomicU64,
+    pub(crate) handler_errors: AtomicU64,
     /// Steps whose handler is not registered.
-    pub not_found: AtomicU64,
+    pub(crate) not_found: AtomicU64,
     /// Bus events on `step.execution.received` whose data is not a step.
-    pub malformed: AtomicU64,
+    pub(crate) malformed: AtomicU64,
     /// Results the sink could not store (the step comes back after its vt).
-    pub submit_failed: AtomicU64,
+    pub(crate) submit_failed: AtomicU64,
     /// Declared domain events published after their step's result was committed.
-    pub domain_events_published: AtomicU64,
+    pub(crate) domain_events_published: AtomicU64,
     /// Declared domain events whose publish failed (the step is not failed by it).
-    pub domain_events_failed: AtomicU64,
+    pub(crate) domain_events_failed: AtomicU64,
     /// Handlers that timed out (also in `handler_errors`).
-    pub timeouts: AtomicU64,
+    pub(crate) timeouts: AtomicU64,
     /// Handlers running now.
-    pub in_progress: AtomicU64,
+    pub(crate) in_progress: AtomicU64,
     /// Handler run times, in microseconds.
-    pub execution_us: herald::observe::Histogram,
+    pub(crate) execution_us: herald::observe::Histogram,
+}
+
+/// The subscriber's counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubscriberSnapshot {
+    /// Steps taken from the bus.
+    pub received: u64,
+    /// Results stored that say success.
+    pub succeeded: u64,
+    /// Results stored that say failure.
+    pub failed: u64,
+    /// Handler runs that failed retryably and were sent back for a retry.
+    pub retried: u64,
+    /// Results refused because another attempt holds the step.
+    pub stale: u64,
+    /// Handler errors, panics and timeouts (each also on `handler.error`).
+    pub handler_errors: u64,
+    /// Steps whose handler is not registered.
+    pub not_found: u64,
+    /// Bus events on `step.execution.received` whose data is not a step.
+    pub malformed: u64,
+    /// Results the sink could not store (the step comes back after its vt).
+    pub submit_failed: u64,
+    /// Declared domain events published after their step's result was committed.
+    pub domain_events_published: u64,
+    /// Declared domain events whose publish failed (the step is not failed by it).
+    pub domain_events_failed: u64,
+    /// Handlers that timed out (also in `handler_errors`).
+    pub timeouts: u64,
+    /// Handlers running now.
+    pub in_progress: u64,
+}
+
+impl SubscriberCounters {
+    /// The counts now, as plain numbers.
+    pub fn snapshot(&self) -> SubscriberSnapshot {
+        SubscriberSnapshot {
+            received: self.received.load(std::sync::atomic::Ordering::Relaxed),
+            succeeded: self.succeeded.load(std::sync::atomic::Ordering::Relaxed),
+            failed: self.failed.load(std::sync::atomic::Ordering::Relaxed),
+            retried: self.retried.load(std::sync::atomic::Ordering::Relaxed),
+            stale: self.stale.load(std::sync::atomic::Ordering::Relaxed),
+            handler_errors: self
+                .handler_errors
+                .load(std::sync::atomic::Ordering::Relaxed),
+            not_found: self.not_found.load(std::sync::atomic::Ordering::Relaxed),
+            malformed: self.malformed.load(std::sync::atomic::Ordering::Relaxed),
+            submit_failed: self
+                .submit_failed
+                .load(std::sync::atomic::Ordering::Relaxed),
+            domain_events_published: self
+                .domain_events_published
+                .load(std::sync::atomic::Ordering::Relaxed),
+            domain_events_failed: self
+                .domain_events_failed
+                .load(std::sync::atomic::Ordering::Relaxed),
+            timeouts: self.timeouts.load(std::sync::atomic::Ordering::Relaxed),
+            in_progress: self.in_progress.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
 }
 
 /// Seed 000's `StepExecutionSubscriber`.

@@ -119,22 +119,22 @@ impl StepQueues {
 
 /// The worker loop's own counters (the subscriber's are beside them in [`WorkerReport`]).
 #[derive(Debug, Default)]
-pub struct WorkerCounters {
+pub(crate) struct WorkerCounters {
     /// Step messages read (each read, re-reads included).
-    pub read: AtomicU64,
+    pub(crate) read: AtomicU64,
     /// Messages dead-lettered because they were not a step (not JSON, not an envelope, no
     /// `handler_name`).
-    pub bad_input: AtomicU64,
+    pub(crate) bad_input: AtomicU64,
     /// Steps dead-lettered after `max_retries` retryable failures.
-    pub exhausted: AtomicU64,
+    pub(crate) exhausted: AtomicU64,
     /// Re-reads: a step read again after its vt ran out or after a retry.
-    pub rereads: AtomicU64,
+    pub(crate) rereads: AtomicU64,
     /// Store failures while reading (each followed by a back-off).
-    pub read_errors: AtomicU64,
+    pub(crate) read_errors: AtomicU64,
     /// Steps read and waiting for a handler slot.
-    pub pending: AtomicU64,
+    pub(crate) pending: AtomicU64,
     /// When the worker last read a step (ms since the Unix epoch; 0 = never).
-    pub last_read_ms: AtomicU64,
+    pub(crate) last_read_ms: AtomicU64,
 }
 
 /// A snapshot of what a worker did.

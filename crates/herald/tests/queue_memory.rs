@@ -97,12 +97,7 @@ async fn a_queue_source_acks_retries_and_dead_letters_through_the_consume_loop()
     DeliveryCheck::compare(poison, dead_ids).assert_exactly_once();
     let reason = dead[0].event().expect("env").metadata["dead_letter"]["reason"].clone();
     assert_eq!(reason, "five is poison");
-    assert_eq!(
-        counters
-            .dead_lettered
-            .load(std::sync::atomic::Ordering::Relaxed),
-        3
-    );
+    assert_eq!(counters.snapshot().dead_lettered, 3);
 }
 
 /// The queue source takes the core's `RetryPolicy` (attempts run out into a dead letter) and

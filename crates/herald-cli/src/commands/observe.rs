@@ -284,10 +284,7 @@ impl<Q: Queue> WorkerObserver<Q> {
             "Bus handler failures.",
             b.handler_errors as f64,
         );
-        let by_poll = self
-            .events
-            .dropped_by_poll
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let by_poll = self.events.snapshot().dropped_by_poll;
         let _ = writeln!(
             out,
             "# HELP herald_domain_events_dropped_by_receiver_total What each fast-path receiver missed.\n# TYPE herald_domain_events_dropped_by_receiver_total counter\nherald_domain_events_dropped_by_receiver_total{{worker_id=\"{id}\",receiver=\"poll\"}} {by_poll}"

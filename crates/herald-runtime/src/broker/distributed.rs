@@ -118,17 +118,52 @@ impl DistributedEventBrokerSettings {
 #[derive(Debug, Default)]
 pub struct BrokerCounters {
     /// Heartbeats committed.
-    pub heartbeats: AtomicU64,
+    pub(crate) heartbeats: AtomicU64,
     /// Heartbeats that failed.
-    pub heartbeat_failures: AtomicU64,
+    pub(crate) heartbeat_failures: AtomicU64,
     /// The lease epoch held now (0: not coordinator).
-    pub lease_epoch: AtomicU64,
+    pub(crate) lease_epoch: AtomicU64,
     /// Terms as coordinator begun.
-    pub terms: AtomicU64,
+    pub(crate) terms: AtomicU64,
     /// Allocation changes written.
-    pub allocations_written: AtomicU64,
+    pub(crate) allocations_written: AtomicU64,
     /// Writes refused because the lease had moved on.
-    pub lease_lost: AtomicU64,
+    pub(crate) lease_lost: AtomicU64,
+}
+
+/// The distributed broker's counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BrokerSnapshot {
+    /// Heartbeats committed.
+    pub heartbeats: u64,
+    /// Heartbeats that failed.
+    pub heartbeat_failures: u64,
+    /// The lease epoch held now (0: not coordinator).
+    pub lease_epoch: u64,
+    /// Terms as coordinator begun.
+    pub terms: u64,
+    /// Allocation changes written.
+    pub allocations_written: u64,
+    /// Writes refused because the lease had moved on.
+    pub lease_lost: u64,
+}
+
+impl BrokerCounters {
+    /// The counts now, as plain numbers.
+    pub fn snapshot(&self) -> BrokerSnapshot {
+        BrokerSnapshot {
+            heartbeats: self.heartbeats.load(std::sync::atomic::Ordering::Relaxed),
+            heartbeat_failures: self
+                .heartbeat_failures
+                .load(std::sync::atomic::Ordering::Relaxed),
+            lease_epoch: self.lease_epoch.load(std::sync::atomic::Ordering::Relaxed),
+            terms: self.terms.load(std::sync::atomic::Ordering::Relaxed),
+            allocations_written: self
+                .allocations_written
+                .load(std::sync::atomic::Ordering::Relaxed),
+            lease_lost: self.lease_lost.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
 }
 
 /// A node of a distributed broker (seed 003's `DistributedEventBroker`, with `BrokerRole`).

@@ -15,7 +15,9 @@ use parking_lot::Mutex;
 use crate::service::Service;
 use crate::status::ProcessStatus;
 
-pub use distributed::{BrokerCounters, DistributedEventBroker, DistributedEventBrokerSettings};
+pub use distributed::{
+    BrokerCounters, BrokerSnapshot, DistributedEventBroker, DistributedEventBrokerSettings,
+};
 
 /// The sources a subscriber may process now, each with the allocation epoch its checkpoint
 /// writes carry, and until when (a node that could not heartbeat stops by itself).

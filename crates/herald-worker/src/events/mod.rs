@@ -75,14 +75,42 @@ pub enum DomainEventError {
 #[derive(Debug, Default)]
 pub struct DomainEventCounters {
     /// Events accepted by at least one path (durable: committed).
-    pub published: AtomicU64,
+    pub(crate) published: AtomicU64,
     /// Fast-path events that receivers missed because they lagged (summed over receivers).
-    pub dropped: AtomicU64,
+    pub(crate) dropped: AtomicU64,
     /// Publishes that failed (nothing acknowledged).
-    pub failed: AtomicU64,
+    pub(crate) failed: AtomicU64,
     /// Of `dropped`, what the publisher's own receiver (`poll_in_process_events`, the
     /// poller) missed; each [`FastReceiver`] counts its own in [`FastReceiver::missed`].
-    pub dropped_by_poll: AtomicU64,
+    pub(crate) dropped_by_poll: AtomicU64,
+}
+
+/// The domain-event publisher's counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DomainEventSnapshot {
+    /// Events accepted by at least one path (durable: committed).
+    pub published: u64,
+    /// Fast-path events that receivers missed because they lagged (summed over receivers).
+    pub dropped: u64,
+    /// Publishes that failed (nothing acknowledged).
+    pub failed: u64,
+    /// Of `dropped`, what the publisher's own receiver (`poll_in_process_events`, the
+    /// poller) missed; each [`FastReceiver`] counts its own in [`FastReceiver::missed`].
+    pub dropped_by_poll: u64,
+}
+
+impl DomainEventCounters {
+    /// The counts now, as plain numbers.
+    pub fn snapshot(&self) -> DomainEventSnapshot {
+        DomainEventSnapshot {
+            published: self.published.load(std::sync::atomic::Ordering::Relaxed),
+            dropped: self.dropped.load(std::sync::atomic::Ordering::Relaxed),
+            failed: self.failed.load(std::sync::atomic::Ordering::Relaxed),
+            dropped_by_poll: self
+                .dropped_by_poll
+                .load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
 }
 
 /// What a publish did.

@@ -33,11 +33,35 @@ pub fn dead_letter(queue: &QueueName, message: &Message, reason: &str) -> Event 
 #[derive(Debug, Default)]
 pub struct SourceCounters {
     /// Messages whose body was not an envelope, dead-lettered on read.
-    pub malformed: AtomicU64,
+    pub(crate) malformed: AtomicU64,
     /// Settles refused because the message had been read again since (its vt ran out).
-    pub stale: AtomicU64,
+    pub(crate) stale: AtomicU64,
     /// Messages dead-lettered (rejected or malformed).
-    pub dead_lettered: AtomicU64,
+    pub(crate) dead_lettered: AtomicU64,
+}
+
+/// A [`QueueSource`]'s counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SourceSnapshot {
+    /// Messages whose body was not an envelope, dead-lettered on read.
+    pub malformed: u64,
+    /// Settles refused because the message had been read again since (its vt ran out).
+    pub stale: u64,
+    /// Messages dead-lettered (rejected or malformed).
+    pub dead_lettered: u64,
+}
+
+impl SourceCounters {
+    /// The counts now, as plain numbers.
+    pub fn snapshot(&self) -> SourceSnapshot {
+        SourceSnapshot {
+            malformed: self.malformed.load(std::sync::atomic::Ordering::Relaxed),
+            stale: self.stale.load(std::sync::atomic::Ordering::Relaxed),
+            dead_lettered: self
+                .dead_lettered
+                .load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
 }
 
 struct Shared<Q> {
