@@ -1,6 +1,8 @@
 //! The single writer: one thread owns the connection and applies every operation; the
 //! operations waiting when it is free go into one transaction (group commit), each in a
-//! savepoint, and each caller hears back only after the commit.
+//! savepoint, and each caller hears back only after the commit. A transaction of reads only
+//! (leases: vt and read_ct) commits without its fsync; the next durable commit fsyncs the
+//! WAL, reads included.
 
 use std::sync::mpsc;
 
@@ -17,6 +19,9 @@ trait Job: Send {
     fn apply(self: Box<Self>, conn: &Connection) -> Finish;
     /// Answers the caller without applying it (no transaction could be started).
     fn fail(self: Box<Self>, error: &str);
+    /// Whether its commit must be on disk before its caller hears back (everything but a
+    /// read's lease).
+    fn durable(&self) -> bool;
 }
 
 type Work = Box<dyn Job>;
@@ -26,6 +31,7 @@ struct Op<T, F> {
     queue: String,
     f: F,
     reply: oneshot::Sender<Result<T, QueueError>>,
+    durable: bool,
 }
 
 impl<T, F> Job for Op<T, F>
@@ -39,6 +45,7 @@ where
             queue,
             f,
             reply,
+            ..
         } = *self;
         let result = in_savepoint(conn, f);
         Box::new(move |commit_error: Option<&str>| {
@@ -63,6 +70,10 @@ where
             true,
             format!("cannot start a write transaction: {error}"),
         )));
+    }
+
+    fn durable(&self) -> bool {
+        self.durable
     }
 }
 
@@ -94,12 +105,44 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, QueueError> + Send + 'static,
     {
+        self.submit(operation, queue, f, true).await
+    }
+
+    /// As [`Writer::run`] for a read, whose changes are only its lease (vt, read_ct): a
+    /// transaction of such reads alone commits without waiting for the disk. Were it lost in
+    /// a crash, its messages are visible again sooner (a redelivery); a durable commit that
+    /// follows fsyncs the WAL, and this read with it.
+    pub(crate) async fn run_lease<T, F>(
+        &self,
+        operation: &'static str,
+        queue: &str,
+        f: F,
+    ) -> Result<T, QueueError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, QueueError> + Send + 'static,
+    {
+        self.submit(operation, queue, f, false).await
+    }
+
+    async fn submit<T, F>(
+        &self,
+        operation: &'static str,
+        queue: &str,
+        f: F,
+        durable: bool,
+    ) -> Result<T, QueueError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, QueueError> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let work: Work = Box::new(Op {
             operation,
             queue: queue.to_owned(),
             f,
             reply,
+            durable,
         });
         self.tx.send(work).map_err(|_| QueueError::Closed)?;
         answer.await.map_err(|_| QueueError::Closed)?
@@ -138,12 +181,20 @@ fn run(conn: Connection, rx: mpsc::Receiver<Work>, max_batch: usize) {
                 Err(_) => break,
             }
         }
+        // Reads only: this commit need not reach the disk (see `run_lease`).
+        let lease_only = !batch.iter().any(|w| w.durable());
+        if lease_only {
+            let _ = conn.execute_batch("PRAGMA synchronous = NORMAL");
+        }
         let began = conn.execute_batch("BEGIN IMMEDIATE");
         if let Err(e) = began {
             // Another process held the lock past the busy timeout: fail this batch, go on.
             let text = e.to_string();
             for work in batch.drain(..) {
                 work.fail(&text);
+            }
+            if lease_only {
+                let _ = conn.execute_batch("PRAGMA synchronous = FULL");
             }
             continue;
         }
@@ -167,6 +218,9 @@ fn run(conn: Connection, rx: mpsc::Receiver<Work>, max_batch: usize) {
                     finish(Some(&text));
                 }
             }
+        }
+        if lease_only {
+            let _ = conn.execute_batch("PRAGMA synchronous = FULL");
         }
     }
 }

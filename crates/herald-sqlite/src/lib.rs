@@ -23,7 +23,10 @@
 //!
 //! - The file runs in WAL mode with `synchronous = FULL`: every commit fsyncs the WAL, so an
 //!   acknowledged send, settle, delete or archive survives a process crash **and** an OS crash
-//!   or power loss. (`NORMAL` would survive only a process crash.)
+//!   or power loss. (`NORMAL` would survive only a process crash.) The one exception is a
+//!   transaction of reads alone: a read only leases its messages (vt, read_ct), so it commits
+//!   with `NORMAL`; lost in a power cut, its messages are visible again sooner (a redelivery,
+//!   which at-least-once allows), and the next durable commit fsyncs the WAL, reads included.
 //! - One writer thread per store owns the connection and runs every operation. Operations
 //!   that arrive while it commits are applied together in the next transaction (group
 //!   commit: one fsync for all of them), each inside a savepoint so that one failing

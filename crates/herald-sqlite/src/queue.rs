@@ -395,11 +395,15 @@ impl Queue for SqliteStore {
         vt: Duration,
         qty: usize,
     ) -> Result<Vec<Message>, QueueError> {
-        self.run("read", queue, move |c, q| {
-            exists(c, q)?;
-            take_visible(c, q, vt, qty, false)
-        })
-        .await
+        // A read's changes are its lease only: committed without waiting for the disk.
+        let q = queue.to_string();
+        self.inner
+            .writer
+            .run_lease("read", queue.as_str(), move |c| {
+                exists(c, &q)?;
+                take_visible(c, &q, vt, qty, false)
+            })
+            .await
     }
 
     async fn read_with_poll(

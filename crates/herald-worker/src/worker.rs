@@ -17,7 +17,7 @@ use herald::consume::layer::{DeliveryContext, LocalFuture, Middleware, Stack, Te
 use herald::queue::consume::dead_letter;
 use herald::queue::{Message, Queue, QueueError, QueueName, Settled, Settlement};
 use herald::{BoxError, BoxFuture, Bus, Event, Failure, Outcome, RetryPolicy, Subject};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::registry::HandlerRegistry;
@@ -338,6 +338,18 @@ impl<Q: Queue> Worker<Q> {
         let half = u32::try_from(max / 2).unwrap_or(u32::MAX);
         loop {
             while tasks.try_join_next().is_some() {}
+            // A step gives its handler slot back when its handler is done, before its settle
+            // commits, so that the next read overlaps the commit. Steps settling stay bounded:
+            // at most as many as the handler slots again.
+            while tasks.len() >= 4 * max {
+                tokio::select! {
+                    _ = &mut stop => break,
+                    _ = tasks.join_next() => {}
+                }
+            }
+            if tasks.len() >= 4 * max {
+                break;
+            }
             // With most handler slots busy, a read now would fetch a step or two and cost a
             // round trip each: wait a moment (at most 2 ms, the handlers in flight are
             // finishing) for half the slots, so that reads stay batches. A small worker (under
@@ -400,10 +412,7 @@ impl<Q: Queue> Worker<Q> {
                     stack: stack.clone(),
                     origin: origin.clone(),
                 };
-                tasks.spawn(async move {
-                    let _permit = permit;
-                    step.run(message).await;
-                });
+                tasks.spawn(step.run(message, permit));
             }
         }
         let drained = tokio::time::timeout(self.config.drain_timeout, async {
@@ -431,15 +440,23 @@ struct StepRun<Q> {
 }
 
 impl<Q: Queue> StepRun<Q> {
-    async fn run(self, message: Message) {
+    /// Runs one step holding `slot`, its handler slot, until its handler is done.
+    async fn run(self, message: Message, slot: OwnedSemaphorePermit) {
+        let slot = parking_lot::Mutex::new(Some(slot));
         // The one parse: the body into the envelope, its data into the typed step.
         let event = match message.event() {
             Ok(event) => event,
-            Err(e) => return self.sink.bad_input(&message, &e.to_string()).await,
+            Err(e) => {
+                drop(slot.lock().take());
+                return self.sink.bad_input(&message, &e.to_string()).await;
+            }
         };
         let step = match FfiStepEvent::from_data(&event.data) {
             Ok(step) => step,
-            Err(e) => return self.sink.bad_input(&message, &e.to_string()).await,
+            Err(e) => {
+                drop(slot.lock().take());
+                return self.sink.bad_input(&message, &e.to_string()).await;
+            }
         };
         let attempt = u32::try_from(message.read_ct).unwrap_or(1).max(1);
         let event = Arc::new(event);
@@ -456,6 +473,7 @@ impl<Q: Queue> StepRun<Q> {
             message: &message,
             step: &step,
             attempt,
+            slot: &slot,
             settled: parking_lot::Mutex::new(None),
         };
         if self.stack.is_empty() {
@@ -478,6 +496,8 @@ struct Execution<'a, Q> {
     message: &'a Message,
     step: &'a FfiStepEvent,
     attempt: u32,
+    /// The handler slot, given back as the settle starts.
+    slot: &'a parking_lot::Mutex<Option<OwnedSemaphorePermit>>,
     settled: parking_lot::Mutex<Option<Outcome>>,
 }
 
@@ -485,11 +505,14 @@ impl<Q: Queue> Execution<'_, Q> {
     async fn execute(&self) -> Result<(), Failure> {
         let (sink, message, step, attempt) =
             (&self.run.sink, self.message, self.step, self.attempt);
+        let slot = self.slot;
         let Processed { result, settled } = self
             .run
             .executor
-            .process(step, attempt, |result| async move {
-                sink.store_result(message, step, attempt, result).await
+            .process(step, attempt, |result| {
+                // The handler is done: its slot goes back before the settle commits.
+                drop(slot.lock().take());
+                async move { sink.store_result(message, step, attempt, result).await }
             })
             .await;
         *self.settled.lock() = settled;
