@@ -131,56 +131,20 @@ async fn run_on<Q: Queue>(
     store_kind: &'static str,
     file: &HeraldConfig,
 ) -> Result<(), CliError> {
-    let namespace = file.worker.namespace.clone();
-    let concurrency = usize::try_from(file.worker.max_concurrent_handlers).unwrap_or(usize::MAX);
-    let w = &file.worker;
-    let effective = file.clone();
-    if args.enqueue > 0 && !registry(None).is_registered(&args.handler) {
-        return Err(CliError::Usage(format!(
-            "--handler {:?}: no such handler; this binary has {}",
-            args.handler,
-            registry(None).list().join(", ")
-        )));
-    }
-    for _ in 0..args.enqueue {
-        let step = FfiStepEvent::new(args.handler.as_str(), Map::new());
-        enqueue_step(&store, &namespace, &step).await?;
-    }
+    enqueue_asked(&store, &args, &file.worker.namespace).await?;
     let bus = Bus::new();
     // Declared domain events: durable on {namespace}_domain_events of the same store.
     let events = herald_worker::events::DomainEventPublisher::new(
         store.clone(),
-        &namespace,
+        &file.worker.namespace,
         "herald-worker",
         1024,
     )
     .await?;
     let events = Arc::new(events);
     let event_counters = events.counters().clone();
-    let config = WorkerConfig {
-        domain_events: Some(events),
-        namespace: namespace.clone(),
-        worker_id: w.worker_id.clone(),
-        visibility_timeout: Duration::from_secs(args.vt.max(1)),
-        max_concurrent_handlers: concurrency,
-        batch_size: usize::try_from(w.dispatch_buffer_size)
-            .unwrap_or(10)
-            .max(concurrency),
-        poll_wait: Duration::from_millis(w.polling_interval_ms),
-        handler_timeout: Duration::from_millis(w.handler_timeout_ms),
-        ..WorkerConfig::default()
-    };
-    let model = herald_worker::observe::WorkerConfigModel {
-        worker_id: config.worker_id.clone(),
-        namespace: config.namespace.clone(),
-        environment: w.environment.clone(),
-        polling_interval_ms: u64::try_from(config.poll_wait.as_millis()).unwrap_or(u64::MAX),
-        starvation_threshold_ms: w.starvation_threshold_ms,
-        max_concurrent_handlers: config.max_concurrent_handlers as u64,
-        handler_timeout_ms: u64::try_from(config.handler_timeout.as_millis()).unwrap_or(u64::MAX),
-        dispatch_buffer_size: config.batch_size as u64,
-        completion_buffer_size: w.completion_buffer_size,
-    };
+    let config = worker_config(file, &args, events);
+    let model = config_model(file, &config);
     let mut worker = Worker::new(
         store.clone(),
         bus.clone(),
@@ -188,42 +152,16 @@ async fn run_on<Q: Queue>(
         config,
     )
     .await?;
-    let steps = worker.queues().steps.clone();
     let stop = Shutdown::new();
-    let trigger = stop.clone();
-    let until_empty = args.until_empty;
-    let (watch_store, watch_steps) = (store.clone(), steps.clone());
-    // Stops on SIGINT/SIGTERM, or (with --until-empty) once the queue stays empty.
-    let signalled = crate::signal::terminated();
-    let stopper = tokio::spawn(async move {
-        tokio::pin!(signalled);
-        let mut empty_for = 0u32;
-        loop {
-            tokio::select! {
-                _ = &mut signalled => break,
-                _ = tokio::time::sleep(Duration::from_millis(250)), if until_empty => {
-                    let len = watch_store.metrics(&watch_steps).await.map_or(1, |m| m.queue_length);
-                    empty_for = if len == 0 { empty_for + 1 } else { 0 };
-                    if empty_for >= 4 {
-                        break;
-                    }
-                }
-            }
-        }
-        trigger.trigger();
-    });
+    let stopper = stop_on_signal(&store, &worker, args.until_empty, stop.clone());
     let progress = worker.progress();
     let http = Shutdown::new();
-    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let nats = if args.nats {
-        Some(crate::connect::connect_nats_degraded(&file.bus).await?)
-    } else {
-        None
-    };
     if let Some(addr) = &args.http {
-        let addr: std::net::SocketAddr = addr
-            .parse()
-            .map_err(|e| CliError::Usage(format!("--http {addr:?}: expected HOST:PORT ({e})")))?;
+        let nats = if args.nats {
+            Some(crate::connect::connect_nats_degraded(&file.bus).await?)
+        } else {
+            None
+        };
         let observer = super::observe::WorkerObserver {
             store: store.clone(),
             store_kind,
@@ -233,43 +171,15 @@ async fn run_on<Q: Queue>(
             events: event_counters,
             config: model,
             started: std::time::Instant::now(),
-            draining: draining.clone(),
+            draining: draining_flag(&stop),
             stuck_after: Duration::from_secs(300),
             nats,
-            file: Some(effective.clone()),
+            file: Some(file.clone()),
         };
-        let bound = herald_http::serve(addr, Arc::new(observer), &http)
-            .await
-            .map_err(|e| CliError::Other(e.to_string()))?;
-        crate::output::warn_line!("observability on http://{bound}/ (health, livez, readyz, metrics, metrics.json, config)");
+        serve_observer(addr, observer, &http).await?;
     }
-    let d = draining.clone();
-    let stop_signal = stop.clone();
-    tokio::spawn(async move {
-        stop_signal.cancelled().await;
-        d.store(true, std::sync::atomic::Ordering::SeqCst);
-    });
     let started = std::time::Instant::now();
-    let report = {
-        let run = worker.run(stop.cancelled_owned());
-        tokio::pin!(run);
-        let mut tick = tokio::time::interval(Duration::from_secs(2));
-        tick.tick().await;
-        let mut last = String::new();
-        loop {
-            tokio::select! {
-                r = &mut run => break r,
-                // A progress line when something changed, not every tick of an idle worker.
-                _ = tick.tick() => if !args.quiet {
-                    let line = progress_line(&progress.report());
-                    if line != last {
-                        crate::output::warn_line!("{line}");
-                        last = line;
-                    }
-                },
-            }
-        }
-    };
+    let report = run_with_progress(&mut worker, &stop, args.quiet).await;
     stopper.abort();
     let _ = http.shutdown(Duration::from_secs(5)).await;
     let elapsed = started.elapsed().as_secs_f64();
@@ -285,4 +195,151 @@ async fn run_on<Q: Queue>(
         crate::output::warn_line!("{line}");
     }
     Ok(())
+}
+
+/// `--enqueue N --handler H`: N steps for a handler this binary has.
+async fn enqueue_asked<Q: Queue>(
+    store: &Q,
+    args: &WorkerArgs,
+    namespace: &str,
+) -> Result<(), CliError> {
+    if args.enqueue > 0 && !registry(None).is_registered(&args.handler) {
+        return Err(CliError::Usage(format!(
+            "--handler {:?}: no such handler; this binary has {}",
+            args.handler,
+            registry(None).list().join(", ")
+        )));
+    }
+    for _ in 0..args.enqueue {
+        let step = FfiStepEvent::new(args.handler.as_str(), Map::new());
+        enqueue_step(store, namespace, &step).await?;
+    }
+    Ok(())
+}
+
+/// The worker's settings from the config's `[worker]` section and the flags.
+fn worker_config(
+    file: &HeraldConfig,
+    args: &WorkerArgs,
+    events: Arc<dyn herald_worker::events::DomainEventSink>,
+) -> WorkerConfig {
+    let w = &file.worker;
+    let concurrency = usize::try_from(w.max_concurrent_handlers).unwrap_or(usize::MAX);
+    WorkerConfig {
+        domain_events: Some(events),
+        namespace: w.namespace.clone(),
+        worker_id: w.worker_id.clone(),
+        visibility_timeout: Duration::from_secs(args.vt.max(1)),
+        max_concurrent_handlers: concurrency,
+        batch_size: usize::try_from(w.dispatch_buffer_size)
+            .unwrap_or(10)
+            .max(concurrency),
+        poll_wait: Duration::from_millis(w.polling_interval_ms),
+        handler_timeout: Duration::from_millis(w.handler_timeout_ms),
+        ..WorkerConfig::default()
+    }
+}
+
+/// What `/config` shows of the running worker (seed 001's model).
+fn config_model(
+    file: &HeraldConfig,
+    config: &WorkerConfig,
+) -> herald_worker::observe::WorkerConfigModel {
+    let w = &file.worker;
+    herald_worker::observe::WorkerConfigModel {
+        worker_id: config.worker_id.clone(),
+        namespace: config.namespace.clone(),
+        environment: w.environment.clone(),
+        polling_interval_ms: u64::try_from(config.poll_wait.as_millis()).unwrap_or(u64::MAX),
+        starvation_threshold_ms: w.starvation_threshold_ms,
+        max_concurrent_handlers: config.max_concurrent_handlers as u64,
+        handler_timeout_ms: u64::try_from(config.handler_timeout.as_millis()).unwrap_or(u64::MAX),
+        dispatch_buffer_size: config.batch_size as u64,
+        completion_buffer_size: w.completion_buffer_size,
+    }
+}
+
+/// Triggers `stop` on SIGINT/SIGTERM, or (with `until_empty`) once the step queue has stayed
+/// empty for a second.
+fn stop_on_signal<Q: Queue>(
+    store: &Q,
+    worker: &Worker<Q>,
+    until_empty: bool,
+    stop: Shutdown,
+) -> tokio::task::JoinHandle<()> {
+    let (store, steps) = (store.clone(), worker.queues().steps.clone());
+    let signalled = crate::signal::terminated();
+    tokio::spawn(async move {
+        tokio::pin!(signalled);
+        let mut empty_for = 0u32;
+        loop {
+            tokio::select! {
+                _ = &mut signalled => break,
+                _ = tokio::time::sleep(Duration::from_millis(250)), if until_empty => {
+                    let len = store.metrics(&steps).await.map_or(1, |m| m.queue_length);
+                    empty_for = if len == 0 { empty_for + 1 } else { 0 };
+                    if empty_for >= 4 {
+                        break;
+                    }
+                }
+            }
+        }
+        stop.trigger();
+    })
+}
+
+/// A flag that turns true once `stop` is triggered (readiness reports draining).
+fn draining_flag(stop: &Shutdown) -> Arc<std::sync::atomic::AtomicBool> {
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (d, stop) = (draining.clone(), stop.clone());
+    tokio::spawn(async move {
+        stop.cancelled().await;
+        d.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    draining
+}
+
+/// Serves health, metrics and config on `addr` until `http` shuts down.
+async fn serve_observer<Q: Queue>(
+    addr: &str,
+    observer: super::observe::WorkerObserver<Q>,
+    http: &Shutdown,
+) -> Result<(), CliError> {
+    let addr: std::net::SocketAddr = addr
+        .parse()
+        .map_err(|e| CliError::Usage(format!("--http {addr:?}: expected HOST:PORT ({e})")))?;
+    let bound = herald_http::serve(addr, Arc::new(observer), http)
+        .await
+        .map_err(|e| CliError::Other(e.to_string()))?;
+    crate::output::warn_line!(
+        "observability on http://{bound}/ (health, livez, readyz, metrics, metrics.json, config)"
+    );
+    Ok(())
+}
+
+/// Runs the worker until `stop`, printing a progress line when something changed.
+async fn run_with_progress<Q: Queue>(
+    worker: &mut Worker<Q>,
+    stop: &Shutdown,
+    quiet: bool,
+) -> WorkerReport {
+    let progress = worker.progress();
+    let run = worker.run(stop.cancelled_owned());
+    tokio::pin!(run);
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    tick.tick().await;
+    let mut last = String::new();
+    loop {
+        tokio::select! {
+            r = &mut run => return r,
+            // A progress line when something changed, not every tick of an idle worker.
+            _ = tick.tick() => if !quiet {
+                let line = progress_line(&progress.report());
+                if line != last {
+                    crate::output::warn_line!("{line}");
+                    last = line;
+                }
+            },
+        }
+    }
 }

@@ -13,7 +13,9 @@ use herald_sqlite::SqliteStore;
 use herald_worker::events::{
     DomainEventPublisher, InProcessDomainEventPoller, DOMAIN_EVENT_RECEIVED,
 };
-use herald_worker::{enqueue_step, FfiStepEvent, StepExecutionResult, Worker, WorkerConfig};
+use herald_worker::{
+    enqueue_step, FfiStepEvent, StepExecutionResult, StepQueues, Worker, WorkerConfig,
+};
 use parking_lot::Mutex;
 use serde_json::{json, Map, Value};
 
@@ -78,23 +80,7 @@ async fn run_in(
         ..WorkerConfig::default()
     };
     let completed: Arc<Mutex<Vec<String>>> = Default::default();
-    let c = completed.clone();
-    let _watch = bus.subscribe(
-        "step.completion.sent",
-        sync_handler(move |e: &Event| {
-            let r: Result<StepExecutionResult, _> =
-                serde_json::from_value(Value::Object(e.data.clone()));
-            if let Ok(r) = r {
-                let how = match &r.error {
-                    None => format!("success {}", Value::Object(r.output.clone())),
-                    Some(err) => format!("failure {}: {}", err.error_type, err.message),
-                };
-                let id = r.step_uuid.simple().to_string();
-                c.lock()
-                    .push(format!("  step …{} -> {how}", &id[id.len() - 8..]));
-            }
-        }),
-    )?;
+    let _watch = watch_completions(bus, completed.clone())?;
     let mut worker = Worker::new(
         store.clone(),
         bus.clone(),
@@ -103,43 +89,13 @@ async fn run_in(
     )
     .await?;
     let queues = worker.queues().clone();
-    let mut plan: Vec<(&str, Map<String, Value>, u32)> = vec![
-        ("demo.sum", numbers(&[1, 2, 3]), 3),
-        ("demo.sum", numbers(&[40, 2]), 3),
-        ("demo.sum", numbers(&[]), 3),
-        ("demo.noop", Map::new(), 3),
-        ("demo.flaky", Map::new(), 3),
-        ("demo.flaky", Map::new(), 3),
-        ("demo.unknown", Map::new(), 3),
-        ("demo.panic", Map::new(), 1),
-    ];
-    for (handler, input, max_retries) in plan.drain(..) {
-        let mut step = FfiStepEvent::new(handler, input);
-        step.execution_event.max_retries = max_retries;
-        enqueue_step(&store, "demo", &step).await?;
-    }
-    store.send_raw(&queues.steps, "this is not a step").await?;
+    enqueue_plan(&store, &queues).await?;
     let steps = 8;
     say(format!(
         "worker: {steps} steps and 1 malformed message enqueued on {url}"
     ))?;
     let stop = Shutdown::new();
-    let trigger = stop.clone();
-    let (s, q) = (store.clone(), queues.clone());
-    let watcher = tokio::spawn(async move {
-        for _ in 0..600 {
-            let results = s.metrics(&q.results).await.map_or(0, |m| m.queue_length);
-            let dead = s
-                .metrics(&q.dead_letters)
-                .await
-                .map_or(0, |m| m.queue_length);
-            if results >= 8 && dead >= 2 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        trigger.trigger();
-    });
+    let watcher = stop_when_settled(&store, &queues, stop.clone());
     let progress = worker.progress();
     let started = std::time::Instant::now();
     let report = worker.run(stop.cancelled_owned()).await;
@@ -166,16 +122,7 @@ async fn run_in(
     let dead = store
         .read(&queues.dead_letters, Duration::from_secs(60), 100)
         .await?;
-    let reasons: Vec<String> = dead
-        .iter()
-        .filter_map(|m| m.event().ok())
-        .map(|e| {
-            e.metadata["dead_letter"]["reason"]
-                .as_str()
-                .unwrap_or("?")
-                .to_owned()
-        })
-        .collect();
+    let reasons = reasons(&dead);
     let mut lines = vec![
         format!(
             "worker (embedded SQLite): {} steps, {} results stored (one per step), {}",
@@ -193,7 +140,108 @@ async fn run_in(
             poller.emitted()
         ),
     ];
-    // Health and metrics: the same JSON `herald serve` answers on /health and /metrics.json.
+    let detail = observe_lines(&store, &queues, bus, progress, &events, started, &mut lines).await;
+    let ok = results.len() == steps
+        && dead.len() == 2
+        && report.succeeded == 6
+        && report.domain_events_published == 3;
+    Ok(WorkerSummary { lines, detail, ok })
+}
+
+/// Collects the bus's `step.completion.sent` announcements as lines.
+fn watch_completions(
+    bus: &Bus,
+    completed: Arc<Mutex<Vec<String>>>,
+) -> Result<herald::Subscription, CliError> {
+    Ok(bus.subscribe(
+        "step.completion.sent",
+        sync_handler(move |e: &Event| {
+            let r: Result<StepExecutionResult, _> =
+                serde_json::from_value(Value::Object(e.data.clone()));
+            if let Ok(r) = r {
+                let how = match &r.error {
+                    None => format!("success {}", Value::Object(r.output.clone())),
+                    Some(err) => format!("failure {}: {}", err.error_type, err.message),
+                };
+                let id = r.step_uuid.simple().to_string();
+                completed
+                    .lock()
+                    .push(format!("  step …{} -> {how}", &id[id.len() - 8..]));
+            }
+        }),
+    )?)
+}
+
+/// The demo's eight steps (sums, a no-op, two flaky ones, an unknown handler, one that
+/// panics) and one message that is not a step.
+async fn enqueue_plan(store: &SqliteStore, queues: &StepQueues) -> Result<(), CliError> {
+    let mut plan: Vec<(&str, Map<String, Value>, u32)> = vec![
+        ("demo.sum", numbers(&[1, 2, 3]), 3),
+        ("demo.sum", numbers(&[40, 2]), 3),
+        ("demo.sum", numbers(&[]), 3),
+        ("demo.noop", Map::new(), 3),
+        ("demo.flaky", Map::new(), 3),
+        ("demo.flaky", Map::new(), 3),
+        ("demo.unknown", Map::new(), 3),
+        ("demo.panic", Map::new(), 1),
+    ];
+    for (handler, input, max_retries) in plan.drain(..) {
+        let mut step = FfiStepEvent::new(handler, input);
+        step.execution_event.max_retries = max_retries;
+        enqueue_step(store, "demo", &step).await?;
+    }
+    store.send_raw(&queues.steps, "this is not a step").await?;
+    Ok(())
+}
+
+/// Triggers `stop` once every step has its result and both dead letters are in (or after
+/// 30 s).
+fn stop_when_settled(
+    store: &SqliteStore,
+    queues: &StepQueues,
+    trigger: Shutdown,
+) -> tokio::task::JoinHandle<()> {
+    let (s, q) = (store.clone(), queues.clone());
+    tokio::spawn(async move {
+        for _ in 0..600 {
+            let results = s.metrics(&q.results).await.map_or(0, |m| m.queue_length);
+            let dead = s
+                .metrics(&q.dead_letters)
+                .await
+                .map_or(0, |m| m.queue_length);
+            if results >= 8 && dead >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        trigger.trigger();
+    })
+}
+
+/// The reason of each dead letter.
+fn reasons(dead: &[herald::queue::Message]) -> Vec<String> {
+    dead.iter()
+        .filter_map(|m| m.event().ok())
+        .map(|e| {
+            e.metadata["dead_letter"]["reason"]
+                .as_str()
+                .unwrap_or("?")
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Health and metrics: the same JSON `herald serve` answers on /health and /metrics.json; a
+/// summary line goes to `lines`, the JSON is returned.
+async fn observe_lines(
+    store: &SqliteStore,
+    queues: &StepQueues,
+    bus: &Bus,
+    progress: herald_worker::Progress,
+    events: &DomainEventPublisher<SqliteStore>,
+    started: std::time::Instant,
+    lines: &mut Vec<String>,
+) -> Vec<String> {
     let observer = crate::commands::observe::WorkerObserver {
         store: store.clone(),
         store_kind: "sqlite",
@@ -227,10 +275,5 @@ async fn run_in(
         metrics["steps_succeeded"],
         metrics["steps_failed"]
     ));
-    let detail = vec![format!("health: {health}"), format!("metrics: {metrics}")];
-    let ok = results.len() == steps
-        && dead.len() == 2
-        && report.succeeded == 6
-        && report.domain_events_published == 3;
-    Ok(WorkerSummary { lines, detail, ok })
+    vec![format!("health: {health}"), format!("metrics: {metrics}")]
 }
