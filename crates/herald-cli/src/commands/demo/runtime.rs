@@ -43,38 +43,7 @@ async fn run_in(
     say: &dyn Fn(String) -> Result<(), CliError>,
 ) -> Result<WorkerSummary, CliError> {
     let store = SqliteStore::open(url).await?;
-    for i in 0..ORDERS {
-        let stream = StreamName::new(&format!("order-{}", i % 4))?;
-        let mut e = Event::new(Subject::new("order.placed")?).with_data(
-            json!({"amount": 10 + i})
-                .as_object()
-                .cloned()
-                .unwrap_or_default(),
-        );
-        if i == 7 {
-            e = Event::new(Subject::new("order.placed")?).with_data(
-                json!({"amount": "lots"})
-                    .as_object()
-                    .cloned()
-                    .unwrap_or_default(),
-            );
-        }
-        store.append(&stream, &[e], WriteCondition::Any).await?;
-    }
-    for i in 0..USERS {
-        let stream = StreamName::new(&format!("user-{i}"))?;
-        store
-            .append(
-                &stream,
-                &[Event::new(Subject::new("user.joined")?)],
-                WriteCondition::NoStream,
-            )
-            .await?;
-    }
-    say(format!(
-        "runtime: appended {} events to order-* and user-* (one order carries a poisoned amount)",
-        ORDERS + USERS
-    ))?;
+    append_events(&store, say).await?;
 
     let settings =
         DistributedEventBrokerSettings::fast(BrokerRole::Full, Duration::from_millis(50));
@@ -91,53 +60,9 @@ async fn run_in(
         Some(defaults),
     );
 
-    // Consumer 1: sums order amounts; a non-numeric amount is an error.
     let total = Arc::new(AtomicI64::new(0));
-    let t = total.clone();
-    let totals = EventSubscriptionConsumer::new(
-        store.clone(),
-        "order-totals",
-        &["order"],
-        move |e: StoredEvent| {
-            let t = t.clone();
-            async move {
-                let ev = e.event()?;
-                let amount = ev
-                    .data
-                    .get("amount")
-                    .and_then(serde_json::Value::as_i64)
-                    .ok_or_else(|| -> BoxError {
-                        format!("amount is not a number in {}@{}", e.stream, e.position).into()
-                    })?;
-                t.fetch_add(amount, Ordering::Relaxed);
-                Ok::<(), BoxError>(())
-            }
-        },
-        ConsumerSettings {
-            checkpoint_every: 5,
-            ..ConsumerSettings::default()
-        },
-    )
-    .map_err(other)?;
-    // Consumer 2: the idempotent per-category counts projection over both categories.
-    let seen = Arc::new(AtomicU64::new(0));
-    let (s2, c2) = (store.clone(), seen.clone());
-    let audit = EventSubscriptionConsumer::new(
-        store.clone(),
-        "audit",
-        &["order", "user"],
-        move |e: StoredEvent| {
-            let (s2, c2) = (s2.clone(), c2.clone());
-            async move {
-                s2.count_event("audit", e.category(), e.global_position)
-                    .await?;
-                c2.fetch_add(1, Ordering::Relaxed);
-                Ok::<(), BoxError>(())
-            }
-        },
-        ConsumerSettings::default(),
-    )
-    .map_err(other)?;
+    let totals = totals_consumer(&store, total.clone())?;
+    let audit = audit_consumer(&store)?;
     runtime
         .register_subscription_consumer(Arc::new(totals), None)
         .map_err(other)?;
@@ -145,53 +70,10 @@ async fn run_in(
         .register_subscription_consumer(Arc::new(audit), None)
         .map_err(other)?;
     runtime.start().map_err(other)?;
-    let last_order = store
-        .read_category("order", 0, 1000)
-        .await?
-        .last()
-        .map_or(0, |e| e.global_position);
-    let last_user = store
-        .read_category("user", 0, 1000)
-        .await?
-        .last()
-        .map_or(0, |e| e.global_position);
-    let started = Instant::now();
-    let done = loop {
-        let cp = |c: &str, s: &str| {
-            let store = store.clone();
-            let (c, s) = (c.to_owned(), s.to_owned());
-            async move {
-                store
-                    .checkpoint(&c, &s)
-                    .await
-                    .ok()
-                    .flatten()
-                    .map_or(0, |(p, _)| p)
-            }
-        };
-        if cp("order-totals", "order").await >= last_order
-            && cp("audit", "order").await >= last_order
-            && cp("audit", "user").await >= last_user
-        {
-            break true;
-        }
-        if started.elapsed() > Duration::from_secs(20) {
-            break false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let done = caught_up(&store).await?;
     let report = runtime.stop(Duration::from_secs(5)).await;
     let letters = store.read_category(DEAD_LETTER_CATEGORY, 0, 100).await?;
-    let reasons: Vec<String> = letters
-        .iter()
-        .filter_map(|l| l.event().ok())
-        .filter_map(|e| {
-            e.metadata
-                .get("dead_letter")
-                .and_then(|d| d["reason"].as_str())
-                .map(str::to_owned)
-        })
-        .collect();
+    let reasons = reasons(&letters);
     let counts = store.counts("audit").await?;
     let snap = store.snapshot(Duration::from_secs(60)).await?;
     let expected_total: i64 = (0..ORDERS).filter(|i| *i != 7).map(|i| 10 + i).sum();
@@ -229,4 +111,154 @@ async fn run_in(
         detail: Vec::new(),
         ok,
     })
+}
+
+/// The demo's events: orders over four streams (one with a poisoned amount) and users.
+async fn append_events(
+    store: &SqliteStore,
+    say: &dyn Fn(String) -> Result<(), CliError>,
+) -> Result<(), CliError> {
+    for i in 0..ORDERS {
+        let stream = StreamName::new(&format!("order-{}", i % 4))?;
+        let mut e = Event::new(Subject::new("order.placed")?).with_data(
+            json!({"amount": 10 + i})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        );
+        if i == 7 {
+            e = Event::new(Subject::new("order.placed")?).with_data(
+                json!({"amount": "lots"})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+        }
+        store.append(&stream, &[e], WriteCondition::Any).await?;
+    }
+    for i in 0..USERS {
+        let stream = StreamName::new(&format!("user-{i}"))?;
+        store
+            .append(
+                &stream,
+                &[Event::new(Subject::new("user.joined")?)],
+                WriteCondition::NoStream,
+            )
+            .await?;
+    }
+    say(format!(
+        "runtime: appended {} events to order-* and user-* (one order carries a poisoned amount)",
+        ORDERS + USERS
+    ))?;
+    Ok(())
+}
+
+/// Consumer 1: sums order amounts into `total`; a non-numeric amount is an error.
+fn totals_consumer(
+    store: &SqliteStore,
+    total: Arc<AtomicI64>,
+) -> Result<EventSubscriptionConsumer<SqliteStore>, CliError> {
+    let t = total;
+    EventSubscriptionConsumer::new(
+        store.clone(),
+        "order-totals",
+        &["order"],
+        move |e: StoredEvent| {
+            let t = t.clone();
+            async move {
+                let ev = e.event()?;
+                let amount = ev
+                    .data
+                    .get("amount")
+                    .and_then(serde_json::Value::as_i64)
+                    .ok_or_else(|| -> BoxError {
+                        format!("amount is not a number in {}@{}", e.stream, e.position).into()
+                    })?;
+                t.fetch_add(amount, Ordering::Relaxed);
+                Ok::<(), BoxError>(())
+            }
+        },
+        ConsumerSettings {
+            checkpoint_every: 5,
+            ..ConsumerSettings::default()
+        },
+    )
+    .map_err(other)
+}
+
+/// Consumer 2: the idempotent per-category counts projection over both categories.
+fn audit_consumer(store: &SqliteStore) -> Result<EventSubscriptionConsumer<SqliteStore>, CliError> {
+    let seen = Arc::new(AtomicU64::new(0));
+    let (s2, c2) = (store.clone(), seen.clone());
+    EventSubscriptionConsumer::new(
+        store.clone(),
+        "audit",
+        &["order", "user"],
+        move |e: StoredEvent| {
+            let (s2, c2) = (s2.clone(), c2.clone());
+            async move {
+                s2.count_event("audit", e.category(), e.global_position)
+                    .await?;
+                c2.fetch_add(1, Ordering::Relaxed);
+                Ok::<(), BoxError>(())
+            }
+        },
+        ConsumerSettings::default(),
+    )
+    .map_err(other)
+}
+
+/// Waits (up to 20 s) until every consumer's checkpoint reaches the last event of its
+/// source; whether they did.
+async fn caught_up(store: &SqliteStore) -> Result<bool, CliError> {
+    let last_order = store
+        .read_category("order", 0, 1000)
+        .await?
+        .last()
+        .map_or(0, |e| e.global_position);
+    let last_user = store
+        .read_category("user", 0, 1000)
+        .await?
+        .last()
+        .map_or(0, |e| e.global_position);
+    let started = Instant::now();
+    let done = loop {
+        let cp = |c: &str, s: &str| {
+            let store = store.clone();
+            let (c, s) = (c.to_owned(), s.to_owned());
+            async move {
+                store
+                    .checkpoint(&c, &s)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map_or(0, |(p, _)| p)
+            }
+        };
+        if cp("order-totals", "order").await >= last_order
+            && cp("audit", "order").await >= last_order
+            && cp("audit", "user").await >= last_user
+        {
+            break true;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    Ok(done)
+}
+
+/// The reason of each dead letter.
+fn reasons(letters: &[StoredEvent]) -> Vec<String> {
+    letters
+        .iter()
+        .filter_map(|l| l.event().ok())
+        .filter_map(|e| {
+            e.metadata
+                .get("dead_letter")
+                .and_then(|d| d["reason"].as_str())
+                .map(str::to_owned)
+        })
+        .collect()
 }
