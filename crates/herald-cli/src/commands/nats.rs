@@ -105,34 +105,7 @@ pub(crate) async fn publish(args: PubArgs, bus: &str) -> Result<(), CliError> {
         js.stream_for(subject.as_str()).await?;
     }
     let (mut published, mut bad, mut retried) = (0u64, 0u64, 0u64);
-    let (tx, mut rx) =
-        tokio::sync::mpsc::channel::<(usize, Result<serde_json::Map<String, Value>, CliError>)>(64);
-    match single {
-        Some(data) => {
-            let _ = tx.send((0, Ok(data))).await;
-            drop(tx);
-        }
-        None => {
-            // stdin is read on a thread of its own, one line at a time, as it arrives.
-            std::thread::spawn(move || {
-                for (n, line) in std::io::stdin().lock().lines().enumerate() {
-                    let item = match line {
-                        Ok(l) if l.trim().is_empty() => continue,
-                        Ok(l) if l == "-" => Err(CliError::Usage(format!(
-                            "stdin line {}: DATA is not valid JSON: `-`",
-                            n + 1
-                        ))),
-                        Ok(l) => parse_data(Some(&l), &format!("stdin line {}", n + 1)),
-                        Err(e) => Err(CliError::Other(format!("reading stdin: {e}"))),
-                    };
-                    let stop = matches!(item, Err(CliError::Other(_)));
-                    if tx.blocking_send((n + 1, item)).is_err() || stop {
-                        break;
-                    }
-                }
-            });
-        }
-    }
+    let mut rx = data_lines(single).await;
     'all: while let Some((line, item)) = rx.recv().await {
         let data = match item {
             Ok(d) => d,
@@ -161,17 +134,9 @@ pub(crate) async fn publish(args: PubArgs, bus: &str) -> Result<(), CliError> {
         for _ in 0..args.count {
             let e = make(&data);
             if args.js {
-                let (ack, retries) = js.publish_retrying(&e, JS_RETRY_FOR).await?;
-                if retries > 0 {
-                    crate::output::warn_line!(
-                        "herald pub: {} acknowledged after {retries} retry(ies) with the same id",
-                        e.event_id().unwrap_or("?")
-                    );
-                }
+                let (printed, retries) = publish_acked(&js, &e).await?;
                 retried += u64::from(retries);
-                let mut v = serde_json::to_value(&ack).unwrap_or_default();
-                v["event_id"] = Value::from(e.event_id().unwrap_or_default());
-                if !print_line(&v.to_string())? {
+                if !printed {
                     break 'all;
                 }
             } else {
@@ -181,25 +146,7 @@ pub(crate) async fn publish(args: PubArgs, bus: &str) -> Result<(), CliError> {
         }
     }
     flush_within(&nats, published).await?;
-    crate::output::warn_line!(
-        "published {} event(s) to {subject}{}{}{}",
-        published,
-        if args.js {
-            " (JetStream, acknowledged)"
-        } else {
-            ""
-        },
-        if retried > 0 {
-            format!("; {retried} retry(ies) with the same id")
-        } else {
-            String::new()
-        },
-        if bad > 0 {
-            format!("; {bad} bad line(s) skipped")
-        } else {
-            String::new()
-        }
-    );
+    crate::output::warn_line!("{}", summary(published, &subject, args.js, retried, bad));
     if bad > 0 {
         return Err(CliError::Usage(format!(
             "{bad} input line(s) were not published (named above)"
@@ -377,4 +324,76 @@ mod erased {
             serde_json::to_string(self).unwrap_or_default()
         }
     }
+}
+
+/// One DATA item per line number: the single DATA (line 0), or each line of stdin as it
+/// arrives, read on a thread of its own (a bad line is an error item; a read error ends it).
+async fn data_lines(single: Option<serde_json::Map<String, Value>>) -> DataLines {
+    let (tx, rx) =
+        tokio::sync::mpsc::channel::<(usize, Result<serde_json::Map<String, Value>, CliError>)>(64);
+    match single {
+        Some(data) => {
+            let _ = tx.send((0, Ok(data))).await;
+            drop(tx);
+        }
+        None => {
+            // stdin is read on a thread of its own, one line at a time, as it arrives.
+            std::thread::spawn(move || {
+                for (n, line) in std::io::stdin().lock().lines().enumerate() {
+                    let item = match line {
+                        Ok(l) if l.trim().is_empty() => continue,
+                        Ok(l) if l == "-" => Err(CliError::Usage(format!(
+                            "stdin line {}: DATA is not valid JSON: `-`",
+                            n + 1
+                        ))),
+                        Ok(l) => parse_data(Some(&l), &format!("stdin line {}", n + 1)),
+                        Err(e) => Err(CliError::Other(format!("reading stdin: {e}"))),
+                    };
+                    let stop = matches!(item, Err(CliError::Other(_)));
+                    if tx.blocking_send((n + 1, item)).is_err() || stop {
+                        break;
+                    }
+                }
+            });
+        }
+    }
+    rx
+}
+
+/// What `data_lines` yields: a line number and its DATA, or why it is not DATA.
+type DataLines =
+    tokio::sync::mpsc::Receiver<(usize, Result<serde_json::Map<String, Value>, CliError>)>;
+
+/// Publishes `e` to JetStream until acknowledged (retrying with the same id) and prints its
+/// ack; whether the ack was printed (false: stdout is closed) and the retries it took.
+async fn publish_acked(js: &herald_nats::JetStream, e: &Event) -> Result<(bool, u32), CliError> {
+    let (ack, retries) = js.publish_retrying(e, JS_RETRY_FOR).await?;
+    if retries > 0 {
+        crate::output::warn_line!(
+            "herald pub: {} acknowledged after {retries} retry(ies) with the same id",
+            e.event_id().unwrap_or("?")
+        );
+    }
+    let mut v = serde_json::to_value(&ack).unwrap_or_default();
+    v["event_id"] = Value::from(e.event_id().unwrap_or_default());
+    Ok((print_line(&v.to_string())?, retries))
+}
+
+/// The closing line of `herald pub`.
+fn summary(published: u64, subject: &Subject, js: bool, retried: u64, bad: u64) -> String {
+    format!(
+        "published {} event(s) to {subject}{}{}{}",
+        published,
+        if js { " (JetStream, acknowledged)" } else { "" },
+        if retried > 0 {
+            format!("; {retried} retry(ies) with the same id")
+        } else {
+            String::new()
+        },
+        if bad > 0 {
+            format!("; {bad} bad line(s) skipped")
+        } else {
+            String::new()
+        }
+    )
 }
