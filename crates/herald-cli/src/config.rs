@@ -29,20 +29,9 @@ pub(crate) struct HeraldConfig {
     pub(crate) sources: std::collections::BTreeMap<String, String>,
 }
 
-/// Seed 001's `WorkerConfig`, as a config section.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(crate) struct WorkerSection {
-    pub(crate) worker_id: String,
-    pub(crate) namespace: String,
-    pub(crate) environment: String,
-    pub(crate) polling_interval_ms: u64,
-    pub(crate) starvation_threshold_ms: u64,
-    pub(crate) max_concurrent_handlers: u64,
-    pub(crate) handler_timeout_ms: u64,
-    pub(crate) dispatch_buffer_size: u64,
-    pub(crate) completion_buffer_size: u64,
-}
+/// Seed 001's `WorkerConfig`, as a config section: herald-worker owns it (its keys, its
+/// defaults, its validation).
+pub(crate) type WorkerSection = herald_worker::WorkerSettings;
 
 /// `herald node`'s settings; its flags override them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,22 +83,6 @@ impl Default for HeraldConfig {
             http: HttpSection::default(),
             node: NodeSection::default(),
             sources: std::collections::BTreeMap::new(),
-        }
-    }
-}
-
-impl Default for WorkerSection {
-    fn default() -> Self {
-        WorkerSection {
-            worker_id: format!("herald-worker-{}", std::process::id()),
-            namespace: "default".into(),
-            environment: "development".into(),
-            polling_interval_ms: 1000,
-            starvation_threshold_ms: 30_000,
-            max_concurrent_handlers: 10,
-            handler_timeout_ms: 30_000,
-            dispatch_buffer_size: 10,
-            completion_buffer_size: 512,
         }
     }
 }
@@ -471,28 +444,10 @@ impl HeraldConfig {
     /// names the key and where its value came from.
     pub(crate) fn validate(&self) -> Result<(), CliError> {
         let at = |key: &str| self.blame(key);
-        let w = &self.worker;
-        for (key, v) in [
-            ("worker.polling_interval_ms", w.polling_interval_ms),
-            ("worker.starvation_threshold_ms", w.starvation_threshold_ms),
-            ("worker.max_concurrent_handlers", w.max_concurrent_handlers),
-            ("worker.handler_timeout_ms", w.handler_timeout_ms),
-            ("worker.dispatch_buffer_size", w.dispatch_buffer_size),
-            ("worker.completion_buffer_size", w.completion_buffer_size),
-        ] {
-            if v == 0 {
-                return Err(bad(key, &at(key), "must be at least 1"));
-            }
-        }
-        herald_worker::StepQueues::of(&w.namespace)
-            .map_err(|e| bad("worker.namespace", &at("worker.namespace"), e))?;
-        if w.worker_id.trim().is_empty() {
-            return Err(bad(
-                "worker.worker_id",
-                &at("worker.worker_id"),
-                "must not be empty",
-            ));
-        }
+        self.worker.validate().map_err(|e| {
+            let key = format!("worker.{}", e.key);
+            bad(&key, &at(&key), e.reason)
+        })?;
         self.validate_node()?;
         self.http
             .addr

@@ -30,6 +30,7 @@ pub mod events;
 mod handler;
 pub mod observe;
 mod registry;
+mod settings;
 mod step;
 mod subscriber;
 mod worker;
@@ -39,6 +40,7 @@ pub use inventory;
 
 pub use handler::{step_handler_fn, FnHandler, StepFuture, StepHandler};
 pub use registry::{HandlerFactory, HandlerRegistration, HandlerRegistry, ResolveError};
+pub use settings::{SettingsError, WorkerSettings};
 pub use step::{
     DeclaredEvent, EventCondition, FfiStepEvent, StepContext, StepError, StepExecutionEvent,
     StepExecutionResult, StepHandlerResult, StepParseError,

@@ -6,6 +6,8 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::settings::WorkerSettings;
+
 use crate::events::DomainEventCounters;
 use crate::worker::Progress;
 
@@ -53,28 +55,9 @@ pub struct WorkerMetrics {
     pub ffi_errors: u64,
 }
 
-/// Seed 001's `WorkerConfig`: what `/config` serves.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WorkerConfigModel {
-    /// The worker.
-    pub worker_id: String,
-    /// Its namespace (queue prefix).
-    pub namespace: String,
-    /// `development`, `production`, ...
-    pub environment: String,
-    /// How long a read waits for a step.
-    pub polling_interval_ms: u64,
-    /// A worker idle this long while steps wait is starved.
-    pub starvation_threshold_ms: u64,
-    /// Handlers at once.
-    pub max_concurrent_handlers: u64,
-    /// A handler's time limit.
-    pub handler_timeout_ms: u64,
-    /// Steps read at once.
-    pub dispatch_buffer_size: u64,
-    /// Results committed at once at most (the store's group commit).
-    pub completion_buffer_size: u64,
-}
+/// Seed 001's `WorkerConfig`: what `/config` serves, and the `[worker]` config section
+/// (the same fields, see [`WorkerSettings`]).
+pub type WorkerConfigModel = crate::settings::WorkerSettings;
 
 impl Progress {
     /// The metrics now, for a worker started at `started` with `max_concurrent` slots.

@@ -144,7 +144,7 @@ async fn run_on<Q: Queue>(
     let events = Arc::new(events);
     let event_counters = events.counters().clone();
     let config = worker_config(file, &args, events);
-    let model = config_model(file, &config);
+    let model = file.worker.running(&config);
     let mut worker = Worker::new(
         store.clone(),
         bus.clone(),
@@ -223,39 +223,10 @@ fn worker_config(
     args: &WorkerArgs,
     events: Arc<dyn herald_worker::events::DomainEventSink>,
 ) -> WorkerConfig {
-    let w = &file.worker;
-    let concurrency = usize::try_from(w.max_concurrent_handlers).unwrap_or(usize::MAX);
     WorkerConfig {
         domain_events: Some(events),
-        namespace: w.namespace.clone(),
-        worker_id: w.worker_id.clone(),
         visibility_timeout: Duration::from_secs(args.vt.max(1)),
-        max_concurrent_handlers: concurrency,
-        batch_size: usize::try_from(w.dispatch_buffer_size)
-            .unwrap_or(10)
-            .max(concurrency),
-        poll_wait: Duration::from_millis(w.polling_interval_ms),
-        handler_timeout: Duration::from_millis(w.handler_timeout_ms),
-        ..WorkerConfig::default()
-    }
-}
-
-/// What `/config` shows of the running worker (seed 001's model).
-fn config_model(
-    file: &HeraldConfig,
-    config: &WorkerConfig,
-) -> herald_worker::observe::WorkerConfigModel {
-    let w = &file.worker;
-    herald_worker::observe::WorkerConfigModel {
-        worker_id: config.worker_id.clone(),
-        namespace: config.namespace.clone(),
-        environment: w.environment.clone(),
-        polling_interval_ms: u64::try_from(config.poll_wait.as_millis()).unwrap_or(u64::MAX),
-        starvation_threshold_ms: w.starvation_threshold_ms,
-        max_concurrent_handlers: config.max_concurrent_handlers as u64,
-        handler_timeout_ms: u64::try_from(config.handler_timeout.as_millis()).unwrap_or(u64::MAX),
-        dispatch_buffer_size: config.batch_size as u64,
-        completion_buffer_size: w.completion_buffer_size,
+        ..file.worker.to_config()
     }
 }
 

@@ -15,6 +15,7 @@ use herald_worker::events::{
 };
 use herald_worker::{
     enqueue_step, FfiStepEvent, StepExecutionResult, StepQueues, Worker, WorkerConfig,
+    WorkerSettings,
 };
 use parking_lot::Mutex;
 use serde_json::{json, Map, Value};
@@ -72,12 +73,8 @@ async fn run_in(
     poller.start().map_err(|e| CliError::Other(e.to_string()))?;
     let config = WorkerConfig {
         domain_events: Some(events.clone()),
-        namespace: "demo".into(),
-        worker_id: "demo-worker".into(),
-        poll_wait: Duration::from_millis(100),
         retry_backoff: Duration::from_millis(100),
-        handler_timeout: Duration::from_secs(5),
-        ..WorkerConfig::default()
+        ..settings().to_config()
     };
     let completed: Arc<Mutex<Vec<String>>> = Default::default();
     let _watch = watch_completions(bus, completed.clone())?;
@@ -249,17 +246,7 @@ async fn observe_lines(
         bus: bus.clone(),
         progress,
         events: events.counters().clone(),
-        config: herald_worker::observe::WorkerConfigModel {
-            worker_id: "demo-worker".into(),
-            namespace: "demo".into(),
-            environment: "demo".into(),
-            polling_interval_ms: 100,
-            starvation_threshold_ms: 30_000,
-            max_concurrent_handlers: 10,
-            handler_timeout_ms: 5_000,
-            dispatch_buffer_size: 10,
-            completion_buffer_size: 512,
-        },
+        config: settings().running(&settings().to_config()),
         started,
         draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         stuck_after: Duration::from_secs(300),
@@ -276,4 +263,16 @@ async fn observe_lines(
         metrics["steps_failed"]
     ));
     vec![format!("health: {health}"), format!("metrics: {metrics}")]
+}
+
+/// The demo worker's settings (seed 001's section): quick polls and a 5 s handler limit.
+fn settings() -> WorkerSettings {
+    WorkerSettings {
+        worker_id: "demo-worker".into(),
+        namespace: "demo".into(),
+        environment: "demo".into(),
+        polling_interval_ms: 100,
+        handler_timeout_ms: 5_000,
+        ..WorkerSettings::default()
+    }
 }
