@@ -325,15 +325,20 @@ impl<Q: Queue> Worker<Q> {
         let permits = Arc::new(Semaphore::new(self.config.max_concurrent_handlers.max(1)));
         let mut tasks: JoinSet<()> = JoinSet::new();
         tokio::pin!(stop);
-        // One sink for every step of this run (the store, the queues, the counters).
-        let sink = Arc::new(QueueSink {
-            store: self.store.clone(),
-            queues: self.queues.clone(),
-            retry: self.retry.clone(),
-            counters: self.counters.clone(),
-        });
-        let stack = Arc::new(self.stack.clone());
-        let origin: Arc<str> = Arc::from(self.queues.steps.as_str());
+        // What every step of this run shares: one sink (the store, the queues, the retry
+        // policy, the counters), the middleware, the executor.
+        let template = StepRun {
+            bus: self.bus.clone(),
+            executor: self.subscriber.executor(),
+            sink: Arc::new(QueueSink {
+                store: self.store.clone(),
+                queues: self.queues.clone(),
+                retry: self.retry.clone(),
+                counters: self.counters.clone(),
+            }),
+            stack: Arc::new(self.stack.clone()),
+            origin: Arc::from(self.queues.steps.as_str()),
+        };
         let max = self.config.max_concurrent_handlers.max(1);
         let half = u32::try_from(max / 2).unwrap_or(u32::MAX);
         loop {
@@ -386,15 +391,7 @@ impl<Q: Queue> Worker<Q> {
                     }
                 }
             };
-            if !messages.is_empty() {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
-                self.counters.last_read_ms.store(now, Ordering::Relaxed);
-            }
-            self.counters
-                .pending
-                .fetch_add(messages.len() as u64, Ordering::Relaxed);
+            self.note_read(messages.len());
             for message in messages {
                 let permit = permits.clone().acquire_owned().await;
                 self.counters.pending.fetch_sub(1, Ordering::Relaxed);
@@ -405,28 +402,36 @@ impl<Q: Queue> Worker<Q> {
                 if message.read_ct > 1 {
                     inc(&self.counters.rereads);
                 }
-                let step = StepRun {
-                    bus: self.bus.clone(),
-                    executor: self.subscriber.executor(),
-                    sink: sink.clone(),
-                    stack: stack.clone(),
-                    origin: origin.clone(),
-                };
-                tasks.spawn(step.run(message, permit));
+                tasks.spawn(template.clone().run(message, permit));
             }
         }
-        let drained = tokio::time::timeout(self.config.drain_timeout, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(
-                "{} step(s) still running after the drain timeout: left unsettled",
-                tasks.len()
-            );
-            tasks.abort_all();
-        }
+        drain(&mut tasks, self.config.drain_timeout).await;
         self.report()
+    }
+
+    /// Counts `n` steps just read as pending, and when the last read found any.
+    fn note_read(&self, n: usize) {
+        if n > 0 {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
+            self.counters.last_read_ms.store(now, Ordering::Relaxed);
+        }
+        self.counters.pending.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// Lets the steps in flight finish and settle within `within`; aborts the rest (unsettled:
+/// their vt runs out and another worker runs them).
+async fn drain(tasks: &mut JoinSet<()>, within: Duration) {
+    let drained =
+        tokio::time::timeout(within, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(
+            "{} step(s) still running after the drain timeout: left unsettled",
+            tasks.len()
+        );
+        tasks.abort_all();
     }
 }
 
@@ -437,6 +442,18 @@ struct StepRun<Q> {
     sink: Arc<QueueSink<Q>>,
     stack: Arc<Stack>,
     origin: Arc<str>,
+}
+
+impl<Q> Clone for StepRun<Q> {
+    fn clone(&self) -> Self {
+        StepRun {
+            bus: self.bus.clone(),
+            executor: self.executor.clone(),
+            sink: self.sink.clone(),
+            stack: self.stack.clone(),
+            origin: self.origin.clone(),
+        }
+    }
 }
 
 impl<Q: Queue> StepRun<Q> {
