@@ -32,6 +32,7 @@ pub mod observe;
 mod registry;
 mod settings;
 mod step;
+mod step_run;
 mod subscriber;
 mod worker;
 
@@ -45,10 +46,9 @@ pub use step::{
     DeclaredEvent, EventCondition, FfiStepEvent, StepContext, StepError, StepExecutionEvent,
     StepExecutionResult, StepHandlerResult, StepParseError,
 };
+pub use step_run::StepQueues;
 pub use subscriber::{
     CompletionSink, StepExecutionSubscriber, SubscriberConfig, SubscriberCounters,
     SubscriberSnapshot, HANDLER_ERROR, STEP_COMPLETED, STEP_RECEIVED,
 };
-pub use worker::{
-    enqueue_step, step_event, Progress, StepQueues, Worker, WorkerConfig, WorkerReport,
-};
+pub use worker::{enqueue_step, step_event, Progress, Worker, WorkerConfig, WorkerReport};

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::worker::{StepQueues, WorkerConfig};
+use crate::step_run::StepQueues;
+use crate::worker::WorkerConfig;
 
 /// The `[worker]` section: seed 001's `WorkerConfig`, also what `/config` serves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

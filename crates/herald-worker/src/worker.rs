@@ -1,30 +1,26 @@
-//! The worker loop: reads the step queue and owns each step from read to settle. The message
-//! is parsed once (`StepRun::run`: the body into the envelope, its data into the typed step),
-//! the subscriber's execution runs it directly (resolve, timeout, isolation), and the guarded
-//! settle stores it with the read count it was read with: the result goes to the completion
-//! queue and the step is archived in one transaction. Retryable failures come back after a
-//! backoff until `max_retries`, then the step is dead-lettered with its last error (its
-//! original body kept); bad input is dead-lettered at once with its reason. The bus carries
-//! seed 000's announcements (`step.execution.received`, `step.completion.sent`,
-//! `handler.error`) for observers, not the steps themselves.
+//! The worker loop: reads the step queue in batches sized to the free handler slots (one
+//! semaphore), overlaps reads with the settles in flight, and hands each step to
+//! `step_run.rs`, which owns it from its one parse to its guarded settle; then drains on
+//! stop. Also the worker's config, its report and `enqueue_step`. The bus carries seed 000's
+//! announcements (`step.execution.received`, `step.completion.sent`, `handler.error`) for
+//! observers, not the steps themselves.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald::consume::layer::{DeliveryContext, LocalFuture, Middleware, Stack, Terminal};
-use herald::queue::consume::dead_letter;
-use herald::queue::{Message, Queue, QueueError, QueueName, Settled, Settlement};
-use herald::{BoxError, BoxFuture, Bus, Event, Failure, Outcome, RetryPolicy, Subject};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use herald::consume::layer::{Middleware, Stack};
+use herald::queue::{Queue, QueueError};
+use herald::{Bus, Event, RetryPolicy, Subject};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::registry::HandlerRegistry;
-use crate::step::{FfiStepEvent, StepExecutionResult};
+use crate::step::FfiStepEvent;
+use crate::step_run::{inc, NoSink, QueueSink, StepQueues, StepRun, WorkerCounters};
 use crate::subscriber::{
-    Processed, StepExecutionSubscriber, SubscriberConfig, SubscriberCounters, STEP_COMPLETED,
-    STEP_RECEIVED,
+    StepExecutionSubscriber, SubscriberConfig, SubscriberCounters, STEP_RECEIVED,
 };
 
 /// How a worker runs.
@@ -91,52 +87,6 @@ impl Default for WorkerConfig {
     }
 }
 
-/// The queues of one namespace.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StepQueues {
-    /// Steps in.
-    pub steps: QueueName,
-    /// One result per step.
-    pub results: QueueName,
-    /// Dead letters, kept with their reason.
-    pub dead_letters: QueueName,
-}
-
-impl StepQueues {
-    /// The queues of `namespace`.
-    ///
-    /// # Errors
-    ///
-    /// [`QueueError::InvalidName`] naming the namespace's queue that is not valid.
-    pub fn of(namespace: &str) -> Result<Self, QueueError> {
-        Ok(StepQueues {
-            steps: QueueName::new(&format!("{namespace}_steps"))?,
-            results: QueueName::new(&format!("{namespace}_step_results"))?,
-            dead_letters: QueueName::new(&format!("{namespace}_steps_dlq"))?,
-        })
-    }
-}
-
-/// The worker loop's own counters (the subscriber's are beside them in [`WorkerReport`]).
-#[derive(Debug, Default)]
-pub(crate) struct WorkerCounters {
-    /// Step messages read (each read, re-reads included).
-    pub(crate) read: AtomicU64,
-    /// Messages dead-lettered because they were not a step (not JSON, not an envelope, no
-    /// `handler_name`).
-    pub(crate) bad_input: AtomicU64,
-    /// Steps dead-lettered after `max_retries` retryable failures.
-    pub(crate) exhausted: AtomicU64,
-    /// Re-reads: a step read again after its vt ran out or after a retry.
-    pub(crate) rereads: AtomicU64,
-    /// Store failures while reading (each followed by a back-off).
-    pub(crate) read_errors: AtomicU64,
-    /// Steps read and waiting for a handler slot.
-    pub(crate) pending: AtomicU64,
-    /// When the worker last read a step (ms since the Unix epoch; 0 = never).
-    pub(crate) last_read_ms: AtomicU64,
-}
-
 /// A snapshot of what a worker did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct WorkerReport {
@@ -182,10 +132,6 @@ impl<Q: Queue> std::fmt::Debug for Worker<Q> {
             .field("queues", &self.queues)
             .finish_non_exhaustive()
     }
-}
-
-fn inc(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
 }
 
 fn get(c: &AtomicU64) -> u64 {
@@ -432,235 +378,6 @@ async fn drain(tasks: &mut JoinSet<()>, within: Duration) {
             tasks.len()
         );
         tasks.abort_all();
-    }
-}
-
-/// One step message, from its read to its settle.
-struct StepRun<Q> {
-    bus: Bus,
-    executor: Arc<crate::subscriber::Inner>,
-    sink: Arc<QueueSink<Q>>,
-    stack: Arc<Stack>,
-    origin: Arc<str>,
-}
-
-impl<Q> Clone for StepRun<Q> {
-    fn clone(&self) -> Self {
-        StepRun {
-            bus: self.bus.clone(),
-            executor: self.executor.clone(),
-            sink: self.sink.clone(),
-            stack: self.stack.clone(),
-            origin: self.origin.clone(),
-        }
-    }
-}
-
-impl<Q: Queue> StepRun<Q> {
-    /// Runs one step holding `slot`, its handler slot, until its handler is done.
-    async fn run(self, message: Message, slot: OwnedSemaphorePermit) {
-        let slot = parking_lot::Mutex::new(Some(slot));
-        // The one parse: the body into the envelope, its data into the typed step.
-        let event = match message.event() {
-            Ok(event) => event,
-            Err(e) => {
-                drop(slot.lock().take());
-                return self.sink.bad_input(&message, &e.to_string()).await;
-            }
-        };
-        let step = match FfiStepEvent::from_data(&event.data) {
-            Ok(step) => step,
-            Err(e) => {
-                drop(slot.lock().take());
-                return self.sink.bad_input(&message, &e.to_string()).await;
-            }
-        };
-        let attempt = u32::try_from(message.read_ct).unwrap_or(1).max(1);
-        let event = Arc::new(event);
-        // Seed 000's announcement, for observers on the bus.
-        if let Ok(subject) = Subject::new(STEP_RECEIVED) {
-            let mut announced = Event::clone(&event);
-            announced.subject = subject;
-            if let Err(e) = self.bus.publish(announced).await {
-                tracing::warn!("{STEP_RECEIVED} not announced: {e}");
-            }
-        }
-        let execution = Execution {
-            run: &self,
-            message: &message,
-            step: &step,
-            attempt,
-            slot: &slot,
-            settled: parking_lot::Mutex::new(None),
-        };
-        if self.stack.is_empty() {
-            // A failure is in the step's result, already settled; nothing more to do here.
-            let _ = execution.execute().await;
-            return;
-        }
-        let ctx = DeliveryContext::new(event, attempt, self.origin.clone());
-        let _ = self.stack.run(&ctx, &execution).await;
-        let settled = execution.settled.lock().take();
-        if let Some(outcome) = settled {
-            self.stack.settled(&ctx, &outcome);
-        }
-    }
-}
-
-/// A step's execution and settle: the end of the worker's middleware stack.
-struct Execution<'a, Q> {
-    run: &'a StepRun<Q>,
-    message: &'a Message,
-    step: &'a FfiStepEvent,
-    attempt: u32,
-    /// The handler slot, given back as the settle starts.
-    slot: &'a parking_lot::Mutex<Option<OwnedSemaphorePermit>>,
-    settled: parking_lot::Mutex<Option<Outcome>>,
-}
-
-impl<Q: Queue> Execution<'_, Q> {
-    async fn execute(&self) -> Result<(), Failure> {
-        let (sink, message, step, attempt) =
-            (&self.run.sink, self.message, self.step, self.attempt);
-        let slot = self.slot;
-        let Processed { result, settled } = self
-            .run
-            .executor
-            .process(step, attempt, |result| {
-                // The handler is done: its slot goes back before the settle commits.
-                drop(slot.lock().take());
-                async move { sink.store_result(message, step, attempt, result).await }
-            })
-            .await;
-        *self.settled.lock() = settled;
-        result
-    }
-}
-
-impl<Q: Queue> Terminal for Execution<'_, Q> {
-    fn call<'a>(&'a self, _ctx: &'a DeliveryContext) -> LocalFuture<'a, Result<(), Failure>> {
-        Box::pin(self.execute())
-    }
-}
-
-/// The subscriber's sink when the worker runs steps itself: never asked (the subscriber is
-/// not subscribed); refuses, should it be.
-struct NoSink;
-
-impl crate::subscriber::CompletionSink for NoSink {
-    fn submit(
-        &self,
-        _step: Arc<Event>,
-        _result: StepExecutionResult,
-    ) -> BoxFuture<Result<Option<Outcome>, BoxError>> {
-        Box::pin(async { Err("the worker settles its steps itself".into()) })
-    }
-}
-
-/// Stores results: the guarded settle of the step with its result (and dead letter).
-struct QueueSink<Q> {
-    store: Q,
-    queues: StepQueues,
-    retry: RetryPolicy,
-    counters: Arc<WorkerCounters>,
-}
-
-impl<Q: Queue> QueueSink<Q> {
-    async fn bad_input(&self, message: &Message, reason: &str) {
-        inc(&self.counters.bad_input);
-        tracing::warn!(
-            queue = self.queues.steps.as_str(),
-            msg_id = message.msg_id,
-            "not a step, dead-lettered: {reason}"
-        );
-        let reject = Outcome::Reject {
-            reason: reason.to_owned(),
-        };
-        let settlement = Settlement::for_outcome(&reject, &self.queues.dead_letters, |reason| {
-            dead_letter(&self.queues.steps, message, reason)
-        });
-        if let Err(e) = self
-            .store
-            .settle(
-                &self.queues.steps,
-                message.msg_id,
-                message.read_ct,
-                settlement,
-            )
-            .await
-        {
-            tracing::warn!("dead letter not stored (the message comes back): {e}");
-        }
-    }
-
-    /// How a step's attempt ends under the retry policy: success, or a failure its handler
-    /// marks not retryable, is final (`Ack`: the result is stored); a retryable failure comes
-    /// back while the step's `max_retries` allow (`Retry`), then is final and dead-lettered
-    /// (`Reject`).
-    fn outcome(&self, ffi: &FfiStepEvent, attempt: u32, result: &StepExecutionResult) -> Outcome {
-        let Some(error) = result.error.as_ref().filter(|_| !result.success) else {
-            return Outcome::Ack;
-        };
-        if !error.retryable {
-            return Outcome::Ack;
-        }
-        let failure = Err(Failure {
-            kind: herald::FailureKind::Error,
-            message: format!("{}: {}", error.error_type, error.message),
-            requested: None,
-        });
-        let attempts = ffi.execution_event.max_retries.saturating_add(1);
-        match self.retry.attempts_limit() {
-            Some(limit) if limit == attempts => self.retry.decide(attempt, &failure),
-            _ => self
-                .retry
-                .clone()
-                .max_attempts(attempts)
-                .decide(attempt, &failure),
-        }
-    }
-
-    /// The guarded settle of a step with its result, at the read count it was read with:
-    /// the outcome it was settled with, or `None` when the guard refused it (stale).
-    async fn store_result(
-        &self,
-        message: &Message,
-        ffi: &FfiStepEvent,
-        attempt: u32,
-        result: StepExecutionResult,
-    ) -> Result<Option<Outcome>, BoxError> {
-        let outcome = self.outcome(ffi, attempt, &result);
-        let mut settlement =
-            Settlement::for_outcome(&outcome, &self.queues.dead_letters, |reason| {
-                dead_letter(&self.queues.steps, message, reason)
-            });
-        if !matches!(outcome, Outcome::Retry { .. }) {
-            // A final result (success or failure) goes to the completion queue, in the same
-            // transaction as the archive (and the dead letter).
-            let envelope = Event::new(Subject::new(STEP_COMPLETED)?)
-                .with_data(result.to_data())
-                .with_source(&result.worker_id)
-                .with_correlation_id(result.correlation_id.to_string());
-            settlement = settlement.and_send(self.queues.results.clone(), envelope);
-        }
-        match self
-            .store
-            .settle(
-                &self.queues.steps,
-                message.msg_id,
-                message.read_ct,
-                settlement,
-            )
-            .await?
-        {
-            Settled::Applied { .. } => {
-                if matches!(outcome, Outcome::Reject { .. }) {
-                    inc(&self.counters.exhausted);
-                }
-                Ok(Some(outcome))
-            }
-            Settled::Stale => Ok(None),
-        }
     }
 }
 
