@@ -33,39 +33,9 @@ pub(crate) struct HeraldConfig {
 /// defaults, its validation).
 pub(crate) type WorkerSection = herald_worker::WorkerSettings;
 
-/// `herald node`'s settings; its flags override them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(crate) struct NodeSection {
-    /// `coordinator`, `observer` or `full`.
-    pub(crate) role: String,
-    /// The node id (default: node-{pid}).
-    pub(crate) id: Option<String>,
-    /// The built-in counts projection's consumer group.
-    pub(crate) group: String,
-    /// The categories it consumes.
-    pub(crate) sources: Vec<String>,
-    /// Heartbeat interval; unset: the seed project's timings (10 s heartbeat, 60 s TTL).
-    pub(crate) heartbeat_ms: Option<u64>,
-    /// How often the consumer polls.
-    pub(crate) poll_ms: u64,
-    /// Checkpoint after this many events per source.
-    pub(crate) checkpoint_every: u64,
-}
-
-impl Default for NodeSection {
-    fn default() -> Self {
-        NodeSection {
-            role: "full".into(),
-            id: None,
-            group: "counts".into(),
-            sources: Vec::new(),
-            heartbeat_ms: None,
-            poll_ms: 1000,
-            checkpoint_every: 100,
-        }
-    }
-}
+/// `herald node`'s settings, its flags override them: herald-runtime owns the section (its
+/// keys, its defaults, its validation).
+pub(crate) type NodeSection = herald_runtime::NodeSettings;
 
 /// Where `/health` and friends are served.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -383,23 +353,6 @@ fn number_var(key: &str, env: &str, v: &str) -> Result<u64, CliError> {
     })
 }
 
-/// A node id: letters, digits, `_`, `-` and `.`, 1 to 64 (it is stored and shown as is).
-fn node_id_ok(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-}
-
-/// A consumer group: letters, digits, `_` and `-`, 1 to 64 (it names dead-letter streams,
-/// `deadletter-{group}.{source}`).
-fn group_ok(group: &str) -> bool {
-    (1..=64).contains(&group.len())
-        && group
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
-}
-
 impl HeraldConfig {
     /// Sets a key from `source` (`flag --x`, ...), noting where it came from.
     pub(crate) fn set(&mut self, key: &str, source: &str, apply: impl FnOnce(&mut Self)) {
@@ -486,49 +439,10 @@ impl HeraldConfig {
     }
 
     fn validate_node(&self) -> Result<(), CliError> {
-        let at = |key: &str| self.blame(key);
-        let n = &self.node;
-        n.role
-            .parse::<herald_runtime::BrokerRole>()
-            .map_err(|e| bad("node.role", &at("node.role"), e))?;
-        let mut seen = std::collections::HashSet::new();
-        for s in &n.sources {
-            herald::store::StreamName::category_name(s)
-                .map_err(|e| bad("node.sources", &at("node.sources"), e))?;
-            if !seen.insert(s) {
-                return Err(bad(
-                    "node.sources",
-                    &at("node.sources"),
-                    format!("{s:?} is named twice"),
-                ));
-            }
-        }
-        if let Some(id) = &n.id {
-            if !node_id_ok(id) {
-                return Err(bad(
-                    "node.id",
-                    &at("node.id"),
-                    format!("{id:?}: expected letters, digits, _, - and . (1 to 64)"),
-                ));
-            }
-        }
-        if !group_ok(&n.group) {
-            return Err(bad(
-                "node.group",
-                &at("node.group"),
-                format!("{:?}: expected letters, digits, _ and - (1 to 64)", n.group),
-            ));
-        }
-        for (key, v) in [
-            ("node.heartbeat_ms", n.heartbeat_ms.unwrap_or(1)),
-            ("node.poll_ms", n.poll_ms),
-            ("node.checkpoint_every", n.checkpoint_every),
-        ] {
-            if v == 0 {
-                return Err(bad(key, &at(key), "must be at least 1"));
-            }
-        }
-        Ok(())
+        self.node.validate().map_err(|e| {
+            let key = format!("node.{}", e.key);
+            bad(&key, &self.blame(&key), e.reason)
+        })
     }
 }
 

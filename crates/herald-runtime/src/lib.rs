@@ -39,6 +39,7 @@ mod manager;
 mod polling;
 mod runtime;
 mod service;
+mod settings;
 mod status;
 
 pub use broker::{
@@ -53,4 +54,5 @@ pub use manager::{Ended, ExecutionMode, IsolationMode, Registration, ServiceMana
 pub use polling::{ErrorHandlingService, PollingService};
 pub use runtime::{EventConsumerSettings, EventRuntime, RuntimeError};
 pub use service::{Service, ServiceError};
+pub use settings::{group_ok, node_id_ok, NodeSettings, SettingsError};
 pub use status::{determine_multi_process_status, ProcessStatus, StatusCell};
