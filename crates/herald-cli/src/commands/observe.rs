@@ -51,12 +51,35 @@ impl<Q: Queue> WorkerObserver<Q> {
 
     pub(crate) async fn check(&self) -> HealthCheck {
         let mut components = std::collections::BTreeMap::new();
+        let (store_health, depth) = self.store_health().await;
+        components.insert("store".to_owned(), store_health);
+        components.insert("bus".to_owned(), self.bus_health());
+        let waiting = depth.as_ref().map_or(0, |d| d.queue_length);
+        components.insert("worker".to_owned(), self.worker_health(waiting));
+        if let Some(nats) = &self.nats {
+            components.insert("nats".to_owned(), nats_health(nats).await);
+        }
+        let mut rust = Map::new();
+        rust.insert("version".into(), env!("CARGO_PKG_VERSION").into());
+        rust.insert("store".into(), self.store_kind.into());
+        HealthCheck {
+            status: roll_up(components.values()),
+            worker_id: self.config.worker_id.clone(),
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
+            components,
+            rust,
+            python: Map::new(),
+        }
+    }
+
+    /// The store: reachable within 2 s, and the step queue's depth when it is.
+    async fn store_health(&self) -> (ComponentHealth, Option<herald::queue::QueueMetrics>) {
         let store = tokio::time::timeout(
             Duration::from_secs(2),
             self.store.metrics(&self.queues.steps),
         )
         .await;
-        let (store_health, depth) = match store {
+        match store {
             Ok(Ok(m)) => (
                 ComponentHealth::new(
                     "store",
@@ -88,11 +111,14 @@ impl<Q: Queue> WorkerObserver<Q> {
                 ),
                 None,
             ),
-        };
-        components.insert("store".to_owned(), store_health);
+        }
+    }
+
+    /// The bus: running, and its emit queue below 90%.
+    fn bus_health(&self) -> ComponentHealth {
         let stats = self.bus.stats();
         let saturation = stats.queued as f64 / self.bus.queue_capacity().max(1) as f64;
-        let bus = if !self.bus.is_running() {
+        if !self.bus.is_running() {
             ComponentHealth::new(
                 "bus",
                 HealthStatus::Unhealthy,
@@ -113,10 +139,13 @@ impl<Q: Queue> WorkerObserver<Q> {
                 Some(format!("{} queued", stats.queued)),
                 true,
             )
-        };
-        components.insert("bus".to_owned(), bus);
+        }
+    }
+
+    /// The worker: starved (steps waiting, nothing read past the threshold), saturated, or
+    /// healthy.
+    fn worker_health(&self, waiting: i64) -> ComponentHealth {
         let m = self.metrics();
-        let waiting = depth.as_ref().map_or(0, |d| d.queue_length);
         let idle_ms = {
             let last = self.progress.last_read_ms();
             let now = std::time::SystemTime::now()
@@ -128,9 +157,7 @@ impl<Q: Queue> WorkerObserver<Q> {
                 now.saturating_sub(last)
             }
         };
-        let worker = if waiting > 0
-            && m.steps_in_progress == 0
-            && idle_ms > self.config.starvation_threshold_ms
+        if waiting > 0 && m.steps_in_progress == 0 && idle_ms > self.config.starvation_threshold_ms
         {
             ComponentHealth::new(
                 "worker",
@@ -154,38 +181,6 @@ impl<Q: Queue> WorkerObserver<Q> {
                 Some(format!("{} in progress", m.steps_in_progress)),
                 true,
             )
-        };
-        components.insert("worker".to_owned(), worker);
-        if let Some(nats) = &self.nats {
-            // A round trip, not only the client's state: a stopped server keeps the TCP
-            // connection open and the state `Connected` until the client's pings give up.
-            let state = nats.state();
-            let health = match nats.ping(Duration::from_secs(1)).await {
-                Ok(rtt) => ComponentHealth::new(
-                    "nats",
-                    HealthStatus::Healthy,
-                    Some(format!("{state:?}, round trip {} us", rtt.as_micros())),
-                    false,
-                ),
-                Err(e) => ComponentHealth::new(
-                    "nats",
-                    HealthStatus::Unhealthy,
-                    Some(format!("nats: {state:?}: {}", herald::report(&e))),
-                    false,
-                ),
-            };
-            components.insert("nats".to_owned(), health);
-        }
-        let mut rust = Map::new();
-        rust.insert("version".into(), env!("CARGO_PKG_VERSION").into());
-        rust.insert("store".into(), self.store_kind.into());
-        HealthCheck {
-            status: roll_up(components.values()),
-            worker_id: self.config.worker_id.clone(),
-            uptime_seconds: self.started.elapsed().as_secs_f64(),
-            components,
-            rust,
-            python: Map::new(),
         }
     }
 
@@ -461,5 +456,25 @@ pub(crate) async fn metrics(args: MetricsArgs, configured: &str) -> Result<(), C
         Ok(())
     } else {
         Err(CliError::Other(format!("{addr}{path}: HTTP {status}")))
+    }
+}
+
+/// NATS: a round trip, not only the client's state (a stopped server keeps the TCP
+/// connection open and the state `Connected` until the client's pings give up).
+async fn nats_health(nats: &herald_nats::Nats) -> ComponentHealth {
+    let state = nats.state();
+    match nats.ping(Duration::from_secs(1)).await {
+        Ok(rtt) => ComponentHealth::new(
+            "nats",
+            HealthStatus::Healthy,
+            Some(format!("{state:?}, round trip {} us", rtt.as_micros())),
+            false,
+        ),
+        Err(e) => ComponentHealth::new(
+            "nats",
+            HealthStatus::Unhealthy,
+            Some(format!("nats: {state:?}: {}", herald::report(&e))),
+            false,
+        ),
     }
 }
