@@ -189,102 +189,110 @@ impl<Q: Queue> WorkerObserver<Q> {
         let b = self.bus.stats();
         let id = &m.worker_id;
         let mut out = String::new();
-        let mut line = |name: &str, kind: &str, help: &str, value: f64| {
+        let series: [(&str, &str, &str, f64); 14] = [
+            (
+                "herald_steps_processed_total",
+                "counter",
+                "Step results stored.",
+                m.steps_processed as f64,
+            ),
+            (
+                "herald_steps_succeeded_total",
+                "counter",
+                "Step results stored that say success.",
+                m.steps_succeeded as f64,
+            ),
+            (
+                "herald_steps_failed_total",
+                "counter",
+                "Step results stored that say failure.",
+                m.steps_failed as f64,
+            ),
+            (
+                "herald_steps_in_progress",
+                "gauge",
+                "Handlers running now.",
+                m.steps_in_progress as f64,
+            ),
+            (
+                "herald_step_execution_time_ms_avg",
+                "gauge",
+                "Mean handler run time.",
+                m.avg_execution_time_ms,
+            ),
+            (
+                "herald_step_execution_time_ms_p95",
+                "gauge",
+                "95th percentile handler run time.",
+                m.p95_execution_time_ms,
+            ),
+            (
+                "herald_step_execution_time_ms_p99",
+                "gauge",
+                "99th percentile handler run time.",
+                m.p99_execution_time_ms,
+            ),
+            (
+                "herald_dispatch_saturation",
+                "gauge",
+                "Handler slots in use, 0..1.",
+                m.dispatch_channel_saturation,
+            ),
+            (
+                "herald_handler_errors_total",
+                "counter",
+                "Handler errors, panics and timeouts.",
+                m.handler_errors as f64,
+            ),
+            (
+                "herald_timeout_errors_total",
+                "counter",
+                "Handler timeouts.",
+                m.timeout_errors as f64,
+            ),
+            (
+                "herald_domain_events_published_total",
+                "counter",
+                "Domain events published.",
+                m.domain_events_published as f64,
+            ),
+            (
+                "herald_domain_events_dropped_total",
+                "counter",
+                "Fast-path domain events lagging receivers missed.",
+                m.domain_events_dropped as f64,
+            ),
+            (
+                "herald_bus_events_published_total",
+                "counter",
+                "Events published on the in-process bus.",
+                b.events_published as f64,
+            ),
+            (
+                "herald_bus_handler_errors_total",
+                "counter",
+                "Bus handler failures.",
+                b.handler_errors as f64,
+            ),
+        ];
+        for (name, kind, help, value) in series {
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{worker_id=\"{id}\"}} {value}"
             );
-        };
-        line(
-            "herald_steps_processed_total",
-            "counter",
-            "Step results stored.",
-            m.steps_processed as f64,
-        );
-        line(
-            "herald_steps_succeeded_total",
-            "counter",
-            "Step results stored that say success.",
-            m.steps_succeeded as f64,
-        );
-        line(
-            "herald_steps_failed_total",
-            "counter",
-            "Step results stored that say failure.",
-            m.steps_failed as f64,
-        );
-        line(
-            "herald_steps_in_progress",
-            "gauge",
-            "Handlers running now.",
-            m.steps_in_progress as f64,
-        );
-        line(
-            "herald_step_execution_time_ms_avg",
-            "gauge",
-            "Mean handler run time.",
-            m.avg_execution_time_ms,
-        );
-        line(
-            "herald_step_execution_time_ms_p95",
-            "gauge",
-            "95th percentile handler run time.",
-            m.p95_execution_time_ms,
-        );
-        line(
-            "herald_step_execution_time_ms_p99",
-            "gauge",
-            "99th percentile handler run time.",
-            m.p99_execution_time_ms,
-        );
-        line(
-            "herald_dispatch_saturation",
-            "gauge",
-            "Handler slots in use, 0..1.",
-            m.dispatch_channel_saturation,
-        );
-        line(
-            "herald_handler_errors_total",
-            "counter",
-            "Handler errors, panics and timeouts.",
-            m.handler_errors as f64,
-        );
-        line(
-            "herald_timeout_errors_total",
-            "counter",
-            "Handler timeouts.",
-            m.timeout_errors as f64,
-        );
-        line(
-            "herald_domain_events_published_total",
-            "counter",
-            "Domain events published.",
-            m.domain_events_published as f64,
-        );
-        line(
-            "herald_domain_events_dropped_total",
-            "counter",
-            "Fast-path domain events lagging receivers missed.",
-            m.domain_events_dropped as f64,
-        );
-        line(
-            "herald_bus_events_published_total",
-            "counter",
-            "Events published on the in-process bus.",
-            b.events_published as f64,
-        );
-        line(
-            "herald_bus_handler_errors_total",
-            "counter",
-            "Bus handler failures.",
-            b.handler_errors as f64,
-        );
+        }
         let by_poll = self.events.snapshot().dropped_by_poll;
         let _ = writeln!(
             out,
             "# HELP herald_domain_events_dropped_by_receiver_total What each fast-path receiver missed.\n# TYPE herald_domain_events_dropped_by_receiver_total counter\nherald_domain_events_dropped_by_receiver_total{{worker_id=\"{id}\",receiver=\"poll\"}} {by_poll}"
         );
-        let _ = writeln!(out, "# HELP herald_queue_depth Messages in a durable queue.\n# TYPE herald_queue_depth gauge");
+        self.queue_series(&mut out).await;
+        out
+    }
+
+    /// Each queue's depth and oldest message's age, as Prometheus series.
+    async fn queue_series(&self, out: &mut String) {
+        let _ = writeln!(*out, "# HELP herald_queue_depth Messages in a durable queue.\n# TYPE herald_queue_depth gauge");
         let mut ages = String::new();
         for q in [
             &self.queues.steps,
@@ -293,7 +301,7 @@ impl<Q: Queue> WorkerObserver<Q> {
         ] {
             if let Ok(d) = self.store.metrics(q).await {
                 let _ = writeln!(
-                    out,
+                    *out,
                     "herald_queue_depth{{queue=\"{q}\"}} {}",
                     d.queue_length
                 );
@@ -304,9 +312,8 @@ impl<Q: Queue> WorkerObserver<Q> {
                 );
             }
         }
-        let _ = writeln!(out, "# HELP herald_queue_oldest_age_seconds Age of a queue's oldest message.\n# TYPE herald_queue_oldest_age_seconds gauge");
+        let _ = writeln!(*out, "# HELP herald_queue_oldest_age_seconds Age of a queue's oldest message.\n# TYPE herald_queue_oldest_age_seconds gauge");
         out.push_str(&ages);
-        out
     }
 }
 
