@@ -230,17 +230,45 @@ where
     let mut allocations = Vec::new();
     for a in &snap.allocations {
         let cp = store.checkpoint(&a.group, &a.source).await?;
-        allocations.push((a, cp));
+        allocations.push((a.clone(), cp));
     }
     // What the built-in projection counted, per group.
     let groups: std::collections::BTreeSet<&str> =
         snap.allocations.iter().map(|a| a.group.as_str()).collect();
     let mut counts = Vec::new();
     for g in groups {
-        counts.push((g, store.counts(g).await?));
+        counts.push((g.to_owned(), store.counts(g).await?));
     }
+    let status = NodeStatus {
+        snap,
+        allocations,
+        counts,
+    };
     if as_json {
-        let v = json!({
+        out!("{}", status.json(ttl));
+        Ok(())
+    } else {
+        status.print()
+    }
+}
+
+/// What `herald node status` shows: the broker's snapshot, each allocation's checkpoint, and
+/// what the built-in projection counted per group.
+struct NodeStatus {
+    snap: herald::store::BrokerSnapshot,
+    allocations: Vec<(herald::store::Allocation, Option<(i64, u64)>)>,
+    counts: Vec<(String, Counts)>,
+}
+
+/// One group's counts: `(category, count, last global position)`, as `CountProjection` gives
+/// them.
+type Counts = Vec<(String, i64, i64)>;
+
+impl NodeStatus {
+    /// As one JSON object (`--json`).
+    fn json(&self, ttl: Option<Duration>) -> serde_json::Value {
+        let (snap, allocations, counts) = (&self.snap, &self.allocations, &self.counts);
+        json!({
             "lease": snap.lease.as_ref().map(|l| json!({"holder": l.holder, "epoch": l.epoch, "live": l.live})),
             "nodes": snap.nodes.iter().map(|n| json!({
                 "node_id": n.info.node_id,
@@ -262,62 +290,65 @@ where
             "counts": counts.iter().map(|(g, rows)| (g.to_string(), rows.iter().map(|(c, n, last)| json!({
                 "category": c, "count": n, "last_position": last,
             })).collect::<serde_json::Value>())).collect::<serde_json::Map<_, _>>(),
-        });
-        out!("{v}");
-        return Ok(());
+        })
     }
-    match &snap.lease {
-        Some(l) => {
-            out!(
-                "lease: {} epoch {} ({})",
-                l.holder,
-                l.epoch,
-                if l.live { "live" } else { "expired" }
-            );
+
+    /// As tables: the lease, the nodes, the allocations, the counts.
+    fn print(&self) -> Result<(), CliError> {
+        let (snap, allocations, counts) = (&self.snap, &self.allocations, &self.counts);
+        match &snap.lease {
+            Some(l) => {
+                out!(
+                    "lease: {} epoch {} ({})",
+                    l.holder,
+                    l.epoch,
+                    if l.live { "live" } else { "expired" }
+                );
+            }
+            None => {
+                out!("lease: nobody has coordinated yet");
+            }
         }
-        None => {
-            out!("lease: nobody has coordinated yet");
-        }
-    }
-    out!(
-        "{:<24} {:<12} {:<5} {:>10} {:>6}",
-        "NODE",
-        "ROLE",
-        "LIVE",
-        "SEEN (ms)",
-        "HOLDS"
-    );
-    for n in &snap.nodes {
         out!(
             "{:<24} {:<12} {:<5} {:>10} {:>6}",
-            n.info.node_id,
-            n.info.role,
-            if n.live { "yes" } else { "no" },
-            n.since_seen.as_millis(),
-            n.claims.len()
+            "NODE",
+            "ROLE",
+            "LIVE",
+            "SEEN (ms)",
+            "HOLDS"
         );
-    }
-    out!(
-        "{:<16} {:<20} {:<24} {:>6} {:>12}",
-        "GROUP",
-        "SOURCE",
-        "OWNER",
-        "EPOCH",
-        "CHECKPOINT"
-    );
-    for (a, cp) in &allocations {
+        for n in &snap.nodes {
+            out!(
+                "{:<24} {:<12} {:<5} {:>10} {:>6}",
+                n.info.node_id,
+                n.info.role,
+                if n.live { "yes" } else { "no" },
+                n.since_seen.as_millis(),
+                n.claims.len()
+            );
+        }
         out!(
             "{:<16} {:<20} {:<24} {:>6} {:>12}",
-            a.group,
-            a.source,
-            a.node_id.as_deref().unwrap_or("(revoked)"),
-            a.epoch,
-            cp.map_or_else(|| "-".to_owned(), |(p, e)| format!("{p}@{e}"))
+            "GROUP",
+            "SOURCE",
+            "OWNER",
+            "EPOCH",
+            "CHECKPOINT"
         );
+        for (a, cp) in allocations {
+            out!(
+                "{:<16} {:<20} {:<24} {:>6} {:>12}",
+                a.group,
+                a.source,
+                a.node_id.as_deref().unwrap_or("(revoked)"),
+                a.epoch,
+                cp.map_or_else(|| "-".to_owned(), |(p, e)| format!("{p}@{e}"))
+            );
+        }
+        for (g, rows) in counts {
+            let line: Vec<String> = rows.iter().map(|(c, n, _)| format!("{c}={n}")).collect();
+            out!("counted by {g}: {}", line.join(" "));
+        }
+        Ok(())
     }
-    for (g, rows) in &counts {
-        let line: Vec<String> = rows.iter().map(|(c, n, _)| format!("{c}={n}")).collect();
-        out!("counted by {g}: {}", line.join(" "));
-    }
-    Ok(())
 }
