@@ -216,9 +216,41 @@ fn apply_env(c: &mut HeraldConfig) -> Result<(), CliError> {
             )));
         }
     }
-    let var = |name: &str| std::env::var(name).ok();
     let mut set = Vec::new();
-    let n = &mut c.node;
+    env_top(c, &mut set);
+    env_node(&mut c.node, &mut set)?;
+    env_worker(&mut c.worker, &mut set)?;
+    for (key, env) in set {
+        c.sources.insert(key, format!("environment ${env}"));
+    }
+    Ok(())
+}
+
+/// `(key, variable)` pairs of the values the environment set.
+type SetBy = Vec<(String, String)>;
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// `HERALD_STORE`, `HERALD_BUS`, `HERALD_HTTP_ADDR`.
+fn env_top(c: &mut HeraldConfig, set: &mut SetBy) {
+    if let Some(v) = var("HERALD_STORE") {
+        c.store = v;
+        set.push(("store".to_owned(), "HERALD_STORE".to_owned()));
+    }
+    if let Some(v) = var("HERALD_BUS") {
+        c.bus = v;
+        set.push(("bus".to_owned(), "HERALD_BUS".to_owned()));
+    }
+    if let Some(v) = var("HERALD_HTTP_ADDR") {
+        c.http.addr = v;
+        set.push(("http.addr".to_owned(), "HERALD_HTTP_ADDR".to_owned()));
+    }
+}
+
+/// `HERALD_NODE_*`.
+fn env_node(n: &mut NodeSection, set: &mut SetBy) -> Result<(), CliError> {
     for (name, key, slot) in [
         ("HERALD_NODE_ROLE", "node.role", &mut n.role),
         ("HERALD_NODE_GROUP", "node.group", &mut n.group),
@@ -251,19 +283,11 @@ fn apply_env(c: &mut HeraldConfig) -> Result<(), CliError> {
             set.push((key.to_owned(), name.to_owned()));
         }
     }
-    if let Some(v) = var("HERALD_STORE") {
-        c.store = v;
-        set.push(("store".to_owned(), "HERALD_STORE".to_owned()));
-    }
-    if let Some(v) = var("HERALD_BUS") {
-        c.bus = v;
-        set.push(("bus".to_owned(), "HERALD_BUS".to_owned()));
-    }
-    if let Some(v) = var("HERALD_HTTP_ADDR") {
-        c.http.addr = v;
-        set.push(("http.addr".to_owned(), "HERALD_HTTP_ADDR".to_owned()));
-    }
-    let w = &mut c.worker;
+    Ok(())
+}
+
+/// `HERALD_WORKER_*`.
+fn env_worker(w: &mut WorkerSection, set: &mut SetBy) -> Result<(), CliError> {
     for (name, key, slot) in [
         ("WORKER_ID", "worker.worker_id", &mut w.worker_id),
         ("NAMESPACE", "worker.namespace", &mut w.namespace),
@@ -312,9 +336,6 @@ fn apply_env(c: &mut HeraldConfig) -> Result<(), CliError> {
             *slot = number_var(key, &env, &v)?;
             set.push((key.to_owned(), env));
         }
-    }
-    for (key, env) in set {
-        c.sources.insert(key, format!("environment ${env}"));
     }
     Ok(())
 }
