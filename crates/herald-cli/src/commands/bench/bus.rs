@@ -334,6 +334,32 @@ pub(crate) async fn run(report: &mut Report, scale: f64) -> Result<(), CliError>
         "same bus after 10k publishes",
     ))?;
 
+    let pw = publish_figures(report, scale).await?;
+    routing_figures(report, scale).await?;
+
+    match python_seed_002(n(100_000.0)) {
+        Some(py) => report.add(
+            Figure::higher(
+                "publish_wait_vs_seed002_python",
+                "events/s",
+                pw,
+                py,
+                "seed 002 Python EventBus, 2 async subs",
+            )
+            .target(40.0),
+        )?,
+        None => crate::output::warn_line!(
+            "bench: python3 not available; the seed 002 comparison was skipped"
+        ),
+    }
+    Ok(())
+}
+
+/// Publish and emit beside tokio: waiting on 2 async subscribers, emit to 1, 4 sync
+/// subscribers, 2 threads against 1. Returns the publish-and-wait rate (the Python
+/// comparison's figure).
+async fn publish_figures(report: &mut Report, scale: f64) -> Result<f64, CliError> {
+    let n = |base: f64| ((base * scale) as u64).max(1_000);
     let (pw, bc) = paired(
         5,
         || herald_publish_wait(n(300_000.0)),
@@ -398,7 +424,12 @@ pub(crate) async fn run(report: &mut Report, scale: f64) -> Result<(), CliError>
         t1,
         "same bus, one publisher thread",
     ))?;
+    Ok(pw)
+}
 
+/// Routing at 100k subscriptions against 10 (cached and not), and each subscription's bytes.
+async fn routing_figures(report: &mut Report, scale: f64) -> Result<(), CliError> {
+    let n = |base: f64| ((base * scale) as u64).max(1_000);
     let (r100k, r10) = paired(
         5,
         || routing(100_000, 1, n(1_000_000.0)),
@@ -440,21 +471,5 @@ pub(crate) async fn run(report: &mut Report, scale: f64) -> Result<(), CliError>
         per_plain,
         "Vec<(String, Box<dyn Fn>)>",
     ))?;
-
-    match python_seed_002(n(100_000.0)) {
-        Some(py) => report.add(
-            Figure::higher(
-                "publish_wait_vs_seed002_python",
-                "events/s",
-                pw,
-                py,
-                "seed 002 Python EventBus, 2 async subs",
-            )
-            .target(40.0),
-        )?,
-        None => crate::output::warn_line!(
-            "bench: python3 not available; the seed 002 comparison was skipped"
-        ),
-    }
     Ok(())
 }

@@ -427,6 +427,33 @@ pub(crate) async fn run(report: &mut Report, scale: f64, url: &str) -> Result<()
         .target(0.9),
     )?;
 
+    jetstream_figures(report, scale, &nats, &raw).await?;
+
+    let (h, r) = paired(
+        5,
+        || async { herald_encode(n(500_000.0)) },
+        || async { plain_encode(n(500_000.0)) },
+    )
+    .await?;
+    report.add(Figure::higher(
+        "envelope_encode",
+        "events/s",
+        h,
+        r,
+        "serde_json::to_vec of a derived struct, same 8 fields",
+    ))?;
+    Ok(())
+}
+
+/// JetStream beside raw async-nats: a window of 256 publishes, and 64 tasks (also against one
+/// publish at a time), each on a memory stream of its own, deleted after.
+async fn jetstream_figures(
+    report: &mut Report,
+    scale: f64,
+    nats: &herald_nats::Nats,
+    raw: &async_nats::Client,
+) -> Result<(), CliError> {
+    let n = |base: f64| ((base * scale) as u64).max(100);
     let stream = unique("JS").to_uppercase();
     let subject = format!("{}.x", stream.to_lowercase());
     let js = nats.jetstream();
@@ -438,8 +465,8 @@ pub(crate) async fn run(report: &mut Report, scale: f64, url: &str) -> Result<()
     let result = async {
         paired(
             5,
-            || herald_js(&nats, &subject, n(20_000.0)),
-            || raw_js(&raw, &subject, n(20_000.0)),
+            || herald_js(nats, &subject, n(20_000.0)),
+            || raw_js(raw, &subject, n(20_000.0)),
         )
         .await
     }
@@ -467,11 +494,11 @@ pub(crate) async fn run(report: &mut Report, scale: f64, url: &str) -> Result<()
     let result = async {
         let tasks = paired(
             5,
-            || herald_js_tasks(&nats, &subject, n(20_000.0)),
-            || raw_js_tasks(&raw, &subject, n(20_000.0), TASKS),
+            || herald_js_tasks(nats, &subject, n(20_000.0)),
+            || raw_js_tasks(raw, &subject, n(20_000.0), TASKS),
         )
         .await?;
-        let sequential = raw_js_tasks(&raw, &subject, n(5_000.0), 1).await?;
+        let sequential = raw_js_tasks(raw, &subject, n(5_000.0), 1).await?;
         Ok::<_, CliError>((tasks, sequential))
     }
     .await;
@@ -497,19 +524,5 @@ pub(crate) async fn run(report: &mut Report, scale: f64, url: &str) -> Result<()
         )
         .target(10.0),
     )?;
-
-    let (h, r) = paired(
-        5,
-        || async { herald_encode(n(500_000.0)) },
-        || async { plain_encode(n(500_000.0)) },
-    )
-    .await?;
-    report.add(Figure::higher(
-        "envelope_encode",
-        "events/s",
-        h,
-        r,
-        "serde_json::to_vec of a derived struct, same 8 fields",
-    ))?;
     Ok(())
 }
