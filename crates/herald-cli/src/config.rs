@@ -37,12 +37,8 @@ pub(crate) type WorkerSection = herald_worker::WorkerSettings;
 /// keys, its defaults, its validation).
 pub(crate) type NodeSection = herald_runtime::NodeSettings;
 
-/// Where `/health` and friends are served.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(crate) struct HttpSection {
-    pub(crate) addr: String,
-}
+/// Where `/health` and friends are served: herald-http owns the section.
+pub(crate) type HttpSection = herald_http::HttpSettings;
 
 impl Default for HeraldConfig {
     fn default() -> Self {
@@ -53,14 +49,6 @@ impl Default for HeraldConfig {
             http: HttpSection::default(),
             node: NodeSection::default(),
             sources: std::collections::BTreeMap::new(),
-        }
-    }
-}
-
-impl Default for HttpSection {
-    fn default() -> Self {
-        HttpSection {
-            addr: herald_http::DEFAULT_ADDR.into(),
         }
     }
 }
@@ -423,16 +411,10 @@ impl HeraldConfig {
             bad(&key, &at(&key), e.reason)
         })?;
         self.validate_node()?;
-        self.http
-            .addr
-            .parse::<std::net::SocketAddr>()
-            .map_err(|e| {
-                bad(
-                    "http.addr",
-                    &at("http.addr"),
-                    format!("{:?}: {e}", self.http.addr),
-                )
-            })?;
+        self.http.validate().map_err(|e| {
+            let key = format!("http.{}", e.key);
+            bad(&key, &at(&key), e.reason)
+        })?;
         if !(self.store.starts_with("sqlite:") || self.store.starts_with("postgres")) {
             return Err(bad(
                 "store",

@@ -8,6 +8,10 @@
 //! The router takes an [`ObserveSource`] (health checks and a metrics source), never a worker,
 //! so any surface can serve it.
 
+mod settings;
+
+pub use settings::{HttpSettings, SettingsError};
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
