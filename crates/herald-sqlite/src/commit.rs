@@ -173,6 +173,8 @@ fn in_savepoint<T>(
 fn run(conn: Connection, rx: mpsc::Receiver<Work>, max_batch: usize) {
     let mut batch: Vec<Work> = Vec::with_capacity(max_batch);
     let mut finishes: Vec<Finish> = Vec::with_capacity(max_batch);
+    // Whether `synchronous = NORMAL` is in force (the connection opens with FULL).
+    let mut relaxed = false;
     while let Ok(first) = rx.recv() {
         batch.push(first);
         while batch.len() < max_batch {
@@ -181,10 +183,17 @@ fn run(conn: Connection, rx: mpsc::Receiver<Work>, max_batch: usize) {
                 Err(_) => break,
             }
         }
-        // Reads only: this commit need not reach the disk (see `run_lease`).
+        // Reads only: this commit need not reach the disk (see `run_lease`). A durable batch
+        // never commits unless `synchronous = FULL` is in force: if it cannot be set back,
+        // the batch fails rather than being acknowledged without its fsync.
         let lease_only = !batch.iter().any(|w| w.durable());
-        if lease_only {
-            let _ = conn.execute_batch("PRAGMA synchronous = NORMAL");
+        if let Err(text) = set_relaxed(&conn, &mut relaxed, lease_only) {
+            if !lease_only {
+                for work in batch.drain(..) {
+                    work.fail(&format!("cannot make the commit durable: {text}"));
+                }
+                continue;
+            }
         }
         let began = conn.execute_batch("BEGIN IMMEDIATE");
         if let Err(e) = began {
@@ -192,9 +201,6 @@ fn run(conn: Connection, rx: mpsc::Receiver<Work>, max_batch: usize) {
             let text = e.to_string();
             for work in batch.drain(..) {
                 work.fail(&text);
-            }
-            if lease_only {
-                let _ = conn.execute_batch("PRAGMA synchronous = FULL");
             }
             continue;
         }
@@ -219,8 +225,25 @@ fn run(conn: Connection, rx: mpsc::Receiver<Work>, max_batch: usize) {
                 }
             }
         }
-        if lease_only {
-            let _ = conn.execute_batch("PRAGMA synchronous = FULL");
-        }
     }
+}
+
+/// Sets `synchronous` to `NORMAL` when `want` (a batch of reads alone) and back to `FULL`
+/// otherwise, when it is not already so; `relaxed` says which is in force. A failed
+/// change leaves `relaxed` as it was, and says why.
+fn set_relaxed(conn: &Connection, relaxed: &mut bool, want: bool) -> Result<(), String> {
+    if *relaxed == want {
+        return Ok(());
+    }
+    let pragma = if want {
+        "PRAGMA synchronous = NORMAL"
+    } else {
+        "PRAGMA synchronous = FULL"
+    };
+    conn.execute_batch(pragma).map_err(|e| {
+        tracing::warn!("SQLite {pragma} failed: {e}");
+        e.to_string()
+    })?;
+    *relaxed = want;
+    Ok(())
 }

@@ -197,6 +197,22 @@ pub(crate) struct QueueSink<Q> {
 }
 
 impl<Q: Queue> QueueSink<Q> {
+    /// The guarded settle of `message` on the step queue, at the read count it was read with.
+    async fn settle(
+        &self,
+        message: &Message,
+        settlement: Settlement,
+    ) -> Result<Settled, QueueError> {
+        self.store
+            .settle(
+                &self.queues.steps,
+                message.msg_id,
+                message.read_ct,
+                settlement,
+            )
+            .await
+    }
+
     async fn bad_input(&self, message: &Message, reason: &str) {
         inc(&self.counters.bad_input);
         tracing::warn!(
@@ -210,16 +226,7 @@ impl<Q: Queue> QueueSink<Q> {
         let settlement = Settlement::for_outcome(&reject, &self.queues.dead_letters, |reason| {
             dead_letter(&self.queues.steps, message, reason)
         });
-        if let Err(e) = self
-            .store
-            .settle(
-                &self.queues.steps,
-                message.msg_id,
-                message.read_ct,
-                settlement,
-            )
-            .await
-        {
+        if let Err(e) = self.settle(message, settlement).await {
             tracing::warn!("dead letter not stored (the message comes back): {e}");
         }
     }
@@ -274,16 +281,7 @@ impl<Q: Queue> QueueSink<Q> {
                 .with_correlation_id(result.correlation_id.to_string());
             settlement = settlement.and_send(self.queues.results.clone(), envelope);
         }
-        match self
-            .store
-            .settle(
-                &self.queues.steps,
-                message.msg_id,
-                message.read_ct,
-                settlement,
-            )
-            .await?
-        {
+        match self.settle(message, settlement).await? {
             Settled::Applied { .. } => {
                 if matches!(outcome, Outcome::Reject { .. }) {
                     inc(&self.counters.exhausted);
