@@ -76,6 +76,17 @@ impl Shutdown {
         self.tracker.spawn_on(task, handle)
     }
 
+    /// Runs the blocking `task` on `handle`'s blocking pool and tracks it (for a loop that
+    /// must block a thread, such as one polling a synchronous source; it should watch
+    /// [`Shutdown::is_triggered`] between its steps).
+    pub fn spawn_blocking_on<F, T>(&self, task: F, handle: &tokio::runtime::Handle) -> JoinHandle<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.tracker.spawn_blocking_on(task, handle)
+    }
+
     /// Completes once a shutdown has been triggered.
     ///
     /// # Cancel safety

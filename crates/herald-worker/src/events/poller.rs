@@ -1,13 +1,13 @@
-//! Seed 001's `InProcessDomainEventPoller`: a thread of its own that polls the fast path
-//! every `polling_interval_ms` when idle and publishes each event on the bus as
-//! `domain.event.received` (its data: the `InProcessDomainEvent`). Starting it twice is an
-//! error; `stop` joins within a timeout.
+//! Seed 001's `InProcessDomainEventPoller`: a blocking loop, started through `Shutdown` on
+//! the runtime's blocking pool, that polls the fast path every `polling_interval_ms` when idle
+//! and publishes each event on the bus as `domain.event.received` (its data: the
+//! `InProcessDomainEvent`). Starting it twice is an error; `stop` waits within a timeout.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use herald::{Bus, Event, Subject};
+use herald::{Bus, Event, Shutdown, Subject};
 use serde_json::Value;
 
 use super::fast::PollHandle;
@@ -24,12 +24,9 @@ pub enum PollerError {
     /// Not inside a Tokio runtime (the poller publishes through the runtime's handle).
     #[error("InProcessDomainEventPoller needs a Tokio runtime")]
     NoRuntime,
-    /// The thread did not end within the timeout (it ends after its current event).
+    /// The loop did not end within the timeout (it ends after its current event).
     #[error("InProcessDomainEventPoller did not stop within {0:?}")]
     StopTimeout(Duration),
-    /// The thread could not be spawned.
-    #[error("cannot start the poller thread: {0}")]
-    Spawn(String),
 }
 
 /// The fast path's poller.
@@ -37,9 +34,8 @@ pub struct InProcessDomainEventPoller {
     bus: Bus,
     source: PollHandle,
     interval: Duration,
-    running: Arc<AtomicBool>,
+    running: Option<Shutdown>,
     emitted: Arc<AtomicU64>,
-    done: Option<mpsc::Receiver<()>>,
 }
 
 impl std::fmt::Debug for InProcessDomainEventPoller {
@@ -58,36 +54,31 @@ impl InProcessDomainEventPoller {
             bus,
             source,
             interval: Duration::from_millis(polling_interval_ms.max(1)),
-            running: Arc::new(AtomicBool::new(false)),
+            running: None,
             emitted: Arc::new(AtomicU64::new(0)),
-            done: None,
         }
     }
 
-    /// Starts the thread.
+    /// Starts the polling loop on the runtime's blocking pool, through its own
+    /// [`Shutdown`] (which [`InProcessDomainEventPoller::stop`] triggers and drop triggers).
     ///
     /// # Errors
     ///
-    /// [`PollerError::AlreadyRunning`], [`PollerError::NoRuntime`], [`PollerError::Spawn`].
+    /// [`PollerError::AlreadyRunning`], [`PollerError::NoRuntime`].
     pub fn start(&mut self) -> Result<(), PollerError> {
-        if self.running.swap(true, Ordering::SeqCst) {
+        if self.is_running() {
             return Err(PollerError::AlreadyRunning);
         }
-        let handle = match tokio::runtime::Handle::try_current() {
-            Ok(h) => h,
-            Err(_) => {
-                self.running.store(false, Ordering::SeqCst);
-                return Err(PollerError::NoRuntime);
-            }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return Err(PollerError::NoRuntime);
         };
-        let (tx, rx) = mpsc::channel();
+        let shutdown = Shutdown::new();
         let (bus, source, interval) = (self.bus.clone(), self.source.clone(), self.interval);
-        let (running, emitted) = (self.running.clone(), self.emitted.clone());
-        let spawned = std::thread::Builder::new()
-            .name("herald-domain-event-poller".into())
-            .spawn(move || {
+        let (stop, emitted, rt) = (shutdown.clone(), self.emitted.clone(), handle.clone());
+        shutdown.spawn_blocking_on(
+            move || {
                 let subject = Subject::new(DOMAIN_EVENT_RECEIVED).ok();
-                while running.load(Ordering::SeqCst) {
+                while !stop.is_triggered() {
                     let Some(event) = source.poll_in_process_events() else {
                         std::thread::sleep(interval);
                         continue;
@@ -100,48 +91,46 @@ impl InProcessDomainEventPoller {
                     let envelope = Event::new(subject)
                         .with_data(data)
                         .with_source(&event.source);
-                    match handle.block_on(bus.publish(envelope)) {
+                    match rt.block_on(bus.publish(envelope)) {
                         Ok(_) => {
                             emitted.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(e) => tracing::warn!("domain event not emitted: {e}"),
                     }
                 }
-                let _ = tx.send(());
-            });
-        match spawned {
-            Ok(_) => {
-                self.done = Some(rx);
-                Ok(())
-            }
-            Err(e) => {
-                self.running.store(false, Ordering::SeqCst);
-                Err(PollerError::Spawn(e.to_string()))
-            }
-        }
+            },
+            &handle,
+        );
+        self.running = Some(shutdown);
+        Ok(())
     }
 
-    /// Stops the thread and waits up to `timeout` for it to end.
+    /// Stops the loop and waits up to `timeout` for it to end (it ends after its current
+    /// event).
     ///
     /// # Errors
     ///
     /// [`PollerError::StopTimeout`] when it is still running then.
     pub fn stop(&mut self, timeout: Duration) -> Result<(), PollerError> {
-        self.running.store(false, Ordering::SeqCst);
-        if let Some(done) = self.done.take() {
-            match done.recv_timeout(timeout) {
-                Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {}
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    return Err(PollerError::StopTimeout(timeout))
-                }
+        let Some(shutdown) = self.running.take() else {
+            return Ok(());
+        };
+        shutdown.trigger();
+        let deadline = std::time::Instant::now() + timeout;
+        while shutdown.running() > 0 {
+            if std::time::Instant::now() >= deadline {
+                return Err(PollerError::StopTimeout(timeout));
             }
+            // Called from inside the runtime as often as from outside: a plain wait, which
+            // needs no runtime.
+            std::thread::sleep(Duration::from_millis(1));
         }
         Ok(())
     }
 
     /// Whether it runs.
     pub fn is_running(&self) -> bool {
-        self.running.load(Ordering::SeqCst)
+        self.running.is_some()
     }
 
     /// Events published on the bus so far.
@@ -152,6 +141,8 @@ impl InProcessDomainEventPoller {
 
 impl Drop for InProcessDomainEventPoller {
     fn drop(&mut self) {
-        self.running.store(false, Ordering::SeqCst);
+        if let Some(shutdown) = &self.running {
+            shutdown.trigger();
+        }
     }
 }
