@@ -62,6 +62,54 @@ impl PgStore {
     }
 }
 
+/// An append inside the caller's transaction `tx` (which must commit for it to count): the
+/// append lock, the condition, the rows.
+pub(crate) async fn append_in(
+    tx: &mut sqlx::PgConnection,
+    stream: &StreamName,
+    bodies: &[String],
+    condition: WriteCondition,
+) -> Result<Appended, StoreError> {
+    // One append at a time: global positions follow commit order. A client paused while
+    // holding the lock is cut off after 1 s idle, so it cannot stall every writer.
+    sqlx::query(
+        "SELECT set_config('idle_in_transaction_session_timeout', '1s', true),
+                pg_advisory_xact_lock(hashtext('herald.events.append'))",
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| backend("append", e))?;
+    let last: Option<i64> =
+        sqlx::query_scalar("SELECT max(position) FROM herald.events WHERE stream = $1")
+            .bind(stream.as_str())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| backend("append", e))?;
+    if !condition_holds(condition, last) {
+        return Err(StoreError::wrong_position(stream, condition, last));
+    }
+    let mut position = last.unwrap_or(-1);
+    let mut global = 0;
+    for body in bodies {
+        position += 1;
+        global = sqlx::query_scalar(
+            "INSERT INTO herald.events (stream, category, position, body)
+             VALUES ($1, $2, $3, $4::jsonb) RETURNING global_position",
+        )
+        .bind(stream.as_str())
+        .bind(stream.category())
+        .bind(position)
+        .bind(body)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| backend("append", e))?;
+    }
+    Ok(Appended {
+        position,
+        global_position: global,
+    })
+}
+
 impl EventStore for PgStore {
     async fn append(
         &self,
@@ -74,47 +122,12 @@ impl EventStore for PgStore {
             .begin()
             .await
             .map_err(|e| backend("append", e))?;
-        // One append at a time: global positions follow commit order. A client paused while
-        // holding the lock is cut off after 1 s idle, so it cannot stall every writer.
-        sqlx::query(
-            "SELECT set_config('idle_in_transaction_session_timeout', '1s', true),
-                    pg_advisory_xact_lock(hashtext('herald.events.append'))",
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| backend("append", e))?;
-        let last: Option<i64> =
-            sqlx::query_scalar("SELECT max(position) FROM herald.events WHERE stream = $1")
-                .bind(stream.as_str())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(|e| backend("append", e))?;
-        if !condition_holds(condition, last) {
-            return Err(StoreError::wrong_position(stream, condition, last));
-        }
-        let mut position = last.unwrap_or(-1);
-        let mut global = 0;
-        for e in events {
-            position += 1;
-            global = sqlx::query_scalar(
-                "INSERT INTO herald.events (stream, category, position, body)
-                 VALUES ($1, $2, $3, $4::jsonb) RETURNING global_position",
-            )
-            .bind(stream.as_str())
-            .bind(stream.category())
-            .bind(position)
-            .bind(e.to_json_string())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| backend("append", e))?;
-        }
+        let bodies: Vec<String> = events.iter().map(Event::to_json_string).collect();
+        let appended = append_in(&mut tx, stream, &bodies, condition).await?;
         tx.commit()
             .await
             .map_err(|e| backend("append (commit)", e))?;
-        Ok(Appended {
-            position,
-            global_position: global,
-        })
+        Ok(appended)
     }
 
     async fn read_stream(

@@ -40,6 +40,7 @@
 
 mod broker;
 mod commit;
+mod dlq;
 mod error;
 mod event_store;
 mod listen;

@@ -9,8 +9,9 @@ use crate::error::store;
 
 /// The version of Herald's own schema (`herald.schema_version`). 1: the version table;
 /// 2: adds the event store (`herald.events`); 3: adds the broker state (`herald.nodes`,
-/// `herald.allocations`, `herald.lease`) and the count projection (`herald.counts`).
-pub(crate) const VERSION: i32 = 3;
+/// `herald.allocations`, `herald.lease`) and the count projection (`herald.counts`); 4: adds the
+/// replay counts of dead letters (`herald.dlq_replays`).
+pub(crate) const VERSION: i32 = 4;
 
 const EVENTS: &str = "
 CREATE TABLE IF NOT EXISTS herald.events (
@@ -57,6 +58,12 @@ BEGIN
     RETURN NULL;
 END
 $f$;
+CREATE TABLE IF NOT EXISTS herald.dlq_replays (
+    place       TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    replays     INTEGER NOT NULL,
+    PRIMARY KEY (place, fingerprint)
+);
 CREATE TABLE IF NOT EXISTS herald.counts (
     projection    TEXT NOT NULL,
     category      TEXT NOT NULL,
@@ -129,8 +136,8 @@ async fn install(pool: &PgPool) -> Result<(), QueueError> {
             Ok(())
         }
         Some(v) if v == VERSION => Ok(()),
-        // Versions 1 and 2 lacked tables that were just added (nothing else changed).
-        Some(v @ (1 | 2)) => {
+        // Versions 1 to 3 lacked tables that were just added (nothing else changed).
+        Some(v @ (1..=3)) => {
             tracing::info!("Herald schema migrated from version {v} to {VERSION}: tables added");
             sqlx::query("UPDATE herald.schema_version SET version = $1")
                 .bind(VERSION)

@@ -151,6 +151,14 @@ async fn the_postgres_store_passes_the_event_store_conformance_suite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_store_passes_the_dead_letter_place_suite() {
+    let Some((store, _)) = store("pg_dlq").await else {
+        return;
+    };
+    herald_testkit::dlq_conformance::run_all(&store, &unique("pgd")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_postgres_store_passes_the_broker_conformance_suite() {
     let Some(url) = database_url("pg_broker") else {
         return;

@@ -225,7 +225,7 @@ impl EventStore for SqliteStore {
 }
 
 /// The append itself, inside the writer's transaction.
-fn append_in(
+pub(crate) fn append_in(
     c: &Connection,
     stream: &StreamName,
     bodies: &[String],

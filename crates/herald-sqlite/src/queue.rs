@@ -43,7 +43,7 @@ fn micros(t: OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1_000) as i64
 }
 
-fn now_micros() -> i64 {
+pub(crate) fn now_micros() -> i64 {
     micros(OffsetDateTime::now_utc())
 }
 
@@ -69,7 +69,7 @@ fn message(row: &Row<'_>) -> rusqlite::Result<Message> {
 }
 
 /// Fails with `NoSuchQueue` unless `queue` exists.
-fn exists(conn: &Connection, queue: &str) -> Result<(), QueueError> {
+pub(crate) fn exists(conn: &Connection, queue: &str) -> Result<(), QueueError> {
     let found = conn
         .prepare_cached("SELECT 1 FROM herald_queues WHERE name = ?1")
         .and_then(|mut s| s.query_row([queue], |_| Ok(())).optional())
@@ -80,7 +80,12 @@ fn exists(conn: &Connection, queue: &str) -> Result<(), QueueError> {
 }
 
 /// Inserts one message; the queue must exist.
-fn insert(conn: &Connection, queue: &str, body: &str, delay: Duration) -> Result<i64, QueueError> {
+pub(crate) fn insert(
+    conn: &Connection,
+    queue: &str,
+    body: &str,
+    delay: Duration,
+) -> Result<i64, QueueError> {
     let changed = conn
         .prepare_cached("UPDATE herald_queues SET total_sent = total_sent + 1 WHERE name = ?1")
         .and_then(|mut s| s.execute([queue]))
@@ -138,7 +143,7 @@ fn take_visible(
 
 /// Moves one message to the archive, if it is there (and, with `read_ct`, only at that read
 /// count); returns whether it moved.
-fn archive_one(
+pub(crate) fn archive_one(
     conn: &Connection,
     queue: &str,
     msg_id: i64,
@@ -252,6 +257,11 @@ impl SqliteStore {
 
     pub(crate) fn writer(&self) -> &Writer {
         &self.inner.writer
+    }
+
+    /// Wakes the reads waiting for a message (after a commit that sent some).
+    pub(crate) fn notify_sent(&self) {
+        self.inner.sent.notify_waiters();
     }
 
     /// The database file.

@@ -5,8 +5,9 @@
 use rusqlite::Connection;
 
 /// The schema version this code writes and reads. 1: queues; 2: adds the event store; 3: adds
-/// the broker state (nodes, allocations, lease) and the count projection.
-pub(crate) const VERSION: i64 = 3;
+/// the broker state (nodes, allocations, lease) and the count projection; 4: adds the replay
+/// counts of dead letters.
+pub(crate) const VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS herald_schema (
@@ -71,6 +72,12 @@ CREATE TABLE IF NOT EXISTS herald_counts (
     last_position INTEGER NOT NULL,
     PRIMARY KEY (projection, category)
 );
+CREATE TABLE IF NOT EXISTS herald_dlq_replays (
+    place       TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    replays     INTEGER NOT NULL,
+    PRIMARY KEY (place, fingerprint)
+);
 CREATE TABLE IF NOT EXISTS herald_archive (
     msg_id      INTEGER NOT NULL,
     queue       TEXT NOT NULL,
@@ -96,9 +103,9 @@ pub(crate) fn ensure(conn: &Connection) -> Result<(), String> {
             .map(drop)
             .map_err(|e| format!("recording the schema version: {e}")),
         Some(v) if v == VERSION => Ok(()),
-        // Versions 1 and 2 lacked tables the statement above has just added (nothing existing
+        // Versions 1 to 3 lacked tables the statement above has just added (nothing existing
         // was changed). Recorded, and said.
-        Some(v @ (1 | 2)) => {
+        Some(v @ (1..=3)) => {
             tracing::info!("SQLite schema migrated from version {v} to {VERSION}: tables added");
             conn.execute("UPDATE herald_schema SET version = ?1", [VERSION])
                 .map(drop)

@@ -25,6 +25,16 @@ async fn the_sqlite_store_passes_the_queue_conformance_suite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_store_passes_the_dead_letter_place_suite() {
+    let path = temp_db("dlq");
+    let store = SqliteStore::open(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("open");
+    herald_testkit::dlq_conformance::run_all(&store, "dlqsqlite").await;
+    let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_stores_on_one_file_share_the_queue_without_sharing_a_message() {
     let path = temp_db("two");
     let url = format!("sqlite://{}", path.display());

@@ -4,6 +4,7 @@
 pub mod broker_conformance;
 pub mod conformance;
 pub mod delivery;
+pub mod dlq_conformance;
 pub mod env;
 pub mod fixtures;
 pub mod fuzz_corpus;

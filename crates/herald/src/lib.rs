@@ -54,6 +54,7 @@ mod bus;
 pub mod consume;
 pub mod dead_letter;
 mod dispatch;
+pub mod dlq;
 #[doc(hidden)]
 pub mod fuzz;
 mod handler;

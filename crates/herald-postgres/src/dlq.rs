@@ -1,0 +1,246 @@
+//! Dead-letter places on PostgreSQL: PGMQ's `{queue}_dlq` queues, the replay count of each
+//! letter's body in `herald.dlq_replays`, and every replay or abandon in one transaction with
+//! its audit append to `herald-audit`. Letters are taken `FOR UPDATE SKIP LOCKED`, so two
+//! operators replaying one place at once never take the same letter.
+
+use herald::dlq::{
+    decide, Action, DeadLetterStore, DlqError, Letter, Operator, Pick, Place, Report, Step,
+    AUDIT_STREAM, DLQ_SUFFIX,
+};
+use herald::queue::{QueueError, QueueName};
+use herald::store::{StreamName, WriteCondition};
+use sqlx::{PgConnection, Row};
+
+use crate::error::store;
+use crate::event_store::append_in;
+use crate::queue::PgStore;
+
+async fn queue_exists(c: &mut PgConnection, queue: &str) -> Result<bool, QueueError> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pgmq.meta WHERE queue_name = $1)")
+        .bind(queue)
+        .fetch_one(c)
+        .await
+        .map_err(|e| store("dlq", queue, e))
+}
+
+/// The letters of `rows`, with their replay counts.
+async fn letters_of(
+    c: &mut PgConnection,
+    place: &QueueName,
+    rows: Vec<(i64, String)>,
+) -> Result<Vec<Letter>, QueueError> {
+    let mut out = Vec::with_capacity(rows.len());
+    for (id, body) in rows {
+        let letter = Letter::parse(place, id, body.as_bytes(), 0);
+        let n: Option<i32> = sqlx::query_scalar(
+            "SELECT replays FROM herald.dlq_replays WHERE place = $1 AND fingerprint = $2",
+        )
+        .bind(place.as_str())
+        .bind(letter.fingerprint())
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(|e| store("dlq replays", place.as_str(), e))?;
+        let replays = n.map_or(0, |n| u32::try_from(n).unwrap_or(0));
+        out.push(Letter { replays, ..letter });
+    }
+    Ok(out)
+}
+
+/// `(msg_id, body)` rows of `place` that `pick` names; with `lock`, locked for this
+/// transaction and skipping rows another holds.
+async fn rows(
+    c: &mut PgConnection,
+    place: &QueueName,
+    pick: &Pick,
+    lock: bool,
+) -> Result<Vec<(i64, String)>, QueueError> {
+    let locking = if lock { " FOR UPDATE SKIP LOCKED" } else { "" };
+    let q = place.as_str();
+    let sql = match pick {
+        Pick::Ids(_) => format!(
+            "SELECT msg_id, message::text FROM pgmq.\"q_{q}\" WHERE msg_id = ANY($1) ORDER BY msg_id{locking}"
+        ),
+        Pick::After { .. } => format!(
+            "SELECT msg_id, message::text FROM pgmq.\"q_{q}\" WHERE msg_id > $1 ORDER BY msg_id LIMIT $2{locking}"
+        ),
+    };
+    let query = match pick {
+        Pick::Ids(ids) => sqlx::query(&sql).bind(ids.clone()),
+        Pick::After { after, limit } => sqlx::query(&sql)
+            .bind(*after)
+            .bind(i64::try_from(*limit).unwrap_or(i64::MAX)),
+    };
+    let found = query
+        .fetch_all(&mut *c)
+        .await
+        .map_err(|e| store("dlq read", q, e))?;
+    found
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(|e| store("dlq read", q, e))
+}
+
+/// Runs the steps inside `c`'s transaction.
+async fn apply(
+    c: &mut PgConnection,
+    place: &QueueName,
+    steps: Vec<Step>,
+    report: &mut Report,
+) -> Result<(), DlqError> {
+    let q = place.as_str();
+    let mut audits = Vec::new();
+    for step in steps {
+        match step {
+            Step::Replay { letter, audit } => {
+                let body = String::from_utf8_lossy(&letter.body).into_owned();
+                sqlx::query("SELECT pgmq.send($1, $2::jsonb)")
+                    .bind(&letter.origin)
+                    .bind(body)
+                    .execute(&mut *c)
+                    .await
+                    .map_err(|e| store("dlq replay", &letter.origin, e))?;
+                sqlx::query(&format!("DELETE FROM pgmq.\"q_{q}\" WHERE msg_id = $1"))
+                    .bind(letter.id)
+                    .execute(&mut *c)
+                    .await
+                    .map_err(|e| store("dlq replay", q, e))?;
+                sqlx::query(
+                    "INSERT INTO herald.dlq_replays AS r (place, fingerprint, replays) VALUES ($1, $2, 1)
+                     ON CONFLICT (place, fingerprint) DO UPDATE SET replays = r.replays + 1",
+                )
+                .bind(q)
+                .bind(letter.fingerprint())
+                .execute(&mut *c)
+                .await
+                .map_err(|e| store("dlq replay", q, e))?;
+                audits.push(audit.to_json_string());
+                report.done.push(letter.id);
+            }
+            Step::Abandon { letter, audit } => {
+                sqlx::query("SELECT pgmq.archive($1, $2::bigint)")
+                    .bind(q)
+                    .bind(letter.id)
+                    .execute(&mut *c)
+                    .await
+                    .map_err(|e| store("dlq abandon", q, e))?;
+                audits.push(audit.to_json_string());
+                report.done.push(letter.id);
+            }
+            Step::Refuse(refusal) => report.refused.push(refusal),
+        }
+    }
+    if !audits.is_empty() {
+        let stream = StreamName::new(AUDIT_STREAM)?;
+        append_in(c, &stream, &audits, WriteCondition::Any).await?;
+    }
+    Ok(())
+}
+
+impl DeadLetterStore for PgStore {
+    async fn places(&self) -> Result<Vec<Place>, DlqError> {
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT queue_name::text FROM pgmq.meta WHERE queue_name LIKE '%\\_dlq' ORDER BY queue_name",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(|e| store("dlq places", "*", e))?;
+        let mut places = Vec::new();
+        for name in names {
+            // Names from the catalogue are checked before they go into SQL.
+            let Ok(queue) = QueueName::new(&name) else {
+                continue;
+            };
+            let q = queue.as_str();
+            let row = sqlx::query(&format!(
+                "SELECT count(*)::bigint, (extract(epoch FROM clock_timestamp() - min(enqueued_at)) * 1000)::bigint
+                 FROM pgmq.\"q_{q}\""
+            ))
+            .fetch_one(self.pool())
+            .await
+            .map_err(|e| store("dlq places", q, e))?;
+            let count: i64 = row.try_get(0).map_err(|e| store("dlq places", q, e))?;
+            let oldest: Option<i64> = row.try_get(1).map_err(|e| store("dlq places", q, e))?;
+            places.push(Place {
+                origin: q.strip_suffix(DLQ_SUFFIX).unwrap_or(q).to_owned(),
+                count: u64::try_from(count).unwrap_or(0),
+                oldest_age_ms: oldest.map(|ms| u64::try_from(ms.max(0)).unwrap_or(0)),
+                name,
+            });
+        }
+        Ok(places)
+    }
+
+    async fn letters(
+        &self,
+        place: &QueueName,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Letter>, DlqError> {
+        let mut c = self
+            .pool()
+            .acquire()
+            .await
+            .map_err(|e| store("dlq show", place.as_str(), e))?;
+        if !queue_exists(&mut c, place.as_str()).await? {
+            return Err(DlqError::NoSuchPlace {
+                place: place.to_string(),
+            });
+        }
+        let rows = rows(&mut c, place, &Pick::After { after, limit }, false).await?;
+        Ok(letters_of(&mut c, place, rows).await?)
+    }
+
+    async fn settle_letters(
+        &self,
+        place: &QueueName,
+        pick: Pick,
+        action: &Action,
+        operator: &Operator,
+    ) -> Result<Report, DlqError> {
+        let q = place.as_str();
+        let mut tx = self
+            .pool()
+            .begin()
+            .await
+            .map_err(|e| store("dlq settle", q, e))?;
+        if !queue_exists(&mut tx, q).await? {
+            return Err(DlqError::NoSuchPlace {
+                place: place.to_string(),
+            });
+        }
+        let rows = rows(&mut tx, place, &pick, true).await?;
+        let mut report = Report {
+            seen: rows.iter().map(|(id, _)| *id).max(),
+            ..Report::default()
+        };
+        if let Pick::Ids(ids) = &pick {
+            report.missing = ids
+                .iter()
+                .filter(|id| !rows.iter().any(|(r, _)| r == *id))
+                .copied()
+                .collect();
+        }
+        let steps: Vec<Step> = letters_of(&mut tx, place, rows)
+            .await?
+            .into_iter()
+            .map(|letter| decide(place, letter, action, operator))
+            .collect();
+        for step in &steps {
+            if let Step::Replay { letter, .. } = step {
+                if !queue_exists(&mut tx, &letter.origin).await? {
+                    return Err(DlqError::TargetGone {
+                        place: place.to_string(),
+                        id: letter.id,
+                        queue: letter.origin.clone(),
+                    });
+                }
+            }
+        }
+        apply(&mut tx, place, steps, &mut report).await?;
+        tx.commit()
+            .await
+            .map_err(|e| store("dlq settle (commit)", q, e))?;
+        Ok(report)
+    }
+}
