@@ -62,32 +62,7 @@ impl Global {
     }
 }
 
-/// `--store` on a verb that uses a store.
-#[derive(Debug, Args, Clone, Default)]
-pub(crate) struct StoreOpt {
-    /// Durable store: sqlite://PATH (embedded) or postgres://... (PGMQ) (default: the
-    /// config's `store`, $HERALD_STORE, else sqlite://.herald/herald.db).
-    #[arg(long, global = true)]
-    pub(crate) store: Option<String>,
-}
-
-/// `--bus` on a verb that talks to NATS.
-#[derive(Debug, Args, Clone, Default)]
-pub(crate) struct BusOpt {
-    /// Message bus: nats://HOST:PORT or memory:// (default: the config's `bus`, $HERALD_BUS,
-    /// else nats://127.0.0.1:4222).
-    #[arg(long, global = true)]
-    pub(crate) bus: Option<String>,
-}
-
-/// `--config` on a verb that reads the config.
-#[derive(Debug, Args, Clone, Default)]
-pub(crate) struct ConfigOpt {
-    /// A TOML config file (store, bus, [worker], [http], [node]); HERALD_* variables and
-    /// flags override it. A bad file exits with 78.
-    #[arg(long, global = true, env = "HERALD_CONFIG")]
-    pub(crate) config: Option<PathBuf>,
-}
+pub(crate) use crate::opts::{BusOpt, ConfigOpt, StoreOpt};
 
 impl Cli {
     /// The options in force: each from after the verb, else from before it.
@@ -109,6 +84,7 @@ impl Cli {
             Command::Metrics(a) => (None, None, Some(&a.config)),
             Command::Config(a) => (Some(&a.store), Some(&a.bus), Some(&a.config)),
             Command::Store(a) => (Some(&a.store), None, Some(&a.config)),
+            Command::Dlq(a) => (Some(&a.store), None, Some(&a.config)),
             Command::Node(a) => (Some(&a.store), None, Some(&a.config)),
         };
         self.global.over(&Global {
@@ -257,6 +233,12 @@ pub(crate) enum Command {
         after_help = "Examples:\n  herald store append order-42 '{\"total\": 3}' --type created --no-stream\n  herald store read order-42\n  herald store read --category order --from 100 --max 50\n  herald store ls"
     )]
     Store(StoreArgs),
+    /// Dead letters on --store: ls, show, replay (back to their queue), abandon; each replay
+    /// and abandon is recorded on the event store's herald-audit stream.
+    #[command(
+        after_help = "Examples:\n  herald dlq ls\n  herald dlq show orders_dlq --limit 5\n  herald dlq replay orders_dlq --id 12 --id 13\n  herald dlq replay orders_dlq --all --max-replays 3\n  herald dlq abandon orders_dlq --all --reason 'bad product ids, fixed upstream'"
+    )]
+    Dlq(crate::commands::dlq::DlqArgs),
     /// Run a processing node on --store (a distributed broker in a role, with the built-in
     /// `counts` projection), or `node status`: nodes, roles, epochs, allocations, checkpoints.
     #[command(

@@ -7,6 +7,7 @@ mod commands;
 mod config;
 mod connect;
 mod error;
+mod opts;
 pub mod output;
 mod signal;
 
@@ -46,6 +47,7 @@ pub async fn run(cli: cli::Cli) -> Result<(), CliError> {
         }
         Command::Config(args) => config::command(args, global),
         Command::Store(args) => commands::store::run(args, &config::resolve(global)?.store).await,
+        Command::Dlq(args) => commands::dlq::run(args, &config::resolve(global)?.store).await,
         Command::Node(args) => {
             let mut config = config::resolve(global)?;
             config.apply_node_flags(&args);

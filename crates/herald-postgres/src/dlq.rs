@@ -3,6 +3,8 @@
 //! its audit append to `herald-audit`. Letters are taken `FOR UPDATE SKIP LOCKED`, so two
 //! operators replaying one place at once never take the same letter.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
+
 use herald::dlq::{
     decide, Action, DeadLetterStore, DlqError, Letter, Operator, Pick, Place, Report, Step,
     AUDIT_STREAM, DLQ_SUFFIX,
@@ -23,27 +25,37 @@ async fn queue_exists(c: &mut PgConnection, queue: &str) -> Result<bool, QueueEr
         .map_err(|e| store("dlq", queue, e))
 }
 
-/// The letters of `rows`, with their replay counts.
+/// The letters of `rows`, with their replay counts (one query for all).
 async fn letters_of(
     c: &mut PgConnection,
     place: &QueueName,
     rows: Vec<(i64, String)>,
 ) -> Result<Vec<Letter>, QueueError> {
-    let mut out = Vec::with_capacity(rows.len());
-    for (id, body) in rows {
-        let letter = Letter::parse(place, id, body.as_bytes(), 0);
-        let n: Option<i32> = sqlx::query_scalar(
-            "SELECT replays FROM herald.dlq_replays WHERE place = $1 AND fingerprint = $2",
-        )
-        .bind(place.as_str())
-        .bind(letter.fingerprint())
-        .fetch_optional(&mut *c)
-        .await
-        .map_err(|e| store("dlq replays", place.as_str(), e))?;
-        let replays = n.map_or(0, |n| u32::try_from(n).unwrap_or(0));
-        out.push(Letter { replays, ..letter });
-    }
-    Ok(out)
+    let letters: Vec<Letter> = rows
+        .into_iter()
+        .map(|(id, body)| Letter::parse(place, id, body.as_bytes(), 0))
+        .collect();
+    let prints: Vec<String> = letters.iter().map(Letter::fingerprint).collect();
+    let counts: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT fingerprint, replays FROM herald.dlq_replays WHERE place = $1 AND fingerprint = ANY($2)",
+    )
+    .bind(place.as_str())
+    .bind(&prints)
+    .fetch_all(&mut *c)
+    .await
+    .map_err(|e| store("dlq replays", place.as_str(), e))?;
+    let counts: HashMap<String, u32> = counts
+        .into_iter()
+        .map(|(f, n)| (f, u32::try_from(n).unwrap_or(0)))
+        .collect();
+    Ok(letters
+        .into_iter()
+        .zip(prints)
+        .map(|(letter, print)| Letter {
+            replays: counts.get(&print).copied().unwrap_or(0),
+            ..letter
+        })
+        .collect())
 }
 
 /// `(msg_id, body)` rows of `place` that `pick` names; with `lock`, locked for this
@@ -81,7 +93,8 @@ async fn rows(
         .map_err(|e| store("dlq read", q, e))
 }
 
-/// Runs the steps inside `c`'s transaction.
+/// Runs the steps inside `c`'s transaction, set-based: one `send_batch` per target queue,
+/// one delete, one archive, one upsert of the replay counts, one append of the audit events.
 async fn apply(
     c: &mut PgConnection,
     place: &QueueName,
@@ -90,46 +103,65 @@ async fn apply(
 ) -> Result<(), DlqError> {
     let q = place.as_str();
     let mut audits = Vec::new();
+    let mut sends: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let (mut replayed, mut abandoned) = (Vec::new(), Vec::new());
+    let mut prints: BTreeMap<String, i32> = BTreeMap::new();
     for step in steps {
         match step {
             Step::Replay { letter, audit } => {
                 let body = String::from_utf8_lossy(&letter.body).into_owned();
-                sqlx::query("SELECT pgmq.send($1, $2::jsonb)")
-                    .bind(&letter.origin)
-                    .bind(body)
-                    .execute(&mut *c)
-                    .await
-                    .map_err(|e| store("dlq replay", &letter.origin, e))?;
-                sqlx::query(&format!("DELETE FROM pgmq.\"q_{q}\" WHERE msg_id = $1"))
-                    .bind(letter.id)
-                    .execute(&mut *c)
-                    .await
-                    .map_err(|e| store("dlq replay", q, e))?;
-                sqlx::query(
-                    "INSERT INTO herald.dlq_replays AS r (place, fingerprint, replays) VALUES ($1, $2, 1)
-                     ON CONFLICT (place, fingerprint) DO UPDATE SET replays = r.replays + 1",
-                )
-                .bind(q)
-                .bind(letter.fingerprint())
-                .execute(&mut *c)
-                .await
-                .map_err(|e| store("dlq replay", q, e))?;
+                sends.entry(letter.origin.clone()).or_default().push(body);
+                *prints.entry(letter.fingerprint()).or_default() += 1;
+                replayed.push(letter.id);
                 audits.push(audit.to_json_string());
-                report.done.push(letter.id);
             }
             Step::Abandon { letter, audit } => {
-                sqlx::query("SELECT pgmq.archive($1, $2::bigint)")
-                    .bind(q)
-                    .bind(letter.id)
-                    .execute(&mut *c)
-                    .await
-                    .map_err(|e| store("dlq abandon", q, e))?;
+                abandoned.push(letter.id);
                 audits.push(audit.to_json_string());
-                report.done.push(letter.id);
             }
             Step::Refuse(refusal) => report.refused.push(refusal),
         }
     }
+    for (target, bodies) in &sends {
+        sqlx::query("SELECT pgmq.send_batch($1, $2::jsonb[])")
+            .bind(target)
+            .bind(bodies)
+            .execute(&mut *c)
+            .await
+            .map_err(|e| store("dlq replay", target, e))?;
+    }
+    if !replayed.is_empty() {
+        sqlx::query(&format!(
+            "DELETE FROM pgmq.\"q_{q}\" WHERE msg_id = ANY($1)"
+        ))
+        .bind(&replayed)
+        .execute(&mut *c)
+        .await
+        .map_err(|e| store("dlq replay", q, e))?;
+        let (fps, ns): (Vec<String>, Vec<i32>) = prints.into_iter().unzip();
+        sqlx::query(
+            "INSERT INTO herald.dlq_replays AS r (place, fingerprint, replays)
+             SELECT $1, f, n FROM unnest($2::text[], $3::int[]) AS t(f, n)
+             ON CONFLICT (place, fingerprint) DO UPDATE SET replays = r.replays + EXCLUDED.replays",
+        )
+        .bind(q)
+        .bind(fps)
+        .bind(ns)
+        .execute(&mut *c)
+        .await
+        .map_err(|e| store("dlq replay", q, e))?;
+    }
+    if !abandoned.is_empty() {
+        sqlx::query("SELECT pgmq.archive($1, $2::bigint[])")
+            .bind(q)
+            .bind(&abandoned)
+            .execute(&mut *c)
+            .await
+            .map_err(|e| store("dlq abandon", q, e))?;
+    }
+    report.done.extend(replayed);
+    report.done.extend(abandoned);
+    report.done.sort_unstable();
     if !audits.is_empty() {
         let stream = StreamName::new(AUDIT_STREAM)?;
         append_in(c, &stream, &audits, WriteCondition::Any).await?;
@@ -215,20 +247,29 @@ impl DeadLetterStore for PgStore {
             ..Report::default()
         };
         if let Pick::Ids(ids) = &pick {
-            report.missing = ids
+            let missing: Vec<i64> = ids
                 .iter()
                 .filter(|id| !rows.iter().any(|(r, _)| r == *id))
                 .copied()
                 .collect();
+            if !missing.is_empty() {
+                return Err(DlqError::NoSuchLetter {
+                    place: place.to_string(),
+                    ids: missing,
+                });
+            }
         }
         let steps: Vec<Step> = letters_of(&mut tx, place, rows)
             .await?
             .into_iter()
             .map(|letter| decide(place, letter, action, operator))
             .collect();
+        let mut checked = HashSet::new();
         for step in &steps {
             if let Step::Replay { letter, .. } = step {
-                if !queue_exists(&mut tx, &letter.origin).await? {
+                if checked.insert(letter.origin.clone())
+                    && !queue_exists(&mut tx, &letter.origin).await?
+                {
                     return Err(DlqError::TargetGone {
                         place: place.to_string(),
                         id: letter.id,

@@ -88,22 +88,24 @@ pub(crate) async fn append_in(
     if !condition_holds(condition, last) {
         return Err(StoreError::wrong_position(stream, condition, last));
     }
-    let mut position = last.unwrap_or(-1);
-    let mut global = 0;
-    for body in bodies {
-        position += 1;
-        global = sqlx::query_scalar(
-            "INSERT INTO herald.events (stream, category, position, body)
-             VALUES ($1, $2, $3, $4::jsonb) RETURNING global_position",
-        )
-        .bind(stream.as_str())
-        .bind(stream.category())
-        .bind(position)
-        .bind(body)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| backend("append", e))?;
-    }
+    // One statement for the whole append: positions follow the bodies' order, and so do the
+    // global positions (the rows are inserted in that order, each taking the next value).
+    let first = last.map_or(0, |l| l + 1);
+    let globals: Vec<i64> = sqlx::query_scalar(
+        "INSERT INTO herald.events (stream, category, position, body)
+         SELECT $1, $2, $3 + t.o - 1, t.b::jsonb FROM unnest($4::text[]) WITH ORDINALITY AS t(b, o)
+         ORDER BY t.o
+         RETURNING global_position",
+    )
+    .bind(stream.as_str())
+    .bind(stream.category())
+    .bind(first)
+    .bind(bodies)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(|e| backend("append", e))?;
+    let position = first + i64::try_from(bodies.len()).unwrap_or(i64::MAX) - 1;
+    let global = globals.into_iter().max().unwrap_or(0);
     Ok(Appended {
         position,
         global_position: global,

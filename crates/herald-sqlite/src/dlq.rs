@@ -100,11 +100,17 @@ fn settle_in(
         ..Report::default()
     };
     if let Pick::Ids(ids) = pick {
-        report.missing = ids
+        let missing: Vec<i64> = ids
             .iter()
             .filter(|id| !rows.iter().any(|(r, _)| r == *id))
             .copied()
             .collect();
+        if !missing.is_empty() {
+            return Ok(Err(DlqError::NoSuchLetter {
+                place: place.to_string(),
+                ids: missing,
+            }));
+        }
     }
     let steps: Vec<Step> = letters_in(c, place, rows)?
         .into_iter()

@@ -31,7 +31,7 @@ pub const BATCH: usize = 500;
 #[derive(Debug, thiserror::Error)]
 pub enum DlqError {
     /// The name is not a dead-letter place (`{queue}_dlq`).
-    #[error("{name:?} is not a dead-letter place: its name must end in {DLQ_SUFFIX}")]
+    #[error("{name:?} is not a dead-letter place: its name must end in {DLQ_SUFFIX} (queue {name}'s dead letters are in {name}{DLQ_SUFFIX})")]
     NotAPlace {
         /// The name given.
         name: String,
@@ -41,6 +41,14 @@ pub enum DlqError {
     NoSuchPlace {
         /// The place.
         place: String,
+    },
+    /// Ids asked for that are not in the place (or that another operator holds right now).
+    #[error("no letter {} in {place} (herald dlq show {place} lists them; another operator may be replaying it); nothing moved", list(.ids))]
+    NoSuchLetter {
+        /// The place.
+        place: String,
+        /// The ids not found.
+        ids: Vec<i64>,
     },
     /// `--max-replays 0` would refuse every replay.
     #[error("--max-replays must be at least 1 (use --force to replay past it)")]
@@ -61,6 +69,13 @@ pub enum DlqError {
     /// The event store (the audit append) failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+fn list(ids: &[i64]) -> String {
+    ids.iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A dead-letter place: a `{queue}_dlq` queue.
@@ -170,7 +185,7 @@ pub fn place(name: &str) -> Result<QueueName, DlqError> {
 /// Which letters of a place an operation takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selection {
-    /// These ids; an id not in the place is reported missing.
+    /// These ids; one not in the place fails the whole operation, nothing moved.
     Ids(Vec<i64>),
     /// All of them, in batches of [`BATCH`], one transaction each.
     All,
@@ -200,13 +215,35 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// The current OS user (`$USER`, else `unknown`), for `why`.
+    /// The current OS user (`$USER`, `$LOGNAME`, else the process's uid as `/etc/passwd`
+    /// names it, else `uid N`), for `why`.
     pub fn current(why: Option<String>) -> Operator {
         let who = std::env::var("USER")
             .or_else(|_| std::env::var("LOGNAME"))
-            .unwrap_or_else(|_| "unknown".into());
+            .ok()
+            .filter(|u| !u.is_empty())
+            .or_else(os_user)
+            .unwrap_or_else(|| "unknown".into());
         Operator { who, why }
     }
+}
+
+/// The user of this process's real uid, read from `/proc/self/status` and `/etc/passwd`.
+fn os_user() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .to_owned();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let name = passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        (f.nth(1)? == uid).then(|| name.to_owned())
+    });
+    Some(name.unwrap_or_else(|| format!("uid {uid}")))
 }
 
 /// What to do with the letters taken.
@@ -250,8 +287,6 @@ pub struct Report {
     pub done: Vec<i64>,
     /// Letters left in the place, with the reason.
     pub refused: Vec<Refusal>,
-    /// Ids asked for that are not in the place (or that another operator holds right now).
-    pub missing: Vec<i64>,
     /// The highest id this batch looked at (for the next batch of a whole place).
     #[serde(skip)]
     pub seen: Option<i64>,
@@ -261,7 +296,6 @@ impl Report {
     fn absorb(&mut self, other: Report) {
         self.done.extend(other.done);
         self.refused.extend(other.refused);
-        self.missing.extend(other.missing);
     }
 }
 
@@ -353,7 +387,8 @@ pub trait DeadLetterStore: Clone + Send + Sync + 'static {
 
     /// Takes `pick`'s letters of `place` and settles each as [`decide`] says, in one
     /// transaction with every audit event: all of it commits or none. A letter another
-    /// transaction holds is skipped (reported missing), never taken twice.
+    /// transaction holds is skipped, never taken twice; an id of [`Pick::Ids`] not found
+    /// (or so held) is [`DlqError::NoSuchLetter`], with nothing moved.
     fn settle_letters(
         &self,
         place: &QueueName,

@@ -3,6 +3,7 @@
 pub(crate) mod bench;
 pub(crate) mod chaos;
 pub(crate) mod demo;
+pub(crate) mod dlq;
 pub(crate) mod nats;
 pub(crate) mod node;
 pub(crate) mod observe;
