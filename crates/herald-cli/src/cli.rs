@@ -85,6 +85,7 @@ impl Cli {
             Command::Config(a) => (Some(&a.store), Some(&a.bus), Some(&a.config)),
             Command::Store(a) => (Some(&a.store), None, Some(&a.config)),
             Command::Dlq(a) => (Some(&a.store), None, Some(&a.config)),
+            Command::Schedule(a) => (Some(&a.store), None, Some(&a.config)),
             Command::Node(a) => (Some(&a.store), None, Some(&a.config)),
         };
         self.global.over(&Global {
@@ -239,6 +240,12 @@ pub(crate) enum Command {
         after_help = "Examples:\n  herald dlq ls\n  herald dlq show orders_dlq --limit 5\n  herald dlq replay orders_dlq --id 12 --id 13\n  herald dlq replay orders_dlq --all --max-replays 3\n  herald dlq abandon orders_dlq --all --reason 'bad product ids, fixed upstream'"
     )]
     Dlq(crate::commands::dlq::DlqArgs),
+    /// Schedules on --store: add (--cron or --every, a time zone, a missed-tick policy), ls
+    /// (with the next five fire times), rm, pause, resume; run a scheduler.
+    #[command(
+        after_help = "Examples:\n  herald schedule add nightly --cron '0 3 * * *' --tz Europe/Paris --queue reports --data '{\"kind\": \"daily\"}'\n  herald schedule add heartbeat --every 30s --queue pings\n  herald schedule ls\n  herald schedule pause nightly && herald schedule resume nightly\n  herald schedule run    # or: herald worker --scheduler, herald node --scheduler"
+    )]
+    Schedule(crate::commands::schedule::ScheduleArgs),
     /// Run a processing node on --store (a distributed broker in a role, with the built-in
     /// `counts` projection), or `node status`: nodes, roles, epochs, allocations, checkpoints.
     #[command(
@@ -286,6 +293,10 @@ pub(crate) struct NodeArgs {
     /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
     #[arg(long = "for")]
     pub(crate) run_for: Option<f64>,
+    /// Also run a scheduler: the store's schedules (`herald schedule add`) are fired here,
+    /// each tick once however many schedulers run.
+    #[arg(long)]
+    pub(crate) scheduler: bool,
 }
 
 /// A role as the broker names it (`coordinator`, `observer`, `full`).
@@ -524,6 +535,10 @@ pub(crate) struct WorkerArgs {
     /// SIGTERM, then drain).
     #[arg(long)]
     pub(crate) until_empty: bool,
+    /// Also run a scheduler: the store's schedules (`herald schedule add`) are fired here,
+    /// each tick once however many schedulers run.
+    #[arg(long)]
+    pub(crate) scheduler: bool,
     /// No progress line.
     #[arg(long, short)]
     pub(crate) quiet: bool,

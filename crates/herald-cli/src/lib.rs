@@ -6,6 +6,7 @@ pub mod cli;
 mod commands;
 mod config;
 mod connect;
+mod data;
 mod error;
 mod opts;
 pub mod output;
@@ -48,6 +49,9 @@ pub async fn run(cli: cli::Cli) -> Result<(), CliError> {
         Command::Config(args) => config::command(args, global),
         Command::Store(args) => commands::store::run(args, &config::resolve(global)?.store).await,
         Command::Dlq(args) => commands::dlq::run(args, &config::resolve(global)?.store).await,
+        Command::Schedule(args) => {
+            commands::schedule::run(args, &config::resolve(global)?.store).await
+        }
         Command::Node(args) => {
             let mut config = config::resolve(global)?;
             config.apply_node_flags(&args);

@@ -15,6 +15,7 @@ use sqlx::{PgConnection, Row};
 
 use crate::error::store;
 use crate::event_store::append_in;
+use crate::listen::channel;
 use crate::queue::PgStore;
 
 async fn queue_exists(c: &mut PgConnection, queue: &str) -> Result<bool, QueueError> {
@@ -129,6 +130,13 @@ async fn apply(
             .execute(&mut *c)
             .await
             .map_err(|e| store("dlq replay", target, e))?;
+        // Herald's own connections skip the insert trigger: wake the target's readers here
+        // (delivered at commit, as the send is).
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(channel(target))
+            .execute(&mut *c)
+            .await
+            .map_err(|e| store("notify", target, e))?;
     }
     if !replayed.is_empty() {
         sqlx::query(&format!(

@@ -45,6 +45,7 @@ mod error;
 mod event_store;
 mod listen;
 mod queue;
+mod schedule;
 mod schema;
 
 pub use queue::{PgOptions, PgStore};

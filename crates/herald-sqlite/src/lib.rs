@@ -45,6 +45,7 @@ mod error;
 mod event_store;
 mod options;
 mod queue;
+mod schedule;
 mod schema;
 
 pub use options::{SqliteOptions, DEFAULT_PATH};

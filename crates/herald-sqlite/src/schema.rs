@@ -6,7 +6,7 @@ use rusqlite::Connection;
 
 /// The schema version this code writes and reads. 1: queues; 2: adds the event store; 3: adds
 /// the broker state (nodes, allocations, lease) and the count projection; 4: adds the replay
-/// counts of dead letters.
+/// counts of dead letters and the schedules.
 pub(crate) const VERSION: i64 = 4;
 
 const SCHEMA: &str = "
@@ -77,6 +77,12 @@ CREATE TABLE IF NOT EXISTS herald_dlq_replays (
     fingerprint TEXT NOT NULL,
     replays     INTEGER NOT NULL,
     PRIMARY KEY (place, fingerprint)
+);
+CREATE TABLE IF NOT EXISTS herald_schedules (
+    name       TEXT PRIMARY KEY,
+    spec       TEXT NOT NULL,
+    paused     INTEGER NOT NULL DEFAULT 0,
+    last_tick  INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS herald_archive (
     msg_id      INTEGER NOT NULL,

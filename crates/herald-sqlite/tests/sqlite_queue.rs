@@ -196,7 +196,7 @@ async fn a_version_1_file_is_migrated_to_the_current_version_and_keeps_its_queue
     let version: i64 = rusqlite_open(&path)
         .query_row("SELECT max(version) FROM herald_schema", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
 }
 

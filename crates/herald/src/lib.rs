@@ -65,6 +65,7 @@ pub mod plugin;
 pub mod queue;
 pub mod retry;
 mod route;
+pub mod schedule;
 mod shutdown;
 pub mod store;
 mod transport;

@@ -30,6 +30,7 @@ struct Settings {
     checkpoint_every: u64,
     log_processed: bool,
     run_for: Option<f64>,
+    scheduler: bool,
 }
 
 /// The node's settings from the config's `[node]`, which already holds its flags and
@@ -58,6 +59,7 @@ fn settings(args: &NodeArgs, config: NodeSection) -> Result<Settings, CliError> 
         checkpoint_every: config.checkpoint_every,
         log_processed: args.log_processed,
         run_for: args.run_for,
+        scheduler: args.scheduler,
     })
 }
 
@@ -125,7 +127,7 @@ fn settings_heartbeat(heartbeat_ms: Option<u64>) -> (Duration, Duration) {
 
 async fn node<S>(store: S, args: Settings) -> Result<(), CliError>
 where
-    S: EventStore + BrokerStore + CountProjection,
+    S: EventStore + BrokerStore + CountProjection + herald::schedule::ScheduleStore,
 {
     let node_id = args.id.clone();
     let settings = match args.heartbeat_ms {
@@ -185,6 +187,10 @@ where
         heartbeat.0.as_millis(),
         heartbeat.1.as_millis()
     );
+    let scheduling = herald::Shutdown::new();
+    if args.scheduler {
+        crate::commands::schedule::spawn_scheduler(store.clone(), &scheduling);
+    }
     let ended = match args.run_for {
         Some(secs) => tokio::select! {
             e = runtime.wait(crate::signal::terminated()) => e,
@@ -192,6 +198,7 @@ where
         },
         None => runtime.wait(crate::signal::terminated()).await,
     };
+    let _ = scheduling.shutdown(Duration::from_secs(5)).await;
     let report = runtime.stop(Duration::from_secs(10)).await;
     crate::output::warn_line!(
         "herald node {node_id}: stopped ({}); {} service(s) drained, {} abandoned",

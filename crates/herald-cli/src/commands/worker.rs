@@ -125,7 +125,7 @@ pub(crate) async fn run(args: WorkerArgs, mut config: HeraldConfig) -> Result<()
     with_store!(store, s => run_on(s, args, kind, &config).await)
 }
 
-async fn run_on<Q: Queue>(
+async fn run_on<Q: Queue + herald::schedule::ScheduleStore>(
     store: Q,
     args: WorkerArgs,
     store_kind: &'static str,
@@ -177,6 +177,9 @@ async fn run_on<Q: Queue>(
             file: Some(file.clone()),
         };
         serve_observer(addr, observer, &http).await?;
+    }
+    if args.scheduler {
+        crate::commands::schedule::spawn_scheduler(store.clone(), &stop);
     }
     let started = std::time::Instant::now();
     let report = run_with_progress(&mut worker, &stop, args.quiet).await;

@@ -38,6 +38,13 @@ impl Timestamp {
         Timestamp(dt.to_offset(UtcOffset::UTC))
     }
 
+    /// The instant `ms` milliseconds after the Unix epoch; none out of range.
+    pub fn from_unix_ms(ms: i64) -> Option<Self> {
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+            .ok()
+            .map(Timestamp)
+    }
+
     /// The instant as an `OffsetDateTime` in UTC.
     pub fn as_datetime(&self) -> OffsetDateTime {
         self.0
