@@ -19,6 +19,7 @@ mod bridge;
 mod core;
 mod frame;
 mod nats;
+mod ops;
 mod worker;
 
 /// A Python exception raised by a handler, kept as the handler's error: its type, message and
@@ -416,6 +417,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<bridge::NativeBridge>()?;
     m.add_class::<worker::NativeWorker>()?;
     m.add_class::<nats::NativeNats>()?;
+    m.add_class::<ops::NativeOperations>()?;
     m.add_function(wrap_pyfunction!(core::configure, m)?)?;
     m.add_function(wrap_pyfunction!(core::publish_domain_event, m)?)?;
     m.add_function(wrap_pyfunction!(core::poll_in_process_events, m)?)?;

@@ -8,6 +8,7 @@
 - ``herald.nats``: seed 004's NATS ``EventBus``, its ``Event`` (Herald's envelope), typed errors
   and module-level lifecycle functions.
 - ``herald.subscriber``: seed 000's ``StepExecutionSubscriber`` on Herald's Rust worker.
+- ``herald.operations``: ``Operations``, the verbs of ``herald dlq`` and ``herald schedule``.
 
 Both run on Herald's in-process bus (``herald._native.NativeBus``): NATS-style patterns,
 priorities, handler isolation, history and statistics are Herald's.
@@ -35,6 +36,7 @@ from .observability import (
     poll_in_process_events,
     publish_domain_event,
 )
+from .operations import Operations
 from .subscriber import StepExecutionSubscriber
 from .step import (
     FfiStepEvent,
@@ -46,6 +48,7 @@ from .step import (
 )
 
 __all__ = [
+    "Operations",
     "ComponentHealth",
     "DomainEvent",
     "DomainEventPublisher",

@@ -1,7 +1,10 @@
 //! `herald demo`: the seed 002 scenario on the in-process bus (trivia, stats, quote and search
 //! plugins, a failing handler isolated, a plugin reloaded), then the worker part
-//! (`worker.rs`) on the embedded SQLite store, with progress and a summary.
+//! (`worker.rs`) on the embedded SQLite store, the processing runtime (`runtime.rs`) and the
+//! operating part (`operate.rs`: a schedule firing, a dead letter replayed), with progress and
+//! a summary.
 
+mod operate;
 mod runtime;
 mod worker;
 
@@ -207,7 +210,11 @@ pub(crate) async fn run(args: DemoArgs, global: &crate::cli::Global) -> Result<(
     chat_and_runaway(&scene, &say).await?;
     emit_backlog(&scene, &say).await?;
     let worker = worker::run(&scene.bus, &say).await?;
-    let processing = runtime::run(&say).await?;
+    let mut processing = runtime::run(&say).await?;
+    // The operating part (a schedule, a dead letter replayed) closes the durable story.
+    let operating = operate::run(&say).await?;
+    processing.lines.extend(operating.lines);
+    processing.ok &= operating.ok;
     summary(&scene, failures, &worker, &processing, args.quiet)?;
     check(scene, &worker, &processing).await
 }
@@ -455,7 +462,7 @@ async fn check(
     }
     if !processing.ok {
         return Err(CliError::Other(
-            "demo's runtime did not process, checkpoint and dead-letter as expected".into(),
+            "demo's runtime did not process, checkpoint and dead-letter, or its schedule and replay did not run, as expected".into(),
         ));
     }
     if !worker.ok {
