@@ -70,6 +70,25 @@ pub(crate) enum Store {
 }
 
 /// Runs `$body` with `$s` bound to the store's concrete backend.
+/// Every contract a `--store` backend serves to the CLI's verbs (both backends serve all).
+pub(crate) trait CliStore:
+    herald::queue::Queue
+    + herald::store::EventStore
+    + herald::store::BrokerStore
+    + herald::schedule::ScheduleStore
+    + herald::dlq::DeadLetterStore
+{
+}
+
+impl<S> CliStore for S where
+    S: herald::queue::Queue
+        + herald::store::EventStore
+        + herald::store::BrokerStore
+        + herald::schedule::ScheduleStore
+        + herald::dlq::DeadLetterStore
+{
+}
+
 macro_rules! with_store {
     ($store:expr, $s:ident => $body:expr) => {
         match $store {

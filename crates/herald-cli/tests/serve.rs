@@ -148,7 +148,7 @@ fn the_endpoints_carry_exactly_the_seed_models_fields_and_types() {
         "{body}"
     );
     assert!(
-        body.contains("herald_queue_depth{queue=\"default_steps\"}"),
+        body.contains("herald_queue_depth_messages{queue=\"default_steps\"}"),
         "{body}"
     );
 

@@ -1,6 +1,8 @@
 //! Herald's observability over HTTP, on axum: `/health` (200 when healthy or degraded, 503
-//! when unhealthy), `/livez`, `/readyz` (503 while starting, draining, or stuck), `/metrics`
-//! (Prometheus text), `/metrics.json`, `/config`, `/events.json` and `/`, a live page that
+//! when unhealthy), `/livez`, `/readyz` (503 with a JSON reason: draining, or a threshold of
+//! `[http.ready]` crossed), `/metrics`
+//! (Prometheus text), `/metrics.json`, `/lag.json`, `/config`, `/events.json` and `/`, a live
+//! page that
 //! refreshes itself. GET and HEAD only (anything else is 405),
 //! a small request body limit, a time limit per request, and 127.0.0.1:8081 by default: any
 //! other address must be asked for and is logged with a warning.
@@ -36,8 +38,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub trait ObserveSource: Send + Sync + 'static {
     /// Seed 001's `HealthCheck`, each component checked now.
     fn health(&self) -> BoxFuture<HealthCheck>;
-    /// `Ok` when the service can take work; `Err` says why not (starting, draining, stuck).
-    fn ready(&self) -> BoxFuture<Result<(), String>>;
+    /// `Ok` when the service can take work; `Err` is a JSON object saying why not (draining,
+    /// the store unreachable, or the threshold crossed: `threshold`, `subject`, `value`,
+    /// `limit`, `reason`), served with 503.
+    fn ready(&self) -> BoxFuture<Result<(), Value>>;
     /// Seed 001's `WorkerMetrics` as JSON.
     fn metrics_json(&self) -> Value;
     /// The same figures and more in Prometheus text format.
@@ -47,6 +51,11 @@ pub trait ObserveSource: Send + Sync + 'static {
     fn config_json(&self, verbose: bool) -> Value;
     /// The latest events, newest first (for the live page).
     fn events_json(&self) -> Value;
+    /// Lag, not only depth (`herald::observe::lag::LagReport` as JSON): every queue's depth,
+    /// visible, delayed, oldest age and dead letters; every consumer source's checkpoint lag,
+    /// epoch and holder; every node's heartbeat age; the lease. `/metrics.json` stays seed
+    /// 001's `WorkerMetrics`, exactly.
+    fn lag_json(&self) -> BoxFuture<Value>;
 }
 
 type Source = Arc<dyn ObserveSource>;
@@ -77,12 +86,8 @@ async fn livez() -> &'static str {
 
 async fn readyz(State(s): State<Source>) -> Response {
     match within(s.ready()).await {
-        Ok(Ok(())) => (StatusCode::OK, "ready\n").into_response(),
-        Ok(Err(why)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {why}\n"),
-        )
-            .into_response(),
+        Ok(Ok(())) => Json(serde_json::json!({"ready": true})).into_response(),
+        Ok(Err(why)) => (StatusCode::SERVICE_UNAVAILABLE, Json(why)).into_response(),
         Err(r) => r,
     }
 }
@@ -110,6 +115,13 @@ async fn config(
     Query(q): Query<std::collections::HashMap<String, String>>,
 ) -> Json<Value> {
     Json(s.config_json(q.contains_key("verbose")))
+}
+
+async fn lag(State(s): State<Source>) -> Response {
+    match within(s.lag_json()).await {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r,
+    }
 }
 
 async fn events(State(s): State<Source>) -> Json<Value> {
@@ -141,6 +153,7 @@ pub fn router(source: Arc<dyn ObserveSource>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/metrics.json", get(metrics_json))
+        .route("/lag.json", get(lag))
         .route("/config", get(config))
         .route("/events.json", get(events))
         .route("/", get(page))

@@ -14,12 +14,16 @@ use crate::DEFAULT_ADDR;
 pub struct HttpSettings {
     /// `HOST:PORT` to listen on (default [`DEFAULT_ADDR`]).
     pub addr: String,
+    /// When `/readyz` turns 503 (`[http.ready]`): a consumed queue's oldest message, a
+    /// consumer's lag, the coordinator lease, a dead-letter place's growth.
+    pub ready: herald::observe::lag::Thresholds,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
         HttpSettings {
             addr: DEFAULT_ADDR.into(),
+            ready: herald::observe::lag::Thresholds::default(),
         }
     }
 }
@@ -66,6 +70,7 @@ mod tests {
         assert_eq!(HttpSettings::default().validate(), Ok(()));
         let bad = HttpSettings {
             addr: "nonsense".into(),
+            ..HttpSettings::default()
         };
         assert_eq!(bad.validate().expect_err("not an address").key, "addr");
         let e = serde_json::from_str::<HttpSettings>(r#"{"adr": "x"}"#).expect_err("typo");

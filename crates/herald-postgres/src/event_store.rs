@@ -145,6 +145,19 @@ impl EventStore for PgStore {
         .await
     }
 
+    async fn count_after(&self, category: &str, after: i64) -> Result<u64, StoreError> {
+        let category = StreamName::category_name(category)?;
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM herald.events WHERE category = $1 AND global_position > $2",
+        )
+        .bind(category)
+        .bind(after)
+        .fetch_one(self.pool())
+        .await
+        .map_err(|e| backend("count events", e))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     async fn read_category(
         &self,
         category: &str,

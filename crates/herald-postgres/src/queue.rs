@@ -449,7 +449,7 @@ impl Queue for PgStore {
 
     async fn metrics(&self, queue: &QueueName) -> Result<QueueMetrics, QueueError> {
         let row = sqlx::query(
-            "SELECT queue_length, newest_msg_age_sec, oldest_msg_age_sec, total_messages
+            "SELECT queue_length, newest_msg_age_sec, oldest_msg_age_sec, total_messages, queue_visible_length
              FROM pgmq.metrics($1)",
         )
         .bind(queue.as_str())
@@ -460,6 +460,7 @@ impl Queue for PgStore {
             Ok(QueueMetrics {
                 queue_name: queue.to_string(),
                 queue_length: row.try_get("queue_length")?,
+                queue_visible_length: row.try_get("queue_visible_length")?,
                 newest_msg_age_sec: row
                     .try_get::<Option<i32>, _>("newest_msg_age_sec")?
                     .map(i64::from),

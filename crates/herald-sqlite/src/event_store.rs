@@ -121,6 +121,21 @@ impl EventStore for SqliteStore {
             .map_err(from_queue)?
     }
 
+    async fn count_after(&self, category: &str, after: i64) -> Result<u64, StoreError> {
+        let category = StreamName::category_name(category)?.to_owned();
+        self.writer()
+            .run_lease("count events", "*", move |c| {
+                c.prepare_cached(
+                    "SELECT count(*) FROM herald_events WHERE category = ?1 AND global_position > ?2",
+                )
+                .and_then(|mut s| s.query_row(params![category, after], |r| r.get::<_, i64>(0)))
+                .map(|n| u64::try_from(n).unwrap_or(0))
+                .map_err(|e| herald::queue::QueueError::store("count events", "*", false, backend("count events", e)))
+            })
+            .await
+            .map_err(from_queue)
+    }
+
     async fn read_category(
         &self,
         category: &str,

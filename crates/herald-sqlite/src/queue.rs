@@ -506,19 +506,20 @@ impl Queue for SqliteStore {
                 .ok_or_else(|| QueueError::NoSuchQueue {
                     queue: q.to_owned(),
                 })?;
-            let (len, newest, oldest): (i64, Option<i64>, Option<i64>) = c
+            let now = now_micros();
+            let (len, visible, newest, oldest): (i64, i64, Option<i64>, Option<i64>) = c
                 .query_row(
-                    "SELECT count(*), max(enqueued_at), min(enqueued_at)
+                    "SELECT count(*), coalesce(sum(vt <= ?2), 0), max(enqueued_at), min(enqueued_at)
                      FROM herald_messages WHERE queue = ?1",
-                    [q],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    params![q, now],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                 )
                 .map_err(|e| store("metrics", q, e))?;
-            let now = now_micros();
             let age = |t: i64| (now - t) / 1_000_000;
             Ok(QueueMetrics {
                 queue_name: q.to_owned(),
                 queue_length: len,
+                queue_visible_length: visible,
                 newest_msg_age_sec: newest.map(age),
                 oldest_msg_age_sec: oldest.map(age),
                 total_messages: total,

@@ -7,8 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use herald::observe::lag::{self, LagReport, Thresholds};
 use herald::observe::{roll_up, ComponentHealth, HealthCheck, HealthStatus};
 use herald::queue::Queue;
+use herald::store::{BrokerStore, EventStore};
 use herald::{BoxFuture, Bus};
 use herald_http::ObserveSource;
 use herald_worker::events::DomainEventCounters;
@@ -31,15 +33,33 @@ pub(crate) struct WorkerObserver<Q> {
     pub(crate) config: WorkerConfigModel,
     pub(crate) started: Instant,
     pub(crate) draining: Arc<AtomicBool>,
-    /// The oldest step older than this means the durable path is stuck (not ready).
-    pub(crate) stuck_after: Duration,
+    /// When `/readyz` turns 503 (`[http.ready]`; the step queue is judged when it names no
+    /// queue).
+    pub(crate) thresholds: Thresholds,
+    /// The last lag report (the dead-letter growth of the next readiness check is measured
+    /// from it).
+    pub(crate) lag: Arc<parking_lot::Mutex<Option<LagReport>>>,
     /// The NATS connection, when configured.
     pub(crate) nats: Option<herald_nats::Nats>,
     /// The loaded config with the source of each value (for `/config?verbose`).
     pub(crate) file: Option<crate::config::HeraldConfig>,
 }
 
-impl<Q: Queue> WorkerObserver<Q> {
+/// How long a node may stay silent before the lag report calls it dead, when it did not say.
+const NODE_TTL: Duration = Duration::from_secs(60);
+
+impl<Q: Queue + EventStore + BrokerStore> WorkerObserver<Q> {
+    /// A fresh lag report (within 2 s), kept; the one before it comes back too (for the
+    /// dead-letter growth).
+    pub(crate) async fn lag_report(&self) -> Result<(LagReport, Option<LagReport>), String> {
+        let report =
+            tokio::time::timeout(Duration::from_secs(2), lag::collect(&self.store, NODE_TTL))
+                .await
+                .map_err(|_| format!("{} store: no answer within 2 s", self.store_kind))??;
+        let before = self.lag.lock().replace(report.clone());
+        Ok((report, before))
+    }
+
     pub(crate) fn metrics(&self) -> WorkerMetrics {
         self.progress.metrics(
             &self.config.worker_id,
@@ -290,62 +310,58 @@ impl<Q: Queue> WorkerObserver<Q> {
         out
     }
 
-    /// Each queue's depth and oldest message's age, as Prometheus series.
+    /// Lag, not only depth: every queue, consumer source, node and the lease.
     async fn queue_series(&self, out: &mut String) {
-        let _ = writeln!(*out, "# HELP herald_queue_depth Messages in a durable queue.\n# TYPE herald_queue_depth gauge");
-        let mut ages = String::new();
-        for q in [
-            &self.queues.steps,
-            &self.queues.results,
-            &self.queues.dead_letters,
-        ] {
-            if let Ok(d) = self.store.metrics(q).await {
-                let _ = writeln!(
-                    *out,
-                    "herald_queue_depth{{queue=\"{q}\"}} {}",
-                    d.queue_length
-                );
-                let _ = writeln!(
-                    ages,
-                    "herald_queue_oldest_age_seconds{{queue=\"{q}\"}} {}",
-                    d.oldest_msg_age_sec.unwrap_or(0)
-                );
-            }
+        match self.lag_report().await {
+            Ok((report, _)) => lag::prometheus(&report, out),
+            Err(e) => tracing::warn!("lag figures left out of /metrics: {e}"),
         }
-        let _ = writeln!(*out, "# HELP herald_queue_oldest_age_seconds Age of a queue's oldest message.\n# TYPE herald_queue_oldest_age_seconds gauge");
-        out.push_str(&ages);
     }
 }
 
-impl<Q: Queue> ObserveSource for WorkerObserver<Q> {
+impl<Q: Queue + EventStore + BrokerStore> ObserveSource for WorkerObserver<Q> {
     fn health(&self) -> BoxFuture<HealthCheck> {
         let this = self.clone_handle();
         Box::pin(async move { this.check().await })
     }
 
-    fn ready(&self) -> BoxFuture<Result<(), String>> {
+    fn ready(&self) -> BoxFuture<Result<(), Value>> {
         let this = self.clone_handle();
         Box::pin(async move {
             if this.draining.load(Ordering::SeqCst) {
-                return Err("draining".into());
+                return Err(
+                    serde_json::json!({"ready": false, "reason": "draining", "threshold": "draining"}),
+                );
             }
-            let m = tokio::time::timeout(
-                Duration::from_secs(2),
-                this.store.metrics(&this.queues.steps),
-            )
-            .await
-            .map_err(|_| format!("{} store: no answer within 2 s", this.store_kind))?
-            .map_err(|e| format!("{} store: {}", this.store_kind, crate::error::report(&e)))?;
-            let oldest = m.oldest_msg_age_sec.unwrap_or(0);
-            if Duration::from_secs(u64::try_from(oldest).unwrap_or(0)) > this.stuck_after {
-                return Err(format!("stuck: the oldest step has waited {oldest} s"));
+            let (now, before) = this.lag_report().await.map_err(|reason| {
+                serde_json::json!({"ready": false, "reason": reason, "threshold": "store"})
+            })?;
+            let mut t = this.thresholds.clone();
+            if t.queues.is_empty() {
+                t.queues.push(this.queues.steps.to_string());
             }
-            Ok(())
+            lag::judge(&now, before.as_ref(), &t).map_err(|why| {
+                let mut v = serde_json::to_value(&why).unwrap_or(Value::Null);
+                if let Value::Object(m) = &mut v {
+                    m.insert("ready".into(), false.into());
+                }
+                v
+            })
         })
     }
 
     fn metrics_json(&self) -> Value {
         serde_json::to_value(self.metrics()).unwrap_or(Value::Null)
+    }
+
+    fn lag_json(&self) -> BoxFuture<Value> {
+        let this = self.clone_handle();
+        Box::pin(async move {
+            match this.lag_report().await {
+                Ok((report, _)) => serde_json::to_value(report).unwrap_or(Value::Null),
+                Err(e) => serde_json::json!({"error": e}),
+            }
+        })
     }
 
     fn prometheus(&self) -> BoxFuture<String> {
@@ -377,7 +393,7 @@ impl<Q: Queue> ObserveSource for WorkerObserver<Q> {
     }
 }
 
-impl<Q: Queue> WorkerObserver<Q> {
+impl<Q: Queue + EventStore + BrokerStore> WorkerObserver<Q> {
     fn clone_handle(&self) -> Arc<WorkerObserver<Q>> {
         Arc::new(WorkerObserver {
             store: self.store.clone(),
@@ -389,7 +405,8 @@ impl<Q: Queue> WorkerObserver<Q> {
             config: self.config.clone(),
             started: self.started,
             draining: self.draining.clone(),
-            stuck_after: self.stuck_after,
+            thresholds: self.thresholds.clone(),
+            lag: self.lag.clone(),
             nats: self.nats.clone(),
             file: self.file.clone(),
         })

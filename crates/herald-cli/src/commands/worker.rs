@@ -125,7 +125,7 @@ pub(crate) async fn run(args: WorkerArgs, mut config: HeraldConfig) -> Result<()
     with_store!(store, s => run_on(s, args, kind, &config).await)
 }
 
-async fn run_on<Q: Queue + herald::schedule::ScheduleStore>(
+async fn run_on<Q: crate::connect::CliStore>(
     store: Q,
     args: WorkerArgs,
     store_kind: &'static str,
@@ -172,7 +172,8 @@ async fn run_on<Q: Queue + herald::schedule::ScheduleStore>(
             config: model,
             started: std::time::Instant::now(),
             draining: draining_flag(&stop),
-            stuck_after: Duration::from_secs(300),
+            thresholds: file.http.ready.clone(),
+            lag: Default::default(),
             nats,
             file: Some(file.clone()),
         };
@@ -274,7 +275,7 @@ fn draining_flag(stop: &Shutdown) -> Arc<std::sync::atomic::AtomicBool> {
 }
 
 /// Serves health, metrics and config on `addr` until `http` shuts down.
-async fn serve_observer<Q: Queue>(
+async fn serve_observer<Q: crate::connect::CliStore>(
     addr: &str,
     observer: super::observe::WorkerObserver<Q>,
     http: &Shutdown,
@@ -282,7 +283,8 @@ async fn serve_observer<Q: Queue>(
     let addr: std::net::SocketAddr = addr
         .parse()
         .map_err(|e| CliError::Usage(format!("--http {addr:?}: expected HOST:PORT ({e})")))?;
-    let bound = herald_http::serve(addr, Arc::new(observer), http)
+    let observer = Arc::new(observer);
+    let bound = herald_http::serve(addr, observer, http)
         .await
         .map_err(|e| CliError::Other(e.to_string()))?;
     crate::output::warn_line!(

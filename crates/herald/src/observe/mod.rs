@@ -3,6 +3,7 @@
 //! overall status, and a `Histogram` that gives p95/p99 with a bounded relative error.
 
 mod histogram;
+pub mod lag;
 
 use std::collections::BTreeMap;
 

@@ -241,6 +241,11 @@ impl Queue for MemoryQueue {
             QueueMetrics {
                 queue_name: queue.to_string(),
                 queue_length: q.live.len() as i64,
+                queue_visible_length: q
+                    .live
+                    .values()
+                    .filter(|m| m.vt.as_datetime() <= now)
+                    .count() as i64,
                 newest_msg_age_sec: q.live.values().next_back().map(age),
                 oldest_msg_age_sec: q.live.values().next().map(age),
                 total_messages: q.total,

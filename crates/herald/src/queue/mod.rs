@@ -64,6 +64,8 @@ pub struct QueueMetrics {
     pub queue_name: String,
     /// Messages in the queue (hidden ones included).
     pub queue_length: i64,
+    /// Messages a read would get now (the rest are hidden: being worked on, or delayed).
+    pub queue_visible_length: i64,
     /// Age of the newest message, in seconds.
     pub newest_msg_age_sec: Option<i64>,
     /// Age of the oldest message, in seconds.

@@ -209,6 +209,27 @@ pub trait EventStore: Clone + Send + Sync + 'static {
         max: usize,
     ) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send;
 
+    /// How many events of `category` have a global position above `after` (a consumer's
+    /// lag behind the head, from its checkpoint). The default pages through
+    /// [`EventStore::read_category`]; the SQL stores count in one query.
+    fn count_after(
+        &self,
+        category: &str,
+        after: i64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        async move {
+            let (mut n, mut from) = (0u64, after.saturating_add(1));
+            loop {
+                let page = self.read_category(category, from, 1000).await?;
+                let Some(last) = page.last() else {
+                    return Ok(n);
+                };
+                n += page.len() as u64;
+                from = last.global_position + 1;
+            }
+        }
+    }
+
     /// Up to `max` events of `category` from global position `from`, in order.
     fn read_category(
         &self,

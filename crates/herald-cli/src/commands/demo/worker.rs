@@ -249,7 +249,8 @@ async fn observe_lines(
         config: settings().running(&settings().to_config()),
         started,
         draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        stuck_after: Duration::from_secs(300),
+        thresholds: herald::observe::lag::Thresholds::default(),
+        lag: Default::default(),
         nats: None,
         file: None,
     };
