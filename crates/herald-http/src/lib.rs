@@ -1,8 +1,8 @@
 //! Herald's observability over HTTP, on axum: `/health` (200 when healthy or degraded, 503
 //! when unhealthy), `/livez`, `/readyz` (503 with a JSON reason: draining, or a threshold of
 //! `[http.ready]` crossed), `/metrics`
-//! (Prometheus text), `/metrics.json`, `/lag.json`, `/config`, `/events.json` and `/`, a live
-//! page that
+//! (Prometheus text), `/metrics.json`, `/lag.json`, `/history.json`, `/schedules.json`,
+//! `/config`, `/events.json` and `/`, a live page that
 //! refreshes itself. GET and HEAD only (anything else is 405),
 //! a small request body limit, a time limit per request, and 127.0.0.1:8081 by default: any
 //! other address must be asked for and is logged with a warning.
@@ -56,6 +56,11 @@ pub trait ObserveSource: Send + Sync + 'static {
     /// epoch and holder; every node's heartbeat age; the lease. `/metrics.json` stays seed
     /// 001's `WorkerMetrics`, exactly.
     fn lag_json(&self) -> BoxFuture<Value>;
+    /// The last minutes of samples (time, steps processed, p95/p99, each queue's depth,
+    /// oldest age and dead letters), oldest first, for the live page's charts.
+    fn history_json(&self) -> Value;
+    /// The schedules and their next fire times.
+    fn schedules_json(&self) -> BoxFuture<Value>;
 }
 
 type Source = Arc<dyn ObserveSource>;
@@ -124,6 +129,17 @@ async fn lag(State(s): State<Source>) -> Response {
     }
 }
 
+async fn history(State(s): State<Source>) -> Json<Value> {
+    Json(s.history_json())
+}
+
+async fn schedules(State(s): State<Source>) -> Response {
+    match within(s.schedules_json()).await {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r,
+    }
+}
+
 async fn events(State(s): State<Source>) -> Json<Value> {
     Json(s.events_json())
 }
@@ -154,6 +170,8 @@ pub fn router(source: Arc<dyn ObserveSource>) -> Router {
         .route("/metrics", get(metrics))
         .route("/metrics.json", get(metrics_json))
         .route("/lag.json", get(lag))
+        .route("/history.json", get(history))
+        .route("/schedules.json", get(schedules))
         .route("/config", get(config))
         .route("/events.json", get(events))
         .route("/", get(page))

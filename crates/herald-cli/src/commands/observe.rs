@@ -9,8 +9,6 @@ use std::time::{Duration, Instant};
 
 use herald::observe::lag::{self, LagReport, Thresholds};
 use herald::observe::{roll_up, ComponentHealth, HealthCheck, HealthStatus};
-use herald::queue::Queue;
-use herald::store::{BrokerStore, EventStore};
 use herald::{BoxFuture, Bus};
 use herald_http::ObserveSource;
 use herald_worker::events::DomainEventCounters;
@@ -39,16 +37,21 @@ pub(crate) struct WorkerObserver<Q> {
     /// The last lag report (the dead-letter growth of the next readiness check is measured
     /// from it).
     pub(crate) lag: Arc<parking_lot::Mutex<Option<LagReport>>>,
+    /// The last minutes of samples, for the live page's charts (`/history.json`).
+    pub(crate) history: Arc<parking_lot::Mutex<std::collections::VecDeque<Value>>>,
     /// The NATS connection, when configured.
     pub(crate) nats: Option<herald_nats::Nats>,
     /// The loaded config with the source of each value (for `/config?verbose`).
     pub(crate) file: Option<crate::config::HeraldConfig>,
 }
 
+/// Samples kept for the live page's charts: 5 minutes at one every 2 s.
+pub(crate) const HISTORY: usize = 150;
+
 /// How long a node may stay silent before the lag report calls it dead, when it did not say.
 const NODE_TTL: Duration = Duration::from_secs(60);
 
-impl<Q: Queue + EventStore + BrokerStore> WorkerObserver<Q> {
+impl<Q: crate::connect::CliStore> WorkerObserver<Q> {
     /// A fresh lag report (within 2 s), kept; the one before it comes back too (for the
     /// dead-letter growth).
     pub(crate) async fn lag_report(&self) -> Result<(LagReport, Option<LagReport>), String> {
@@ -58,6 +61,64 @@ impl<Q: Queue + EventStore + BrokerStore> WorkerObserver<Q> {
                 .map_err(|_| format!("{} store: no answer within 2 s", self.store_kind))??;
         let before = self.lag.lock().replace(report.clone());
         Ok((report, before))
+    }
+
+    /// Adds one sample (now) to the history the live page charts: steps processed, p95 and
+    /// p99, and each queue's depth and oldest age; keeps the last [`HISTORY`].
+    pub(crate) async fn sample(&self) {
+        let m = self.metrics();
+        let mut queues = Map::new();
+        if let Ok((lag, _)) = self.lag_report().await {
+            for q in lag.queues {
+                queues.insert(
+                    q.queue,
+                    serde_json::json!([q.depth, q.oldest_age_seconds.unwrap_or(0), q.dead_letters]),
+                );
+            }
+        }
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
+        let sample = serde_json::json!({
+            "t": t,
+            "steps_processed": m.steps_processed,
+            "p95_ms": m.p95_execution_time_ms,
+            "p99_ms": m.p99_execution_time_ms,
+            "queues": queues,
+        });
+        let mut h = self.history.lock();
+        h.push_back(sample);
+        while h.len() > HISTORY {
+            h.pop_front();
+        }
+    }
+
+    /// Every schedule with its next fire time.
+    async fn schedules(&self) -> Value {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
+        match self.store.schedules().await {
+            Ok(list) => Value::Array(
+                list.into_iter()
+                    .map(|s| {
+                        let next = herald_schedule::Cadence::of(&s.spec)
+                            .ok()
+                            .and_then(|c| c.next_after(now.max(s.last_tick_ms)))
+                            .and_then(herald::Timestamp::from_unix_ms)
+                            .map(|t| t.to_string());
+                        let cadence = s.spec.cron.clone().unwrap_or_else(|| {
+                            format!("every {} ms", s.spec.every_ms.unwrap_or(0))
+                        });
+                        serde_json::json!({
+                            "name": s.spec.name, "cadence": cadence, "tz": s.spec.tz,
+                            "queue": s.spec.queue, "paused": s.paused, "next": next,
+                        })
+                    })
+                    .collect(),
+            ),
+            Err(e) => serde_json::json!({"error": herald::report(&e)}),
+        }
     }
 
     pub(crate) fn metrics(&self) -> WorkerMetrics {
@@ -319,7 +380,7 @@ impl<Q: Queue + EventStore + BrokerStore> WorkerObserver<Q> {
     }
 }
 
-impl<Q: Queue + EventStore + BrokerStore> ObserveSource for WorkerObserver<Q> {
+impl<Q: crate::connect::CliStore> ObserveSource for WorkerObserver<Q> {
     fn health(&self) -> BoxFuture<HealthCheck> {
         let this = self.clone_handle();
         Box::pin(async move { this.check().await })
@@ -352,6 +413,15 @@ impl<Q: Queue + EventStore + BrokerStore> ObserveSource for WorkerObserver<Q> {
 
     fn metrics_json(&self) -> Value {
         serde_json::to_value(self.metrics()).unwrap_or(Value::Null)
+    }
+
+    fn history_json(&self) -> Value {
+        Value::Array(self.history.lock().iter().cloned().collect())
+    }
+
+    fn schedules_json(&self) -> BoxFuture<Value> {
+        let this = self.clone_handle();
+        Box::pin(async move { this.schedules().await })
     }
 
     fn lag_json(&self) -> BoxFuture<Value> {
@@ -393,7 +463,7 @@ impl<Q: Queue + EventStore + BrokerStore> ObserveSource for WorkerObserver<Q> {
     }
 }
 
-impl<Q: Queue + EventStore + BrokerStore> WorkerObserver<Q> {
+impl<Q: crate::connect::CliStore> WorkerObserver<Q> {
     fn clone_handle(&self) -> Arc<WorkerObserver<Q>> {
         Arc::new(WorkerObserver {
             store: self.store.clone(),
@@ -407,6 +477,7 @@ impl<Q: Queue + EventStore + BrokerStore> WorkerObserver<Q> {
             draining: self.draining.clone(),
             thresholds: self.thresholds.clone(),
             lag: self.lag.clone(),
+            history: self.history.clone(),
             nats: self.nats.clone(),
             file: self.file.clone(),
         })

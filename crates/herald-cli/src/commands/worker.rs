@@ -174,6 +174,7 @@ async fn run_on<Q: crate::connect::CliStore>(
             draining: draining_flag(&stop),
             thresholds: file.http.ready.clone(),
             lag: Default::default(),
+            history: Default::default(),
             nats,
             file: Some(file.clone()),
         };
@@ -284,6 +285,18 @@ async fn serve_observer<Q: crate::connect::CliStore>(
         .parse()
         .map_err(|e| CliError::Usage(format!("--http {addr:?}: expected HOST:PORT ({e})")))?;
     let observer = Arc::new(observer);
+    // The live page's charts: one sample every 2 s, kept for 5 minutes.
+    let (sampler, until) = (observer.clone(), http.cancelled_owned());
+    http.spawn(async move {
+        tokio::pin!(until);
+        loop {
+            sampler.sample().await;
+            tokio::select! {
+                () = &mut until => return,
+                () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        }
+    });
     let bound = herald_http::serve(addr, observer, http)
         .await
         .map_err(|e| CliError::Other(e.to_string()))?;

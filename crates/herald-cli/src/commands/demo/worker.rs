@@ -251,6 +251,7 @@ async fn observe_lines(
         draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         thresholds: herald::observe::lag::Thresholds::default(),
         lag: Default::default(),
+        history: Default::default(),
         nats: None,
         file: None,
     };
