@@ -3,7 +3,8 @@
 //! follower of the log never skips an event that commits later with a lower position.
 
 use herald::store::{
-    condition_holds, Appended, EventStore, StoreError, StoredEvent, StreamName, WriteCondition,
+    condition_holds, Appended, EventStore, StoreError, StoredEvent, StreamName, StreamWrite,
+    WriteCondition,
 };
 use herald::{Event, Timestamp};
 use sqlx::postgres::PgRow;
@@ -113,6 +114,23 @@ pub(crate) async fn append_in(
 }
 
 impl EventStore for PgStore {
+    async fn append_all(&self, writes: &[StreamWrite]) -> Result<Vec<Appended>, StoreError> {
+        let mut tx = self
+            .pool()
+            .begin()
+            .await
+            .map_err(|e| backend("append", e))?;
+        let mut out = Vec::with_capacity(writes.len());
+        for w in writes {
+            let bodies: Vec<String> = w.events.iter().map(Event::to_json_string).collect();
+            out.push(append_in(&mut tx, &w.stream, &bodies, w.condition).await?);
+        }
+        tx.commit()
+            .await
+            .map_err(|e| backend("append (commit)", e))?;
+        Ok(out)
+    }
+
     async fn append(
         &self,
         stream: &StreamName,

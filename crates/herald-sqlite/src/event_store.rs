@@ -3,7 +3,8 @@
 //! own savepoint of a group-committed transaction.
 
 use herald::store::{
-    condition_holds, Appended, EventStore, StoreError, StoredEvent, StreamName, WriteCondition,
+    condition_holds, Appended, EventStore, StoreError, StoredEvent, StreamName, StreamWrite,
+    WriteCondition,
 };
 use herald::{Event, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -83,6 +84,30 @@ fn limit(max: usize) -> i64 {
 }
 
 impl EventStore for SqliteStore {
+    async fn append_all(&self, writes: &[StreamWrite]) -> Result<Vec<Appended>, StoreError> {
+        let writes: Vec<(StreamName, Vec<String>, WriteCondition)> = writes
+            .iter()
+            .map(|w| {
+                let bodies = w.events.iter().map(Event::to_json_string).collect();
+                (w.stream.clone(), bodies, w.condition)
+            })
+            .collect();
+        self.writer()
+            .run("append", "*", move |c| {
+                // One savepoint for all: an error in any rolls every write back.
+                let mut out = Vec::with_capacity(writes.len());
+                for (stream, bodies, condition) in &writes {
+                    let done = append_in(c, stream, bodies, *condition).map_err(|e| {
+                        herald::queue::QueueError::store("append", stream.as_str(), false, e)
+                    })?;
+                    out.push(done);
+                }
+                Ok(out)
+            })
+            .await
+            .map_err(from_queue)
+    }
+
     async fn append(
         &self,
         stream: &StreamName,

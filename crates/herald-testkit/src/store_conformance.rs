@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use herald::store::{EventStore, StoreError, StreamName, WriteCondition};
+use herald::store::{EventStore, StoreError, StreamName, StreamWrite, WriteCondition};
 use herald::Event;
 
 use crate::delivery::DeliveryCheck;
@@ -274,10 +274,60 @@ pub async fn checkpoints_are_fenced_by_epoch<S: EventStore>(s: &S, category: &st
 }
 
 /// Every case, on streams of `category` (lowercase letters, digits and `_`, unique per run).
+/// `append_all` writes several streams all or nothing: a condition that fails on the last
+/// stream leaves the first unwritten; when every condition holds, every stream is written.
+pub async fn several_streams_are_written_all_or_nothing<S: EventStore>(s: &S, category: &str) {
+    let a = StreamName::new(&format!("{category}-all_a")).expect("name");
+    let b = StreamName::new(&format!("{category}-all_b")).expect("name");
+    let write = |stream: &StreamName, id: &str, condition| StreamWrite {
+        stream: stream.clone(),
+        events: vec![tagged("conformance.all", id)],
+        condition,
+    };
+    let refused = s
+        .append_all(&[
+            write(&a, "a0", WriteCondition::NoStream),
+            write(&b, "b0", WriteCondition::ExpectedPosition(7)),
+        ])
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::WrongPosition { .. })),
+        "{refused:?}"
+    );
+    assert!(
+        s.read_stream(&a, 0, 10).await.expect("read").is_empty(),
+        "nothing written"
+    );
+    let done = s
+        .append_all(&[
+            write(&a, "a0", WriteCondition::NoStream),
+            write(&b, "b0", WriteCondition::NoStream),
+            write(&a, "a1", WriteCondition::ExpectedPosition(0)),
+        ])
+        .await
+        .expect("all written");
+    assert_eq!(
+        done.iter().map(|d| d.position).collect::<Vec<_>>(),
+        [0, 0, 1]
+    );
+    let ids = |events: Vec<herald::store::StoredEvent>| -> Vec<String> {
+        events
+            .iter()
+            .map(|e| id_of(&e.event().expect("an envelope")))
+            .collect()
+    };
+    assert_eq!(
+        ids(s.read_stream(&a, 0, 10).await.expect("a")),
+        ["a0", "a1"]
+    );
+    assert_eq!(ids(s.read_stream(&b, 0, 10).await.expect("b")), ["b0"]);
+}
+
 pub async fn run_all<S: EventStore>(s: &S, category: &str) {
     positions_and_reads(s, category).await;
     failed_conditions_name_the_stream_and_both_positions(s, category).await;
     sixteen_writers_one_winner_per_position(s, category).await;
     a_follower_never_skips_an_event(s, category).await;
     checkpoints_are_fenced_by_epoch(s, category).await;
+    several_streams_are_written_all_or_nothing(s, category).await;
 }

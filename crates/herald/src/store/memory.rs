@@ -2,7 +2,7 @@
 //! the reference the conformance suites hold every backend to. One mutex serialises it all;
 //! the "store clock" is this process's monotonic clock.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,8 @@ use parking_lot::Mutex;
 use super::broker::BrokerState;
 use super::{
     condition_holds, Allocation, AllocationChange, Appended, BrokerSnapshot, BrokerStore,
-    CountProjection, EventStore, NodeInfo, StoreError, StoredEvent, StreamName, WriteCondition,
+    CountProjection, EventStore, NodeInfo, StoreError, StoredEvent, StreamName, StreamWrite,
+    WriteCondition,
 };
 use crate::message::event::Event;
 use crate::message::timestamp::Timestamp;
@@ -73,38 +74,69 @@ fn take(
         .collect()
 }
 
+fn append_locked(
+    log: &mut Log,
+    stream: &StreamName,
+    events: &[Event],
+    condition: WriteCondition,
+) -> Result<Appended, StoreError> {
+    let last = log.last.get(stream.as_str()).copied();
+    if !condition_holds(condition, last) {
+        return Err(StoreError::wrong_position(stream, condition, last));
+    }
+    let mut position = last.unwrap_or(-1);
+    let mut global = log.events.len() as i64;
+    for e in events {
+        position += 1;
+        global += 1;
+        log.events.push(StoredEvent {
+            global_position: global,
+            stream: stream.to_string(),
+            position,
+            recorded_at: Timestamp::now(),
+            body: e.to_json(),
+        });
+    }
+    if !events.is_empty() {
+        log.last.insert(stream.to_string(), position);
+    }
+    Ok(Appended {
+        position,
+        global_position: global,
+    })
+}
+
 impl EventStore for MemoryEventStore {
+    async fn append_all(&self, writes: &[StreamWrite]) -> Result<Vec<Appended>, StoreError> {
+        // Under the one lock: every condition checked (as the streams will be when its turn
+        // comes) before anything is written.
+        let mut log = self.log.lock();
+        let mut ahead: HashMap<&str, Option<i64>> = HashMap::new();
+        for w in writes {
+            let last = *ahead
+                .entry(w.stream.as_str())
+                .or_insert_with(|| log.last.get(w.stream.as_str()).copied());
+            if !condition_holds(w.condition, last) {
+                return Err(StoreError::wrong_position(&w.stream, w.condition, last));
+            }
+            if !w.events.is_empty() {
+                let n = i64::try_from(w.events.len()).unwrap_or(i64::MAX);
+                ahead.insert(w.stream.as_str(), Some(last.unwrap_or(-1) + n));
+            }
+        }
+        writes
+            .iter()
+            .map(|w| append_locked(&mut log, &w.stream, &w.events, WriteCondition::Any))
+            .collect()
+    }
+
     async fn append(
         &self,
         stream: &StreamName,
         events: &[Event],
         condition: WriteCondition,
     ) -> Result<Appended, StoreError> {
-        let mut log = self.log.lock();
-        let last = log.last.get(stream.as_str()).copied();
-        if !condition_holds(condition, last) {
-            return Err(StoreError::wrong_position(stream, condition, last));
-        }
-        let mut position = last.unwrap_or(-1);
-        let mut global = log.events.len() as i64;
-        for e in events {
-            position += 1;
-            global += 1;
-            log.events.push(StoredEvent {
-                global_position: global,
-                stream: stream.to_string(),
-                position,
-                recorded_at: Timestamp::now(),
-                body: e.to_json(),
-            });
-        }
-        if !events.is_empty() {
-            log.last.insert(stream.to_string(), position);
-        }
-        Ok(Appended {
-            position,
-            global_position: global,
-        })
+        append_locked(&mut self.log.lock(), stream, events, condition)
     }
 
     async fn read_stream(

@@ -38,6 +38,17 @@ pub enum WriteCondition {
     ExpectedPosition(i64),
 }
 
+/// One stream's part of an [`EventStore::append_all`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamWrite {
+    /// The stream.
+    pub stream: StreamName,
+    /// The events, appended in order.
+    pub events: Vec<Event>,
+    /// What the stream must be at first.
+    pub condition: WriteCondition,
+}
+
 /// One stored event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {
@@ -200,6 +211,14 @@ pub trait EventStore: Clone + Send + Sync + 'static {
         events: &[Event],
         condition: WriteCondition,
     ) -> impl Future<Output = Result<Appended, StoreError>> + Send;
+
+    /// Appends to several streams in one transaction: every write's condition holds and all
+    /// of them are appended, or none is (a dead-letter replay: the letter's marker, the event
+    /// sent back and the audit record).
+    fn append_all(
+        &self,
+        writes: &[StreamWrite],
+    ) -> impl Future<Output = Result<Vec<Appended>, StoreError>> + Send;
 
     /// Up to `max` events of `stream` from stream position `from`, in order.
     fn read_stream(
