@@ -273,7 +273,6 @@ pub async fn checkpoints_are_fenced_by_epoch<S: EventStore>(s: &S, category: &st
     );
 }
 
-/// Every case, on streams of `category` (lowercase letters, digits and `_`, unique per run).
 /// `append_all` writes several streams all or nothing: a condition that fails on the last
 /// stream leaves the first unwritten; when every condition holds, every stream is written.
 pub async fn several_streams_are_written_all_or_nothing<S: EventStore>(s: &S, category: &str) {
@@ -323,6 +322,7 @@ pub async fn several_streams_are_written_all_or_nothing<S: EventStore>(s: &S, ca
     assert_eq!(ids(s.read_stream(&b, 0, 10).await.expect("b")), ["b0"]);
 }
 
+/// Every case, on streams of `category` (lowercase letters, digits and `_`, unique per run).
 pub async fn run_all<S: EventStore>(s: &S, category: &str) {
     positions_and_reads(s, category).await;
     failed_conditions_name_the_stream_and_both_positions(s, category).await;
