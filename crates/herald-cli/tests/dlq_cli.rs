@@ -214,3 +214,113 @@ async fn an_operator_lists_replays_and_abandons_dead_letters() {
     assert_eq!(events[3]["who"], "ops");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A runtime consumer's dead letter, on SQLite and PostgreSQL: `herald dlq ls` lists its
+/// place, `show` its letter, `replay` sends it back through the consumer's processor (once,
+/// the source's checkpoint untouched), `abandon` gives the other up.
+async fn runtime_place<S: herald::store::EventStore + Clone>(store: S, url: &str, cat: &str) {
+    use herald::store::{StoredEvent, StreamName, WriteCondition};
+    use herald_runtime::{ConsumerSettings, EventSubscriptionConsumer};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    for (i, amount) in ["1", "x", "y"].iter().enumerate() {
+        let e = herald::Event::try_new("order.created", serde_json::json!({"amount": amount}))
+            .expect("event");
+        let stream = StreamName::new(&format!("{cat}-{i}")).expect("stream");
+        store
+            .append(&stream, &[e], WriteCondition::Any)
+            .await
+            .expect("append");
+    }
+    let fixed = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::<(String, String)>::new()));
+    let (f, log) = (fixed.clone(), seen.clone());
+    let consumer = EventSubscriptionConsumer::new(
+        store.clone(),
+        "totals",
+        &[cat],
+        move |e: StoredEvent| {
+            let amount = e
+                .event()
+                .map(|ev| ev.data["amount"].to_string())
+                .unwrap_or_default();
+            let ok = amount == "\"1\"" || (f.load(Ordering::SeqCst) && amount == "\"x\"");
+            if ok {
+                log.lock().push((e.stream.clone(), amount));
+            }
+            std::future::ready(if ok {
+                Ok(())
+            } else {
+                Err::<(), herald::BoxError>("amount is not a number".into())
+            })
+        },
+        ConsumerSettings::default(),
+    )
+    .expect("consumer");
+    consumer.consume_all().await.expect("runs");
+    let checkpoint = store.checkpoint("totals", cat).await.expect("checkpoint");
+    let place = format!("deadletter-totals.{cat}");
+
+    let ls = herald(url, &["dlq", "ls", "--json"]);
+    assert!(ls.status.success(), "{}", text(&ls.stderr));
+    let listed = lines(&ls)
+        .into_iter()
+        .find(|p| p["name"] == place.as_str())
+        .expect("the stream place");
+    assert_eq!(listed["count"], 2);
+    let shown = herald(url, &["dlq", "show", &place, "--json"]);
+    assert!(shown.status.success(), "{}", text(&shown.stderr));
+    let letters = lines(&shown);
+    assert_eq!(letters.len(), 2);
+    assert_eq!(letters[0]["reason"], "amount is not a number");
+    let x = letters[0]["id"].as_i64().expect("id").to_string();
+    let y = letters[1]["id"].as_i64().expect("id").to_string();
+
+    fixed.store(true, Ordering::SeqCst);
+    let replayed = herald(url, &["dlq", "replay", &place, "--id", &x, "--who", "ops"]);
+    assert!(replayed.status.success(), "{}", text(&replayed.stderr));
+    refused(&herald(url, &["dlq", "replay", &place, "--id", &x]), &x);
+    let stats = consumer.consume_all().await.expect("runs");
+    assert_eq!(stats.replayed, 1);
+    assert_eq!(
+        *seen.lock(),
+        [
+            (format!("{cat}-0"), "\"1\"".to_owned()),
+            (format!("{cat}-1"), "\"x\"".to_owned())
+        ],
+        "the replay reached the processor as its original event, once"
+    );
+    assert_eq!(consumer.consume_all().await.expect("again").replayed, 0);
+    assert_eq!(
+        store.checkpoint("totals", cat).await.expect("checkpoint"),
+        checkpoint
+    );
+    let abandoned = herald(
+        url,
+        &["dlq", "abandon", &place, "--id", &y, "--reason", "bad data"],
+    );
+    assert!(abandoned.status.success(), "{}", text(&abandoned.stderr));
+    let left = herald(url, &["dlq", "show", &place, "--json"]);
+    assert!(lines(&left).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_dead_letter_is_replayed_through_its_consumer_on_sqlite() {
+    let dir = std::env::temp_dir().join(unique("dlqrt"));
+    let url = format!("sqlite://{}", dir.join("herald.db").display());
+    let store = herald_sqlite::SqliteStore::open(&url).await.expect("open");
+    runtime_place(store, &url, "order").await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_dead_letter_is_replayed_through_its_consumer_on_postgres() {
+    let Some(url) = herald_testkit::env::database_url("dlq_runtime_postgres") else {
+        return;
+    };
+    let store = herald_postgres::PgStore::connect(&url)
+        .await
+        .expect("connect");
+    let cat = unique("rt").replace('-', "_");
+    runtime_place(store, &url, &cat).await;
+}

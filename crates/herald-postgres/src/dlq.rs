@@ -270,7 +270,7 @@ impl DeadLetterStore for PgStore {
         let steps: Vec<Step> = letters_of(&mut tx, place, rows)
             .await?
             .into_iter()
-            .map(|letter| decide(place, letter, action, operator))
+            .map(|letter| decide(place.as_str(), letter, action, operator))
             .collect();
         let mut checked = HashSet::new();
         for step in &steps {

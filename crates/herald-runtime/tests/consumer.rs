@@ -307,3 +307,105 @@ async fn a_consumer_retries_under_the_policy_and_dead_letters_with_the_cores_bui
     assert_eq!(of("poison9"), ["retry", "retry", "reject"]);
     assert_eq!((of("ok1"), of("ok2")), (vec!["ack"], vec!["ack"]));
 }
+
+/// A runtime dead letter replayed by an operator goes back through the consumer's processor
+/// as its original event (stream, position, body), once, with the source's checkpoint
+/// untouched; the place keeps a marker, the audit stream a record; a second replay of the
+/// same letter finds nothing; a letter that dies again counts its replay.
+#[tokio::test]
+async fn a_replayed_dead_letter_goes_back_through_the_processor_once() {
+    use herald::dlq::{self, stream, Operator, Selection};
+    let s = MemoryEventStore::new();
+    let cat = "shop";
+    append(
+        &s,
+        cat,
+        ["a".to_owned(), "poison1".to_owned(), "poison2".to_owned()],
+    )
+    .await;
+    let seen: Seen = Arc::default();
+    let consumer = EventSubscriptionConsumer::new(
+        s.clone(),
+        "counter",
+        &[cat],
+        recorder(&seen),
+        ConsumerSettings::default(),
+    )
+    .expect("consumer");
+    consumer.consume_all().await.expect("runs");
+    assert_eq!(*seen.lock(), ["a"]);
+    let checkpoint = s.checkpoint("counter", cat).await.expect("checkpoint");
+    let place = stream::place(&herald_runtime::dead_letter_stream("counter", cat)).expect("place");
+    let letters = stream::letters(&s, &place, 10).await.expect("letters");
+    assert_eq!(letters.len(), 2);
+    assert_eq!(letters[0].reason, "poison");
+    assert_eq!(letters[0].origin, "counter.shop");
+    let places = stream::places(&s).await.expect("places");
+    assert_eq!(
+        (places[0].name.as_str(), places[0].count),
+        (place.as_str(), 2)
+    );
+
+    seen.lock().push("cured".into());
+    let op = Operator {
+        who: "ops".into(),
+        why: Some("fixed".into()),
+    };
+    let first = letters[0].id;
+    let report = stream::replay(&s, &place, Selection::Ids(vec![first]), 3, false, &op)
+        .await
+        .expect("replay");
+    assert_eq!(report.done, vec![first]);
+    assert!(matches!(
+        stream::replay(&s, &place, Selection::Ids(vec![first]), 3, false, &op).await,
+        Err(dlq::DlqError::NoSuchLetter { .. })
+    ));
+    let stats = consumer.consume_all().await.expect("runs");
+    assert_eq!(stats.replayed, 1);
+    assert_eq!(
+        *seen.lock(),
+        ["a", "cured", "poison1"],
+        "the replay went through the processor, once"
+    );
+    assert_eq!(
+        consumer.consume_all().await.expect("again").replayed,
+        0,
+        "and only once"
+    );
+    assert_eq!(
+        s.checkpoint("counter", cat).await.expect("checkpoint"),
+        checkpoint,
+        "untouched"
+    );
+    assert_eq!(
+        stream::letters(&s, &place, 10)
+            .await
+            .expect("letters")
+            .len(),
+        1
+    );
+
+    // The other one: abandoned, recorded.
+    let abandoned = stream::abandon(&s, &place, Selection::All, &op)
+        .await
+        .expect("abandon");
+    assert_eq!(abandoned.done, vec![letters[1].id]);
+    assert!(stream::letters(&s, &place, 10)
+        .await
+        .expect("letters")
+        .is_empty());
+    let audit = s
+        .read_stream(&StreamName::new(dlq::AUDIT_STREAM).expect("name"), 0, 10)
+        .await
+        .expect("audit");
+    let actions: Vec<String> = audit
+        .iter()
+        .map(|e| {
+            e.event().expect("event").data["action"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(actions, ["replayed", "abandoned"]);
+}

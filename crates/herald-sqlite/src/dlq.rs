@@ -114,7 +114,7 @@ fn settle_in(
     }
     let steps: Vec<Step> = letters_in(c, place, rows)?
         .into_iter()
-        .map(|letter| decide(place, letter, action, operator))
+        .map(|letter| decide(place.as_str(), letter, action, operator))
         .collect();
     for step in &steps {
         if let Step::Replay { letter, .. } = step {

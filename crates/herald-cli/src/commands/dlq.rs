@@ -1,8 +1,9 @@
-//! `herald dlq`: the dead-letter places of `--store` (`ls`, `show`), and `replay` / `abandon`
-//! of their letters, each letter in one transaction with its audit event on `herald-audit`.
+//! `herald dlq`: the dead-letter places of `--store` (`ls`, `show`): queues' `{queue}_dlq` and
+//! runtime consumers' `deadletter-{consumer}.{source}` streams; and `replay` / `abandon` of
+//! their letters, each letter in one transaction with its audit event on `herald-audit`.
 
 use clap::{Args, Subcommand};
-use herald::dlq::{self, DeadLetterStore, Operator, Report, Selection, DEFAULT_MAX_REPLAYS};
+use herald::dlq::{self, Operator, Report, Selection, DEFAULT_MAX_REPLAYS};
 use herald::queue::QueueName;
 use serde_json::json;
 
@@ -111,16 +112,36 @@ fn operator(who: Option<String>, why: Option<String>) -> Operator {
     op
 }
 
-fn place_of(command: &DlqCommand) -> Result<Option<QueueName>, CliError> {
+/// A place of either kind: a queue's `{queue}_dlq`, or a runtime consumer's
+/// `deadletter-{consumer}.{source}` stream.
+#[derive(Debug, Clone)]
+enum PlaceName {
+    Queue(QueueName),
+    Stream(herald::store::StreamName),
+}
+
+impl std::fmt::Display for PlaceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PlaceName::Queue(q) => q.fmt(f),
+            PlaceName::Stream(s) => s.fmt(f),
+        }
+    }
+}
+
+fn place_of(command: &DlqCommand) -> Result<Option<PlaceName>, CliError> {
     let name = match command {
         DlqCommand::Ls { .. } => return Ok(None),
         DlqCommand::Show { place, .. }
         | DlqCommand::Replay { place, .. }
         | DlqCommand::Abandon { place, .. } => place,
     };
-    dlq::place(name)
-        .map(Some)
-        .map_err(|e| CliError::Usage(e.to_string()))
+    let place = if dlq::stream::is_place(name) {
+        dlq::stream::place(name).map(PlaceName::Stream)
+    } else {
+        dlq::place(name).map(PlaceName::Queue)
+    };
+    place.map(Some).map_err(|e| CliError::Usage(e.to_string()))
 }
 
 pub(crate) async fn run(args: DlqArgs, store_url: &str) -> Result<(), CliError> {
@@ -141,10 +162,10 @@ pub(crate) async fn run(args: DlqArgs, store_url: &str) -> Result<(), CliError> 
     with_store!(store, s => command(&s, args.command, place).await)
 }
 
-async fn command<S: DeadLetterStore>(
+async fn command<S: crate::connect::CliStore>(
     store: &S,
     command: DlqCommand,
-    place: Option<QueueName>,
+    place: Option<PlaceName>,
 ) -> Result<(), CliError> {
     let place = || {
         place
@@ -153,7 +174,8 @@ async fn command<S: DeadLetterStore>(
     };
     match command {
         DlqCommand::Ls { json } => {
-            let places = store.places().await.map_err(dlq_error)?;
+            let mut places = store.places().await.map_err(dlq_error)?;
+            places.extend(dlq::stream::places(store).await.map_err(dlq_error)?);
             if json {
                 for p in &places {
                     out!("{}", json!(p));
@@ -180,7 +202,11 @@ async fn command<S: DeadLetterStore>(
         }
         DlqCommand::Show { limit, json, .. } => {
             let place = place()?;
-            let letters = store.letters(&place, 0, limit).await.map_err(dlq_error)?;
+            let letters = match &place {
+                PlaceName::Queue(q) => store.letters(q, 0, limit).await,
+                PlaceName::Stream(s) => dlq::stream::letters(store, s, limit).await,
+            }
+            .map_err(dlq_error)?;
             for l in &letters {
                 if json {
                     out!("{}", json!(l));
@@ -212,9 +238,15 @@ async fn command<S: DeadLetterStore>(
         } => {
             let place = place()?;
             let op = operator(who, reason);
-            let report = dlq::replay(store, &place, which.selection(), max_replays, force, &op)
-                .await
-                .map_err(dlq_error)?;
+            let report = match &place {
+                PlaceName::Queue(q) => {
+                    dlq::replay(store, q, which.selection(), max_replays, force, &op).await
+                }
+                PlaceName::Stream(s) => {
+                    dlq::stream::replay(store, s, which.selection(), max_replays, force, &op).await
+                }
+            }
+            .map_err(dlq_error)?;
             return finish(&place, "replayed", &report, json);
         }
         DlqCommand::Abandon {
@@ -226,9 +258,13 @@ async fn command<S: DeadLetterStore>(
         } => {
             let place = place()?;
             let op = operator(who, Some(reason));
-            let report = dlq::abandon(store, &place, which.selection(), &op)
-                .await
-                .map_err(dlq_error)?;
+            let report = match &place {
+                PlaceName::Queue(q) => dlq::abandon(store, q, which.selection(), &op).await,
+                PlaceName::Stream(s) => {
+                    dlq::stream::abandon(store, s, which.selection(), &op).await
+                }
+            }
+            .map_err(dlq_error)?;
             return finish(&place, "abandoned", &report, json);
         }
     }
@@ -236,7 +272,7 @@ async fn command<S: DeadLetterStore>(
 }
 
 /// Prints what was done; refused letters make the exit non-zero, each named with its reason.
-fn finish(place: &QueueName, verb: &str, report: &Report, json: bool) -> Result<(), CliError> {
+fn finish(place: &PlaceName, verb: &str, report: &Report, json: bool) -> Result<(), CliError> {
     if json {
         out!("{}", json!(report));
     }

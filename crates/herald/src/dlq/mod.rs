@@ -5,6 +5,8 @@
 
 use std::future::Future;
 
+pub mod stream;
+
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -31,7 +33,7 @@ pub const BATCH: usize = 500;
 #[derive(Debug, thiserror::Error)]
 pub enum DlqError {
     /// The name is not a dead-letter place (`{queue}_dlq`).
-    #[error("{name:?} is not a dead-letter place: its name must end in {DLQ_SUFFIX} (queue {name}'s dead letters are in {name}{DLQ_SUFFIX})")]
+    #[error("{name:?} is not a dead-letter place: a queue's is {name}{DLQ_SUFFIX}, a runtime consumer's is deadletter-CONSUMER.SOURCE (herald dlq ls lists them)")]
     NotAPlace {
         /// The name given.
         name: String,
@@ -322,7 +324,7 @@ pub enum Step {
 }
 
 /// What to do with `letter` under `action`.
-pub fn decide(place: &QueueName, letter: Letter, action: &Action, operator: &Operator) -> Step {
+pub fn decide(place: &str, letter: Letter, action: &Action, operator: &Operator) -> Step {
     match action {
         Action::Replay { max_replays, force } => {
             if letter.replays >= *max_replays && !force {
@@ -346,14 +348,14 @@ pub fn decide(place: &QueueName, letter: Letter, action: &Action, operator: &Ope
 
 /// The audit event of `action` on `letter`: `herald.audit.{verb}`, with who, when, what
 /// (place, id, origin, reason it died, replays) and why.
-pub fn audit_event(place: &QueueName, letter: &Letter, action: &Action, op: &Operator) -> Event {
+pub fn audit_event(place: &str, letter: &Letter, action: &Action, op: &Operator) -> Event {
     let verb = action.verb();
     let subject = Subject::new(&format!("herald.audit.{verb}")).unwrap_or_else(|_| unreachable!());
     let mut data = Map::new();
     data.insert("action".into(), verb.into());
     data.insert("who".into(), op.who.as_str().into());
     data.insert("at".into(), Timestamp::now().to_string().into());
-    data.insert("place".into(), place.as_str().into());
+    data.insert("place".into(), place.into());
     data.insert("id".into(), letter.id.into());
     data.insert("origin".into(), letter.origin.as_str().into());
     data.insert("died_because".into(), letter.reason.as_str().into());
