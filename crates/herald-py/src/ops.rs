@@ -1,5 +1,6 @@
 //! `NativeOperations`: the operator's verbs of `herald dlq` and `herald schedule` for Python,
-//! on a store URL: dead-letter places, letters, replay and abandon (each letter in one
+//! on a store URL: dead-letter places (queues' and runtime consumers'), letters, replay and
+//! abandon (each letter in one
 //! transaction with its audit event), and schedules (add, list with the next fire times,
 //! remove, pause, resume). Results cross as JSON text; `herald/operations.py` parses them.
 
@@ -55,6 +56,24 @@ fn schedule_error(e: herald::schedule::ScheduleError) -> PyErr {
     match e {
         herald::schedule::ScheduleError::Queue(_) => runtime_error(&e),
         other => value_error(other),
+    }
+}
+
+/// A place of either kind, by its name.
+enum Place {
+    Queue(QueueName),
+    Stream(herald::store::StreamName),
+}
+
+impl Place {
+    fn of(name: &str) -> PyResult<Place> {
+        if dlq::stream::is_place(name) {
+            dlq::stream::place(name)
+                .map(Place::Stream)
+                .map_err(dlq_error)
+        } else {
+            dlq::place(name).map(Place::Queue).map_err(dlq_error)
+        }
     }
 }
 
@@ -125,7 +144,13 @@ impl NativeOperations {
 
     /// Every dead-letter place, as JSON.
     fn dlq_places(&self, py: Python<'_>) -> PyResult<String> {
-        let places = self.block(py, async { on!(&self.store, s => s.places().await) });
+        let places = self.block(py, async {
+            on!(&self.store, s => {
+                let mut all = s.places().await?;
+                all.extend(dlq::stream::places(s).await?);
+                Ok::<_, dlq::DlqError>(all)
+            })
+        });
         Ok(json!(places.map_err(dlq_error)?).to_string())
     }
 
@@ -153,12 +178,16 @@ impl NativeOperations {
         who: Option<String>,
         why: Option<String>,
     ) -> PyResult<String> {
-        let place = dlq::place(place).map_err(dlq_error)?;
         let which = selection(ids, all)?;
         let op = operator(who, why);
-        let report = self.block(py, async {
-            on!(&self.store, s => dlq::replay(s, &place, which, max_replays, force, &op).await)
-        });
+        let report = match Place::of(place)? {
+            Place::Queue(q) => self.block(py, async {
+                on!(&self.store, s => dlq::replay(s, &q, which, max_replays, force, &op).await)
+            }),
+            Place::Stream(p) => self.block(py, async {
+                on!(&self.store, s => dlq::stream::replay(s, &p, which, max_replays, force, &op).await)
+            }),
+        };
         Ok(json!(report.map_err(dlq_error)?).to_string())
     }
 
