@@ -86,6 +86,7 @@ impl Cli {
             Command::Store(a) => (Some(&a.store), None, Some(&a.config)),
             Command::Dlq(a) => (Some(&a.store), None, Some(&a.config)),
             Command::Schedule(a) => (Some(&a.store), None, Some(&a.config)),
+            Command::Relay(a) => (Some(&a.store), Some(&a.bus), Some(&a.config)),
             Command::Node(a) => (Some(&a.store), None, Some(&a.config)),
         };
         self.global.over(&Global {
@@ -246,6 +247,12 @@ pub(crate) enum Command {
         after_help = "Examples:\n  herald schedule add nightly --cron '0 3 * * *' --tz Europe/Paris --queue reports --data '{\"kind\": \"daily\"}'\n  herald schedule add heartbeat --every 30s --queue pings\n  herald schedule ls\n  herald schedule pause nightly && herald schedule resume nightly\n  herald schedule run    # or: herald worker --scheduler, herald node --scheduler"
     )]
     Schedule(crate::commands::schedule::ScheduleArgs),
+    /// Relay the event store's log to JetStream (the outbox): each event once in the stream,
+    /// with Nats-Msg-Id STORE_ID:GLOBAL_POSITION, resumed from a checkpoint after a crash.
+    #[command(
+        after_help = "Examples:\n  herald relay --to nats://127.0.0.1:4222\n  herald relay --categories order,user --subject-prefix events --until-caught-up"
+    )]
+    Relay(crate::commands::relay::RelayArgs),
     /// Run a processing node on --store (a distributed broker in a role, with the built-in
     /// `counts` projection), or `node status`: nodes, roles, epochs, allocations, checkpoints.
     #[command(

@@ -57,6 +57,7 @@ mod config;
 mod error;
 mod jetstream;
 mod options;
+mod relay;
 mod request;
 mod state;
 mod stats;
@@ -72,6 +73,7 @@ pub use jetstream::{
     JsAck, PendingAck, StoredMessage, StreamSpec, StreamSummary,
 };
 pub use options::NatsBuilder;
+pub use relay::{subject_for, Relay, RelayError, RelayReport, RelaySettings};
 pub use state::{ConnectionState, StateCallback};
 pub use stats::NatsStats;
 pub use subscribe::{EventStream, HandlerSubscription, Incoming};

@@ -8,6 +8,7 @@ pub(crate) mod nats;
 pub(crate) mod node;
 pub(crate) mod observe;
 pub(crate) mod queue;
+pub(crate) mod relay;
 pub(crate) mod schedule;
 pub(crate) mod store;
 pub(crate) mod worker;

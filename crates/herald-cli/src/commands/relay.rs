@@ -1,0 +1,103 @@
+//! `herald relay`: the event store's log on `--store` to JetStream on `--to` (the outbox),
+//! exactly once in the stream within its duplicate window, until SIGINT/SIGTERM or, with
+//! `--until-caught-up`, until the log is relayed.
+
+use std::time::Duration;
+
+use clap::Args;
+use herald_nats::{Relay, RelaySettings};
+
+use crate::connect::{connect_nats, open_existing_store, with_store};
+use crate::opts::{BusOpt, ConfigOpt, StoreOpt};
+use crate::output::warn_line;
+use crate::CliError;
+
+#[derive(Debug, Args)]
+pub(crate) struct RelayArgs {
+    #[command(flatten)]
+    pub(crate) store: StoreOpt,
+    #[command(flatten)]
+    pub(crate) bus: BusOpt,
+    #[command(flatten)]
+    pub(crate) config: ConfigOpt,
+    /// The NATS server to relay to (default: --bus, the config's bus).
+    #[arg(long)]
+    to: Option<String>,
+    /// The categories to relay, comma-separated (default: all but Herald's own).
+    #[arg(long, value_delimiter = ',')]
+    categories: Vec<String>,
+    /// Subjects are PREFIX.CATEGORY.ID.
+    #[arg(long, default_value = "events")]
+    subject_prefix: String,
+    /// The JetStream stream that captures PREFIX.> (created when missing).
+    #[arg(long, default_value = "HERALD_EVENTS")]
+    stream: String,
+    /// The store's id in each Nats-Msg-Id (STORE_ID:GLOBAL_POSITION); default: one derived
+    /// from the store URL.
+    #[arg(long)]
+    store_id: Option<String>,
+    /// The stream's duplicate window in seconds: the longest outage a relay resumes from
+    /// without a duplicate.
+    #[arg(long, default_value_t = 120)]
+    duplicate_window: u64,
+    /// Stop once the whole log is relayed.
+    #[arg(long)]
+    until_caught_up: bool,
+}
+
+/// A stable id for the store at `url`: FNV-1a of the URL.
+fn store_id(url: &str) -> String {
+    let hash = url.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("store-{hash:016x}")
+}
+
+pub(crate) async fn run(args: RelayArgs, store_url: &str, bus: &str) -> Result<(), CliError> {
+    let to = args.to.clone().unwrap_or_else(|| bus.to_owned());
+    let mut settings =
+        RelaySettings::new(args.store_id.clone().unwrap_or_else(|| store_id(store_url)));
+    settings.prefix = args.subject_prefix.clone();
+    settings.categories = args.categories.clone();
+    settings.stream = args.stream.clone();
+    settings.duplicate_window = Duration::from_secs(args.duplicate_window.max(1));
+    let store = open_existing_store(store_url).await?;
+    let nats = connect_nats(&to).await?;
+    with_store!(store, s => relay(s, nats, settings, args.until_caught_up).await)
+}
+
+async fn relay<S: herald::store::EventStore>(
+    store: S,
+    nats: herald_nats::Nats,
+    settings: RelaySettings,
+    until_caught_up: bool,
+) -> Result<(), CliError> {
+    let (stream, prefix) = (settings.stream.clone(), settings.prefix.clone());
+    let relay = Relay::new(store, nats.jetstream(), settings)
+        .await
+        .map_err(|e| CliError::Other(herald::report(&e)))?;
+    warn_line!("herald relay: the store's log to stream {stream} on {prefix}.CATEGORY.ID");
+    let report = if until_caught_up {
+        loop {
+            match relay.pass(4096).await {
+                Ok(0) => break relay.report(),
+                Ok(_) => {}
+                Err(e) => return Err(CliError::Other(herald::report(&e))),
+            }
+        }
+    } else {
+        let signal = crate::signal::terminated();
+        relay
+            .run(async move {
+                signal.await;
+            })
+            .await
+    };
+    warn_line!(
+        "herald relay: {} published, {} duplicates dropped by the stream, {} skipped (other categories)",
+        report.published,
+        report.duplicates,
+        report.skipped
+    );
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! `relay-kill` at small scale, on both stores: events are appended while `herald relay`
+//! processes of the test's own are SIGKILLed and restarted; afterwards the JetStream stream
+//! holds each appended event exactly once (id sets: missing 0, duplicated 0), in order per
+//! store stream, each body byte for byte as stored, with `Nats-Msg-Id` = STORE_ID:POSITION.
+//! Scale with HERALD_RELAY_EVENTS and HERALD_RELAY_KILLS.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use herald::store::{EventStore, StreamName, WriteCondition};
+use herald_postgres::PgStore;
+use herald_sqlite::SqliteStore;
+use herald_testkit::env::{database_url, nats_url, unique};
+use herald_testkit::fixtures::{id_of, tagged};
+use herald_testkit::DeliveryCheck;
+
+fn scale(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn relay(store: &str, nats: &str, stream: &str, prefix: &str, until_caught_up: bool) -> Child {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_herald"));
+    c.args(["relay", "--store", store, "--to", nats, "--stream", stream])
+        .args(["--subject-prefix", prefix, "--store-id", "teststore"]);
+    if until_caught_up {
+        c.arg("--until-caught-up");
+    }
+    c.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start herald relay")
+}
+
+async fn relay_kill<S: EventStore>(store: S, url: &str, nats: &str, tag: &str) {
+    let total = scale("HERALD_RELAY_EVENTS", 3000);
+    let kills = scale("HERALD_RELAY_KILLS", 10);
+    let (stream, prefix) = (
+        format!("RELAY_{}", tag.to_uppercase()),
+        format!("relay{tag}"),
+    );
+    let category = format!("ord{tag}");
+    // Appends go on in the background, 8 streams, while the relay is killed and restarted.
+    let appender = {
+        let (store, category) = (store.clone(), category.clone());
+        tokio::spawn(async move {
+            let mut ids = Vec::with_capacity(total);
+            for i in 0..total {
+                let id = format!("{category}-{i}");
+                let s = StreamName::new(&format!("{category}-{}", i % 8)).expect("stream");
+                store
+                    .append(&s, &[tagged("relay.test", &id)], WriteCondition::Any)
+                    .await
+                    .expect("append");
+                ids.push(id);
+                if i % 50 == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            ids
+        })
+    };
+    let begun = Instant::now();
+    let mut mid_way = 0;
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..kills {
+        let mut child = relay(url, nats, &stream, &prefix, false);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        std::thread::sleep(Duration::from_millis(100 + x % 300));
+        if child.try_wait().expect("poll").is_none() {
+            mid_way += 1;
+        }
+        child.kill().expect("SIGKILL"); // Child::kill is SIGKILL on Unix
+        child.wait().expect("reap");
+    }
+    let ids = appender.await.expect("appender");
+    let status = relay(url, nats, &stream, &prefix, true)
+        .wait()
+        .expect("last relay");
+    assert!(status.success(), "the last relay catches up and exits 0");
+
+    let client = herald_nats::Nats::connect(nats).await.expect("connect");
+    let messages = client
+        .jetstream()
+        .read_stream(&stream, Duration::from_secs(30))
+        .await
+        .expect("read the stream");
+    let mut got = Vec::with_capacity(messages.len());
+    let mut last_in_stream: HashMap<String, usize> = HashMap::new();
+    for m in &messages {
+        let event = m.event().expect("the stored envelope");
+        let id = id_of(&event);
+        // In order per store stream: ids of one stream grow.
+        let (stream_of, n) = id.rsplit_once('-').expect("an id");
+        let n: usize = n.parse().expect("a number");
+        let key = format!("{stream_of}/{}", n % 8);
+        if let Some(prev) = last_in_stream.insert(key, n) {
+            assert!(prev < n, "out of order within a stream: {prev} then {n}");
+        }
+        assert!(
+            m.subject.starts_with(&format!("{prefix}.{category}.")),
+            "{}",
+            m.subject
+        );
+        got.push(id);
+    }
+    eprintln!(
+        "relay-kill ({}): {total} appends, {kills} SIGKILLs ({mid_way} while relaying), {} in the stream, {:.1} s",
+        url.split(':').next().unwrap_or("?"),
+        got.len(),
+        begun.elapsed().as_secs_f64()
+    );
+    DeliveryCheck::compare(ids, got).assert_exactly_once();
+    assert!(mid_way > 0, "no kill landed while the relay ran");
+    let _ = client.jetstream().context().delete_stream(&stream).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_relay_kill_leaves_each_event_once_in_the_stream() {
+    let Some(nats) = nats_url("relay_kill_sqlite") else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(unique("relay"));
+    let url = format!("sqlite://{}", dir.join("herald.db").display());
+    let store = SqliteStore::open(&url).await.expect("open");
+    let tag = unique("s").replace(['-', '_'], "").to_lowercase();
+    relay_kill(store, &url, &nats, &tag).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_relay_kill_leaves_each_event_once_in_the_stream() {
+    let (Some(nats), Some(url)) = (nats_url("relay_kill_pg"), database_url("relay_kill_pg")) else {
+        return;
+    };
+    let db = herald_testkit::env::FreshDatabase::create(&url);
+    let store = PgStore::connect(&db.url()).await.expect("connect");
+    let tag = unique("p").replace(['-', '_'], "").to_lowercase();
+    relay_kill(store.clone(), &db.url(), &nats, &tag).await;
+    store.pool().close().await;
+}
