@@ -87,6 +87,7 @@ impl Cli {
             Command::Dlq(a) => (Some(&a.store), None, Some(&a.config)),
             Command::Schedule(a) => (Some(&a.store), None, Some(&a.config)),
             Command::Relay(a) => (Some(&a.store), Some(&a.bus), Some(&a.config)),
+            Command::Inbox(a) => (Some(&a.store), Some(&a.bus), Some(&a.config)),
             Command::Node(a) => (Some(&a.store), None, Some(&a.config)),
         };
         self.global.over(&Global {
@@ -253,6 +254,13 @@ pub(crate) enum Command {
         after_help = "Examples:\n  herald relay --to nats://127.0.0.1:4222\n  herald relay --categories order,user --subject-prefix events --until-caught-up"
     )]
     Relay(crate::commands::relay::RelayArgs),
+    /// Take a JetStream stream into the event store: each message appended once (its
+    /// Nats-Msg-Id, or event id, stored with the append), to the stream CATEGORY-ID named by
+    /// its subject's last two tokens.
+    #[command(
+        after_help = "Examples:\n  herald inbox --from HERALD_EVENTS --consumer orders-inbox\n  herald inbox --from ORDERS --until-idle"
+    )]
+    Inbox(crate::commands::relay::InboxArgs),
     /// Run a processing node on --store (a distributed broker in a role, with the built-in
     /// `counts` projection), or `node status`: nodes, roles, epochs, allocations, checkpoints.
     #[command(

@@ -49,6 +49,10 @@ pub async fn run(cli: cli::Cli) -> Result<(), CliError> {
         Command::Config(args) => config::command(args, global),
         Command::Store(args) => commands::store::run(args, &config::resolve(global)?.store).await,
         Command::Dlq(args) => commands::dlq::run(args, &config::resolve(global)?.store).await,
+        Command::Inbox(args) => {
+            let config = config::resolve(global)?;
+            commands::relay::inbox(args, &config.store, &config.bus).await
+        }
         Command::Relay(args) => {
             let config = config::resolve(global)?;
             commands::relay::run(args, &config.store, &config.bus).await

@@ -2,7 +2,9 @@
 //! processes of the test's own are SIGKILLed and restarted; afterwards the JetStream stream
 //! holds each appended event exactly once (id sets: missing 0, duplicated 0), in order per
 //! store stream, each body byte for byte as stored, with `Nats-Msg-Id` = STORE_ID:POSITION.
-//! Scale with HERALD_RELAY_EVENTS and HERALD_RELAY_KILLS.
+//! `inbox-kill` the other way: `herald inbox` SIGKILLed while it takes a stream in; the store
+//! holds each message once. Scale with HERALD_RELAY_EVENTS, HERALD_RELAY_KILLS,
+//! HERALD_INBOX_EVENTS and HERALD_INBOX_KILLS.
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -142,5 +144,139 @@ async fn postgres_relay_kill_leaves_each_event_once_in_the_stream() {
     let store = PgStore::connect(&db.url()).await.expect("connect");
     let tag = unique("p").replace(['-', '_'], "").to_lowercase();
     relay_kill(store.clone(), &db.url(), &nats, &tag).await;
+    store.pool().close().await;
+}
+
+fn inbox(store: &str, nats: &str, stream: &str, until_idle: bool) -> Child {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_herald"));
+    c.args([
+        "inbox",
+        "--store",
+        store,
+        "--bus",
+        nats,
+        "--from",
+        stream,
+        "--consumer",
+        "test-inbox",
+    ]);
+    if until_idle {
+        c.arg("--until-idle");
+    }
+    c.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start herald inbox")
+}
+
+/// `inbox-kill` at small scale: messages published to a stream are taken into the store by
+/// `herald inbox` processes SIGKILLed 10 times; the store holds each event once (id sets),
+/// on the stream its subject names.
+async fn inbox_kill<S: EventStore>(store: S, url: &str, nats: &str, tag: &str) {
+    let total = scale("HERALD_INBOX_EVENTS", 3000);
+    let kills = scale("HERALD_INBOX_KILLS", 10);
+    let (stream, prefix, category) = (
+        format!("INBOX_{}", tag.to_uppercase()),
+        format!("inbox{tag}"),
+        format!("in{tag}"),
+    );
+    let client = herald_nats::Nats::connect(nats).await.expect("connect");
+    let js = client.jetstream();
+    js.ensure_stream(&herald_nats::StreamSpec::new(
+        &stream,
+        [format!("{prefix}.>")],
+    ))
+    .await
+    .expect("stream");
+    let mut ids = Vec::with_capacity(total);
+    let mut pending = std::collections::VecDeque::new();
+    for i in 0..total {
+        let id = format!("{category}-{i}");
+        let subject = format!("{prefix}.{category}.{}", i % 8);
+        let event = tagged(&subject, &id).ensure_event_id();
+        pending.push_back(js.publish_async(&event).await.expect("publish"));
+        if pending.len() >= 256 {
+            pending.pop_front().expect("one").ack().await.expect("ack");
+        }
+        ids.push(id);
+    }
+    while let Some(p) = pending.pop_front() {
+        p.ack().await.expect("ack");
+    }
+    let mut mid_way = 0;
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for _ in 0..kills {
+        let mut child = inbox(url, nats, &stream, false);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        std::thread::sleep(Duration::from_millis(100 + x % 250));
+        if child.try_wait().expect("poll").is_none() {
+            mid_way += 1;
+        }
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+    }
+    let status = inbox(url, nats, &stream, true).wait().expect("last inbox");
+    assert!(status.success(), "the last inbox drains and exits 0");
+    let mut got = Vec::new();
+    let mut from = 0;
+    loop {
+        let page = store
+            .read_category(&category, from, 1000)
+            .await
+            .expect("read");
+        let Some(last) = page.last() else { break };
+        from = last.global_position + 1;
+        for e in &page {
+            let event = e.event().expect("an envelope");
+            assert_eq!(
+                e.stream,
+                format!(
+                    "{category}-{}",
+                    id_of(&event)
+                        .rsplit('-')
+                        .next()
+                        .unwrap_or("")
+                        .parse::<usize>()
+                        .unwrap_or(0)
+                        % 8
+                )
+            );
+            got.push(id_of(&event));
+        }
+    }
+    eprintln!(
+        "inbox-kill ({}): {total} messages, {kills} SIGKILLs ({mid_way} while taking in), {} in the store",
+        url.split(':').next().unwrap_or("?"),
+        got.len()
+    );
+    DeliveryCheck::compare(ids, got).assert_exactly_once();
+    assert!(mid_way > 0, "no kill landed while the inbox ran");
+    let _ = js.context().delete_stream(&stream).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_inbox_kill_appends_each_message_once() {
+    let Some(nats) = nats_url("inbox_kill_sqlite") else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(unique("inbox"));
+    let url = format!("sqlite://{}", dir.join("herald.db").display());
+    let store = SqliteStore::open(&url).await.expect("open");
+    let tag = unique("s").replace(['-', '_'], "").to_lowercase();
+    inbox_kill(store, &url, &nats, &tag).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_inbox_kill_appends_each_message_once() {
+    let (Some(nats), Some(url)) = (nats_url("inbox_kill_pg"), database_url("inbox_kill_pg")) else {
+        return;
+    };
+    let db = herald_testkit::env::FreshDatabase::create(&url);
+    let store = PgStore::connect(&db.url()).await.expect("connect");
+    let tag = unique("p").replace(['-', '_'], "").to_lowercase();
+    inbox_kill(store.clone(), &db.url(), &nats, &tag).await;
     store.pool().close().await;
 }

@@ -55,6 +55,7 @@
 mod client;
 mod config;
 mod error;
+mod inbox;
 mod jetstream;
 mod options;
 mod relay;
@@ -68,6 +69,7 @@ pub use client::Nats;
 pub use config::NatsConfig;
 pub use error::NatsError;
 pub use herald::{ConsumeOptions, ConsumeReport};
+pub use inbox::{stream_for_subject, Inbox, InboxError, InboxReport};
 pub use jetstream::{
     default_streams, message_id, ConsumerSpec, Deliveries, Delivery, DurableConsumer, JetStream,
     JsAck, PendingAck, StoredMessage, StreamSpec, StreamSummary,

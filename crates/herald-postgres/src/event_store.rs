@@ -163,6 +163,47 @@ impl EventStore for PgStore {
         .await
     }
 
+    async fn append_once(
+        &self,
+        stream: &StreamName,
+        event: &Event,
+        key: &str,
+    ) -> Result<Option<Appended>, StoreError> {
+        let mut tx = self
+            .pool()
+            .begin()
+            .await
+            .map_err(|e| backend("append", e))?;
+        // A second inbox with the same key waits on the row, then finds it taken.
+        let new = sqlx::query(
+            "INSERT INTO herald.event_keys (key, global_position) VALUES ($1, 0) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| backend("append", e))?;
+        if new.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let done = append_in(
+            &mut tx,
+            stream,
+            &[event.to_json_string()],
+            WriteCondition::Any,
+        )
+        .await?;
+        sqlx::query("UPDATE herald.event_keys SET global_position = $2 WHERE key = $1")
+            .bind(key)
+            .bind(done.global_position)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| backend("append", e))?;
+        tx.commit()
+            .await
+            .map_err(|e| backend("append (commit)", e))?;
+        Ok(Some(done))
+    }
+
     async fn count_after(&self, category: &str, after: i64) -> Result<u64, StoreError> {
         let category = StreamName::category_name(category)?;
         let n: i64 = sqlx::query_scalar(

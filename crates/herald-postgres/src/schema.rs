@@ -10,7 +10,8 @@ use crate::error::store;
 /// The version of Herald's own schema (`herald.schema_version`). 1: the version table;
 /// 2: adds the event store (`herald.events`); 3: adds the broker state (`herald.nodes`,
 /// `herald.allocations`, `herald.lease`) and the count projection (`herald.counts`); 4: adds the
-/// replay counts of dead letters (`herald.dlq_replays`) and the schedules (`herald.schedules`).
+/// replay counts of dead letters (`herald.dlq_replays`) the schedules (`herald.schedules`) and the
+/// inbox's event keys (`herald.event_keys`).
 pub(crate) const VERSION: i32 = 4;
 
 const EVENTS: &str = "
@@ -63,6 +64,10 @@ CREATE TABLE IF NOT EXISTS herald.dlq_replays (
     fingerprint TEXT NOT NULL,
     replays     INTEGER NOT NULL,
     PRIMARY KEY (place, fingerprint)
+);
+CREATE TABLE IF NOT EXISTS herald.event_keys (
+    key             TEXT PRIMARY KEY,
+    global_position BIGINT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS herald.schedules (
     name       TEXT PRIMARY KEY,

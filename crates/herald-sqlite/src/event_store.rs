@@ -146,6 +146,33 @@ impl EventStore for SqliteStore {
             .map_err(from_queue)?
     }
 
+    async fn append_once(
+        &self,
+        stream: &StreamName,
+        event: &Event,
+        key: &str,
+    ) -> Result<Option<Appended>, StoreError> {
+        let (name, body, key) = (stream.clone(), vec![event.to_json_string()], key.to_owned());
+        self.writer()
+            .run("append", stream.as_str(), move |c| {
+                let wrap = |e: StoreError| herald::queue::QueueError::store("append", name.as_str(), false, e);
+                let new = c
+                    .prepare_cached("INSERT OR IGNORE INTO herald_event_keys (key, global_position) VALUES (?1, 0)")
+                    .and_then(|mut s| s.execute([&key]))
+                    .map_err(|e| wrap(backend("append", e)))?;
+                if new == 0 {
+                    return Ok(None);
+                }
+                let done = append_in(c, &name, &body, WriteCondition::Any).map_err(wrap)?;
+                c.prepare_cached("UPDATE herald_event_keys SET global_position = ?2 WHERE key = ?1")
+                    .and_then(|mut s| s.execute(params![key, done.global_position]))
+                    .map_err(|e| wrap(backend("append", e)))?;
+                Ok(Some(done))
+            })
+            .await
+            .map_err(from_queue)
+    }
+
     async fn count_after(&self, category: &str, after: i64) -> Result<u64, StoreError> {
         let category = StreamName::category_name(category)?.to_owned();
         self.writer()

@@ -6,7 +6,7 @@ use rusqlite::Connection;
 
 /// The schema version this code writes and reads. 1: queues; 2: adds the event store; 3: adds
 /// the broker state (nodes, allocations, lease) and the count projection; 4: adds the replay
-/// counts of dead letters and the schedules.
+/// counts of dead letters, the schedules and the inbox's event keys.
 pub(crate) const VERSION: i64 = 4;
 
 const SCHEMA: &str = "
@@ -77,6 +77,10 @@ CREATE TABLE IF NOT EXISTS herald_dlq_replays (
     fingerprint TEXT NOT NULL,
     replays     INTEGER NOT NULL,
     PRIMARY KEY (place, fingerprint)
+);
+CREATE TABLE IF NOT EXISTS herald_event_keys (
+    key             TEXT PRIMARY KEY,
+    global_position INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS herald_schedules (
     name       TEXT PRIMARY KEY,

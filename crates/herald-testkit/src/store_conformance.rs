@@ -322,6 +322,38 @@ pub async fn several_streams_are_written_all_or_nothing<S: EventStore>(s: &S, ca
     assert_eq!(ids(s.read_stream(&b, 0, 10).await.expect("b")), ["b0"]);
 }
 
+/// `append_once` appends an event under a key once: the same key again is a duplicate (none
+/// written), from any number of racing callers.
+pub async fn a_key_is_appended_once<S: EventStore>(s: &S, category: &str) {
+    let stream = StreamName::new(&format!("{category}-once")).expect("name");
+    let key = format!("{category}:key-1");
+    let mut racers = Vec::new();
+    for i in 0..8 {
+        let (s, stream, key) = (s.clone(), stream.clone(), key.clone());
+        racers.push(tokio::spawn(async move {
+            s.append_once(&stream, &tagged("conformance.once", &format!("r{i}")), &key)
+                .await
+                .expect("append_once")
+                .is_some()
+        }));
+    }
+    let mut won = 0;
+    for r in racers {
+        won += usize::from(r.await.expect("racer"));
+    }
+    assert_eq!(won, 1, "one racer appends, the others are duplicates");
+    assert_eq!(s.read_stream(&stream, 0, 10).await.expect("read").len(), 1);
+    let other = s
+        .append_once(
+            &stream,
+            &tagged("conformance.once", "other"),
+            &format!("{category}:key-2"),
+        )
+        .await
+        .expect("another key");
+    assert_eq!(other.map(|a| a.position), Some(1));
+}
+
 /// Every case, on streams of `category` (lowercase letters, digits and `_`, unique per run).
 pub async fn run_all<S: EventStore>(s: &S, category: &str) {
     positions_and_reads(s, category).await;
@@ -330,4 +362,5 @@ pub async fn run_all<S: EventStore>(s: &S, category: &str) {
     a_follower_never_skips_an_event(s, category).await;
     checkpoints_are_fenced_by_epoch(s, category).await;
     several_streams_are_written_all_or_nothing(s, category).await;
+    a_key_is_appended_once(s, category).await;
 }

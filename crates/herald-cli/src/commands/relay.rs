@@ -1,11 +1,12 @@
-//! `herald relay`: the event store's log on `--store` to JetStream on `--to` (the outbox),
-//! exactly once in the stream within its duplicate window, until SIGINT/SIGTERM or, with
-//! `--until-caught-up`, until the log is relayed.
+//! Events between the store and JetStream: `herald relay`, the event store's log on
+//! `--store` to JetStream on `--to` (the outbox), exactly once in the stream within its
+//! duplicate window; and `herald inbox`, a JetStream stream into the store, each message
+//! appended once. Both run until SIGINT/SIGTERM, or until caught up / idle.
 
 use std::time::Duration;
 
 use clap::Args;
-use herald_nats::{Relay, RelaySettings};
+use herald_nats::{Inbox, Relay, RelaySettings};
 
 use crate::connect::{connect_nats, open_existing_store, with_store};
 use crate::opts::{BusOpt, ConfigOpt, StoreOpt};
@@ -98,6 +99,87 @@ async fn relay<S: herald::store::EventStore>(
         report.published,
         report.duplicates,
         report.skipped
+    );
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InboxArgs {
+    #[command(flatten)]
+    pub(crate) store: StoreOpt,
+    #[command(flatten)]
+    pub(crate) bus: BusOpt,
+    #[command(flatten)]
+    pub(crate) config: ConfigOpt,
+    /// The JetStream stream to take events from.
+    #[arg(long)]
+    from: String,
+    /// The durable consumer's name (its position survives restarts).
+    #[arg(long, default_value = "herald-inbox")]
+    consumer: String,
+    /// Seconds a delivered message stays unacked before the server delivers it again.
+    #[arg(long, default_value_t = 10)]
+    ack_wait: u64,
+    /// Stop once nothing is left: no message waiting, none delivered and not yet acked.
+    #[arg(long)]
+    until_idle: bool,
+}
+
+pub(crate) async fn inbox(args: InboxArgs, store_url: &str, bus: &str) -> Result<(), CliError> {
+    let store = crate::connect::open_store(store_url).await?;
+    let nats = connect_nats(bus).await?;
+    with_store!(store, s => take_in(s, nats, &args).await)
+}
+
+async fn take_in<S: herald::store::EventStore>(
+    store: S,
+    nats: herald_nats::Nats,
+    args: &InboxArgs,
+) -> Result<(), CliError> {
+    let ack_wait = Duration::from_secs(args.ack_wait.max(1));
+    let inbox = Inbox::new(
+        store,
+        &nats.jetstream(),
+        &args.from,
+        &args.consumer,
+        ack_wait,
+    )
+    .await
+    .map_err(|e| CliError::Other(herald::report(&e)))?;
+    warn_line!(
+        "herald inbox: stream {} into the store (consumer {}), each message once",
+        args.from,
+        args.consumer
+    );
+    let report = if args.until_idle {
+        loop {
+            match inbox.pass(256, Duration::from_secs(1)).await {
+                Ok(0) => {
+                    let drained = inbox
+                        .drained()
+                        .await
+                        .map_err(|e| CliError::Other(herald::report(&e)))?;
+                    if drained {
+                        break inbox.report();
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => return Err(CliError::Other(herald::report(&e))),
+            }
+        }
+    } else {
+        let signal = crate::signal::terminated();
+        inbox
+            .run(async move {
+                signal.await;
+            })
+            .await
+    };
+    warn_line!(
+        "herald inbox: {} appended, {} duplicates acked without a second append, {} rejected",
+        report.appended,
+        report.duplicates,
+        report.rejected
     );
     Ok(())
 }

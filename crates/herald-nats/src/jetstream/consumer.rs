@@ -165,6 +165,20 @@ fn ack_err(op: &'static str, e: async_nats::Error) -> NatsError {
 }
 
 impl Delivery {
+    /// Its `Nats-Msg-Id` header (the publisher's dedupe id), if it has one.
+    pub fn message_id(&self) -> Option<&str> {
+        self.message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+            .map(|v| v.as_str())
+    }
+
+    /// Its subject.
+    pub fn subject(&self) -> &str {
+        self.message.subject.as_str()
+    }
+
     /// Done: the server will not deliver it again.
     ///
     /// # Errors
@@ -341,6 +355,28 @@ impl DurableConsumer {
             nats: self.nats.clone(),
             dead_letters: self.dead_letters.clone(),
         })
+    }
+
+    /// Messages not yet delivered, and messages delivered but not yet acked (their ack wait
+    /// still running), as the server counts them now.
+    ///
+    /// # Errors
+    ///
+    /// [`NatsError::JetStream`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn backlog(&self) -> Result<(u64, u64), NatsError> {
+        let mut consumer = self.consumer.clone();
+        let info = consumer
+            .info()
+            .await
+            .map_err(|e| NatsError::js("consumer info", e))?;
+        Ok((
+            info.num_pending,
+            u64::try_from(info.num_ack_pending).unwrap_or(0),
+        ))
     }
 
     /// Up to `max` deliveries, waiting at most `wait` for them.

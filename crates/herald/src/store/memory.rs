@@ -24,6 +24,7 @@ struct Log {
     checkpoints: BTreeMap<(String, String), (i64, u64)>,
     broker: BrokerState,
     counts: BTreeMap<(String, String), (i64, i64)>,
+    keys: std::collections::HashSet<String>,
 }
 
 /// The event store in memory. Cheap to clone.
@@ -137,6 +138,25 @@ impl EventStore for MemoryEventStore {
         condition: WriteCondition,
     ) -> Result<Appended, StoreError> {
         append_locked(&mut self.log.lock(), stream, events, condition)
+    }
+
+    async fn append_once(
+        &self,
+        stream: &StreamName,
+        event: &Event,
+        key: &str,
+    ) -> Result<Option<Appended>, StoreError> {
+        let mut log = self.log.lock();
+        if !log.keys.insert(key.to_owned()) {
+            return Ok(None);
+        }
+        append_locked(
+            &mut log,
+            stream,
+            std::slice::from_ref(event),
+            WriteCondition::Any,
+        )
+        .map(Some)
     }
 
     async fn read_stream(

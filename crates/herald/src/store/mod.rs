@@ -220,6 +220,16 @@ pub trait EventStore: Clone + Send + Sync + 'static {
         writes: &[StreamWrite],
     ) -> impl Future<Output = Result<Vec<Appended>, StoreError>> + Send;
 
+    /// Appends `event` to `stream` unless an event was appended under `key` before (an inbox's
+    /// message id): the key is stored in the append's own transaction, so a redelivered
+    /// message is appended once. `None` when the key was there (a duplicate, nothing written).
+    fn append_once(
+        &self,
+        stream: &StreamName,
+        event: &Event,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<Appended>, StoreError>> + Send;
+
     /// Up to `max` events of `stream` from stream position `from`, in order.
     fn read_stream(
         &self,
