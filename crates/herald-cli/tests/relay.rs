@@ -280,3 +280,83 @@ async fn postgres_inbox_kill_appends_each_message_once() {
     inbox_kill(store.clone(), &db.url(), &nats, &tag).await;
     store.pool().close().await;
 }
+
+/// A plain nats-py reader gets the relayed events with their envelope unchanged (the stored
+/// body byte for byte) and `Nats-Msg-Id` = `STORE_ID:GLOBAL_POSITION`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_py_reader_sees_the_stored_envelope_and_the_message_id() {
+    let Some(nats) = nats_url("relay_nats_py") else {
+        return;
+    };
+    let has_nats_py = Command::new("python3")
+        .args(["-c", "import nats"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_nats_py {
+        if herald_testkit::env::services_required() {
+            panic!("python3 with nats-py is missing and HERALD_REQUIRE_SERVICES=1; run scripts/test.sh, which installs it");
+        }
+        eprintln!(
+            "SKIPPED a_nats_py_reader_sees_the_stored_envelope_and_the_message_id: no nats-py"
+        );
+        return;
+    }
+    let dir = std::env::temp_dir().join(unique("relaypy"));
+    let url = format!("sqlite://{}", dir.join("herald.db").display());
+    let store = SqliteStore::open(&url).await.expect("open");
+    let tag = unique("y").replace(['-', '_'], "").to_lowercase();
+    let (stream, prefix) = (
+        format!("RELAYPY_{}", tag.to_uppercase()),
+        format!("relaypy{tag}"),
+    );
+    let names = ["order-1", "order-2", "user-ada.lovelace"];
+    for (i, name) in names.iter().enumerate() {
+        let s = StreamName::new(name).expect("stream");
+        store
+            .append(
+                &s,
+                &[tagged("relay.py", &format!("e{i}"))],
+                WriteCondition::Any,
+            )
+            .await
+            .expect("append");
+    }
+    let status = relay(&url, &nats, &stream, &prefix, true)
+        .wait()
+        .expect("relay");
+    assert!(status.success());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/relay_reader.py");
+    let out = Command::new("python3")
+        .args([script, &nats, &stream, "3"])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stored = store.read_all(0, 10).await.expect("the log");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for (line, e) in lines.iter().zip(&stored) {
+        assert_eq!(
+            line["payload"].as_str().expect("payload").as_bytes(),
+            e.body.as_slice(),
+            "the envelope unchanged"
+        );
+        assert_eq!(line["msg_id"], format!("teststore:{}", e.global_position));
+    }
+    assert_eq!(lines[0]["subject"], format!("{prefix}.order.1"));
+    assert_eq!(
+        lines[2]["subject"],
+        format!("{prefix}.user.ada_lovelace"),
+        "a '.' in the id becomes '_'"
+    );
+    let client = herald_nats::Nats::connect(&nats).await.expect("connect");
+    let _ = client.jetstream().context().delete_stream(&stream).await;
+    let _ = std::fs::remove_dir_all(dir);
+}

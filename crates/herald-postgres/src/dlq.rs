@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use herald::dlq::{
-    decide, Action, DeadLetterStore, DlqError, Letter, Operator, Pick, Place, Report, Step,
+    decide, taken, Action, DeadLetterStore, DlqError, Letter, Operator, Pick, Place, Report, Step,
     AUDIT_STREAM, DLQ_SUFFIX,
 };
 use herald::queue::{QueueError, QueueName};
@@ -250,23 +250,8 @@ impl DeadLetterStore for PgStore {
             });
         }
         let rows = rows(&mut tx, place, &pick, true).await?;
-        let mut report = Report {
-            seen: rows.iter().map(|(id, _)| *id).max(),
-            ..Report::default()
-        };
-        if let Pick::Ids(ids) = &pick {
-            let missing: Vec<i64> = ids
-                .iter()
-                .filter(|id| !rows.iter().any(|(r, _)| r == *id))
-                .copied()
-                .collect();
-            if !missing.is_empty() {
-                return Err(DlqError::NoSuchLetter {
-                    place: place.to_string(),
-                    ids: missing,
-                });
-            }
-        }
+        let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
+        let mut report = taken(q, &pick, &ids)?;
         let steps: Vec<Step> = letters_of(&mut tx, place, rows)
             .await?
             .into_iter()

@@ -3,7 +3,7 @@
 //! writer transaction with its audit append to `herald-audit`.
 
 use herald::dlq::{
-    decide, Action, DeadLetterStore, DlqError, Letter, Operator, Pick, Place, Report, Step,
+    decide, taken, Action, DeadLetterStore, DlqError, Letter, Operator, Pick, Place, Report, Step,
     AUDIT_STREAM,
 };
 use herald::queue::{QueueError, QueueName};
@@ -95,23 +95,11 @@ fn settle_in(
         }));
     }
     let rows = rows(c, place.as_str(), pick)?;
-    let mut report = Report {
-        seen: rows.iter().map(|(id, _)| *id).max(),
-        ..Report::default()
+    let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
+    let mut report = match taken(place.as_str(), pick, &ids) {
+        Ok(r) => r,
+        Err(e) => return Ok(Err(e)),
     };
-    if let Pick::Ids(ids) = pick {
-        let missing: Vec<i64> = ids
-            .iter()
-            .filter(|id| !rows.iter().any(|(r, _)| r == *id))
-            .copied()
-            .collect();
-        if !missing.is_empty() {
-            return Ok(Err(DlqError::NoSuchLetter {
-                place: place.to_string(),
-                ids: missing,
-            }));
-        }
-    }
     let steps: Vec<Step> = letters_in(c, place, rows)?
         .into_iter()
         .map(|letter| decide(place.as_str(), letter, action, operator))

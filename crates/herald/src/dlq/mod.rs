@@ -301,6 +301,29 @@ impl Report {
     }
 }
 
+/// The report a batch starts from, given the ids of the letters a backend took for `pick`
+/// (`seen`: the highest); an id of [`Pick::Ids`] not among them is
+/// [`DlqError::NoSuchLetter`], and the backend moves nothing.
+///
+/// # Errors
+///
+/// [`DlqError::NoSuchLetter`].
+pub fn taken(place: &str, pick: &Pick, ids: &[i64]) -> Result<Report, DlqError> {
+    if let Pick::Ids(asked) = pick {
+        let missing: Vec<i64> = asked.iter().filter(|id| !ids.contains(id)).copied().collect();
+        if !missing.is_empty() {
+            return Err(DlqError::NoSuchLetter {
+                place: place.into(),
+                ids: missing,
+            });
+        }
+    }
+    Ok(Report {
+        seen: ids.iter().copied().max(),
+        ..Report::default()
+    })
+}
+
 /// What a backend does for one letter, decided by [`decide`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
