@@ -310,7 +310,11 @@ impl Report {
 /// [`DlqError::NoSuchLetter`].
 pub fn taken(place: &str, pick: &Pick, ids: &[i64]) -> Result<Report, DlqError> {
     if let Pick::Ids(asked) = pick {
-        let missing: Vec<i64> = asked.iter().filter(|id| !ids.contains(id)).copied().collect();
+        let missing: Vec<i64> = asked
+            .iter()
+            .filter(|id| !ids.contains(id))
+            .copied()
+            .collect();
         if !missing.is_empty() {
             return Err(DlqError::NoSuchLetter {
                 place: place.into(),
