@@ -16,6 +16,8 @@ use parking_lot::Mutex;
 
 use crate::broker::{Assignment, EventSubscriber};
 
+mod replay;
+
 /// Processes one event at a time (seed 003's `EventProcessor`).
 pub trait EventProcessor: Send + Sync + 'static {
     /// Processes `event`. An error stops the consumer (error handlers are not built yet);
@@ -384,62 +386,6 @@ impl<S: EventStore> EventSubscriptionConsumer<S> {
             self.save(source, last, epoch, stats).await?;
         }
         self.consume_replays(source, epoch, stats).await
-    }
-
-    /// Processes the dead letters replayed to this consumer on `source`
-    /// (`replay-{consumer}.{source}`), each as its original event, through the same path
-    /// (retry, dead letter); the source's checkpoint is untouched, the replay stream has its
-    /// own (`replay:{source}`), saved after each event.
-    async fn consume_replays(
-        &self,
-        source: &str,
-        epoch: u64,
-        stats: &mut ConsumerStats,
-    ) -> Result<(), ConsumerError> {
-        let place =
-            StreamName::new(&dead_letter_stream(&self.name, source)).map_err(store_error)?;
-        let stream = herald::dlq::stream::replay_stream(&place).map_err(store_error)?;
-        let key = format!("{}:{source}", herald::dlq::stream::REPLAY_CATEGORY);
-        let mut last = self
-            .store
-            .checkpoint(&self.name, &key)
-            .await
-            .map_err(store_error)?
-            .map_or(-1, |(p, _)| p);
-        loop {
-            let page = self
-                .store
-                .read_stream(&stream, last + 1, self.settings.batch)
-                .await
-                .map_err(store_error)?;
-            if page.is_empty() {
-                return Ok(());
-            }
-            for replayed in page {
-                if !self.holds(source, epoch) {
-                    return Ok(());
-                }
-                if let Some(original) = herald::dlq::stream::as_original(&replayed) {
-                    let (stream, position) = (original.stream.clone(), original.position);
-                    if let Err(source_error) = self.handle(source, original, stats).await {
-                        return Err(ConsumerError::Processor {
-                            consumer: self.name.clone(),
-                            stream,
-                            position,
-                            source: source_error,
-                            exit_code: None,
-                        });
-                    }
-                    stats.replayed += 1;
-                }
-                last = replayed.position;
-                self.store
-                    .save_checkpoint(&self.name, &key, last, epoch)
-                    .await
-                    .map_err(store_error)?;
-                stats.checkpoints += 1;
-            }
-        }
     }
 
     /// Processes one event under the retry policy; `Err` only when the consumer must stop.
