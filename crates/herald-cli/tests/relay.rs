@@ -360,3 +360,98 @@ async fn a_nats_py_reader_sees_the_stored_envelope_and_the_message_id() {
     let _ = client.jetstream().context().delete_stream(&stream).await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `herald relay --from-queue`: the worker's domain events queue to JetStream, the relay
+/// SIGKILLed 5 times: each message once in the stream (by event id), the queue emptied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_relayed_under_kills_lands_once_in_the_stream() {
+    use herald::queue::{Queue, QueueName};
+    let Some(nats) = nats_url("relay_queue") else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(unique("relayq"));
+    let url = format!("sqlite://{}", dir.join("herald.db").display());
+    let store = SqliteStore::open(&url).await.expect("open");
+    let queue = QueueName::new("default_domain_events").expect("queue");
+    store.create(&queue).await.expect("create");
+    let total = scale("HERALD_RELAY_EVENTS", 3000);
+    let ids: Vec<String> = (0..total).map(|i| format!("d-{i}")).collect();
+    for chunk in ids.chunks(500) {
+        let events: Vec<herald::Event> = chunk
+            .iter()
+            .map(|id| tagged("domain.order.created", id))
+            .collect();
+        store
+            .send_batch(&queue, &events, Duration::ZERO)
+            .await
+            .expect("send");
+    }
+    let tag = unique("q").replace(['-', '_'], "").to_lowercase();
+    let (stream, prefix) = (
+        format!("RELAYQ_{}", tag.to_uppercase()),
+        format!("relayq{tag}"),
+    );
+    let run = |until: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_herald"));
+        c.args([
+            "relay",
+            "--store",
+            &url,
+            "--to",
+            &nats,
+            "--stream",
+            &stream,
+            "--subject-prefix",
+            &prefix,
+        ])
+        .args([
+            "--from-queue",
+            "default_domain_events",
+            "--vt",
+            "2",
+            "--store-id",
+            "teststore",
+        ]);
+        if until {
+            c.arg("--until-caught-up");
+        }
+        c.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("herald relay")
+    };
+    let mut mid_way = 0;
+    for delay in [150u64, 250, 120, 300, 200] {
+        let mut child = run(false);
+        std::thread::sleep(Duration::from_millis(delay));
+        if child.try_wait().expect("poll").is_none() {
+            mid_way += 1;
+        }
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+    }
+    assert!(run(true).wait().expect("last relay").success());
+    let client = herald_nats::Nats::connect(&nats).await.expect("connect");
+    let messages = client
+        .jetstream()
+        .read_stream(&stream, Duration::from_secs(30))
+        .await
+        .expect("read the stream");
+    let got: Vec<String> = messages
+        .iter()
+        .map(|m| id_of(&m.event().expect("envelope")))
+        .collect();
+    assert!(messages
+        .iter()
+        .all(|m| m.subject == format!("{prefix}.domain.order.created")));
+    eprintln!("relay --from-queue: {total} messages, 5 SIGKILLs ({mid_way} while relaying), {} in the stream", got.len());
+    DeliveryCheck::compare(ids, got).assert_exactly_once();
+    assert_eq!(
+        store.metrics(&queue).await.expect("metrics").queue_length,
+        0,
+        "all archived"
+    );
+    assert!(mid_way > 0);
+    let _ = client.jetstream().context().delete_stream(&stream).await;
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -75,7 +75,7 @@ pub use jetstream::{
     JsAck, PendingAck, StoredMessage, StreamSpec, StreamSummary,
 };
 pub use options::NatsBuilder;
-pub use relay::{subject_for, Relay, RelayError, RelayReport, RelaySettings};
+pub use relay::{subject_for, QueueRelay, Relay, RelayError, RelayReport, RelaySettings};
 pub use state::{ConnectionState, StateCallback};
 pub use stats::NatsStats;
 pub use subscribe::{EventStream, HandlerSubscription, Incoming};

@@ -41,7 +41,15 @@ pub(crate) struct RelayArgs {
     /// without a duplicate.
     #[arg(long, default_value_t = 120)]
     duplicate_window: u64,
-    /// Stop once the whole log is relayed.
+    /// Relay this durable queue instead of the log (the worker's domain events:
+    /// default_domain_events): each message on PREFIX.SUBJECT, archived after its ack.
+    #[arg(long)]
+    from_queue: Option<String>,
+    /// With --from-queue: seconds a message read stays hidden before it is read again (a
+    /// relay killed before its archive).
+    #[arg(long, default_value_t = 30)]
+    vt: u64,
+    /// Stop once the whole log (or queue) is relayed.
     #[arg(long)]
     until_caught_up: bool,
 }
@@ -62,9 +70,59 @@ pub(crate) async fn run(args: RelayArgs, store_url: &str, bus: &str) -> Result<(
     settings.categories = args.categories.clone();
     settings.stream = args.stream.clone();
     settings.duplicate_window = Duration::from_secs(args.duplicate_window.max(1));
+    settings.vt = Duration::from_secs(args.vt.max(1));
+    let from_queue = match &args.from_queue {
+        Some(q) => Some(herald::queue::QueueName::new(q)?),
+        None => None,
+    };
     let store = open_existing_store(store_url).await?;
     let nats = connect_nats(&to).await?;
-    with_store!(store, s => relay(s, nats, settings, args.until_caught_up).await)
+    match from_queue {
+        Some(queue) => {
+            with_store!(store, s => relay_queue(s, queue, nats, settings, args.until_caught_up).await)
+        }
+        None => with_store!(store, s => relay(s, nats, settings, args.until_caught_up).await),
+    }
+}
+
+async fn relay_queue<Q: herald::queue::Queue>(
+    store: Q,
+    queue: herald::queue::QueueName,
+    nats: herald_nats::Nats,
+    settings: RelaySettings,
+    until_caught_up: bool,
+) -> Result<(), CliError> {
+    let other = |e: herald_nats::RelayError| CliError::Other(herald::report(&e));
+    let stream = settings.stream.clone();
+    let relay = herald_nats::QueueRelay::new(store, queue.clone(), nats.jetstream(), settings)
+        .await
+        .map_err(other)?;
+    warn_line!("herald relay: queue {queue} to stream {stream}");
+    let signal = crate::signal::terminated();
+    tokio::pin!(signal);
+    loop {
+        let took = tokio::select! {
+            _ = &mut signal => break,
+            r = relay.pass(256) => r.map_err(other)?,
+        };
+        if took == 0 {
+            if until_caught_up && relay.left().await.map_err(other)? == 0 {
+                break;
+            }
+            tokio::select! {
+                _ = &mut signal => break,
+                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    }
+    let r = relay.report();
+    warn_line!(
+        "herald relay: {} published, {} duplicates dropped by the stream, {} not envelopes (archived)",
+        r.published,
+        r.duplicates,
+        r.skipped
+    );
+    Ok(())
 }
 
 async fn relay<S: herald::store::EventStore>(
