@@ -86,6 +86,40 @@ struct Counters {
     checkpoints: AtomicU64,
 }
 
+impl Counters {
+    fn report(&self) -> RelayReport {
+        RelayReport {
+            published: self.published.load(Ordering::Relaxed),
+            duplicates: self.duplicates.load(Ordering::Relaxed),
+            skipped: self.skipped.load(Ordering::Relaxed),
+            checkpoints: self.checkpoints.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts a stream's ack: a new message, or a duplicate it dropped.
+    fn acked(&self, duplicate: bool) {
+        let c = if duplicate {
+            &self.duplicates
+        } else {
+            &self.published
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Makes sure the stream of `settings` exists, capturing `{prefix}.>`, with its duplicate
+/// window.
+async fn ensure_stream(js: &JetStream, settings: &RelaySettings) -> Result<(), RelayError> {
+    Subject::new(&format!("{}.x", settings.prefix)).map_err(|e| NatsError::Config {
+        key: "relay.prefix",
+        reason: format!("{:?}: {e}", settings.prefix),
+    })?;
+    let mut spec = StreamSpec::new(&settings.stream, [format!("{}.>", settings.prefix)]);
+    spec.duplicate_window_secs = settings.duplicate_window.as_secs().max(1);
+    js.ensure_stream(&spec).await?;
+    Ok(())
+}
+
 /// The store's log to JetStream.
 #[derive(Debug, Clone)]
 pub struct Relay<S> {
@@ -130,13 +164,7 @@ impl<S: EventStore> Relay<S> {
     ///
     /// [`NatsError::Config`] for a prefix that is not a subject; JetStream's errors.
     pub async fn new(store: S, js: JetStream, settings: RelaySettings) -> Result<Self, RelayError> {
-        Subject::new(&format!("{}.x", settings.prefix)).map_err(|e| NatsError::Config {
-            key: "relay.prefix",
-            reason: format!("{:?}: {e}", settings.prefix),
-        })?;
-        let mut spec = StreamSpec::new(&settings.stream, [format!("{}.>", settings.prefix)]);
-        spec.duplicate_window_secs = settings.duplicate_window.as_secs().max(1);
-        js.ensure_stream(&spec).await?;
+        ensure_stream(&js, &settings).await?;
         Ok(Relay {
             store,
             js,
@@ -147,13 +175,7 @@ impl<S: EventStore> Relay<S> {
 
     /// What it has done so far.
     pub fn report(&self) -> RelayReport {
-        let c = &self.counters;
-        RelayReport {
-            published: c.published.load(Ordering::Relaxed),
-            duplicates: c.duplicates.load(Ordering::Relaxed),
-            skipped: c.skipped.load(Ordering::Relaxed),
-            checkpoints: c.checkpoints.load(Ordering::Relaxed),
-        }
+        self.counters.report()
     }
 
     fn relayed(&self, stream: &str) -> bool {
@@ -232,12 +254,7 @@ impl<S: EventStore> Relay<S> {
             subject: subject.to_string(),
             source: err.to_string().into(),
         })?;
-        let counter = if ack.duplicate {
-            &self.counters.duplicates
-        } else {
-            &self.counters.published
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.counters.acked(ack.duplicate);
         Ok(())
     }
 
@@ -298,9 +315,7 @@ impl<Q: herald::queue::Queue> QueueRelay<Q> {
         js: JetStream,
         settings: RelaySettings,
     ) -> Result<Self, RelayError> {
-        let mut spec = StreamSpec::new(&settings.stream, [format!("{}.>", settings.prefix)]);
-        spec.duplicate_window_secs = settings.duplicate_window.as_secs().max(1);
-        js.ensure_stream(&spec).await?;
+        ensure_stream(&js, &settings).await?;
         Ok(QueueRelay {
             queue_store: store,
             queue,
@@ -312,13 +327,7 @@ impl<Q: herald::queue::Queue> QueueRelay<Q> {
 
     /// What it has done so far (`skipped`: messages that were not envelopes, archived).
     pub fn report(&self) -> RelayReport {
-        let c = &self.counters;
-        RelayReport {
-            published: c.published.load(Ordering::Relaxed),
-            duplicates: c.duplicates.load(Ordering::Relaxed),
-            skipped: c.skipped.load(Ordering::Relaxed),
-            checkpoints: c.checkpoints.load(Ordering::Relaxed),
-        }
+        self.counters.report()
     }
 
     /// Relays up to `max` visible messages; returns how many it took (0: nothing visible).
@@ -364,12 +373,7 @@ impl<Q: herald::queue::Queue> QueueRelay<Q> {
                 subject: subject.to_string(),
                 source: err.to_string().into(),
             })?;
-            let counter = if ack.duplicate {
-                &self.counters.duplicates
-            } else {
-                &self.counters.published
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
+            self.counters.acked(ack.duplicate);
             done.push(msg_id);
         }
         // Archived only once stored in the stream.
