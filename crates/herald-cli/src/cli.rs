@@ -62,7 +62,9 @@ impl Global {
     }
 }
 
-pub(crate) use crate::opts::{BusOpt, ConfigOpt, StoreOpt};
+pub(crate) use crate::opts::{
+    at_least_one, at_least_one_usize, max_bytes, seconds, whole, BusOpt, ConfigOpt, StoreOpt,
+};
 
 impl Cli {
     /// The options in force: each from after the verb, else from before it.
@@ -95,64 +97,6 @@ impl Cli {
             bus: bus.and_then(|o| o.bus.clone()),
             config: config.and_then(|o| o.config.clone()),
         })
-    }
-}
-
-/// The longest `queue send --delay`: a year, in seconds.
-pub(crate) const MAX_DELAY_SECS: u64 = 365 * 24 * 3600;
-
-fn whole(s: &str) -> Result<u64, String> {
-    if s.trim_start().starts_with('-') {
-        return Err(format!("{s} must not be negative"));
-    }
-    s.parse::<u64>()
-        .map_err(|e| format!("{s:?} is not a whole number: {e}"))
-}
-
-/// A count or size: a whole number, at least 1.
-fn at_least_one(s: &str) -> Result<u64, String> {
-    match whole(s)? {
-        0 => Err("0 must be at least 1".to_owned()),
-        n => Ok(n),
-    }
-}
-
-/// [`at_least_one`] as a `usize`.
-fn at_least_one_usize(s: &str) -> Result<usize, String> {
-    at_least_one(s).and_then(|n| usize::try_from(n).map_err(|e| e.to_string()))
-}
-
-/// A whole number of seconds, zero allowed.
-fn seconds(s: &str) -> Result<u64, String> {
-    whole(s)
-}
-
-/// A delay: whole seconds, at most [`MAX_DELAY_SECS`].
-fn delay(s: &str) -> Result<u64, String> {
-    match whole(s)? {
-        n if n > MAX_DELAY_SECS => Err(format!(
-            "{n} seconds is more than a year (at most {MAX_DELAY_SECS})"
-        )),
-        n => Ok(n),
-    }
-}
-
-/// A position: a whole number, zero allowed.
-fn position(s: &str) -> Result<i64, String> {
-    let n = whole(s)?;
-    i64::try_from(n).map_err(|e| format!("{s}: {e}"))
-}
-
-/// A stream's byte limit: -1 (unlimited) or a positive number.
-fn max_bytes(s: &str) -> Result<i64, String> {
-    match s.trim().parse::<i64>() {
-        Ok(-1) => Ok(-1),
-        Ok(n) if n > 0 => Ok(n),
-        Ok(0) => Err(
-            "0 would hold nothing: give a positive number of bytes, or -1 for unlimited".to_owned(),
-        ),
-        Ok(n) => Err(format!("{n}: the only negative value is -1 (unlimited)")),
-        Err(e) => Err(format!("{s:?} is not a whole number: {e}")),
     }
 }
 
@@ -202,7 +146,7 @@ pub(crate) enum Command {
     #[command(
         after_help = "Examples:\n  herald queue create jobs\n  id=$(herald queue send jobs '{\"order\": 42}')\n  herald queue read jobs --vt 30 --qty 10\n  herald queue archive jobs \"$id\"\n  herald queue consume jobs --until-empty\n  herald queue dlq default_steps\n  herald --store postgres://postgres@127.0.0.1:5432/test queue ls"
     )]
-    Queue(QueueArgs),
+    Queue(crate::commands::queue::QueueArgs),
     /// Run step handlers from {namespace}_steps on --store, one result per step.
     #[command(
         after_help = "Examples:\n  herald worker --enqueue 1000 --until-empty\n  herald worker --namespace orders --concurrency 32\n  herald --store postgres://postgres@127.0.0.1:5432/test worker --handler demo.sum --enqueue 10 --until-empty"
@@ -220,12 +164,12 @@ pub(crate) enum Command {
     #[command(
         after_help = "Examples:\n  herald health\n  herald health --http http://127.0.0.1:9090\n  HERALD_HTTP_ADDR=127.0.0.1:9090 herald health"
     )]
-    Health(HealthArgs),
+    Health(crate::commands::observe::HealthArgs),
     /// Print the /metrics.json of a running server (--prometheus: /metrics).
     #[command(
         after_help = "Examples:\n  herald metrics\n  herald metrics --prometheus\n  herald --config herald.toml metrics"
     )]
-    Metrics(MetricsArgs),
+    Metrics(crate::commands::observe::MetricsArgs),
     /// Print the effective config (file, then HERALD_* variables), secrets redacted.
     #[command(
         after_help = "Examples:\n  herald config\n  herald --config herald.toml config --json\n  herald config --check herald.toml"
@@ -235,7 +179,7 @@ pub(crate) enum Command {
     #[command(
         after_help = "Examples:\n  herald store append order-42 '{\"total\": 3}' --type created --no-stream\n  herald store read order-42\n  herald store read --category order --from 100 --max 50\n  herald store ls"
     )]
-    Store(StoreArgs),
+    Store(crate::commands::store::StoreArgs),
     /// Dead letters on --store: ls, show, replay (back to their queue), abandon; each replay
     /// and abandon is recorded on the event store's herald-audit stream.
     #[command(
@@ -337,54 +281,6 @@ pub(crate) enum NodeCommand {
 }
 
 #[derive(Debug, Args)]
-#[command(arg_required_else_help = true)]
-pub(crate) struct StoreArgs {
-    #[command(flatten)]
-    pub(crate) store: StoreOpt,
-    #[command(flatten)]
-    pub(crate) config: ConfigOpt,
-    #[command(subcommand)]
-    pub(crate) command: StoreCommand,
-}
-
-#[derive(Debug, Subcommand)]
-pub(crate) enum StoreCommand {
-    /// Append an event (DATA is a JSON object) to STREAM (category-id); prints its positions.
-    Append {
-        /// The stream, e.g. order-42.
-        stream: String,
-        /// The event's data.
-        data: Option<String>,
-        /// The event type (its subject is `CATEGORY.TYPE`).
-        #[arg(long = "type", default_value = "appended")]
-        event_type: String,
-        /// Only if the stream's last position is this.
-        #[arg(long, conflicts_with = "no_stream")]
-        expected: Option<i64>,
-        /// Only if the stream has no event yet.
-        #[arg(long)]
-        no_stream: bool,
-    },
-    /// Read a stream (STREAM), a category (--category), or the whole log (neither), one JSON
-    /// line per event.
-    Read {
-        /// The stream.
-        stream: Option<String>,
-        /// A category instead.
-        #[arg(long, conflicts_with = "stream")]
-        category: Option<String>,
-        /// From this position (stream) or global position (category, log).
-        #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = position)]
-        from: i64,
-        /// At most this many (stderr says when there are more).
-        #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = at_least_one_usize)]
-        max: usize,
-    },
-    /// List streams and their last positions.
-    Ls,
-}
-
-#[derive(Debug, Args)]
 pub(crate) struct ConfigArgs {
     #[command(flatten)]
     pub(crate) store: StoreOpt,
@@ -398,134 +294,6 @@ pub(crate) struct ConfigArgs {
     /// Only validate this file (exit 78 with one line when it is bad).
     #[arg(long)]
     pub(crate) check: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct HealthArgs {
-    #[command(flatten)]
-    pub(crate) config: ConfigOpt,
-    /// The server: HOST:PORT or http://HOST:PORT (default: the config's `http.addr`,
-    /// $HERALD_HTTP_ADDR, else 127.0.0.1:8081, where `herald serve` listens).
-    #[arg(long)]
-    pub(crate) http: Option<String>,
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct MetricsArgs {
-    #[command(flatten)]
-    pub(crate) config: ConfigOpt,
-    /// The server: HOST:PORT or http://HOST:PORT (default: the config's `http.addr`,
-    /// $HERALD_HTTP_ADDR, else 127.0.0.1:8081, where `herald serve` listens).
-    #[arg(long)]
-    pub(crate) http: Option<String>,
-    /// The Prometheus text (/metrics) instead of JSON (/metrics.json).
-    #[arg(long)]
-    pub(crate) prometheus: bool,
-}
-
-#[derive(Debug, Args)]
-#[command(arg_required_else_help = true)]
-pub(crate) struct QueueArgs {
-    #[command(flatten)]
-    pub(crate) store: StoreOpt,
-    #[command(flatten)]
-    pub(crate) config: ConfigOpt,
-    #[command(subcommand)]
-    pub(crate) command: QueueCommand,
-}
-
-#[derive(Debug, Subcommand)]
-pub(crate) enum QueueCommand {
-    /// Create a queue (a no-op when it exists).
-    Create {
-        /// Lowercase letters, digits and _, at most 47 characters.
-        name: String,
-    },
-    /// List queues.
-    Ls,
-    /// Send an event (DATA is a JSON object) and print its msg_id.
-    Send(QueueSendArgs),
-    /// Read messages (hidden for --vt seconds; read_ct + 1), one JSON line each.
-    Read {
-        /// The queue.
-        name: String,
-        /// Visibility timeout in seconds.
-        #[arg(long, default_value_t = 30, allow_negative_numbers = true, value_parser = seconds)]
-        vt: u64,
-        /// Messages at most.
-        #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = at_least_one_usize)]
-        qty: usize,
-    },
-    /// Consume: read a batch, print each message as a JSON line, then archive the batch;
-    /// again until stopped (or, with --until-empty, until the queue holds nothing). A consumer
-    /// killed mid-batch leaves that batch unarchived: it is read again after --vt seconds
-    /// (at least once; duplicates at most one batch per kill).
-    Consume {
-        /// The queue.
-        name: String,
-        /// Visibility timeout in seconds: how long a read batch stays hidden.
-        #[arg(long, default_value_t = 30, allow_negative_numbers = true, value_parser = at_least_one)]
-        vt: u64,
-        /// Messages per batch.
-        #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = at_least_one_usize)]
-        batch: usize,
-        /// Exit once the queue holds no message (hidden ones included).
-        #[arg(long)]
-        until_empty: bool,
-    },
-    /// Move messages to the queue's archive.
-    Archive {
-        /// The queue.
-        name: String,
-        /// Message ids.
-        #[arg(required = true, allow_negative_numbers = true, value_parser = position)]
-        ids: Vec<i64>,
-    },
-    /// Delete messages.
-    Delete {
-        /// The queue.
-        name: String,
-        /// Message ids.
-        #[arg(required = true, allow_negative_numbers = true, value_parser = position)]
-        ids: Vec<i64>,
-    },
-    /// Delete every message (the archive stays).
-    Purge {
-        /// The queue.
-        name: String,
-    },
-    /// Length, ages and total sent, as JSON.
-    Metrics {
-        /// The queue.
-        name: String,
-    },
-    /// List the dead letters of a queue (kept in {queue}_dlq with their reason).
-    Dlq {
-        /// The queue whose dead letters to list (a worker's is {namespace}_steps).
-        name: String,
-        /// At most this many.
-        #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = at_least_one_usize)]
-        limit: usize,
-    },
-    /// Drop a queue: its messages, its archive and its dead-letter queue.
-    Drop {
-        /// The queue.
-        name: String,
-    },
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct QueueSendArgs {
-    /// The queue.
-    pub(crate) name: String,
-    /// The event's data: a JSON object.
-    pub(crate) data: Option<String>,
-    /// The event's subject.
-    #[arg(long, default_value = "herald.message")]
-    pub(crate) subject: String,
-    /// Seconds before it becomes visible (at most a year, 31536000).
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = delay)]
-    pub(crate) delay: u64,
 }
 
 #[derive(Debug, Args)]

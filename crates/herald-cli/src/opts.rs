@@ -1,4 +1,5 @@
-//! The options verbs share (`--store`, `--bus`, `--config`), apart from `cli.rs` so that a
+//! The options verbs share (`--store`, `--bus`, `--config`) and the parsers of their numbers,
+//! apart from `cli.rs` so that a
 //! verb that defines its own arguments (`commands/dlq.rs`) can use them without importing
 //! the command line that names it.
 
@@ -31,4 +32,62 @@ pub(crate) struct ConfigOpt {
     /// flags override it. A bad file exits with 78.
     #[arg(long, global = true, env = "HERALD_CONFIG")]
     pub(crate) config: Option<PathBuf>,
+}
+
+/// The longest `queue send --delay`: a year, in seconds.
+pub(crate) const MAX_DELAY_SECS: u64 = 365 * 24 * 3600;
+
+pub(crate) fn whole(s: &str) -> Result<u64, String> {
+    if s.trim_start().starts_with('-') {
+        return Err(format!("{s} must not be negative"));
+    }
+    s.parse::<u64>()
+        .map_err(|e| format!("{s:?} is not a whole number: {e}"))
+}
+
+/// A count or size: a whole number, at least 1.
+pub(crate) fn at_least_one(s: &str) -> Result<u64, String> {
+    match whole(s)? {
+        0 => Err("0 must be at least 1".to_owned()),
+        n => Ok(n),
+    }
+}
+
+/// [`at_least_one`] as a `usize`.
+pub(crate) fn at_least_one_usize(s: &str) -> Result<usize, String> {
+    at_least_one(s).and_then(|n| usize::try_from(n).map_err(|e| e.to_string()))
+}
+
+/// A whole number of seconds, zero allowed.
+pub(crate) fn seconds(s: &str) -> Result<u64, String> {
+    whole(s)
+}
+
+/// A delay: whole seconds, at most [`MAX_DELAY_SECS`].
+pub(crate) fn delay(s: &str) -> Result<u64, String> {
+    match whole(s)? {
+        n if n > MAX_DELAY_SECS => Err(format!(
+            "{n} seconds is more than a year (at most {MAX_DELAY_SECS})"
+        )),
+        n => Ok(n),
+    }
+}
+
+/// A position: a whole number, zero allowed.
+pub(crate) fn position(s: &str) -> Result<i64, String> {
+    let n = whole(s)?;
+    i64::try_from(n).map_err(|e| format!("{s}: {e}"))
+}
+
+/// A stream's byte limit: -1 (unlimited) or a positive number.
+pub(crate) fn max_bytes(s: &str) -> Result<i64, String> {
+    match s.trim().parse::<i64>() {
+        Ok(-1) => Ok(-1),
+        Ok(n) if n > 0 => Ok(n),
+        Ok(0) => Err(
+            "0 would hold nothing: give a positive number of bytes, or -1 for unlimited".to_owned(),
+        ),
+        Ok(n) => Err(format!("{n}: the only negative value is -1 (unlimited)")),
+        Err(e) => Err(format!("{s:?} is not a whole number: {e}")),
+    }
 }

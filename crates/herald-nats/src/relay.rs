@@ -120,6 +120,25 @@ async fn ensure_stream(js: &JetStream, settings: &RelaySettings) -> Result<(), R
     Ok(())
 }
 
+/// Sends `body` as stored on `subject` under `Nats-Msg-Id` `id`; the ack comes later.
+async fn send(
+    js: &JetStream,
+    subject: &Subject,
+    body: &[u8],
+    id: String,
+) -> Result<async_nats::jetstream::context::PublishAckFuture, NatsError> {
+    let msg = PublishMessage::build()
+        .payload(Bytes::copy_from_slice(body))
+        .message_id(id);
+    js.context()
+        .send_publish(subject.as_str().to_owned(), msg)
+        .await
+        .map_err(|err| NatsError::Publish {
+            subject: subject.to_string(),
+            source: err.to_string().into(),
+        })
+}
+
 /// The store's log to JetStream.
 #[derive(Debug, Clone)]
 pub struct Relay<S> {
@@ -217,18 +236,7 @@ impl<S: EventStore> Relay<S> {
                 continue;
             };
             let id = format!("{}:{}", self.settings.store_id, e.global_position);
-            let msg = PublishMessage::build()
-                .payload(Bytes::copy_from_slice(&e.body))
-                .message_id(id);
-            let ack = self
-                .js
-                .context()
-                .send_publish(subject.as_str().to_owned(), msg)
-                .await
-                .map_err(|err| NatsError::Publish {
-                    subject: subject.to_string(),
-                    source: err.to_string().into(),
-                })?;
+            let ack = send(&self.js, &subject, &e.body, id).await?;
             acks.push_back((subject, ack));
             if acks.len() >= self.settings.window.max(1) {
                 self.settle(acks.pop_front()).await?;
@@ -354,18 +362,7 @@ impl<Q: herald::queue::Queue> QueueRelay<Q> {
                 continue;
             };
             let id = format!("{}:{}:{}", self.settings.store_id, self.queue, m.msg_id);
-            let msg = PublishMessage::build()
-                .payload(Bytes::copy_from_slice(&m.body))
-                .message_id(id);
-            let ack = self
-                .js
-                .context()
-                .send_publish(subject.as_str().to_owned(), msg)
-                .await
-                .map_err(|err| NatsError::Publish {
-                    subject: subject.to_string(),
-                    source: err.to_string().into(),
-                })?;
+            let ack = send(&self.js, &subject, &m.body, id).await?;
             acks.push((subject, ack, m.msg_id));
         }
         for (subject, ack, msg_id) in acks {

@@ -17,8 +17,33 @@ use herald_worker::{Progress, StepQueues};
 use serde_json::{Map, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::cli::{HealthArgs, MetricsArgs};
+use clap::Args;
+
+use crate::opts::ConfigOpt;
 use crate::CliError;
+
+#[derive(Debug, Args)]
+pub(crate) struct HealthArgs {
+    #[command(flatten)]
+    pub(crate) config: ConfigOpt,
+    /// The server: HOST:PORT or http://HOST:PORT (default: the config's `http.addr`,
+    /// $HERALD_HTTP_ADDR, else 127.0.0.1:8081, where `herald serve` listens).
+    #[arg(long)]
+    pub(crate) http: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MetricsArgs {
+    #[command(flatten)]
+    pub(crate) config: ConfigOpt,
+    /// The server: HOST:PORT or http://HOST:PORT (default: the config's `http.addr`,
+    /// $HERALD_HTTP_ADDR, else 127.0.0.1:8081, where `herald serve` listens).
+    #[arg(long)]
+    pub(crate) http: Option<String>,
+    /// The Prometheus text (/metrics) instead of JSON (/metrics.json).
+    #[arg(long)]
+    pub(crate) prometheus: bool,
+}
 
 /// What a running worker shows over HTTP.
 pub(crate) struct WorkerObserver<Q> {

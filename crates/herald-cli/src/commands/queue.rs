@@ -3,15 +3,123 @@
 
 use std::time::Duration;
 
+use clap::{Args, Subcommand};
 use herald::queue::{Message, Queue, QueueName};
 use herald::{Event, Subject};
 use serde_json::{json, Value};
 
-use crate::cli::{QueueArgs, QueueCommand};
-use crate::commands::nats::parse_data;
 use crate::connect::{open_existing_store, open_store, with_store};
+use crate::data::parse_data;
+use crate::opts::{
+    at_least_one, at_least_one_usize, delay, position, seconds, ConfigOpt, StoreOpt,
+};
 use crate::output::out;
 use crate::CliError;
+
+#[derive(Debug, Args)]
+#[command(arg_required_else_help = true)]
+pub(crate) struct QueueArgs {
+    #[command(flatten)]
+    pub(crate) store: StoreOpt,
+    #[command(flatten)]
+    pub(crate) config: ConfigOpt,
+    #[command(subcommand)]
+    pub(crate) command: QueueCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum QueueCommand {
+    /// Create a queue (a no-op when it exists).
+    Create {
+        /// Lowercase letters, digits and _, at most 47 characters.
+        name: String,
+    },
+    /// List queues.
+    Ls,
+    /// Send an event (DATA is a JSON object) and print its msg_id.
+    Send(QueueSendArgs),
+    /// Read messages (hidden for --vt seconds; read_ct + 1), one JSON line each.
+    Read {
+        /// The queue.
+        name: String,
+        /// Visibility timeout in seconds.
+        #[arg(long, default_value_t = 30, allow_negative_numbers = true, value_parser = seconds)]
+        vt: u64,
+        /// Messages at most.
+        #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = at_least_one_usize)]
+        qty: usize,
+    },
+    /// Consume: read a batch, print each message as a JSON line, then archive the batch;
+    /// again until stopped (or, with --until-empty, until the queue holds nothing). A consumer
+    /// killed mid-batch leaves that batch unarchived: it is read again after --vt seconds
+    /// (at least once; duplicates at most one batch per kill).
+    Consume {
+        /// The queue.
+        name: String,
+        /// Visibility timeout in seconds: how long a read batch stays hidden.
+        #[arg(long, default_value_t = 30, allow_negative_numbers = true, value_parser = at_least_one)]
+        vt: u64,
+        /// Messages per batch.
+        #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = at_least_one_usize)]
+        batch: usize,
+        /// Exit once the queue holds no message (hidden ones included).
+        #[arg(long)]
+        until_empty: bool,
+    },
+    /// Move messages to the queue's archive.
+    Archive {
+        /// The queue.
+        name: String,
+        /// Message ids.
+        #[arg(required = true, allow_negative_numbers = true, value_parser = position)]
+        ids: Vec<i64>,
+    },
+    /// Delete messages.
+    Delete {
+        /// The queue.
+        name: String,
+        /// Message ids.
+        #[arg(required = true, allow_negative_numbers = true, value_parser = position)]
+        ids: Vec<i64>,
+    },
+    /// Delete every message (the archive stays).
+    Purge {
+        /// The queue.
+        name: String,
+    },
+    /// Length, ages and total sent, as JSON.
+    Metrics {
+        /// The queue.
+        name: String,
+    },
+    /// List the dead letters of a queue (kept in {queue}_dlq with their reason).
+    Dlq {
+        /// The queue whose dead letters to list (a worker's is {namespace}_steps).
+        name: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = at_least_one_usize)]
+        limit: usize,
+    },
+    /// Drop a queue: its messages, its archive and its dead-letter queue.
+    Drop {
+        /// The queue.
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct QueueSendArgs {
+    /// The queue.
+    pub(crate) name: String,
+    /// The event's data: a JSON object.
+    pub(crate) data: Option<String>,
+    /// The event's subject.
+    #[arg(long, default_value = "herald.message")]
+    pub(crate) subject: String,
+    /// Seconds before it becomes visible (at most a year, 31536000).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = delay)]
+    pub(crate) delay: u64,
+}
 
 fn name(n: &str) -> Result<QueueName, CliError> {
     Ok(QueueName::new(n)?)

@@ -1,15 +1,64 @@
 //! `herald store`: the event store verbs on `--store` (append with a write condition, read a
 //! stream, a category or the log, ls). Names and data are validated before the store opens.
 
+use clap::{Args, Subcommand};
 use herald::store::{EventStore, StoredEvent, StreamName, WriteCondition};
 use herald::{Event, Subject};
 use serde_json::{json, Value};
 
-use crate::cli::{StoreArgs, StoreCommand};
-use crate::commands::nats::parse_data;
 use crate::connect::{open_existing_store, open_store, with_store};
+use crate::data::parse_data;
+use crate::opts::{at_least_one_usize, position, ConfigOpt, StoreOpt};
 use crate::output::out;
 use crate::CliError;
+
+#[derive(Debug, Args)]
+#[command(arg_required_else_help = true)]
+pub(crate) struct StoreArgs {
+    #[command(flatten)]
+    pub(crate) store: StoreOpt,
+    #[command(flatten)]
+    pub(crate) config: ConfigOpt,
+    #[command(subcommand)]
+    pub(crate) command: StoreCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum StoreCommand {
+    /// Append an event (DATA is a JSON object) to STREAM (category-id); prints its positions.
+    Append {
+        /// The stream, e.g. order-42.
+        stream: String,
+        /// The event's data.
+        data: Option<String>,
+        /// The event type (its subject is `CATEGORY.TYPE`).
+        #[arg(long = "type", default_value = "appended")]
+        event_type: String,
+        /// Only if the stream's last position is this.
+        #[arg(long, conflicts_with = "no_stream")]
+        expected: Option<i64>,
+        /// Only if the stream has no event yet.
+        #[arg(long)]
+        no_stream: bool,
+    },
+    /// Read a stream (STREAM), a category (--category), or the whole log (neither), one JSON
+    /// line per event.
+    Read {
+        /// The stream.
+        stream: Option<String>,
+        /// A category instead.
+        #[arg(long, conflicts_with = "stream")]
+        category: Option<String>,
+        /// From this position (stream) or global position (category, log).
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = position)]
+        from: i64,
+        /// At most this many (stderr says when there are more).
+        #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = at_least_one_usize)]
+        max: usize,
+    },
+    /// List streams and their last positions.
+    Ls,
+}
 
 fn line(e: &StoredEvent) -> Value {
     let event = serde_json::from_slice::<Value>(&e.body).unwrap_or(Value::Null);
