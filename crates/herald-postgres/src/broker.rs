@@ -9,14 +9,12 @@ use std::time::Duration;
 use herald::store::broker::{encode, encode_groups};
 use herald::store::{
     Allocation, AllocationChange, BrokerSnapshot, BrokerState, BrokerStore, CountProjection,
-    LeaseRow, NodeInfo, NodeRow, StoreError,
+    LeaseRow, NodeInfo, NodeRow, StoreError, COORDINATOR_LEASE,
 };
 use sqlx::{PgConnection, Postgres, Transaction};
 
 use crate::event_store::backend;
 use crate::queue::PgStore;
-
-const LEASE: &str = "coordinator";
 
 fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
@@ -29,7 +27,8 @@ fn to_i64(v: u64) -> i64 {
 type NodeColumns = (String, String, String, String, i64);
 type AllocationColumns = (String, String, Option<String>, i64, i64);
 
-async fn load(c: &mut PgConnection) -> Result<BrokerState, StoreError> {
+/// The broker's rows, with the lease `lease` as the state's lease.
+async fn load(c: &mut PgConnection, lease: &str) -> Result<BrokerState, StoreError> {
     let op = "read broker state";
     let mut state = BrokerState::default();
     let nodes: Vec<NodeColumns> = sqlx::query_as(
@@ -52,7 +51,7 @@ async fn load(c: &mut PgConnection) -> Result<BrokerState, StoreError> {
     }
     let lease: Option<(String, i64, i64)> =
         sqlx::query_as("SELECT holder, epoch, expires_at FROM herald.lease WHERE name = $1")
-            .bind(LEASE)
+            .bind(lease)
             .fetch_optional(&mut *c)
             .await
             .map_err(|e| backend(op, e))?;
@@ -81,14 +80,18 @@ async fn put_node(c: &mut PgConnection, row: &NodeRow) -> Result<(), StoreError>
     .map_err(|e| backend("heartbeat", e))
 }
 
-async fn put_lease(c: &mut PgConnection, lease: Option<&LeaseRow>) -> Result<(), StoreError> {
+async fn put_lease(
+    c: &mut PgConnection,
+    name: &str,
+    lease: Option<&LeaseRow>,
+) -> Result<(), StoreError> {
     let Some(l) = lease else { return Ok(()) };
     sqlx::query(
         "INSERT INTO herald.lease (name, holder, epoch, expires_at) VALUES ($1, $2, $3, $4)
          ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, epoch = EXCLUDED.epoch,
          expires_at = EXCLUDED.expires_at",
     )
-    .bind(LEASE)
+    .bind(name)
     .bind(&l.holder)
     .bind(to_i64(l.epoch))
     .bind(l.expires_at)
@@ -120,6 +123,7 @@ impl PgStore {
     async fn broker_tx(
         &self,
         operation: &'static str,
+        lease: &str,
     ) -> Result<(Transaction<'static, Postgres>, i64, BrokerState), StoreError> {
         let mut tx = self
             .pool()
@@ -142,7 +146,7 @@ impl PgStore {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| backend(operation, e))?;
-        let state = load(&mut tx).await?;
+        let state = load(&mut tx, lease).await?;
         Ok((tx, now, state))
     }
 }
@@ -156,7 +160,7 @@ async fn commit(
 
 impl BrokerStore for PgStore {
     async fn heartbeat(&self, node: &NodeInfo) -> Result<Vec<Allocation>, StoreError> {
-        let (mut tx, now, mut state) = self.broker_tx("heartbeat").await?;
+        let (mut tx, now, mut state) = self.broker_tx("heartbeat", COORDINATOR_LEASE).await?;
         let row = state.heartbeat(now, node);
         put_node(&mut tx, row).await?;
         let claims = row.claims.clone();
@@ -173,26 +177,33 @@ impl BrokerStore for PgStore {
             .map_err(|e| backend("leave", e))
     }
 
-    async fn acquire_lease(&self, holder: &str, ttl: Duration) -> Result<Option<u64>, StoreError> {
-        let (mut tx, now, mut state) = self.broker_tx("acquire the lease").await?;
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<u64>, StoreError> {
+        let (mut tx, now, mut state) = self.broker_tx("acquire the lease", name).await?;
         let epoch = state.acquire_lease(now, holder, ttl);
         if epoch.is_some() {
-            put_lease(&mut tx, state.lease.as_ref()).await?;
+            put_lease(&mut tx, name, state.lease.as_ref()).await?;
         }
         commit(tx, "acquire the lease").await?;
         Ok(epoch)
     }
 
-    async fn release_lease(&self, holder: &str, epoch: u64) -> Result<(), StoreError> {
-        let (mut tx, now, mut state) = self.broker_tx("release the lease").await?;
+    async fn release_lease(&self, name: &str, holder: &str, epoch: u64) -> Result<(), StoreError> {
+        let (mut tx, now, mut state) = self.broker_tx("release the lease", name).await?;
         if state.release_lease(now, holder, epoch) {
-            put_lease(&mut tx, state.lease.as_ref()).await?;
+            put_lease(&mut tx, name, state.lease.as_ref()).await?;
         }
         commit(tx, "release the lease").await
     }
 
     async fn snapshot(&self, node_ttl: Duration) -> Result<BrokerSnapshot, StoreError> {
-        let (tx, now, state) = self.broker_tx("read broker state").await?;
+        let (tx, now, state) = self
+            .broker_tx("read broker state", COORDINATOR_LEASE)
+            .await?;
         commit(tx, "read broker state").await?;
         Ok(state.snapshot(now, node_ttl))
     }
@@ -204,7 +215,7 @@ impl BrokerStore for PgStore {
         node_ttl: Duration,
         changes: &[AllocationChange],
     ) -> Result<usize, StoreError> {
-        let (mut tx, now, mut state) = self.broker_tx("allocate").await?;
+        let (mut tx, now, mut state) = self.broker_tx("allocate", COORDINATOR_LEASE).await?;
         let written = state.allocate(now, holder, epoch, node_ttl, changes)?;
         for a in &written {
             put_allocation(&mut tx, a).await?;
@@ -214,7 +225,7 @@ impl BrokerStore for PgStore {
     }
 
     async fn purge_nodes(&self, max_age: Duration) -> Result<u64, StoreError> {
-        let (mut tx, now, mut state) = self.broker_tx("purge nodes").await?;
+        let (mut tx, now, mut state) = self.broker_tx("purge nodes", COORDINATOR_LEASE).await?;
         let gone = state.purge(now, max_age);
         for id in &gone {
             sqlx::query("DELETE FROM herald.nodes WHERE node_id = $1")

@@ -8,14 +8,12 @@ use std::time::Duration;
 use herald::store::broker::{encode, encode_groups};
 use herald::store::{
     Allocation, AllocationChange, BrokerSnapshot, BrokerState, BrokerStore, CountProjection,
-    LeaseRow, NodeInfo, NodeRow, StoreError,
+    LeaseRow, NodeInfo, NodeRow, StoreError, COORDINATOR_LEASE,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::event_store::{backend, from_queue};
 use crate::queue::SqliteStore;
-
-const LEASE: &str = "coordinator";
 
 fn now(c: &Connection) -> Result<i64, StoreError> {
     c.query_row(
@@ -34,7 +32,8 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn load(c: &Connection) -> Result<BrokerState, StoreError> {
+/// The broker's rows, with the lease `lease` as the state's lease.
+fn load(c: &Connection, lease: &str) -> Result<BrokerState, StoreError> {
     let op = "read broker state";
     let mut state = BrokerState::default();
     let mut s = c
@@ -72,7 +71,7 @@ fn load(c: &Connection) -> Result<BrokerState, StoreError> {
     state.lease = c
         .prepare_cached("SELECT holder, epoch, expires_at FROM herald_lease WHERE name = ?1")
         .and_then(|mut s| {
-            s.query_row([LEASE], |r| {
+            s.query_row([lease], |r| {
                 Ok(LeaseRow {
                     holder: r.get(0)?,
                     epoch: to_u64(r.get(1)?),
@@ -104,14 +103,14 @@ fn put_node(c: &Connection, row: &NodeRow) -> Result<(), StoreError> {
     .map_err(|e| backend("heartbeat", e))
 }
 
-fn put_lease(c: &Connection, lease: Option<&LeaseRow>) -> Result<(), StoreError> {
+fn put_lease(c: &Connection, name: &str, lease: Option<&LeaseRow>) -> Result<(), StoreError> {
     let Some(l) = lease else { return Ok(()) };
     c.prepare_cached(
         "INSERT INTO herald_lease (name, holder, epoch, expires_at) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, epoch = excluded.epoch,
          expires_at = excluded.expires_at",
     )
-    .and_then(|mut s| s.execute(params![LEASE, l.holder, to_i64(l.epoch), l.expires_at]))
+    .and_then(|mut s| s.execute(params![name, l.holder, to_i64(l.epoch), l.expires_at]))
     .map(drop)
     .map_err(|e| backend("write the lease", e))
 }
@@ -136,18 +135,20 @@ fn put_allocation(c: &Connection, a: &Allocation) -> Result<(), StoreError> {
 }
 
 impl SqliteStore {
-    /// Runs `f` on the broker state inside the writer's transaction.
+    /// Runs `f` on the broker state (with the lease `lease`) inside the writer's transaction.
     async fn broker<T: Send + 'static>(
         &self,
         operation: &'static str,
+        lease: &str,
         f: impl FnOnce(&Connection, i64, BrokerState) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        let lease = lease.to_owned();
         self.writer()
             .run(operation, "*", move |c| {
                 let wrap =
                     |e: StoreError| herald::queue::QueueError::store(operation, "*", false, e);
                 let now = now(c).map_err(wrap)?;
-                let state = load(c).map_err(wrap)?;
+                let state = load(c, &lease).map_err(wrap)?;
                 f(c, now, state).map_err(wrap)
             })
             .await
@@ -158,7 +159,7 @@ impl SqliteStore {
 impl BrokerStore for SqliteStore {
     async fn heartbeat(&self, node: &NodeInfo) -> Result<Vec<Allocation>, StoreError> {
         let node = node.clone();
-        self.broker("heartbeat", move |c, now, mut state| {
+        self.broker("heartbeat", COORDINATOR_LEASE, move |c, now, mut state| {
             let row = state.heartbeat(now, &node);
             put_node(c, row)?;
             Ok(row.claims.clone())
@@ -180,23 +181,28 @@ impl BrokerStore for SqliteStore {
             .map_err(from_queue)
     }
 
-    async fn acquire_lease(&self, holder: &str, ttl: Duration) -> Result<Option<u64>, StoreError> {
-        let holder = holder.to_owned();
-        self.broker("acquire the lease", move |c, now, mut state| {
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<u64>, StoreError> {
+        let (holder, lease) = (holder.to_owned(), name.to_owned());
+        self.broker("acquire the lease", name, move |c, now, mut state| {
             let epoch = state.acquire_lease(now, &holder, ttl);
             if epoch.is_some() {
-                put_lease(c, state.lease.as_ref())?;
+                put_lease(c, &lease, state.lease.as_ref())?;
             }
             Ok(epoch)
         })
         .await
     }
 
-    async fn release_lease(&self, holder: &str, epoch: u64) -> Result<(), StoreError> {
-        let holder = holder.to_owned();
-        self.broker("release the lease", move |c, now, mut state| {
+    async fn release_lease(&self, name: &str, holder: &str, epoch: u64) -> Result<(), StoreError> {
+        let (holder, lease) = (holder.to_owned(), name.to_owned());
+        self.broker("release the lease", name, move |c, now, mut state| {
             if state.release_lease(now, &holder, epoch) {
-                put_lease(c, state.lease.as_ref())?;
+                put_lease(c, &lease, state.lease.as_ref())?;
             }
             Ok(())
         })
@@ -204,9 +210,11 @@ impl BrokerStore for SqliteStore {
     }
 
     async fn snapshot(&self, node_ttl: Duration) -> Result<BrokerSnapshot, StoreError> {
-        self.broker("read broker state", move |_, now, state| {
-            Ok(state.snapshot(now, node_ttl))
-        })
+        self.broker(
+            "read broker state",
+            COORDINATOR_LEASE,
+            move |_, now, state| Ok(state.snapshot(now, node_ttl)),
+        )
         .await
     }
 
@@ -218,7 +226,7 @@ impl BrokerStore for SqliteStore {
         changes: &[AllocationChange],
     ) -> Result<usize, StoreError> {
         let (holder, changes) = (holder.to_owned(), changes.to_vec());
-        self.broker("allocate", move |c, now, mut state| {
+        self.broker("allocate", COORDINATOR_LEASE, move |c, now, mut state| {
             let written = state.allocate(now, &holder, epoch, node_ttl, &changes)?;
             for a in &written {
                 put_allocation(c, a)?;
@@ -229,14 +237,18 @@ impl BrokerStore for SqliteStore {
     }
 
     async fn purge_nodes(&self, max_age: Duration) -> Result<u64, StoreError> {
-        self.broker("purge nodes", move |c, now, mut state| {
-            let gone = state.purge(now, max_age);
-            for id in &gone {
-                c.execute("DELETE FROM herald_nodes WHERE node_id = ?1", [id])
-                    .map_err(|e| backend("purge nodes", e))?;
-            }
-            Ok(gone.len() as u64)
-        })
+        self.broker(
+            "purge nodes",
+            COORDINATOR_LEASE,
+            move |c, now, mut state| {
+                let gone = state.purge(now, max_age);
+                for id in &gone {
+                    c.execute("DELETE FROM herald_nodes WHERE node_id = ?1", [id])
+                        .map_err(|e| backend("purge nodes", e))?;
+                }
+                Ok(gone.len() as u64)
+            },
+        )
         .await
     }
 }

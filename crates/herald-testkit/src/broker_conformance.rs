@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use herald::store::broker::COORDINATOR_LEASE;
 use herald::store::{
     AllocationChange, BrokerStore, CountProjection, EventStore, GroupInfo, NodeInfo, StoreError,
 };
@@ -37,25 +38,29 @@ fn change(source: &str, to: Option<&str>, expected: Option<u64>) -> AllocationCh
 /// live and takes it with epoch + 1 once it expired; the old holder's writes are refused.
 pub async fn lease<S: BrokerStore>(s: &S) {
     assert_eq!(
-        s.acquire_lease("a", Duration::from_millis(1000))
+        s.acquire_lease(COORDINATOR_LEASE, "a", Duration::from_millis(1000))
             .await
             .expect("lease"),
         Some(1)
     );
     assert_eq!(
-        s.acquire_lease("b", LONG).await.expect("lease"),
+        s.acquire_lease(COORDINATOR_LEASE, "b", LONG)
+            .await
+            .expect("lease"),
         None,
         "a's lease is live"
     );
     assert_eq!(
-        s.acquire_lease("a", Duration::from_millis(1000))
+        s.acquire_lease(COORDINATOR_LEASE, "a", Duration::from_millis(1000))
             .await
             .expect("renew"),
         Some(1)
     );
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(
-        s.acquire_lease("b", LONG).await.expect("take"),
+        s.acquire_lease(COORDINATOR_LEASE, "b", LONG)
+            .await
+            .expect("take"),
         Some(2),
         "expired: a new term"
     );
@@ -66,20 +71,34 @@ pub async fn lease<S: BrokerStore>(s: &S) {
         matches!(&refused, Err(StoreError::LeaseLost { holder, epoch: 1 }) if holder == "a"),
         "{refused:?}"
     );
-    assert_eq!(s.acquire_lease("a", LONG).await.expect("lease"), None);
+    assert_eq!(
+        s.acquire_lease(COORDINATOR_LEASE, "a", LONG)
+            .await
+            .expect("lease"),
+        None
+    );
     let snap = s.snapshot(LONG).await.expect("snapshot");
     let lease = snap.lease.expect("a lease");
     assert_eq!(
         (lease.holder.as_str(), lease.epoch, lease.live),
         ("b", 2, true)
     );
-    s.release_lease("b", 2).await.expect("release");
-    assert_eq!(s.acquire_lease("a", LONG).await.expect("lease"), Some(3));
+    s.release_lease(COORDINATOR_LEASE, "b", 2)
+        .await
+        .expect("release");
+    assert_eq!(
+        s.acquire_lease(COORDINATOR_LEASE, "a", LONG)
+            .await
+            .expect("lease"),
+        Some(3)
+    );
     assert!(
         s.allocate("b", 2, LONG, &[]).await.is_err(),
         "b released it"
     );
-    s.release_lease("a", 3).await.expect("release");
+    s.release_lease(COORDINATOR_LEASE, "a", 3)
+        .await
+        .expect("release");
 }
 
 /// Allocations: compare-and-set on the allocation epoch; never given to a node while another
@@ -87,7 +106,7 @@ pub async fn lease<S: BrokerStore>(s: &S) {
 /// node's claims do not count; checkpoints fenced by the allocation epoch.
 pub async fn allocations<S: BrokerStore + EventStore>(s: &S) {
     let epoch = s
-        .acquire_lease("c", LONG)
+        .acquire_lease(COORDINATOR_LEASE, "c", LONG)
         .await
         .expect("lease")
         .expect("held");
@@ -222,9 +241,52 @@ pub async fn counts<S: CountProjection>(s: &S) {
     assert!(s.counts("other").await.expect("counts").is_empty());
 }
 
+/// Named leases (a relay's): each name has its own holder and epochs, independent of the
+/// coordinator's and of each other; a standby takes an expired one with epoch + 1.
+pub async fn named_leases<S: BrokerStore>(s: &S) {
+    let short = Duration::from_millis(600);
+    let a = s
+        .acquire_lease("relay.A", "r1", short)
+        .await
+        .expect("lease");
+    let b = s.acquire_lease("relay.B", "r2", LONG).await.expect("lease");
+    assert_eq!((a, b), (Some(1), Some(1)), "two names, two first terms");
+    assert_eq!(
+        s.acquire_lease("relay.A", "r2", LONG).await.expect("lease"),
+        None,
+        "r1 holds relay.A"
+    );
+    let coordinator = s.snapshot(LONG).await.expect("snapshot").lease;
+    assert!(
+        coordinator
+            .as_ref()
+            .is_none_or(|l| l.holder != "r1" && l.holder != "r2"),
+        "a named lease is not the coordinator's: {coordinator:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        s.acquire_lease("relay.A", "r2", LONG).await.expect("take"),
+        Some(2),
+        "the standby takes the expired lease in a new term"
+    );
+    assert_eq!(
+        s.acquire_lease("relay.A", "r1", LONG).await.expect("lease"),
+        None,
+        "the old holder waits"
+    );
+    s.release_lease("relay.A", "r2", 2).await.expect("release");
+    s.release_lease("relay.B", "r2", 1).await.expect("release");
+    assert_eq!(
+        s.acquire_lease("relay.A", "r1", LONG).await.expect("lease"),
+        Some(3)
+    );
+    s.release_lease("relay.A", "r1", 3).await.expect("release");
+}
+
 /// Every case, in order.
 pub async fn run_all<S: BrokerStore + EventStore + CountProjection>(s: &S) {
     lease(s).await;
+    named_leases(s).await;
     allocations(s).await;
     counts(s).await;
 }

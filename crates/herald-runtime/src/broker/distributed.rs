@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use herald::store::broker::COORDINATOR_LEASE;
 use herald::store::{Allocation, BrokerStore, GroupInfo, NodeInfo, StoreError};
 use herald::{BoxFuture, Shutdown};
 use parking_lot::Mutex;
@@ -367,7 +368,11 @@ impl<S: BrokerStore> DistributedEventBroker<S> {
             }
         }
         if let Some((epoch, _)) = term {
-            if let Err(e) = self.store.release_lease(&self.node_id, epoch).await {
+            if let Err(e) = self
+                .store
+                .release_lease(COORDINATOR_LEASE, &self.node_id, epoch)
+                .await
+            {
                 tracing::warn!("releasing the lease failed: {}", herald::report(&e));
             }
         }
@@ -383,13 +388,19 @@ impl<S: BrokerStore> DistributedEventBroker<S> {
         if let Some((epoch, since)) = *term {
             if since.elapsed() >= self.settings.coordinator_leadership_max_duration {
                 // Led long enough: let another node take over.
-                self.store.release_lease(&self.node_id, epoch).await?;
+                self.store
+                    .release_lease(COORDINATOR_LEASE, &self.node_id, epoch)
+                    .await?;
                 *term = None;
                 self.counters.lease_epoch.store(0, Ordering::Relaxed);
                 return Ok(());
             }
         }
-        let Some(epoch) = self.store.acquire_lease(&self.node_id, ttl).await? else {
+        let Some(epoch) = self
+            .store
+            .acquire_lease(COORDINATOR_LEASE, &self.node_id, ttl)
+            .await?
+        else {
             *term = None;
             self.counters.lease_epoch.store(0, Ordering::Relaxed);
             return Ok(());

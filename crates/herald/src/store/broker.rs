@@ -159,6 +159,39 @@ pub struct LeaseRow {
     pub expires_at: i64,
 }
 
+impl LeaseRow {
+    /// The row after `holder` takes or renews the lease whose row is `current` for `ttl`;
+    /// `None` while another holder's lease is live. Taking it from another holder, or after
+    /// it expired (even by the same holder), increments the epoch; renewing keeps it.
+    pub fn take(current: Option<&LeaseRow>, now: i64, holder: &str, ttl: Duration) -> Option<Self> {
+        let epoch = match current {
+            None => 1,
+            Some(l) if l.holder == holder && l.expires_at > now => l.epoch,
+            Some(l) if l.expires_at > now => return None,
+            Some(l) => l.epoch + 1,
+        };
+        Some(LeaseRow {
+            holder: holder.to_owned(),
+            epoch,
+            expires_at: now.saturating_add(micros(ttl)),
+        })
+    }
+
+    /// Ends the lease now if `holder` holds it at `epoch`; whether it did.
+    pub fn release(&mut self, now: i64, holder: &str, epoch: u64) -> bool {
+        if self.holder == holder && self.epoch == epoch && self.expires_at > now {
+            self.expires_at = now;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The coordinator's lease, by name: the broker's state carries it. Other names (a relay's
+/// `relay.{stream}`) are leases of their own, with epochs of their own, in the same table.
+pub const COORDINATOR_LEASE: &str = "coordinator";
+
 /// The broker's rules over its state, in one place: every backend loads the rows it needs
 /// inside its transaction, applies one of these, and writes back what changed. Times are
 /// microseconds on the store's clock.
@@ -282,30 +315,17 @@ impl BrokerState {
 
     /// Takes or renews the lease; `Some(epoch)` when `holder` has it afterwards.
     pub fn acquire_lease(&mut self, now: i64, holder: &str, ttl: Duration) -> Option<u64> {
-        let epoch = match &self.lease {
-            None => 1,
-            Some(l) if l.holder == holder && l.expires_at > now => l.epoch,
-            Some(l) if l.expires_at > now => return None,
-            // Expired (whoever held it): a new term, even for the same holder.
-            Some(l) => l.epoch + 1,
-        };
-        self.lease = Some(LeaseRow {
-            holder: holder.to_owned(),
-            epoch,
-            expires_at: now.saturating_add(micros(ttl)),
-        });
+        let row = LeaseRow::take(self.lease.as_ref(), now, holder, ttl)?;
+        let epoch = row.epoch;
+        self.lease = Some(row);
         Some(epoch)
     }
 
     /// Ends the lease now if `holder` holds it at `epoch`; whether it did.
     pub fn release_lease(&mut self, now: i64, holder: &str, epoch: u64) -> bool {
-        match &mut self.lease {
-            Some(l) if l.holder == holder && l.epoch == epoch && l.expires_at > now => {
-                l.expires_at = now;
-                true
-            }
-            _ => false,
-        }
+        self.lease
+            .as_mut()
+            .is_some_and(|l| l.release(now, holder, epoch))
     }
 
     fn claimed_by_other_live(&self, now: i64, ttl: Duration, change: &AllocationChange) -> bool {
@@ -412,17 +432,20 @@ pub trait BrokerStore: Clone + Send + Sync + 'static {
     /// Removes `node_id` (a clean stop): its claims go, its allocations are reassigned.
     fn leave(&self, node_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Takes or renews the coordinator lease for `ttl`: the epoch when `holder` has it, `None`
-    /// while another holder's lease is live.
+    /// Takes or renews the lease `name` for `ttl`: the epoch when `holder` has it, `None`
+    /// while another holder's lease is live. The coordinator's is [`COORDINATOR_LEASE`];
+    /// each name has its own holder and epoch.
     fn acquire_lease(
         &self,
+        name: &str,
         holder: &str,
         ttl: Duration,
     ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
 
-    /// Gives the lease up if `holder` holds it at `epoch` (a clean stop).
+    /// Gives the lease `name` up if `holder` holds it at `epoch` (a clean stop).
     fn release_lease(
         &self,
+        name: &str,
         holder: &str,
         epoch: u64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;

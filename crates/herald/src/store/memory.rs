@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::broker::BrokerState;
+use super::broker::{BrokerState, LeaseRow, COORDINATOR_LEASE};
 use super::{
     condition_holds, Allocation, AllocationChange, Appended, BrokerSnapshot, BrokerStore,
     CountProjection, EventStore, NodeInfo, StoreError, StoredEvent, StreamName, StreamWrite,
@@ -23,6 +23,8 @@ struct Log {
     last: BTreeMap<String, i64>,
     checkpoints: BTreeMap<(String, String), (i64, u64)>,
     broker: BrokerState,
+    /// Leases other than the coordinator's (which `broker` holds), by name.
+    leases: BTreeMap<String, LeaseRow>,
     counts: BTreeMap<(String, String), (i64, i64)>,
     keys: std::collections::HashSet<String>,
 }
@@ -245,14 +247,33 @@ impl BrokerStore for MemoryEventStore {
         Ok(())
     }
 
-    async fn acquire_lease(&self, holder: &str, ttl: Duration) -> Result<Option<u64>, StoreError> {
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<u64>, StoreError> {
         let now = self.now();
-        Ok(self.log.lock().broker.acquire_lease(now, holder, ttl))
+        let mut log = self.log.lock();
+        if name == COORDINATOR_LEASE {
+            return Ok(log.broker.acquire_lease(now, holder, ttl));
+        }
+        let row = LeaseRow::take(log.leases.get(name), now, holder, ttl);
+        Ok(row.map(|row| {
+            let epoch = row.epoch;
+            log.leases.insert(name.to_owned(), row);
+            epoch
+        }))
     }
 
-    async fn release_lease(&self, holder: &str, epoch: u64) -> Result<(), StoreError> {
+    async fn release_lease(&self, name: &str, holder: &str, epoch: u64) -> Result<(), StoreError> {
         let now = self.now();
-        self.log.lock().broker.release_lease(now, holder, epoch);
+        let mut log = self.log.lock();
+        if name == COORDINATOR_LEASE {
+            log.broker.release_lease(now, holder, epoch);
+        } else if let Some(l) = log.leases.get_mut(name) {
+            l.release(now, holder, epoch);
+        }
         Ok(())
     }
 

@@ -23,7 +23,7 @@ use crate::message::timestamp::Timestamp;
 
 pub use broker::{
     Allocation, AllocationChange, BrokerSnapshot, BrokerState, BrokerStore, CountProjection,
-    GroupInfo, Lease, LeaseRow, NodeInfo, NodeRow, NodeState,
+    GroupInfo, Lease, LeaseRow, NodeInfo, NodeRow, NodeState, COORDINATOR_LEASE,
 };
 pub use name::StreamName;
 
