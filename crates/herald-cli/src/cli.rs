@@ -406,6 +406,16 @@ pub(crate) enum ChaosScenario {
     QueueKill,
     /// Sends while a PostgreSQL server of its own is restarted with -m immediate.
     PgRestart,
+    /// `herald relay` SIGKILLed under appends (lease 1 s), and the NATS server SIGKILLed
+    /// under the relay every second kill: the stream equals the log, in order, once each.
+    RelayKill,
+    /// Two relays (lease 2 s), the active one SIGKILLed each round: the standby takes over
+    /// within two lease periods; the stream equals the log.
+    RelayFailover,
+    /// `herald inbox` SIGKILLed while it takes a stream in: the store holds each message once.
+    InboxKill,
+    /// A relay on a PostgreSQL server of its own restarted with -m immediate under appends.
+    RelayPgRestart,
     /// Every scenario.
     All,
 }

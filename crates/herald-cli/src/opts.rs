@@ -73,6 +73,20 @@ pub(crate) fn delay(s: &str) -> Result<u64, String> {
     }
 }
 
+/// A time in seconds, fractions allowed: more than 0, at most a day.
+pub(crate) fn positive_secs(s: &str) -> Result<f64, String> {
+    let n: f64 = s
+        .trim()
+        .parse()
+        .map_err(|e| format!("{s:?} is not a number of seconds: {e}"))?;
+    if !(n > 0.0 && n <= 86_400.0) {
+        return Err(format!(
+            "{s} seconds: must be more than 0 and at most 86400"
+        ));
+    }
+    Ok(n)
+}
+
 /// A position: a whole number, zero allowed.
 pub(crate) fn position(s: &str) -> Result<i64, String> {
     let n = whole(s)?;

@@ -27,7 +27,8 @@ fn scale(var: &str, default: usize) -> usize {
 fn relay(store: &str, nats: &str, stream: &str, prefix: &str, until_caught_up: bool) -> Child {
     let mut c = Command::new(env!("CARGO_BIN_EXE_herald"));
     c.args(["relay", "--store", store, "--to", nats, "--stream", stream])
-        .args(["--subject-prefix", prefix, "--store-id", "teststore"]);
+        .args(["--subject-prefix", prefix, "--store-id", "teststore"])
+        .args(["--lease", "0.5"]);
     if until_caught_up {
         c.arg("--until-caught-up");
     }
@@ -73,7 +74,8 @@ async fn relay_kill<S: EventStore>(store: S, url: &str, nats: &str, tag: &str) {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        std::thread::sleep(Duration::from_millis(100 + x % 300));
+        // Longer than the lease a killed relay leaves behind (0.5 s), so each relay relays.
+        std::thread::sleep(Duration::from_millis(700 + x % 400));
         if child.try_wait().expect("poll").is_none() {
             mid_way += 1;
         }

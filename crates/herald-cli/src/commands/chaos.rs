@@ -508,10 +508,40 @@ async fn scenarios(args: ChaosArgs, store: Option<String>) -> Result<(), CliErro
         core(nats_server("chaos")?, n, kills).await?;
     }
     if all || args.scenario == ChaosScenario::QueueKill {
-        queue_kill(store, n, kills).await?;
+        queue_kill(store.clone(), n, kills).await?;
     }
     if all || args.scenario == ChaosScenario::PgRestart {
         pg_restart(n, kills).await?;
+    }
+    relays(&args, store, kills).await
+}
+
+/// The relay scenarios: 100,000 events and 10 kills at full scale (each kill lets a relay run
+/// 1 to 2 s), 2,000 and 3 at small.
+async fn relays(args: &ChaosArgs, store: Option<String>, kills: u32) -> Result<(), CliError> {
+    use super::chaos_relay;
+    let all = args.scenario == ChaosScenario::All;
+    let n = match args.scale {
+        ChaosScale::Small => 2_000,
+        ChaosScale::Full => 100_000,
+    };
+    let n = args.messages.unwrap_or(n).max(1);
+    let kills = match (args.kills, args.scale) {
+        (Some(k), _) => k,
+        (None, ChaosScale::Small) => kills,
+        (None, ChaosScale::Full) => 10,
+    };
+    if all || args.scenario == ChaosScenario::RelayKill {
+        chaos_relay::relay_kill(store.clone(), n, kills).await?;
+    }
+    if all || args.scenario == ChaosScenario::RelayFailover {
+        chaos_relay::relay_failover(store.clone(), n, kills).await?;
+    }
+    if all || args.scenario == ChaosScenario::InboxKill {
+        chaos_relay::inbox_kill(store.clone(), n, kills).await?;
+    }
+    if all || args.scenario == ChaosScenario::RelayPgRestart {
+        chaos_relay::relay_pg_restart(n, kills).await?;
     }
     Ok(())
 }

@@ -27,12 +27,15 @@ pub(crate) struct RelayArgs {
     /// The categories to relay, comma-separated (default: all but Herald's own).
     #[arg(long, value_delimiter = ',')]
     categories: Vec<String>,
-    /// Subjects are PREFIX.CATEGORY.ID.
-    #[arg(long, default_value = "events")]
-    subject_prefix: String,
-    /// The JetStream stream that captures PREFIX.> (created when missing).
-    #[arg(long, default_value = "HERALD_EVENTS")]
-    stream: String,
+    /// Subjects are PREFIX.CATEGORY.ID (default `events`; `domain` with --from-queue, on
+    /// PREFIX.SUBJECT).
+    #[arg(long)]
+    subject_prefix: Option<String>,
+    /// The JetStream stream that captures PREFIX.>, created when missing (default
+    /// `HERALD_EVENTS`; `HERALD_DOMAIN_EVENTS` with --from-queue). The log relay owns its
+    /// stream: nothing else should publish on its subjects.
+    #[arg(long)]
+    stream: Option<String>,
     /// The store's id in each Nats-Msg-Id (STORE_ID:GLOBAL_POSITION); default: one derived
     /// from the store URL.
     #[arg(long)]
@@ -49,6 +52,10 @@ pub(crate) struct RelayArgs {
     /// relay killed before its archive).
     #[arg(long, default_value_t = 30)]
     vt: u64,
+    /// Seconds the relay's lease lasts unrenewed: one relay per stream is active, the others
+    /// wait and take over once it lapses.
+    #[arg(long, default_value_t = 10.0, value_parser = crate::opts::positive_secs)]
+    lease: f64,
     /// Stop once the whole log (or queue) is relayed.
     #[arg(long)]
     until_caught_up: bool,
@@ -66,11 +73,16 @@ pub(crate) async fn run(args: RelayArgs, store_url: &str, bus: &str) -> Result<(
     let to = args.to.clone().unwrap_or_else(|| bus.to_owned());
     let mut settings =
         RelaySettings::new(args.store_id.clone().unwrap_or_else(|| store_id(store_url)));
-    settings.prefix = args.subject_prefix.clone();
+    let (prefix, stream) = match args.from_queue {
+        Some(_) => ("domain", "HERALD_DOMAIN_EVENTS"),
+        None => ("events", "HERALD_EVENTS"),
+    };
+    settings.prefix = args.subject_prefix.clone().unwrap_or_else(|| prefix.into());
     settings.categories = args.categories.clone();
-    settings.stream = args.stream.clone();
+    settings.stream = args.stream.clone().unwrap_or_else(|| stream.into());
     settings.duplicate_window = Duration::from_secs(args.duplicate_window.max(1));
     settings.vt = Duration::from_secs(args.vt.max(1));
+    settings.lease_ttl = Duration::from_secs_f64(args.lease);
     let from_queue = match &args.from_queue {
         Some(q) => Some(herald::queue::QueueName::new(q)?),
         None => None,
@@ -125,23 +137,35 @@ async fn relay_queue<Q: herald::queue::Queue>(
     Ok(())
 }
 
-async fn relay<S: herald::store::EventStore>(
+async fn relay<S: herald::store::EventStore + herald::store::BrokerStore>(
     store: S,
     nats: herald_nats::Nats,
     settings: RelaySettings,
     until_caught_up: bool,
 ) -> Result<(), CliError> {
     let (stream, prefix) = (settings.stream.clone(), settings.prefix.clone());
+    let lease = settings.lease_ttl;
     let relay = Relay::new(store, nats.jetstream(), settings)
         .await
         .map_err(|e| CliError::Other(herald::report(&e)))?;
     warn_line!("herald relay: the store's log to stream {stream} on {prefix}.CATEGORY.ID");
     let report = if until_caught_up {
+        let mut standby = false;
         loop {
             match relay.pass(4096).await {
-                Ok(0) => break relay.report(),
-                Ok(_) => {}
-                Err(e) => return Err(CliError::Other(herald::report(&e))),
+                Ok(Some(0)) => break relay.report(),
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    if !standby {
+                        warn_line!("herald relay: standby, another relay holds the lease");
+                        standby = true;
+                    }
+                    tokio::time::sleep(lease / 4).await;
+                }
+                Err(e) => {
+                    warn_line!("herald relay: {} (trying again)", herald::report(&e));
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
             }
         }
     } else {
@@ -152,11 +176,14 @@ async fn relay<S: herald::store::EventStore>(
             })
             .await
     };
+    relay.release().await;
     warn_line!(
-        "herald relay: {} published, {} duplicates dropped by the stream, {} skipped (other categories)",
+        "herald relay: {} published, {} duplicates dropped by the stream, {} skipped (other categories), {} term(s), resumed from the stream's end {} time(s)",
         report.published,
         report.duplicates,
-        report.skipped
+        report.skipped,
+        report.terms,
+        report.skipped_ahead
     );
     Ok(())
 }

@@ -217,6 +217,41 @@ impl JetStream {
         Ok(info.into())
     }
 
+    /// Where stream `name` ends: its last sequence (0 when empty) and that message's
+    /// `Nats-Msg-Id` (`None` when it has none, or the message cannot be read: deleted, or
+    /// aged out).
+    ///
+    /// # Errors
+    ///
+    /// [`NatsError::JetStream`] when the stream's info cannot be read.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn stream_tail(&self, name: &str) -> Result<(u64, Option<String>), NatsError> {
+        let op = || format!("read the tail of stream {name}");
+        let mut stream = self
+            .ctx
+            .get_stream(name)
+            .await
+            .map_err(|e| NatsError::js(op(), e))?;
+        let last = stream
+            .info()
+            .await
+            .map_err(|e| NatsError::js(op(), e))?
+            .state
+            .last_sequence;
+        if last == 0 {
+            return Ok((0, None));
+        }
+        let id = stream.get_raw_message(last).await.ok().and_then(|m| {
+            m.headers
+                .get(async_nats::header::NATS_MESSAGE_ID)
+                .map(|v| v.as_str().to_owned())
+        });
+        Ok((last, id))
+    }
+
     /// Ensures seed 004's three default streams.
     ///
     /// # Errors
