@@ -1,7 +1,8 @@
 //! `Inbox`: JetStream into the event store. A durable pull consumer whose every message is
 //! appended to the store once, whatever the redeliveries: its key (the `Nats-Msg-Id` header,
 //! else the envelope's event id, else `{stream}:{sequence}`) is stored in the append's own
-//! transaction (`EventStore::append_once`), and the message is acked only after that commit.
+//! transaction (`EventStore::append_once_all`, one transaction per fetched batch), and the
+//! message is acked only after that commit.
 //! A message whose subject is `{prefix}.{category}.{id}` goes to the store stream
 //! `{category}-{id}` (the subject's last two tokens); a body that is not an envelope, or a
 //! subject that makes no stream name, is termed and counted.
@@ -11,9 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald::store::{EventStore, StreamName};
+use herald::store::{EventStore, KeyedWrite, StreamName};
 
-use crate::jetstream::{ConsumerSpec, Delivery, DurableConsumer, JetStream};
+use crate::jetstream::{ConsumerSpec, DurableConsumer, JetStream};
 use crate::NatsError;
 
 /// What an inbox did.
@@ -101,35 +102,43 @@ impl<S: EventStore> Inbox<S> {
     pub async fn pass(&self, max: usize, wait: Duration) -> Result<usize, InboxError> {
         let batch = self.consumer.fetch(max, wait).await?;
         let n = batch.len();
+        let mut writes = Vec::with_capacity(n);
+        let mut taken = Vec::with_capacity(n);
         for d in batch {
-            self.take(d).await?;
+            let Some(stream) = stream_for_subject(d.subject()) else {
+                tracing::warn!(
+                    "inbox {}: no stream name in subject {}: termed",
+                    self.stream,
+                    d.subject()
+                );
+                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                d.term().await?;
+                continue;
+            };
+            let key = match (d.message_id(), d.event.event_id()) {
+                (Some(id), _) => id.to_owned(),
+                (None, Some(id)) => id.to_owned(),
+                (None, None) => format!("{}:{}", self.stream, d.stream_sequence),
+            };
+            writes.push(KeyedWrite {
+                stream,
+                event: (*d.event).clone(),
+                key,
+            });
+            taken.push(d);
+        }
+        // One transaction for the batch; each message acked after its commit: a crash before
+        // the acks redelivers them, and their keys make the second append a duplicate.
+        let appended = self.store.append_once_all(&writes).await?;
+        for (d, new) in taken.into_iter().zip(appended) {
+            let counter = match new {
+                true => &self.counters.appended,
+                false => &self.counters.duplicates,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            d.ack().await?;
         }
         Ok(n)
-    }
-
-    async fn take(&self, d: Delivery) -> Result<(), InboxError> {
-        let Some(stream) = stream_for_subject(d.subject()) else {
-            tracing::warn!(
-                "inbox {}: no stream name in subject {}: termed",
-                self.stream,
-                d.subject()
-            );
-            self.counters.rejected.fetch_add(1, Ordering::Relaxed);
-            return Ok(d.term().await?);
-        };
-        let key = match (d.message_id(), d.event.event_id()) {
-            (Some(id), _) => id.to_owned(),
-            (None, Some(id)) => id.to_owned(),
-            (None, None) => format!("{}:{}", self.stream, d.stream_sequence),
-        };
-        let counter = match self.store.append_once(&stream, &d.event, &key).await? {
-            Some(_) => &self.counters.appended,
-            None => &self.counters.duplicates,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        // Acked after the commit: a crash before this line redelivers, and the key makes
-        // the second append a duplicate.
-        Ok(d.ack().await?)
     }
 
     /// Whether nothing is left: no message waiting, none delivered and not acked (one a

@@ -3,8 +3,8 @@
 //! follower of the log never skips an event that commits later with a lower position.
 
 use herald::store::{
-    condition_holds, Appended, EventStore, StoreError, StoredEvent, StreamName, StreamWrite,
-    WriteCondition,
+    condition_holds, Appended, EventStore, KeyedWrite, StoreError, StoredEvent, StreamName,
+    StreamWrite, WriteCondition,
 };
 use herald::{Event, Timestamp};
 use sqlx::postgres::PgRow;
@@ -202,6 +202,69 @@ impl EventStore for PgStore {
             .await
             .map_err(|e| backend("append (commit)", e))?;
         Ok(Some(done))
+    }
+
+    async fn append_once_all(&self, writes: &[KeyedWrite]) -> Result<Vec<bool>, StoreError> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self
+            .pool()
+            .begin()
+            .await
+            .map_err(|e| backend("append", e))?;
+        let keys: Vec<&str> = writes.iter().map(|w| w.key.as_str()).collect();
+        // The keys not stored before, taken in this transaction (a second inbox waits on them).
+        let new: std::collections::HashSet<String> = sqlx::query_scalar(
+            "INSERT INTO herald.event_keys (key, global_position)
+             SELECT k, 0 FROM unnest($1::text[]) AS k ON CONFLICT (key) DO NOTHING RETURNING key",
+        )
+        .bind(&keys)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| backend("append", e))?
+        .into_iter()
+        .collect();
+        let mut out = vec![false; writes.len()];
+        let mut taken = std::collections::HashSet::new();
+        // Each stream's events in batch order, streams in order of first appearance.
+        let mut streams: Vec<(&StreamName, Vec<usize>)> = Vec::new();
+        for (i, w) in writes.iter().enumerate() {
+            if !new.contains(&w.key) || !taken.insert(w.key.as_str()) {
+                continue;
+            }
+            out[i] = true;
+            match streams.iter_mut().find(|(s, _)| *s == &w.stream) {
+                Some((_, at)) => at.push(i),
+                None => streams.push((&w.stream, vec![i])),
+            }
+        }
+        let (mut done_keys, mut done_globals) = (Vec::new(), Vec::new());
+        for (stream, at) in &streams {
+            let bodies: Vec<String> = at
+                .iter()
+                .map(|&i| writes[i].event.to_json_string())
+                .collect();
+            let appended = append_in(&mut tx, stream, &bodies, WriteCondition::Any).await?;
+            let first = appended.global_position - i64::try_from(at.len()).unwrap_or(0) + 1;
+            for (k, &i) in at.iter().enumerate() {
+                done_keys.push(writes[i].key.as_str());
+                done_globals.push(first + i64::try_from(k).unwrap_or(0));
+            }
+        }
+        sqlx::query(
+            "UPDATE herald.event_keys AS k SET global_position = u.g
+             FROM unnest($1::text[], $2::bigint[]) AS u(key, g) WHERE k.key = u.key",
+        )
+        .bind(&done_keys)
+        .bind(&done_globals)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| backend("append", e))?;
+        tx.commit()
+            .await
+            .map_err(|e| backend("append (commit)", e))?;
+        Ok(out)
     }
 
     async fn count_after(&self, category: &str, after: i64) -> Result<u64, StoreError> {

@@ -3,8 +3,8 @@
 //! own savepoint of a group-committed transaction.
 
 use herald::store::{
-    condition_holds, Appended, EventStore, StoreError, StoredEvent, StreamName, StreamWrite,
-    WriteCondition,
+    condition_holds, Appended, EventStore, KeyedWrite, StoreError, StoredEvent, StreamName,
+    StreamWrite, WriteCondition,
 };
 use herald::{Event, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -168,6 +168,40 @@ impl EventStore for SqliteStore {
                     .and_then(|mut s| s.execute(params![key, done.global_position]))
                     .map_err(|e| wrap(backend("append", e)))?;
                 Ok(Some(done))
+            })
+            .await
+            .map_err(from_queue)
+    }
+
+    async fn append_once_all(&self, writes: &[KeyedWrite]) -> Result<Vec<bool>, StoreError> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let writes: Vec<(StreamName, String, String)> = writes
+            .iter()
+            .map(|w| (w.stream.clone(), w.event.to_json_string(), w.key.clone()))
+            .collect();
+        // One writer transaction for the batch: each key, then its event, as append_once.
+        self.writer()
+            .run("append", "*", move |c| {
+                let wrap = |e: StoreError| herald::queue::QueueError::store("append", "*", false, e);
+                let mut out = Vec::with_capacity(writes.len());
+                for (name, body, key) in writes {
+                    let new = c
+                        .prepare_cached("INSERT OR IGNORE INTO herald_event_keys (key, global_position) VALUES (?1, 0)")
+                        .and_then(|mut s| s.execute([&key]))
+                        .map_err(|e| wrap(backend("append", e)))?;
+                    if new == 0 {
+                        out.push(false);
+                        continue;
+                    }
+                    let done = append_in(c, &name, &[body], WriteCondition::Any).map_err(wrap)?;
+                    c.prepare_cached("UPDATE herald_event_keys SET global_position = ?2 WHERE key = ?1")
+                        .and_then(|mut s| s.execute(params![key, done.global_position]))
+                        .map_err(|e| wrap(backend("append", e)))?;
+                    out.push(true);
+                }
+                Ok(out)
             })
             .await
             .map_err(from_queue)

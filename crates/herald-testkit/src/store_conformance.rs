@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use herald::store::{EventStore, StoreError, StreamName, StreamWrite, WriteCondition};
+use herald::store::{EventStore, KeyedWrite, StoreError, StreamName, StreamWrite, WriteCondition};
 use herald::Event;
 
 use crate::delivery::DeliveryCheck;
@@ -309,17 +309,18 @@ pub async fn several_streams_are_written_all_or_nothing<S: EventStore>(s: &S, ca
         done.iter().map(|d| d.position).collect::<Vec<_>>(),
         [0, 0, 1]
     );
-    let ids = |events: Vec<herald::store::StoredEvent>| -> Vec<String> {
-        events
-            .iter()
-            .map(|e| id_of(&e.event().expect("an envelope")))
-            .collect()
-    };
     assert_eq!(
         ids(s.read_stream(&a, 0, 10).await.expect("a")),
         ["a0", "a1"]
     );
     assert_eq!(ids(s.read_stream(&b, 0, 10).await.expect("b")), ["b0"]);
+}
+
+fn ids(events: Vec<herald::store::StoredEvent>) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| id_of(&e.event().expect("an envelope")))
+        .collect()
 }
 
 /// `append_once` appends an event under a key once: the same key again is a duplicate (none
@@ -354,6 +355,58 @@ pub async fn a_key_is_appended_once<S: EventStore>(s: &S, category: &str) {
     assert_eq!(other.map(|a| a.position), Some(1));
 }
 
+/// `append_once_all`: a batch in one transaction; a key stored before, or twice in the batch,
+/// is a duplicate; each stream keeps the batch's order; two racing batches with the same keys
+/// append each key once.
+pub async fn a_batch_of_keys_is_appended_once<S: EventStore>(s: &S, category: &str) {
+    let (a, b) = (
+        StreamName::new(&format!("{category}-batcha")).expect("name"),
+        StreamName::new(&format!("{category}-batchb")).expect("name"),
+    );
+    let w = |stream: &StreamName, id: &str| KeyedWrite {
+        stream: stream.clone(),
+        event: tagged("conformance.batch", id),
+        key: format!("{category}:batch:{id}"),
+    };
+    s.append_once(
+        &a,
+        &tagged("conformance.batch", "a0"),
+        &format!("{category}:batch:a0"),
+    )
+    .await
+    .expect("append_once");
+    let got = s
+        .append_once_all(&[
+            w(&a, "a0"),
+            w(&a, "a1"),
+            w(&b, "b0"),
+            w(&a, "a2"),
+            w(&b, "b0"),
+        ])
+        .await
+        .expect("append_once_all");
+    assert_eq!(got, [false, true, true, true, false]);
+    assert_eq!(
+        ids(s.read_stream(&a, 0, 10).await.expect("a")),
+        ["a0", "a1", "a2"]
+    );
+    assert_eq!(ids(s.read_stream(&b, 0, 10).await.expect("b")), ["b0"]);
+    let batch: Vec<KeyedWrite> = (0..20).map(|i| w(&b, &format!("r{i}"))).collect();
+    let racers: Vec<_> = (0..4)
+        .map(|_| {
+            let (s, batch) = (s.clone(), batch.clone());
+            tokio::spawn(async move { s.append_once_all(&batch).await.expect("racer") })
+        })
+        .collect();
+    let mut won = 0;
+    for r in racers {
+        won += r.await.expect("racer").iter().filter(|n| **n).count();
+    }
+    assert_eq!(won, 20, "each key appended by one racer");
+    assert_eq!(s.read_stream(&b, 0, 100).await.expect("b").len(), 21);
+    assert!(s.append_once_all(&[]).await.expect("empty").is_empty());
+}
+
 /// Every case, on streams of `category` (lowercase letters, digits and `_`, unique per run).
 pub async fn run_all<S: EventStore>(s: &S, category: &str) {
     positions_and_reads(s, category).await;
@@ -363,4 +416,5 @@ pub async fn run_all<S: EventStore>(s: &S, category: &str) {
     checkpoints_are_fenced_by_epoch(s, category).await;
     several_streams_are_written_all_or_nothing(s, category).await;
     a_key_is_appended_once(s, category).await;
+    a_batch_of_keys_is_appended_once(s, category).await;
 }

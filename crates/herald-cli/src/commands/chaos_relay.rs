@@ -12,27 +12,28 @@ use std::time::{Duration, Instant};
 
 use herald::store::{EventStore, StreamName, WriteCondition};
 use herald::{Event, Subject};
-use herald_nats::{JetStream, Nats, StreamSpec};
+use herald_nats::{JetStream, Nats};
 use herald_postgres::{PgOptions, PgStore};
 use herald_testkit::nats_server::OwnNatsServer;
 use herald_testkit::postgres_server::OwnPostgres;
 use herald_testkit::DeliveryCheck;
 
+use super::chaos::{ChaosArgs, ChaosScale, ChaosScenario};
 use crate::connect::{open_store, with_store};
 use crate::output::out;
 use crate::CliError;
 
-const PREFIX: &str = "chaosrelay";
+pub(super) const PREFIX: &str = "chaosrelay";
 
 /// A run's names: its own stream (and so its own relay checkpoint and lease) and its own
 /// category, so runs on one store (the machine's PostgreSQL) do not see each other's events.
-struct Names {
-    stream: String,
-    category: String,
+pub(super) struct Names {
+    pub(super) stream: String,
+    pub(super) category: String,
 }
 
 impl Names {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() % 1_000_000_000);
@@ -44,16 +45,16 @@ impl Names {
     }
 }
 
-fn other(e: impl std::fmt::Display) -> CliError {
+pub(super) fn other(e: impl std::fmt::Display) -> CliError {
     CliError::Other(e.to_string())
 }
 
-fn nats_server() -> Result<OwnNatsServer, CliError> {
+pub(super) fn nats_server() -> Result<OwnNatsServer, CliError> {
     tokio::task::block_in_place(|| OwnNatsServer::start("herald chaos"))
         .ok_or_else(|| other("nats-server is not installed (scripts/services.sh installs it)"))
 }
 
-async fn connect(url: &str) -> Result<Nats, CliError> {
+pub(super) async fn connect(url: &str) -> Result<Nats, CliError> {
     Nats::builder()
         .servers([url.to_owned()])
         .name("herald-chaos-relay")
@@ -64,7 +65,7 @@ async fn connect(url: &str) -> Result<Nats, CliError> {
 }
 
 /// A scratch SQLite store unless `store` names one; the directory to remove afterwards.
-fn store_url(
+pub(super) fn store_url(
     store: Option<String>,
     name: &str,
 ) -> Result<(String, Option<std::path::PathBuf>), CliError> {
@@ -113,7 +114,7 @@ fn spawn_relay(
 }
 
 /// SIGKILLs `child` (`Child::kill` on Unix) and reaps it.
-fn kill9(mut child: Child) {
+pub(super) fn kill9(mut child: Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -151,7 +152,10 @@ async fn append_all<S: EventStore>(
 }
 
 /// The log's `chaos` events: id -> global position, in log order.
-async fn log_ids<S: EventStore>(store: &S, category: &str) -> Result<Vec<(String, i64)>, CliError> {
+pub(super) async fn log_ids<S: EventStore>(
+    store: &S,
+    category: &str,
+) -> Result<Vec<(String, i64)>, CliError> {
     let mut out = Vec::new();
     let mut from = 0;
     loop {
@@ -242,7 +246,7 @@ async fn stream_end(names: &Names, js: &JetStream) -> u64 {
         .map_or(0, |(last, _)| last)
 }
 
-async fn drop_stream(names: &Names, js: &JetStream) {
+pub(super) async fn drop_stream(names: &Names, js: &JetStream) {
     let _ = js.context().delete_stream(&names.stream).await;
 }
 
@@ -495,126 +499,35 @@ pub(crate) async fn relay_pg_restart(n: u64, kills: u32) -> Result<(), CliError>
     verdict("relay-pg-restart", &c)
 }
 
-/// `inbox-kill`: `n` envelopes published to a stream, taken into the store by `herald inbox`
-/// processes SIGKILLed `kills` times, then a last one until idle: the store must hold each
-/// once.
-pub(crate) async fn inbox_kill(store: Option<String>, n: u64, kills: u32) -> Result<(), CliError> {
-    let (url, scratch) = store_url(store, "inbox-kill")?;
-    let opened = open_store(&url).await?;
-    let result = with_store!(opened, s => inbox_kill_on(s, &url, n, kills).await);
-    if let Some(dir) = scratch {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-    result
-}
-
-fn spawn_inbox(
-    names: &Names,
-    store: &str,
-    nats: &str,
-    until_idle: bool,
-) -> Result<Child, CliError> {
-    let exe = std::env::current_exe().map_err(other)?;
-    let mut c = Command::new(exe);
-    c.args([
-        "inbox",
-        "--store",
-        store,
-        "--bus",
-        nats,
-        "--from",
-        &names.stream,
-    ])
-    .args(["--consumer", "chaos-inbox", "--ack-wait", "2"]);
-    if until_idle {
-        c.arg("--until-idle");
-    }
-    c.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(other)
-}
-
-async fn inbox_kill_on<S: EventStore>(
-    store: S,
-    url: &str,
-    n: u64,
+/// The relay scenarios: 100,000 events and 10 kills at full scale (each kill lets a relay run
+/// 1 to 2 s), 2,000 and 3 at small.
+pub(crate) async fn scenarios(
+    args: &ChaosArgs,
+    store: Option<String>,
     kills: u32,
 ) -> Result<(), CliError> {
-    let names = Names::new();
-    let server = nats_server()?;
-    let nats = connect(&server.url()).await?;
-    let js = nats.jetstream();
-    drop_stream(&names, &js).await;
-    js.ensure_stream(&StreamSpec::new(&names.stream, [format!("{PREFIX}.>")]))
-        .await
-        .map_err(|e| other(herald::report(&e)))?;
-    let began = Instant::now();
-    let mut ids = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
-    let mut pending = std::collections::VecDeque::new();
-    for i in 0..n {
-        let id = format!("r{i}");
-        let subject = Subject::new(&format!("{PREFIX}.{}.{}", names.category, i % 16))?;
-        let event = Event::new(subject).with_metadata(herald::EVENT_ID, id.as_str());
-        let ack = js
-            .publish_async(&event)
-            .await
-            .map_err(|e| other(herald::report(&e)))?;
-        pending.push_back(ack);
-        if pending.len() >= 256 {
-            if let Some(p) = pending.pop_front() {
-                p.ack().await.map_err(|e| other(herald::report(&e)))?;
-            }
-        }
-        ids.push(id);
+    let all = args.scenario == ChaosScenario::All;
+    let n = match args.scale {
+        ChaosScale::Small => 2_000,
+        ChaosScale::Full => 100_000,
+    };
+    let n = args.messages.unwrap_or(n).max(1);
+    let kills = match (args.kills, args.scale) {
+        (Some(k), _) => k,
+        (None, ChaosScale::Small) => kills,
+        (None, ChaosScale::Full) => 10,
+    };
+    if all || args.scenario == ChaosScenario::RelayKill {
+        relay_kill(store.clone(), n, kills).await?;
     }
-    while let Some(p) = pending.pop_front() {
-        p.ack().await.map_err(|e| other(herald::report(&e)))?;
+    if all || args.scenario == ChaosScenario::RelayFailover {
+        relay_failover(store.clone(), n, kills).await?;
     }
-    let published = Instant::now();
-    let mut mid_way = 0;
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let per_kill = (n / 4000).clamp(1, 8);
-    for _ in 0..kills {
-        let mut child = spawn_inbox(&names, url, &server.url(), false)?;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        tokio::time::sleep(Duration::from_millis(300 * per_kill + x % 400)).await;
-        if child.try_wait().map_err(other)?.is_none() {
-            mid_way += 1;
-        }
-        kill9(child);
+    if all || args.scenario == ChaosScenario::InboxKill {
+        super::chaos_inbox::inbox_kill(store.clone(), n, kills).await?;
     }
-    let status = tokio::task::block_in_place(|| {
-        spawn_inbox(&names, url, &server.url(), true).and_then(|mut c| c.wait().map_err(other))
-    })?;
-    if !status.success() {
-        return Err(other(format!(
-            "inbox-kill: the last inbox exited with {status}"
-        )));
-    }
-    let got: Vec<String> = log_ids(&store, &names.category)
-        .await?
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
-    let in_store = got.len();
-    let check = DeliveryCheck::compare(ids, got);
-    let duplicates: usize = check.duplicated.values().map(|c| c - 1).sum();
-    let (missing, unexpected) = (check.missing.len(), check.unexpected.len());
-    out!(
-        "chaos inbox-kill messages={n} kills={kills} kills_while_running={mid_way} in_store={in_store} missing={missing} duplicates={duplicates} unexpected={unexpected} seconds={:.1} take_in_seconds={:.1} store={}",
-        began.elapsed().as_secs_f64(),
-        published.elapsed().as_secs_f64(),
-        url.split(':').next().unwrap_or("?"),
-    );
-    drop_stream(&names, &js).await;
-    if missing + duplicates + unexpected > 0 {
-        return Err(other(format!(
-            "inbox-kill: {missing} missing, {duplicates} duplicates, {unexpected} unexpected"
-        )));
+    if all || args.scenario == ChaosScenario::RelayPgRestart {
+        relay_pg_restart(n, kills).await?;
     }
     Ok(())
 }

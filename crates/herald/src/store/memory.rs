@@ -11,8 +11,8 @@ use parking_lot::Mutex;
 use super::broker::{BrokerState, LeaseRow, COORDINATOR_LEASE};
 use super::{
     condition_holds, Allocation, AllocationChange, Appended, BrokerSnapshot, BrokerStore,
-    CountProjection, EventStore, NodeInfo, StoreError, StoredEvent, StreamName, StreamWrite,
-    WriteCondition,
+    CountProjection, EventStore, KeyedWrite, NodeInfo, StoreError, StoredEvent, StreamName,
+    StreamWrite, WriteCondition,
 };
 use crate::message::event::Event;
 use crate::message::timestamp::Timestamp;
@@ -159,6 +159,30 @@ impl EventStore for MemoryEventStore {
             WriteCondition::Any,
         )
         .map(Some)
+    }
+
+    async fn append_once_all(&self, writes: &[KeyedWrite]) -> Result<Vec<bool>, StoreError> {
+        let mut log = self.log.lock();
+        let fresh: Vec<bool> = writes.iter().map(|w| !log.keys.contains(&w.key)).collect();
+        let mut out = vec![false; writes.len()];
+        let mut seen = std::collections::HashSet::new();
+        for (i, w) in writes.iter().enumerate() {
+            if fresh[i] && seen.insert(w.key.as_str()) {
+                append_locked(
+                    &mut log,
+                    &w.stream,
+                    std::slice::from_ref(&w.event),
+                    WriteCondition::Any,
+                )?;
+                out[i] = true;
+            }
+        }
+        for (i, w) in writes.iter().enumerate() {
+            if out[i] {
+                log.keys.insert(w.key.clone());
+            }
+        }
+        Ok(out)
     }
 
     async fn read_stream(

@@ -49,6 +49,17 @@ pub struct StreamWrite {
     pub condition: WriteCondition,
 }
 
+/// One event appended under a key by [`EventStore::append_once_all`] (an inbox's message id).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyedWrite {
+    /// The stream.
+    pub stream: StreamName,
+    /// The event.
+    pub event: Event,
+    /// Its key: appended only if no event was appended under it before.
+    pub key: String,
+}
+
 /// One stored event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {
@@ -229,6 +240,15 @@ pub trait EventStore: Clone + Send + Sync + 'static {
         event: &Event,
         key: &str,
     ) -> impl Future<Output = Result<Option<Appended>, StoreError>> + Send;
+
+    /// [`EventStore::append_once`] for a batch, in one transaction: whether each write was
+    /// appended (`false`: its key was stored before, or earlier in the batch). The events of
+    /// one stream keep their order in the batch; streams are appended in the order they first
+    /// appear. All or nothing: on an error none is appended.
+    fn append_once_all(
+        &self,
+        writes: &[KeyedWrite],
+    ) -> impl Future<Output = Result<Vec<bool>, StoreError>> + Send;
 
     /// Up to `max` events of `stream` from stream position `from`, in order.
     fn read_stream(

@@ -4,6 +4,7 @@
 pub(crate) mod bus;
 pub(crate) mod nats;
 pub(crate) mod queue;
+pub(crate) mod relay;
 pub(crate) mod runtime;
 pub(crate) mod store;
 pub(crate) mod worker;
@@ -182,6 +183,9 @@ pub(crate) async fn run(args: BenchArgs, store: &str, bus: &str) -> Result<(), C
     }
     if matches!(args.suite, Suite::Runtime | Suite::All) {
         runtime::run(&mut report, args.scale, store).await?;
+    }
+    if matches!(args.suite, Suite::Relay | Suite::All) {
+        relay::run(&mut report, args.scale, store, bus).await?;
     }
     if matches!(args.suite, Suite::Worker | Suite::All) {
         worker::run(&mut report, args.scale, store).await?;
