@@ -118,7 +118,15 @@ fn herald_chaos_small_scale_loses_no_acknowledged_event() {
         String::from_utf8_lossy(&out.stderr)
     );
     let lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with("chaos ")).collect();
-    assert_eq!(lines.len(), 5, "{stdout}");
+    // jetstream-kill, jetstream-cluster, core-kill, queue-kill, pg-restart, then the relay's
+    // four (relay-kill, relay-failover, inbox-kill, relay-pg-restart).
+    assert_eq!(lines.len(), 9, "{stdout}");
+    for l in &lines[5..] {
+        assert!(
+            l.contains(" missing=0 ") && l.contains(" duplicates=0 "),
+            "{l}"
+        );
+    }
     for l in &lines[..2] {
         assert!(
             l.contains("acked=300 stored=300 acked_but_lost=0 duplicates=0"),

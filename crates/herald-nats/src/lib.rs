@@ -46,6 +46,22 @@
 //!   survives a server process restart (it is in the OS page cache and the file), but an OS
 //!   crash or power loss within the interval can lose it unless the server runs with
 //!   `sync_interval: always` (or on a cluster with replicas, where the ack waits for a quorum).
+//! - **The relay** ([`Relay`], `herald relay`): each event of the store's log **exactly once
+//!   in the stream**, in global order, its body unchanged, with `Nats-Msg-Id` =
+//!   `{store id}:{global position}`. One relay per stream is active, under the store's lease
+//!   `relay.{stream}`; it resumes after the last event the stream holds (read from that
+//!   message's id) and publishes each event with `Nats-Expected-Last-Sequence`, so a publish
+//!   lost in flight (a server killed) is never overtaken by a later one and nothing stored is
+//!   sent again. To subscribers it is at least once: they dedupe by the message id. What
+//!   breaks it: another publisher on the stream's subjects, or the stream purged (the relay
+//!   then resumes from its checkpoint and only the duplicate window drops what it sends again,
+//!   so an outage longer than the window leaves copies), and a stream deleted.
+//! - **The queue relay** ([`QueueRelay`]): each message exactly once in the stream within its
+//!   duplicate window (archived after its ack; a relay killed in between reads it again after
+//!   the visibility timeout and the server drops the copy).
+//! - **The inbox** ([`Inbox`], `herald inbox`): each message appended to the store once,
+//!   whatever the redeliveries; the key is stored in the append's transaction and the acks
+//!   follow the commit.
 //!
 //! # Reconnection
 //!

@@ -56,6 +56,9 @@ pub(crate) struct RelayArgs {
     /// wait and take over once it lapses.
     #[arg(long, default_value_t = 10.0, value_parser = crate::opts::positive_secs)]
     lease: f64,
+    /// Seconds an idle relay waits before it reads the log again: the lag it adds at most.
+    #[arg(long, default_value_t = 0.1, value_parser = crate::opts::positive_secs)]
+    poll: f64,
     /// Stop once the whole log (or queue) is relayed.
     #[arg(long)]
     until_caught_up: bool,
@@ -83,6 +86,7 @@ pub(crate) async fn run(args: RelayArgs, store_url: &str, bus: &str) -> Result<(
     settings.duplicate_window = Duration::from_secs(args.duplicate_window.max(1));
     settings.vt = Duration::from_secs(args.vt.max(1));
     settings.lease_ttl = Duration::from_secs_f64(args.lease);
+    settings.poll = Duration::from_secs_f64(args.poll);
     let from_queue = match &args.from_queue {
         Some(q) => Some(herald::queue::QueueName::new(q)?),
         None => None,
@@ -105,7 +109,7 @@ async fn relay_queue<Q: herald::queue::Queue>(
     until_caught_up: bool,
 ) -> Result<(), CliError> {
     let other = |e: herald_nats::RelayError| CliError::Other(herald::report(&e));
-    let stream = settings.stream.clone();
+    let (stream, poll) = (settings.stream.clone(), settings.poll);
     let relay = herald_nats::QueueRelay::new(store, queue.clone(), nats.jetstream(), settings)
         .await
         .map_err(other)?;
@@ -123,7 +127,7 @@ async fn relay_queue<Q: herald::queue::Queue>(
             }
             tokio::select! {
                 _ = &mut signal => break,
-                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                () = tokio::time::sleep(poll) => {}
             }
         }
     }
