@@ -169,12 +169,39 @@ impl<S: EventStore + BrokerStore> Relay<S> {
                     self.settings.stream,
                     id
                 );
+                self.check_window(checkpoint).await?;
                 Ok(Cursor {
                     position: checkpoint,
                     last_sequence: None,
                 })
             }
         }
+    }
+
+    /// When resuming from the checkpoint without the stream's help: warns (and counts) when
+    /// the first event after it was appended longer ago than the duplicate window, because
+    /// then a copy the stream took before the outage may be out of the window (the check
+    /// errs on the side of warning: that event was published no earlier than it was
+    /// appended). The bound: the longest outage resumed without a copy is the window.
+    async fn check_window(&self, checkpoint: i64) -> Result<(), RelayError> {
+        let Some(next) = self.store.read_all(checkpoint + 1, 1).await?.pop() else {
+            return Ok(());
+        };
+        let age = time::OffsetDateTime::now_utc() - next.recorded_at.as_datetime();
+        let window = self.settings.duplicate_window;
+        if age > window {
+            self.counters.stale_resumes.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                "relay: the first event after the checkpoint (position {}) was appended {:.0} s \
+                 ago, more than stream {}'s duplicate window ({} s): events the stream took \
+                 before the relay stopped may be stored twice",
+                next.global_position,
+                age.as_seconds_f64(),
+                self.settings.stream,
+                window.as_secs()
+            );
+        }
+        Ok(())
     }
 
     /// Relays what the log holds after where the stream ends, up to `max` events: how many

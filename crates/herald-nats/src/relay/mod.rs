@@ -102,6 +102,9 @@ pub struct RelayReport {
     /// Times it resumed from where the stream ends rather than from its checkpoint (the
     /// stream held events acknowledged after the last checkpoint).
     pub skipped_ahead: u64,
+    /// Resumes from the checkpoint (the stream's last message not this store's) whose next
+    /// event is older than the duplicate window: copies are possible (warned).
+    pub stale_resumes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -112,6 +115,7 @@ pub(crate) struct Counters {
     checkpoints: AtomicU64,
     terms: AtomicU64,
     skipped_ahead: AtomicU64,
+    stale_resumes: AtomicU64,
 }
 
 impl Counters {
@@ -123,6 +127,7 @@ impl Counters {
             checkpoints: self.checkpoints.load(Ordering::Relaxed),
             terms: self.terms.load(Ordering::Relaxed),
             skipped_ahead: self.skipped_ahead.load(Ordering::Relaxed),
+            stale_resumes: self.stale_resumes.load(Ordering::Relaxed),
         }
     }
 
