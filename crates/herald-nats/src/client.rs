@@ -179,9 +179,25 @@ impl Nats {
 
     /// Sends a payload to a subject that is already valid (a `Subject`, or a reply inbox
     /// handed to us by the server).
-    pub(crate) async fn send(&self, subject: &str, payload: Bytes) -> Result<(), NatsError> {
+    /// NATS headers (the trace context) go with it when given.
+    pub(crate) async fn send_with(
+        &self,
+        subject: &str,
+        headers: Option<async_nats::HeaderMap>,
+        payload: Bytes,
+    ) -> Result<(), NatsError> {
         self.check_size(subject, payload.len())?;
-        let fut = self.inner.client.publish(subject.to_owned(), payload);
+        let client = &self.inner.client;
+        let fut = match headers {
+            Some(h) => futures_util::future::Either::Left(client.publish_with_headers(
+                subject.to_owned(),
+                h,
+                payload,
+            )),
+            None => {
+                futures_util::future::Either::Right(client.publish(subject.to_owned(), payload))
+            }
+        };
         let result = if self.state() == ConnectionState::Connected {
             fut.await
         } else {
@@ -219,8 +235,13 @@ impl Nats {
     ///
     /// Cancel safe: dropped before it completes, the event was not queued.
     pub async fn publish(&self, event: &Event) -> Result<(), NatsError> {
-        self.send(event.subject.as_str(), Bytes::from(event.to_json()))
-            .await
+        let headers = crate::trace::headers(event);
+        self.send_with(
+            event.subject.as_str(),
+            headers,
+            Bytes::from(event.to_json()),
+        )
+        .await
     }
 
     /// Waits until everything published so far has been written to the server.

@@ -79,6 +79,7 @@ mod request;
 mod state;
 mod stats;
 mod subscribe;
+mod trace;
 mod transport;
 
 pub use client::Nats;

@@ -27,9 +27,12 @@ impl Nats {
         let payload = Bytes::from(request.to_json());
         self.check_size(request.subject.as_str(), payload.len())?;
         let subject = request.subject.to_string();
-        let req = async_nats::Request::new()
+        let mut req = async_nats::Request::new()
             .payload(payload)
             .timeout(Some(timeout));
+        if let Some(h) = crate::trace::headers(request) {
+            req = req.headers(h);
+        }
         let response = self
             .inner()
             .client
@@ -48,8 +51,9 @@ impl Nats {
                     source: Box::new(e),
                 },
             })?;
-        let decoded = Event::from_json(&response.payload)?;
-        Ok(decoded.event)
+        let mut event = Event::from_json(&response.payload)?.event;
+        crate::trace::adopt(&mut event, response.headers.as_ref());
+        Ok(event)
     }
 
     /// Answers requests on `pattern`: `respond` turns each request into the response's data.
@@ -130,12 +134,18 @@ impl Nats {
     }
 
     async fn answer(&self, reply: &str, request: &Event, data: Object) -> Result<Event, NatsError> {
-        let response = Event::new(request.subject.clone())
+        let mut response = Event::new(request.subject.clone())
             .with_type("response")
             .with_source(self.name())
             .with_correlation_id(request.correlation_id.clone())
             .with_data(data);
-        self.send(reply, Bytes::from(response.to_json())).await?;
+        // The response continues the request's trace, one hop on.
+        if let Some(ctx) = request.trace_context() {
+            response.set_trace_context(Some(&ctx.child()));
+        }
+        let headers = crate::trace::headers(&response);
+        self.send_with(reply, headers, Bytes::from(response.to_json()))
+            .await?;
         Ok(response)
     }
 }

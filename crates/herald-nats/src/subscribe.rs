@@ -183,8 +183,10 @@ impl EventStream {
                 if decoded.unknown_fields > 0 {
                     Counters::inc(&c.unknown_fields);
                 }
+                let mut event = decoded.event;
+                crate::trace::adopt(&mut event, msg.headers.as_ref());
                 Some(Incoming {
-                    event: decoded.event,
+                    event,
                     reply: msg.reply.map(|r| r.to_string()),
                 })
             }

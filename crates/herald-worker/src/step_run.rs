@@ -107,6 +107,7 @@ impl<Q: Queue> StepRun<Q> {
             }
         };
         let attempt = u32::try_from(message.read_ct).unwrap_or(1).max(1);
+        let trace = event.trace_context();
         let event = Arc::new(event);
         // Seed 000's announcement, for observers on the bus.
         if let Ok(subject) = Subject::new(STEP_RECEIVED) {
@@ -121,6 +122,7 @@ impl<Q: Queue> StepRun<Q> {
             message: &message,
             step: &step,
             attempt,
+            trace: trace.as_ref(),
             slot: &slot,
             settled: parking_lot::Mutex::new(None),
         };
@@ -144,6 +146,8 @@ struct Execution<'a, Q> {
     message: &'a Message,
     step: &'a FfiStepEvent,
     attempt: u32,
+    /// The step's trace context: its result continues it.
+    trace: Option<&'a herald::TraceContext>,
     /// The handler slot, given back as the settle starts.
     slot: &'a parking_lot::Mutex<Option<OwnedSemaphorePermit>>,
     settled: parking_lot::Mutex<Option<Outcome>>,
@@ -151,8 +155,13 @@ struct Execution<'a, Q> {
 
 impl<Q: Queue> Execution<'_, Q> {
     async fn execute(&self) -> Result<(), Failure> {
-        let (sink, message, step, attempt) =
-            (&self.run.sink, self.message, self.step, self.attempt);
+        let (sink, message, step, attempt, trace) = (
+            &self.run.sink,
+            self.message,
+            self.step,
+            self.attempt,
+            self.trace,
+        );
         let slot = self.slot;
         let Processed { result, settled } = self
             .run
@@ -160,7 +169,10 @@ impl<Q: Queue> Execution<'_, Q> {
             .process(step, attempt, |result| {
                 // The handler is done: its slot goes back before the settle commits.
                 drop(slot.lock().take());
-                async move { sink.store_result(message, step, attempt, result).await }
+                async move {
+                    sink.store_result(message, step, attempt, trace, result)
+                        .await
+                }
             })
             .await;
         *self.settled.lock() = settled;
@@ -265,6 +277,7 @@ impl<Q: Queue> QueueSink<Q> {
         message: &Message,
         ffi: &FfiStepEvent,
         attempt: u32,
+        trace: Option<&herald::TraceContext>,
         result: StepExecutionResult,
     ) -> Result<Option<Outcome>, BoxError> {
         let outcome = self.outcome(ffi, attempt, &result);
@@ -275,10 +288,12 @@ impl<Q: Queue> QueueSink<Q> {
         if !matches!(outcome, Outcome::Retry { .. }) {
             // A final result (success or failure) goes to the completion queue, in the same
             // transaction as the archive (and the dead letter).
-            let envelope = Event::new(Subject::new(STEP_COMPLETED)?)
+            let mut envelope = Event::new(Subject::new(STEP_COMPLETED)?)
                 .with_data(result.to_data())
                 .with_source(&result.worker_id)
                 .with_correlation_id(result.correlation_id.to_string());
+            // The result continues the step's trace, one hop on.
+            envelope.set_trace_context(trace.map(herald::TraceContext::child).as_ref());
             settlement = settlement.and_send(self.queues.results.clone(), envelope);
         }
         match self.settle(message, settlement).await? {

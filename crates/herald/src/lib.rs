@@ -84,6 +84,10 @@ pub use message::pattern::{IntoPattern, Pattern, Token};
 pub use message::priority::{Priority, UnknownPriority};
 pub use message::subject::{Subject, SubjectError};
 pub use message::timestamp::{Timestamp, TimestampError};
+pub use message::trace::{
+    malformed_dropped as trace_contexts_dropped, TraceContext, TraceContextError, TRACEPARENT,
+    TRACESTATE,
+};
 pub use outcome::{Outcome, Reject, RetryAfter};
 pub use plugin::{Plugin, PluginContext, PluginError, PluginManager};
 pub use retry::RetryPolicy;

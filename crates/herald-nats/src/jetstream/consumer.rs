@@ -288,8 +288,10 @@ async fn to_delivery(
     match Event::from_json(&message.payload) {
         Ok(decoded) => {
             Counters::inc(&nats.inner().counters.received);
+            let mut event = decoded.event;
+            crate::trace::adopt(&mut event, message.headers.as_ref());
             Some(Delivery {
-                event: Arc::new(decoded.event),
+                event: Arc::new(event),
                 stream_sequence,
                 delivered,
                 message,

@@ -222,7 +222,13 @@ impl JetStream {
         let payload = Bytes::from(event.to_json());
         self.nats.check_size(subject, payload.len())?;
         let id = id.unwrap_or_else(|| message_id(event, &payload));
-        let msg = PublishMessage::build().payload(payload).message_id(id);
+        let mut msg = PublishMessage::build().payload(payload).message_id(id);
+        if let Some(ctx) = event.trace_context() {
+            msg = msg.header(herald::TRACEPARENT, ctx.traceparent());
+            if let Some(ts) = ctx.tracestate() {
+                msg = msg.header(herald::TRACESTATE, ts);
+            }
+        }
         let fut = self
             .ctx
             .send_publish(subject.to_owned(), msg)

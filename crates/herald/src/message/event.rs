@@ -357,7 +357,7 @@ impl Fields<'_> {
             Some(p) => p.parse()?,
             None => Priority::Normal,
         };
-        let metadata = match self.metadata {
+        let mut metadata = match self.metadata {
             Some(Value::Object(m)) => m,
             None | Some(Value::Null) => Object::new(),
             Some(_) => {
@@ -369,6 +369,8 @@ impl Fields<'_> {
         };
         refuse_reserved_key("data", &data)?;
         refuse_reserved_key("metadata", &metadata)?;
+        // A malformed trace context from outside is dropped and counted, never an error.
+        super::trace::sanitize(&mut metadata);
         Ok(Decoded {
             event: Event {
                 subject,

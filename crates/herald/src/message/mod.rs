@@ -6,3 +6,4 @@ pub(crate) mod pattern;
 pub(crate) mod priority;
 pub(crate) mod subject;
 pub(crate) mod timestamp;
+pub(crate) mod trace;

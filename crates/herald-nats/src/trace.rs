@@ -1,0 +1,32 @@
+//! The envelope's W3C trace context as NATS headers: `traceparent` and `tracestate` are set
+//! on every publish of an event that carries them (so clients that do not read Herald's
+//! envelope see them), and taken from a received message's headers when its envelope has
+//! none (a plain NATS publisher's context); a malformed one is dropped and counted.
+
+use async_nats::HeaderMap;
+use herald::{Event, TRACEPARENT, TRACESTATE};
+
+/// The headers carrying `event`'s trace context; `None` when it has none.
+pub(crate) fn headers(event: &Event) -> Option<HeaderMap> {
+    let ctx = event.trace_context()?;
+    let mut h = HeaderMap::new();
+    insert(&mut h, &ctx);
+    Some(h)
+}
+
+/// Adds `ctx` to `h`.
+pub(crate) fn insert(h: &mut HeaderMap, ctx: &herald::TraceContext) {
+    h.insert(TRACEPARENT, ctx.traceparent());
+    if let Some(ts) = ctx.tracestate() {
+        h.insert(TRACESTATE, ts);
+    }
+}
+
+/// Takes the trace context of a received message's headers into `event` when its envelope
+/// has none.
+pub(crate) fn adopt(event: &mut Event, headers: Option<&HeaderMap>) {
+    let Some(h) = headers else { return };
+    let tp = h.get(TRACEPARENT).map(|v| v.as_str());
+    let ts = h.get(TRACESTATE).map(|v| v.as_str());
+    event.adopt_trace_context(tp, ts);
+}

@@ -1,0 +1,333 @@
+//! W3C trace context in the envelope: `traceparent` (and `tracestate`) kept in `metadata`,
+//! validated where an envelope comes in, carried byte for byte through every hop.
+//!
+//! The core has no OpenTelemetry dependency: it parses, validates and carries the two
+//! strings, and makes the child context a new hop starts from. A malformed `traceparent`
+//! that arrives from outside (an envelope read, a NATS header) is dropped with its
+//! `tracestate` and counted ([`malformed_dropped`]), never an error.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::Value;
+
+use super::event::{Event, Object};
+
+/// The `metadata` key (and NATS header) of the W3C `traceparent`.
+pub const TRACEPARENT: &str = "traceparent";
+/// The `metadata` key (and NATS header) of the W3C `tracestate`.
+pub const TRACESTATE: &str = "tracestate";
+
+static MALFORMED: AtomicU64 = AtomicU64::new(0);
+
+/// Malformed `traceparent` values dropped in this process since it started.
+pub fn malformed_dropped() -> u64 {
+    MALFORMED.load(Ordering::Relaxed)
+}
+
+/// What is wrong with a `traceparent`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("traceparent {value:?}: {reason}")]
+pub struct TraceContextError {
+    /// The value as given (at most 64 characters of it).
+    pub value: String,
+    /// What is wrong.
+    pub reason: &'static str,
+}
+
+/// A W3C trace context: `traceparent` = `{version}-{trace id}-{parent id}-{flags}` (2, 32, 16
+/// and 2 lowercase hex digits), and the vendors' `tracestate`, as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    traceparent: String,
+    tracestate: Option<String>,
+}
+
+fn hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// `N` random bytes as lowercase hex, never all zero.
+fn random_hex<const N: usize>() -> String {
+    loop {
+        let buf: [u8; N] = rand::random();
+        if buf.iter().any(|b| *b != 0) {
+            return buf.iter().map(|b| format!("{b:02x}")).collect();
+        }
+    }
+}
+
+impl TraceContext {
+    /// Validates `traceparent` (version `00` exactly as W3C Trace Context level 1 gives it; a
+    /// later version is read by its first four fields) and keeps both values as given.
+    ///
+    /// # Errors
+    ///
+    /// [`TraceContextError`] naming the value and what is wrong: the shape, a version of
+    /// `ff`, an all-zero trace or parent id.
+    pub fn parse(traceparent: &str, tracestate: Option<&str>) -> Result<Self, TraceContextError> {
+        let bad = |reason| TraceContextError {
+            value: traceparent.chars().take(64).collect(),
+            reason,
+        };
+        let mut parts = traceparent.split('-');
+        let (Some(version), Some(trace), Some(parent), Some(flags)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad("not version-traceid-parentid-flags"));
+        };
+        if !hex(version, 2) || version == "ff" {
+            return Err(bad("the version is not two hex digits other than ff"));
+        }
+        if version == "00" && (parts.next().is_some() || traceparent.len() != 55) {
+            return Err(bad("version 00 has exactly four fields, 55 characters"));
+        }
+        if !hex(trace, 32) || trace.bytes().all(|b| b == b'0') {
+            return Err(bad("the trace id is not 32 hex digits, not all zero"));
+        }
+        if !hex(parent, 16) || parent.bytes().all(|b| b == b'0') {
+            return Err(bad("the parent id is not 16 hex digits, not all zero"));
+        }
+        if !hex(flags, 2) {
+            return Err(bad("the flags are not two hex digits"));
+        }
+        Ok(TraceContext {
+            traceparent: traceparent.to_owned(),
+            tracestate: tracestate.filter(|s| !s.is_empty()).map(str::to_owned),
+        })
+    }
+
+    /// A new trace: random trace and parent ids, sampled.
+    pub fn new_root() -> Self {
+        TraceContext {
+            traceparent: format!("00-{}-{}-01", random_hex::<16>(), random_hex::<8>()),
+            tracestate: None,
+        }
+    }
+
+    /// The same trace with a new parent id (the span of the next hop), the flags and the
+    /// `tracestate` kept.
+    pub fn child(&self) -> Self {
+        TraceContext {
+            traceparent: format!(
+                "00-{}-{}-{}",
+                self.trace_id(),
+                random_hex::<8>(),
+                self.flags()
+            ),
+            tracestate: self.tracestate.clone(),
+        }
+    }
+
+    /// The `traceparent`, as given.
+    pub fn traceparent(&self) -> &str {
+        &self.traceparent
+    }
+
+    /// The `tracestate`, as given.
+    pub fn tracestate(&self) -> Option<&str> {
+        self.tracestate.as_deref()
+    }
+
+    /// The trace id: 32 hex digits.
+    pub fn trace_id(&self) -> &str {
+        &self.traceparent[3..35]
+    }
+
+    /// The parent (span) id: 16 hex digits.
+    pub fn parent_id(&self) -> &str {
+        &self.traceparent[36..52]
+    }
+
+    /// The trace flags: 2 hex digits (`01`: sampled).
+    pub fn flags(&self) -> &str {
+        &self.traceparent[53..55]
+    }
+
+    /// Whether the sampled flag is set.
+    pub fn sampled(&self) -> bool {
+        u8::from_str_radix(self.flags(), 16).is_ok_and(|f| f & 1 == 1)
+    }
+}
+
+/// Drops a malformed `traceparent` (and its `tracestate`) from `metadata`, counting it;
+/// whether one was dropped. A valid one is left byte for byte.
+pub(crate) fn sanitize(metadata: &mut Object) -> bool {
+    let valid = match metadata.get(TRACEPARENT) {
+        None => return false,
+        Some(Value::String(tp)) => {
+            let ts = match metadata.get(TRACESTATE) {
+                Some(Value::String(s)) => Some(s.as_str()),
+                _ => None,
+            };
+            TraceContext::parse(tp, ts).is_ok()
+        }
+        Some(_) => false,
+    };
+    if valid {
+        if metadata.get(TRACESTATE).is_some_and(|v| !v.is_string()) {
+            metadata.remove(TRACESTATE);
+        }
+        return false;
+    }
+    metadata.remove(TRACEPARENT);
+    metadata.remove(TRACESTATE);
+    MALFORMED.fetch_add(1, Ordering::Relaxed);
+    true
+}
+
+impl Event {
+    /// The event's trace context, when its `metadata` holds a valid `traceparent`.
+    pub fn trace_context(&self) -> Option<TraceContext> {
+        let tp = self.metadata.get(TRACEPARENT)?.as_str()?;
+        let ts = self.metadata.get(TRACESTATE).and_then(Value::as_str);
+        TraceContext::parse(tp, ts).ok()
+    }
+
+    /// The event with `ctx` as its trace context (`traceparent`, and `tracestate` when set).
+    #[must_use]
+    pub fn with_trace_context(mut self, ctx: &TraceContext) -> Self {
+        self.set_trace_context(Some(ctx));
+        self
+    }
+
+    /// Sets (or with `None` removes) the event's trace context.
+    pub fn set_trace_context(&mut self, ctx: Option<&TraceContext>) {
+        self.metadata.remove(TRACESTATE);
+        match ctx {
+            Some(ctx) => {
+                self.metadata
+                    .insert(TRACEPARENT.into(), Value::from(ctx.traceparent()));
+                if let Some(ts) = ctx.tracestate() {
+                    self.metadata.insert(TRACESTATE.into(), Value::from(ts));
+                }
+            }
+            None => {
+                self.metadata.remove(TRACEPARENT);
+            }
+        }
+    }
+
+    /// Takes a trace context a transport carried beside the envelope (NATS headers), for an
+    /// event whose envelope has none: a valid one is set, a malformed one dropped and counted.
+    /// An envelope's own context wins. Whether the headers' context was taken.
+    pub fn adopt_trace_context(
+        &mut self,
+        traceparent: Option<&str>,
+        tracestate: Option<&str>,
+    ) -> bool {
+        let Some(tp) = traceparent else {
+            return false;
+        };
+        if self.metadata.contains_key(TRACEPARENT) {
+            return false;
+        }
+        match TraceContext::parse(tp, tracestate) {
+            Ok(ctx) => {
+                self.set_trace_context(Some(&ctx));
+                true
+            }
+            Err(_) => {
+                MALFORMED.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn parses_the_w3c_example_and_names_what_is_wrong() {
+        let ctx = TraceContext::parse(TP, Some("congo=t61rcWkgMzE")).expect("valid");
+        assert_eq!(ctx.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(ctx.parent_id(), "00f067aa0ba902b7");
+        assert!(ctx.sampled());
+        for (bad, why) in [
+            ("", "not version"),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+                "not version",
+            ),
+            (
+                "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                "version",
+            ),
+            (
+                "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+                "trace id",
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+                "parent id",
+            ),
+            (
+                "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+                "trace id",
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0x",
+                "flags",
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
+                "55 characters",
+            ),
+        ] {
+            let e = TraceContext::parse(bad, None).expect_err(bad);
+            assert!(e.to_string().contains(why), "{bad}: {e}");
+        }
+        let later = "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-the-future";
+        assert!(
+            TraceContext::parse(later, None).is_ok(),
+            "a later version's extra fields"
+        );
+    }
+
+    #[test]
+    fn a_child_keeps_the_trace_and_changes_the_parent() {
+        let ctx = TraceContext::parse(TP, Some("a=b")).expect("valid");
+        let child = ctx.child();
+        assert_eq!(child.trace_id(), ctx.trace_id());
+        assert_ne!(child.parent_id(), ctx.parent_id());
+        assert_eq!((child.flags(), child.tracestate()), ("01", Some("a=b")));
+        let root = TraceContext::new_root();
+        assert!(TraceContext::parse(root.traceparent(), None).is_ok());
+    }
+
+    #[test]
+    fn a_malformed_traceparent_is_dropped_and_counted_a_valid_one_kept_byte_for_byte() {
+        let before = malformed_dropped();
+        let json = format!(
+            r#"{{"subject":"a.b","source":"t","data":{{}},"metadata":{{"traceparent":"{TP}","tracestate":"x=1"}}}}"#
+        );
+        let e = Event::from_json(json.as_bytes()).expect("envelope").event;
+        assert_eq!(e.metadata[TRACEPARENT], TP);
+        assert_eq!(e.metadata[TRACESTATE], "x=1");
+        let bad = r#"{"subject":"a.b","source":"t","data":{},"metadata":{"traceparent":"nope","tracestate":"x=1","k":1}}"#;
+        let e = Event::from_json(bad.as_bytes())
+            .expect("still an envelope")
+            .event;
+        assert!(!e.metadata.contains_key(TRACEPARENT) && !e.metadata.contains_key(TRACESTATE));
+        assert_eq!(e.metadata["k"], 1);
+        let mut e = e;
+        assert!(!e.adopt_trace_context(Some("00-zz"), None));
+        assert!(e.trace_context().is_none());
+        assert!(malformed_dropped() >= before + 2);
+        assert!(e.adopt_trace_context(Some(TP), None));
+        assert_eq!(
+            e.trace_context()
+                .map(|c| c.trace_id().to_owned())
+                .as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        let other = "00-11111111111111111111111111111111-2222222222222222-00";
+        assert!(
+            !e.adopt_trace_context(Some(other), None),
+            "the envelope's own wins"
+        );
+    }
+}
