@@ -111,7 +111,8 @@ impl Nats {
             // A shutdown ends the loop between two events, never inside a handler.
             while let Some(incoming) = next_or_stop(&mut stream, &mut stop).await {
                 let event = Arc::new(incoming.event);
-                if let Err(f) = handler.call(&event).await {
+                let trace = herald::process_context(&event);
+                if let Err(f) = herald::in_trace_context(trace, handler.call(&event)).await {
                     nats.record_failure(&event, &f);
                 }
             }

@@ -6,6 +6,16 @@
 use async_nats::HeaderMap;
 use herald::{Event, TRACEPARENT, TRACESTATE};
 
+/// `event` with the current trace context, one hop on, when it has none of its own and a
+/// handler of a traced delivery publishes it (`None`: publish `event` as it is).
+pub(crate) fn continued(event: &Event) -> Option<Event> {
+    if event.metadata.contains_key(herald::TRACEPARENT) {
+        return None;
+    }
+    let ctx = herald::current_trace()?;
+    Some(event.clone().with_trace_context(&ctx.child()))
+}
+
 /// The headers carrying `event`'s trace context; `None` when it has none.
 pub(crate) fn headers(event: &Event) -> Option<HeaderMap> {
     let ctx = event.trace_context()?;

@@ -144,6 +144,44 @@ async fn jetstream_and_request_reply_keep_the_trace() {
     drop(responder);
 }
 
+#[tokio::test]
+async fn a_handler_s_follow_up_continues_the_trace_over_nats() {
+    let Some(url) = nats_url("trace_followup") else {
+        return;
+    };
+    let nats = Nats::connect(&url).await.expect("connect");
+    let prefix = unique("tracef");
+    let mut followups = nats
+        .subscribe(format!("{prefix}.b").as_str(), None)
+        .await
+        .expect("sub");
+    let (inner, b) = (nats.clone(), format!("{prefix}.b"));
+    let _h = nats
+        .subscribe_handler(
+            format!("{prefix}.a").as_str(),
+            None,
+            herald::handler_fn(move |_e: std::sync::Arc<Event>| {
+                let (nats, b) = (inner.clone(), b.clone());
+                async move {
+                    let followup = Event::try_new(&b, serde_json::json!({})).expect("event");
+                    nats.publish(&followup).await.expect("publish");
+                }
+            }),
+        )
+        .await
+        .expect("handler");
+    nats.flush().await.expect("flush");
+    nats.publish(&traced(&format!("{prefix}.a")))
+        .await
+        .expect("publish");
+    let got = next(&mut followups).await;
+    let ctx = got
+        .trace_context()
+        .expect("the follow-up continues the trace");
+    assert_eq!(ctx.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_ne!(ctx.parent_id(), "00f067aa0ba902b7");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_nats_py_publishers_context_reaches_a_herald_subscriber() {
     let test = "trace_nats_py";

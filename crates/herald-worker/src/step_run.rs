@@ -126,13 +126,15 @@ impl<Q: Queue> StepRun<Q> {
             slot: &slot,
             settled: parking_lot::Mutex::new(None),
         };
+        // The handler runs in the step's trace: what it publishes continues it.
+        let process = trace.as_ref().map(herald::TraceContext::child);
         if self.stack.is_empty() {
             // A failure is in the step's result, already settled; nothing more to do here.
-            let _ = execution.execute().await;
+            let _ = herald::in_trace_context(process, execution.execute()).await;
             return;
         }
         let ctx = DeliveryContext::new(event, attempt, self.origin.clone());
-        let _ = self.stack.run(&ctx, &execution).await;
+        let _ = herald::in_trace_context(process, self.stack.run(&ctx, &execution)).await;
         let settled = execution.settled.lock().take();
         if let Some(outcome) = settled {
             self.stack.settled(&ctx, &outcome);

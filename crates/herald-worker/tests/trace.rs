@@ -1,7 +1,8 @@
 //! The W3C trace context through the durable hops, on SQLite and PostgreSQL: a traced step
 //! is announced on the bus with its `traceparent` byte for byte, stored in the step queue
 //! unchanged, run by the worker, and its result carries the same trace id with a parent of
-//! its own (the next hop); the result appended to the event store reads back byte for byte.
+//! its own (the next hop), as does an event its handler publishes; the result appended to
+//! the event store reads back byte for byte.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,11 +24,30 @@ const TP: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
 async fn a_traced_step_keeps_its_trace<S: Queue + EventStore>(store: S, namespace: &str) {
     let registry = HandlerRegistry::new();
-    registry.register_handler(step_handler_fn("traced", |_c: StepContext| async {
-        StepHandlerResult::success(Map::new())
-    }));
     let bus = Bus::new();
     bus.start();
+    // The handler publishes a follow-up without a context of its own: it continues the trace.
+    let inner = bus.clone();
+    registry.register_handler(step_handler_fn("traced", move |_c: StepContext| {
+        let bus = inner.clone();
+        async move {
+            let followup = Event::new(herald::Subject::new("traced.followup").expect("subject"));
+            bus.publish(followup).await.expect("publish");
+            StepHandlerResult::success(Map::new())
+        }
+    }));
+    let followups: Arc<Mutex<Vec<TraceContext>>> = Arc::default();
+    let f = followups.clone();
+    let _followup_sub = bus
+        .subscribe(
+            "traced.followup",
+            sync_handler(move |e: &Event| {
+                if let Some(c) = e.trace_context() {
+                    f.lock().push(c);
+                }
+            }),
+        )
+        .expect("subscribe");
     let announced: Arc<Mutex<Vec<String>>> = Arc::default();
     let a = announced.clone();
     let _sub = bus
@@ -83,6 +103,18 @@ async fn a_traced_step_keeps_its_trace<S: Queue + EventStore>(store: S, namespac
         "the result is the next hop"
     );
     assert_eq!(rctx.tracestate(), Some("vendor=x"));
+    let followups = followups.lock().clone();
+    assert_eq!(
+        followups.len(),
+        1,
+        "the handler's follow-up carries a context"
+    );
+    assert_eq!(
+        followups[0].trace_id(),
+        ctx.trace_id(),
+        "and continues the step's trace"
+    );
+    assert_ne!(followups[0].parent_id(), ctx.parent_id());
     // The event store keeps it byte for byte.
     let stream =
         StreamName::new(&format!("{}-1", unique("tr").replace(['-', '_'], ""))).expect("stream");

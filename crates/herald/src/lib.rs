@@ -85,8 +85,9 @@ pub use message::priority::{Priority, UnknownPriority};
 pub use message::subject::{Subject, SubjectError};
 pub use message::timestamp::{Timestamp, TimestampError};
 pub use message::trace::{
-    malformed_dropped as trace_contexts_dropped, TraceContext, TraceContextError, TRACEPARENT,
-    TRACESTATE,
+    current as current_trace, in_context as in_trace_context,
+    malformed_dropped as trace_contexts_dropped, process_context, TraceContext, TraceContextError,
+    TRACEPARENT, TRACESTATE,
 };
 pub use outcome::{Outcome, Reject, RetryAfter};
 pub use plugin::{Plugin, PluginContext, PluginError, PluginManager};

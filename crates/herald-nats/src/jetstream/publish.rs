@@ -218,6 +218,8 @@ impl JetStream {
         event: &Event,
         id: Option<String>,
     ) -> Result<PendingAck, NatsError> {
+        let continued = crate::trace::continued(event);
+        let event = continued.as_ref().unwrap_or(event);
         let subject = event.subject.as_str();
         let payload = Bytes::from(event.to_json());
         self.nats.check_size(subject, payload.len())?;

@@ -268,6 +268,8 @@ impl<Q: Queue> DomainEventPublisher<Q> {
                 .with_source(&self.source)
                 .with_metadata(herald::EVENT_ID, event_id.to_string());
             envelope.timestamp = timestamp;
+            // Declared by a handler of a traced step: the domain event continues its trace.
+            envelope.continue_current();
             if let Some(c) = correlation_id {
                 envelope = envelope.with_correlation_id(c.to_string());
             }

@@ -274,7 +274,9 @@ impl Bus {
     ///
     /// Not cancel safe: dropped midway, the event has been recorded and the handlers before
     /// the current one have run; the rest will not.
-    pub async fn publish(&self, event: Event) -> Result<DispatchReport, PublishError> {
+    pub async fn publish(&self, mut event: Event) -> Result<DispatchReport, PublishError> {
+        // Published from a handler that processes a traced delivery: the trace goes on.
+        event.continue_current();
         self.publish_shared(Arc::new(event)).await
     }
 
@@ -432,13 +434,21 @@ impl Inner {
                 return Ok(DispatchReport::default());
             }
             if matched.all_sync {
-                let report = depth::with_depth(depth, || dispatch::dispatch_sync(&matched, &event));
+                let trace = crate::message::trace::process_context(&event);
+                let report = crate::message::trace::with_context(trace, || {
+                    depth::with_depth(depth, || dispatch::dispatch_sync(&matched, &event))
+                });
                 hot.add_dispatched(report.handlers_run);
                 return Ok(self.counted(report));
             }
             matched
         };
-        let report = depth::at_depth(depth, dispatch::dispatch(&matched, &event)).await;
+        let trace = crate::message::trace::process_context(&event);
+        let report = crate::message::trace::in_context(
+            trace,
+            depth::at_depth(depth, dispatch::dispatch(&matched, &event)),
+        )
+        .await;
         // Looked up again: the async dispatch may have moved this task to another thread.
         self.counters.hot().add_dispatched(report.handlers_run);
         Ok(self.counted(report))

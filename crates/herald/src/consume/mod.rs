@@ -216,7 +216,9 @@ impl<S: DeliverySource> Consume<S> {
                 let _permit = permit;
                 let event = delivery.event().clone();
                 let ctx = DeliveryContext::new(event.clone(), delivery.attempt(), origin);
-                let result = stack.run(&ctx, &handler).await;
+                let trace = crate::message::trace::process_context(&event);
+                let result =
+                    crate::message::trace::in_context(trace, stack.run(&ctx, &handler)).await;
                 if let Err(f) = &result {
                     tracing::warn!(
                         subject = event.subject.as_str(),

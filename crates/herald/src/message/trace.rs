@@ -6,7 +6,10 @@
 //! that arrives from outside (an envelope read, a NATS header) is dropped with its
 //! `tracestate` and counted ([`malformed_dropped`]), never an error.
 
+use std::cell::RefCell;
+use std::future::{poll_fn, Future};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -18,6 +21,65 @@ pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
 
 static MALFORMED: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// The trace context of the delivery being processed here (set during each poll).
+    static CURRENT: RefCell<Option<Arc<TraceContext>>> = const { RefCell::new(None) };
+}
+
+/// The trace context of the delivery whose handler is running here: an event published now
+/// without a context of its own continues it ([`Event::continue_current`]).
+pub fn current() -> Option<Arc<TraceContext>> {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
+/// Awaits `fut` with `ctx` as the [`current`] trace context during each of its polls (the
+/// previous one restored after each, also if a poll unwinds). `None` runs `fut` as it is.
+pub async fn in_context<F: Future>(ctx: Option<TraceContext>, fut: F) -> F::Output {
+    let Some(ctx) = ctx else {
+        return fut.await;
+    };
+    let ctx = Arc::new(ctx);
+    let mut fut = std::pin::pin!(fut);
+    poll_fn(|cx| {
+        struct Restore(Option<Arc<TraceContext>>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                let previous = self.0.take();
+                CURRENT.with(|c| *c.borrow_mut() = previous);
+            }
+        }
+        let _restore = Restore(CURRENT.with(|c| c.borrow_mut().replace(ctx.clone())));
+        fut.as_mut().poll(cx)
+    })
+    .await
+}
+
+/// Runs `f` with `ctx` as the [`current`] trace context (restored afterwards, also if `f`
+/// unwinds). `None` runs `f` as it is.
+pub(crate) fn with_context<R>(ctx: Option<TraceContext>, f: impl FnOnce() -> R) -> R {
+    let Some(ctx) = ctx else {
+        return f();
+    };
+    struct Restore(Option<Arc<TraceContext>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            CURRENT.with(|c| *c.borrow_mut() = previous);
+        }
+    }
+    let _restore = Restore(CURRENT.with(|c| c.borrow_mut().replace(Arc::new(ctx))));
+    f()
+}
+
+/// The context a consumer processes `event` in: a child of the event's own (the process
+/// span), or `None` for an event without one. Cheap for an event without metadata.
+pub fn process_context(event: &Event) -> Option<TraceContext> {
+    if event.metadata.is_empty() {
+        return None;
+    }
+    event.trace_context().map(|c| c.child())
+}
 
 /// Malformed `traceparent` values dropped in this process since it started.
 pub fn malformed_dropped() -> u64 {
@@ -207,6 +269,21 @@ impl Event {
         }
     }
 
+    /// Gives an event without a trace context the [`current`] one, one hop on (the publish
+    /// of a handler's follow-up event); whether it did. An event with its own is left as is.
+    pub fn continue_current(&mut self) -> bool {
+        if self.metadata.contains_key(TRACEPARENT) {
+            return false;
+        }
+        match current() {
+            Some(ctx) => {
+                self.set_trace_context(Some(&ctx.child()));
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Takes a trace context a transport carried beside the envelope (NATS headers), for an
     /// event whose envelope has none: a valid one is set, a malformed one dropped and counted.
     /// An envelope's own context wins. Whether the headers' context was taken.
@@ -237,6 +314,24 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_follow_up_published_in_a_handler_continues_its_trace() {
+        let ctx = TraceContext::new_root();
+        let mut outside = Event::new(crate::Subject::new("a.b").expect("subject"));
+        assert!(!outside.continue_current(), "no current context outside");
+        let inner = in_context(Some(ctx.clone()), async {
+            tokio::task::yield_now().await;
+            let mut e = Event::new(crate::Subject::new("a.c").expect("subject"));
+            assert!(e.continue_current());
+            e
+        })
+        .await;
+        let got = inner.trace_context().expect("continued");
+        assert_eq!(got.trace_id(), ctx.trace_id());
+        assert_ne!(got.parent_id(), ctx.parent_id());
+        assert!(current().is_none(), "restored after the scope");
+    }
 
     const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
