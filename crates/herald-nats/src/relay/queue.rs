@@ -29,7 +29,7 @@ impl<Q: herald::queue::Queue> QueueRelay<Q> {
     ///
     /// # Errors
     ///
-    /// As [`Relay::new`].
+    /// As [`crate::Relay::new`].
     pub async fn new(
         store: Q,
         queue: herald::queue::QueueName,
