@@ -409,3 +409,42 @@ async fn a_replayed_dead_letter_goes_back_through_the_processor_once() {
         .collect();
     assert_eq!(actions, ["replayed", "abandoned"]);
 }
+
+/// A processor runs in its event's trace: an event it publishes (here, one it builds and
+/// continues) carries the same trace id with a parent of its own.
+#[tokio::test]
+async fn a_processor_runs_in_its_events_trace() {
+    let store = MemoryEventStore::new();
+    let ctx = herald::TraceContext::new_root();
+    let stream = StreamName::new("traced-1").expect("stream");
+    store
+        .append(
+            &stream,
+            &[tagged("order.created", "t1").with_trace_context(&ctx)],
+            WriteCondition::Any,
+        )
+        .await
+        .expect("append");
+    let seen: Arc<Mutex<Vec<Option<herald::TraceContext>>>> = Arc::default();
+    let s = seen.clone();
+    let processor = move |_e: StoredEvent| {
+        let mut followup =
+            herald::Event::new(herald::Subject::new("order.shipped").expect("subject"));
+        followup.continue_current();
+        s.lock().push(followup.trace_context());
+        std::future::ready(Ok::<(), BoxError>(()))
+    };
+    let consumer = EventSubscriptionConsumer::new(
+        store,
+        "traced",
+        &["traced"],
+        processor,
+        ConsumerSettings::default(),
+    )
+    .expect("consumer");
+    consumer.consume_all().await.expect("consume_all");
+    let seen = seen.lock().clone();
+    let got = seen[0].clone().expect("the follow-up continues the trace");
+    assert_eq!(got.trace_id(), ctx.trace_id());
+    assert_ne!(got.parent_id(), ctx.parent_id());
+}

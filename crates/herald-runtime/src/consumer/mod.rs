@@ -400,6 +400,8 @@ impl<S: EventStore> EventSubscriptionConsumer<S> {
         let origin: Arc<str> = Arc::from(format!("{}.{source}", self.name));
         // Parsed once, for the middleware; a body that is not an envelope skips the stack.
         let envelope = event.event().ok().map(Arc::new);
+        // The processor runs in the event's trace: what it publishes continues it.
+        let trace = envelope.as_deref().and_then(herald::process_context);
         let mut attempt = 1u32;
         loop {
             let run = Process {
@@ -409,9 +411,14 @@ impl<S: EventStore> EventSubscriptionConsumer<S> {
             let (result, ctx) = match (&envelope, self.stack.is_empty()) {
                 (Some(e), false) => {
                     let ctx = DeliveryContext::new(e.clone(), attempt, origin.clone());
-                    (self.stack.run(&ctx, &run).await, Some(ctx))
+                    let result =
+                        herald::in_trace_context(trace.clone(), self.stack.run(&ctx, &run)).await;
+                    (result, Some(ctx))
                 }
-                _ => (run.process().await, None),
+                _ => (
+                    herald::in_trace_context(trace.clone(), run.process()).await,
+                    None,
+                ),
             };
             let outcome = self.retry.decide(attempt, &result);
             if let Some(ctx) = &ctx {
