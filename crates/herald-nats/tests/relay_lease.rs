@@ -171,3 +171,51 @@ async fn a_stream_ending_with_a_foreign_message_resumes_from_the_checkpoint() {
         .delete_stream(tag.to_uppercase())
         .await;
 }
+
+#[tokio::test]
+async fn a_relayed_event_s_trace_context_also_goes_as_headers() {
+    let Some(url) = nats_url("relay_trace") else {
+        return;
+    };
+    let nats = Nats::connect(&url).await.expect("connect");
+    let tag = unique("rt").replace(['-', '_'], "").to_lowercase();
+    let store = MemoryEventStore::new();
+    let ctx = herald::TraceContext::new_root();
+    let s = StreamName::new("ord-1").expect("stream");
+    store
+        .append(
+            &s,
+            &[
+                tagged("relay.trace", "t").with_trace_context(&ctx),
+                tagged("relay.trace", "u"),
+            ],
+            WriteCondition::Any,
+        )
+        .await
+        .expect("append");
+    let relay = Relay::new(store.clone(), nats.jetstream(), settings(&tag, "one"))
+        .await
+        .expect("relay");
+    drain(&relay).await;
+    let stream = nats
+        .jetstream()
+        .context()
+        .get_stream(tag.to_uppercase())
+        .await
+        .expect("stream");
+    let first = stream.get_raw_message(1).await.expect("first");
+    assert_eq!(
+        first.headers.get("traceparent").map(|v| v.as_str()),
+        Some(ctx.traceparent())
+    );
+    let second = stream.get_raw_message(2).await.expect("second");
+    assert!(
+        second.headers.get("traceparent").is_none(),
+        "none without a context"
+    );
+    let _ = nats
+        .jetstream()
+        .context()
+        .delete_stream(tag.to_uppercase())
+        .await;
+}

@@ -174,6 +174,14 @@ pub(crate) async fn send(
     if let Some(seq) = expected {
         msg = msg.expected_last_sequence(seq);
     }
+    // The body goes unchanged; its trace context also goes as headers, for clients that do
+    // not read Herald's envelope.
+    if let Some(ctx) = crate::trace::of_body(body) {
+        msg = msg.header(herald::TRACEPARENT, ctx.traceparent());
+        if let Some(ts) = ctx.tracestate() {
+            msg = msg.header(herald::TRACESTATE, ts);
+        }
+    }
     js.context()
         .send_publish(subject.as_str().to_owned(), msg)
         .await
