@@ -31,8 +31,20 @@ pub(crate) fn with_depth<R>(depth: u32, f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// Awaits `fut` with the depth set to `depth` during each of its polls.
-pub(crate) async fn at_depth<F: Future>(depth: u32, fut: F) -> F::Output {
+/// Awaits `fut` with the depth set to `depth` during each of its polls, and the trace
+/// context `trace` (a traced event's process context) as the current one.
+pub(crate) async fn at_depth<F: Future>(
+    depth: u32,
+    trace: Option<crate::TraceContext>,
+    fut: F,
+) -> F::Output {
     let mut fut = std::pin::pin!(fut);
-    poll_fn(|cx| with_depth(depth, || fut.as_mut().poll(cx))).await
+    let trace = trace.map(crate::message::trace::shared);
+    poll_fn(|cx| {
+        with_depth(depth, || match &trace {
+            None => fut.as_mut().poll(cx),
+            Some(t) => crate::message::trace::with_current(t, || fut.as_mut().poll(cx)),
+        })
+    })
+    .await
 }

@@ -443,12 +443,9 @@ impl Inner {
             }
             matched
         };
+        // A traced event's handlers run in its process context (set with the depth).
         let trace = crate::message::trace::process_context(&event);
-        let report = crate::message::trace::in_context(
-            trace,
-            depth::at_depth(depth, dispatch::dispatch(&matched, &event)),
-        )
-        .await;
+        let report = depth::at_depth(depth, trace, dispatch::dispatch(&matched, &event)).await;
         // Looked up again: the async dispatch may have moved this task to another thread.
         self.counters.hot().add_dispatched(report.handlers_run);
         Ok(self.counted(report))

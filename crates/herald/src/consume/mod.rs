@@ -216,9 +216,12 @@ impl<S: DeliverySource> Consume<S> {
                 let _permit = permit;
                 let event = delivery.event().clone();
                 let ctx = DeliveryContext::new(event.clone(), delivery.attempt(), origin);
-                let trace = crate::message::trace::process_context(&event);
-                let result =
-                    crate::message::trace::in_context(trace, stack.run(&ctx, &handler)).await;
+                let result = match crate::message::trace::process_context(&event) {
+                    None => stack.run(&ctx, &handler).await,
+                    trace => {
+                        crate::message::trace::in_context(trace, stack.run(&ctx, &handler)).await
+                    }
+                };
                 if let Err(f) = &result {
                     tracing::warn!(
                         subject = event.subject.as_str(),

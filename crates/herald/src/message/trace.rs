@@ -8,7 +8,7 @@
 
 use std::cell::RefCell;
 use std::future::{poll_fn, Future};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -22,6 +22,10 @@ pub const TRACESTATE: &str = "tracestate";
 
 static MALFORMED: AtomicU64 = AtomicU64::new(0);
 
+/// Whether any handler ever ran in a trace context in this process: until then, publishes
+/// skip the thread-local (an untraced program pays one relaxed load per publish).
+static EVER: AtomicBool = AtomicBool::new(false);
+
 thread_local! {
     /// The trace context of the delivery being processed here (set during each poll).
     static CURRENT: RefCell<Option<Arc<TraceContext>>> = const { RefCell::new(None) };
@@ -30,6 +34,9 @@ thread_local! {
 /// The trace context of the delivery whose handler is running here: an event published now
 /// without a context of its own continues it ([`Event::continue_current`]).
 pub fn current() -> Option<Arc<TraceContext>> {
+    if !EVER.load(Ordering::Relaxed) {
+        return None;
+    }
     CURRENT.with(|c| c.borrow().clone())
 }
 
@@ -39,6 +46,7 @@ pub async fn in_context<F: Future>(ctx: Option<TraceContext>, fut: F) -> F::Outp
     let Some(ctx) = ctx else {
         return fut.await;
     };
+    EVER.store(true, Ordering::Relaxed);
     let ctx = Arc::new(ctx);
     let mut fut = std::pin::pin!(fut);
     poll_fn(|cx| {
@@ -68,7 +76,28 @@ pub(crate) fn with_context<R>(ctx: Option<TraceContext>, f: impl FnOnce() -> R) 
             CURRENT.with(|c| *c.borrow_mut() = previous);
         }
     }
+    EVER.store(true, Ordering::Relaxed);
     let _restore = Restore(CURRENT.with(|c| c.borrow_mut().replace(Arc::new(ctx))));
+    f()
+}
+
+/// `ctx`, shared, for [`with_current`]; marks that a trace context was seen in this process.
+pub(crate) fn shared(ctx: TraceContext) -> Arc<TraceContext> {
+    EVER.store(true, Ordering::Relaxed);
+    Arc::new(ctx)
+}
+
+/// Runs `f` with the shared `ctx` as the [`current`] trace context (restored afterwards, also
+/// if `f` unwinds): one poll of a traced dispatch.
+pub(crate) fn with_current<R>(ctx: &Arc<TraceContext>, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Arc<TraceContext>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            CURRENT.with(|c| *c.borrow_mut() = previous);
+        }
+    }
+    let _restore = Restore(CURRENT.with(|c| c.borrow_mut().replace(ctx.clone())));
     f()
 }
 
@@ -272,7 +301,7 @@ impl Event {
     /// Gives an event without a trace context the [`current`] one, one hop on (the publish
     /// of a handler's follow-up event); whether it did. An event with its own is left as is.
     pub fn continue_current(&mut self) -> bool {
-        if self.metadata.contains_key(TRACEPARENT) {
+        if !EVER.load(Ordering::Relaxed) || self.metadata.contains_key(TRACEPARENT) {
             return false;
         }
         match current() {
