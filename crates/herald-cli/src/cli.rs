@@ -115,7 +115,7 @@ pub(crate) enum Command {
     #[command(
         after_help = "Examples:\n  herald chaos\n  herald chaos --scenario queue-kill --messages 5000 --kills 5\n  herald chaos --scenario jetstream-cluster --scale full"
     )]
-    Chaos(crate::commands::chaos::ChaosArgs),
+    Chaos(crate::commands::chaos_args::ChaosArgs),
     /// Publish events to NATS (DATA is a JSON object; `-` reads JSON lines from stdin).
     #[command(
         after_help = "Examples:\n  herald pub trivia.started '{\"round\": 1}' --source trivia --priority high\n  herald pub orders.created '{\"id\": 7}' --js\n  printf '{\"n\": 1}\\n{\"n\": 2}\\n' | herald pub metrics.sample -"

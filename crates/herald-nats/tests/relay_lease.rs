@@ -46,18 +46,31 @@ async fn stream_ids(nats: &Nats, stream: &str) -> Vec<String> {
         .collect()
 }
 
+/// The machine's NATS, a fresh stream tag and an empty store; `None` (skipped) without NATS.
+async fn fixture(test: &str, tag: &str) -> Option<(Nats, String, MemoryEventStore)> {
+    let url = nats_url(test)?;
+    let nats = Nats::connect(&url).await.expect("connect");
+    let tag = unique(tag).replace(['-', '_'], "").to_lowercase();
+    Some((nats, tag, MemoryEventStore::new()))
+}
+
+async fn drop_stream(nats: &Nats, tag: &str) {
+    let _ = nats
+        .jetstream()
+        .context()
+        .delete_stream(tag.to_uppercase())
+        .await;
+}
+
 async fn drain<S: EventStore + herald::store::BrokerStore>(relay: &Relay<S>) {
     while relay.pass(100).await.expect("pass") != Some(0) {}
 }
 
 #[tokio::test]
 async fn one_relay_is_active_and_a_standby_takes_over_with_a_new_epoch() {
-    let Some(url) = nats_url("relay_lease") else {
+    let Some((nats, tag, store)) = fixture("relay_lease", "rl").await else {
         return;
     };
-    let nats = Nats::connect(&url).await.expect("connect");
-    let tag = unique("rl").replace(['-', '_'], "").to_lowercase();
-    let store = MemoryEventStore::new();
     append(&store, 0, 10).await;
     let first = Relay::new(store.clone(), nats.jetstream(), settings(&tag, "first"))
         .await
@@ -85,21 +98,14 @@ async fn one_relay_is_active_and_a_standby_takes_over_with_a_new_epoch() {
     DeliveryCheck::compare((0..20).map(|i| format!("e{i}")), ids.clone()).assert_exactly_once();
     let expected: Vec<String> = (0..20).map(|i| format!("e{i}")).collect();
     assert_eq!(ids, expected, "in log order");
-    let _ = nats
-        .jetstream()
-        .context()
-        .delete_stream(tag.to_uppercase())
-        .await;
+    drop_stream(&nats, &tag).await;
 }
 
 #[tokio::test]
 async fn a_relay_behind_its_stream_resumes_from_the_stream_and_sends_nothing_twice() {
-    let Some(url) = nats_url("relay_resume") else {
+    let Some((nats, tag, store)) = fixture("relay_resume", "rr").await else {
         return;
     };
-    let nats = Nats::connect(&url).await.expect("connect");
-    let tag = unique("rr").replace(['-', '_'], "").to_lowercase();
-    let store = MemoryEventStore::new();
     append(&store, 0, 12).await;
     let s = settings(&tag, "one");
     let relay = Relay::new(store.clone(), nats.jetstream(), s.clone())
@@ -127,21 +133,14 @@ async fn a_relay_behind_its_stream_resumes_from_the_stream_and_sends_nothing_twi
     let ids = stream_ids(&nats, &tag.to_uppercase()).await;
     let expected: Vec<String> = (0..15).map(|i| format!("e{i}")).collect();
     assert_eq!(ids, expected);
-    let _ = nats
-        .jetstream()
-        .context()
-        .delete_stream(tag.to_uppercase())
-        .await;
+    drop_stream(&nats, &tag).await;
 }
 
 #[tokio::test]
 async fn a_stream_ending_with_a_foreign_message_resumes_from_the_checkpoint() {
-    let Some(url) = nats_url("relay_foreign") else {
+    let Some((nats, tag, store)) = fixture("relay_foreign", "rf").await else {
         return;
     };
-    let nats = Nats::connect(&url).await.expect("connect");
-    let tag = unique("rf").replace(['-', '_'], "").to_lowercase();
-    let store = MemoryEventStore::new();
     append(&store, 0, 5).await;
     let mut s = settings(&tag, "one");
     s.duplicate_window = Duration::from_secs(1);
@@ -165,21 +164,14 @@ async fn a_stream_ending_with_a_foreign_message_resumes_from_the_checkpoint() {
     assert_eq!((r.published, r.stale_resumes), (3, 1), "{r:?}");
     let ids = stream_ids(&nats, &tag.to_uppercase()).await;
     assert_eq!(ids.len(), 9, "5 + the foreign one + 3: {ids:?}");
-    let _ = nats
-        .jetstream()
-        .context()
-        .delete_stream(tag.to_uppercase())
-        .await;
+    drop_stream(&nats, &tag).await;
 }
 
 #[tokio::test]
 async fn a_relayed_event_s_trace_context_also_goes_as_headers() {
-    let Some(url) = nats_url("relay_trace") else {
+    let Some((nats, tag, store)) = fixture("relay_trace", "rt").await else {
         return;
     };
-    let nats = Nats::connect(&url).await.expect("connect");
-    let tag = unique("rt").replace(['-', '_'], "").to_lowercase();
-    let store = MemoryEventStore::new();
     let ctx = herald::TraceContext::new_root();
     let s = StreamName::new("ord-1").expect("stream");
     store
@@ -213,9 +205,5 @@ async fn a_relayed_event_s_trace_context_also_goes_as_headers() {
         second.headers.get("traceparent").is_none(),
         "none without a context"
     );
-    let _ = nats
-        .jetstream()
-        .context()
-        .delete_stream(tag.to_uppercase())
-        .await;
+    drop_stream(&nats, &tag).await;
 }

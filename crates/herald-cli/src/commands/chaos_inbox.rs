@@ -11,9 +11,8 @@ use herald_nats::StreamSpec;
 use herald_testkit::DeliveryCheck;
 
 use super::chaos_relay::{
-    connect, drop_stream, kill9, log_ids, nats_server, other, store_url, Names, PREFIX,
+    connect, drop_stream, kill9, log_ids, nats_server, on_store, other, Names, PREFIX,
 };
-use crate::connect::{open_store, with_store};
 use crate::output::out;
 use crate::CliError;
 
@@ -21,13 +20,10 @@ use crate::CliError;
 /// processes SIGKILLed `kills` times, then a last one until idle: the store must hold each
 /// once.
 pub(crate) async fn inbox_kill(store: Option<String>, n: u64, kills: u32) -> Result<(), CliError> {
-    let (url, scratch) = store_url(store, "inbox-kill")?;
-    let opened = open_store(&url).await?;
-    let result = with_store!(opened, s => inbox_kill_on(s, &url, n, kills).await);
-    if let Some(dir) = scratch {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-    result
+    on_store!(store, "inbox-kill", |s, url| inbox_kill_on(
+        s, url, n, kills
+    )
+    .await)
 }
 
 fn spawn_inbox(

@@ -18,8 +18,6 @@ use herald_testkit::nats_server::OwnNatsServer;
 use herald_testkit::postgres_server::OwnPostgres;
 use herald_testkit::DeliveryCheck;
 
-use super::chaos::{ChaosArgs, ChaosScale, ChaosScenario};
-use crate::connect::{open_store, with_store};
 use crate::output::out;
 use crate::CliError;
 
@@ -80,6 +78,22 @@ pub(super) fn store_url(
         }
     }
 }
+
+/// `$body`, with `$s` the store at `--store` (or a scratch SQLite file, removed afterwards)
+/// and `$url` its URL.
+macro_rules! on_store {
+    ($store:expr, $name:expr, |$s:ident, $url:ident| $body:expr) => {{
+        let (url, scratch) = $crate::commands::chaos_relay::store_url($store, $name)?;
+        let opened = $crate::connect::open_store(&url).await?;
+        let $url = url.as_str();
+        let result = $crate::connect::with_store!(opened, $s => $body);
+        if let Some(dir) = scratch {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        result
+    }};
+}
+pub(super) use on_store;
 
 /// A `herald relay` process of this binary, its output discarded.
 fn spawn_relay(
@@ -250,17 +264,55 @@ pub(super) async fn drop_stream(names: &Names, js: &JetStream) {
     let _ = js.context().delete_stream(&names.stream).await;
 }
 
+/// A relay scenario under way: its names, a NATS server of its own, and appends to `store`
+/// in the background (stopped by `stop`), begun at `began`.
+struct Scenario {
+    names: Names,
+    server: OwnNatsServer,
+    js: JetStream,
+    began: Instant,
+    stop: Arc<AtomicBool>,
+    appender: tokio::task::JoinHandle<u64>,
+}
+
+/// Starts a scenario: up to `n` appends, one batch of 10 every `pace`.
+async fn begin<S: EventStore>(store: &S, n: u64, pace: Duration) -> Result<Scenario, CliError> {
+    let names = Names::new();
+    let server = nats_server()?;
+    let js = connect(&server.url()).await?.jetstream();
+    drop_stream(&names, &js).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let appender = tokio::spawn(append_all(
+        store.clone(),
+        names.category.clone(),
+        n,
+        pace,
+        stop.clone(),
+    ));
+    Ok(Scenario {
+        names,
+        server,
+        js,
+        began: Instant::now(),
+        stop,
+        appender,
+    })
+}
+
+/// The pause between batches of 10 for `n` appends to last about `per_kill` per kill.
+fn pace(n: u64, kills: u32, per_kill: Duration) -> Duration {
+    let total = per_kill.as_micros() as u64 * u64::from(kills.max(1));
+    Duration::from_micros((total * 10 / n.max(1)).min(50_000))
+}
+
 /// `relay-kill`: `n` appends while relays (lease 1 s) are SIGKILLed `kills` times after 1 to 2
 /// s each, and the NATS server is SIGKILLed and restarted after every second relay kill; then
 /// a last relay catches up. The stream must equal the log: missing 0, duplicates 0, in order.
 pub(crate) async fn relay_kill(store: Option<String>, n: u64, kills: u32) -> Result<(), CliError> {
-    let (url, scratch) = store_url(store, "relay-kill")?;
-    let opened = open_store(&url).await?;
-    let result = with_store!(opened, s => relay_kill_on(s, &url, n, kills).await);
-    if let Some(dir) = scratch {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-    result
+    on_store!(store, "relay-kill", |s, url| relay_kill_on(
+        s, url, n, kills
+    )
+    .await)
 }
 
 async fn relay_kill_on<S: EventStore>(
@@ -269,23 +321,15 @@ async fn relay_kill_on<S: EventStore>(
     n: u64,
     kills: u32,
 ) -> Result<(), CliError> {
-    let names = Names::new();
-    let mut server = nats_server()?;
-    let nats = connect(&server.url()).await?;
-    let js = nats.jetstream();
-    drop_stream(&names, &js).await;
-    let began = Instant::now();
-    let stop = Arc::new(AtomicBool::new(false));
     // Paced so that the appends last about as long as the kills.
-    let pace =
-        Duration::from_micros((1_500_000 * u64::from(kills.max(1)) * 10 / n.max(1)).min(50_000));
-    let appender = tokio::spawn(append_all(
-        store.clone(),
-        names.category.clone(),
-        n,
-        pace,
-        stop.clone(),
-    ));
+    let Scenario {
+        names,
+        mut server,
+        js,
+        began,
+        appender,
+        ..
+    } = begin(&store, n, pace(n, kills, Duration::from_millis(1500))).await?;
     let (mut nats_kills, mut mid_relay) = (0u32, 0u32);
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     for k in 0..kills {
@@ -342,13 +386,10 @@ pub(crate) async fn relay_failover(
     n: u64,
     kills: u32,
 ) -> Result<(), CliError> {
-    let (url, scratch) = store_url(store, "relay-failover")?;
-    let opened = open_store(&url).await?;
-    let result = with_store!(opened, s => failover_on(s, &url, n, kills).await);
-    if let Some(dir) = scratch {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-    result
+    on_store!(store, "relay-failover", |s, url| failover_on(
+        s, url, n, kills
+    )
+    .await)
 }
 
 async fn failover_on<S: EventStore>(
@@ -357,22 +398,16 @@ async fn failover_on<S: EventStore>(
     n: u64,
     kills: u32,
 ) -> Result<(), CliError> {
-    let names = Names::new();
     const LEASE: f64 = 2.0;
-    let server = nats_server()?;
-    let nats = connect(&server.url()).await?;
-    let js = nats.jetstream();
-    drop_stream(&names, &js).await;
-    let began = Instant::now();
-    let stop = Arc::new(AtomicBool::new(false));
-    // Appends all along (up to `n`, 500 a second), until the kills are done.
-    let appender = tokio::spawn(append_all(
-        store.clone(),
-        names.category.clone(),
-        n.max(1_000_000),
-        Duration::from_millis(20),
-        stop.clone(),
-    ));
+    // Appends all along (500 a second), until the kills are done.
+    let Scenario {
+        names,
+        server,
+        js,
+        began,
+        stop,
+        appender,
+    } = begin(&store, n.max(1_000_000), Duration::from_millis(20)).await?;
     // The first relay takes the lease; the second waits.
     let mut active = spawn_relay(&names, url, &server.url(), LEASE, false)?;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -433,7 +468,6 @@ async fn failover_on<S: EventStore>(
 /// `relay-pg-restart`: a relay on a PostgreSQL server of its own, which is crashed and
 /// restarted (`-m immediate`) `kills` times under appends; then the stream must equal the log.
 pub(crate) async fn relay_pg_restart(n: u64, kills: u32) -> Result<(), CliError> {
-    let names = Names::new();
     let server =
         tokio::task::block_in_place(|| OwnPostgres::start("herald chaos relay-pg-restart"))
             .ok_or_else(|| {
@@ -445,21 +479,14 @@ pub(crate) async fn relay_pg_restart(n: u64, kills: u32) -> Result<(), CliError>
         ..PgOptions::new(url.clone())
     })
     .await?;
-    let nats_server = nats_server()?;
-    let nats = connect(&nats_server.url()).await?;
-    let js = nats.jetstream();
-    drop_stream(&names, &js).await;
-    let began = Instant::now();
-    let stop = Arc::new(AtomicBool::new(false));
-    let pace =
-        Duration::from_micros((2_000_000 * u64::from(kills.max(1)) * 10 / n.max(1)).min(50_000));
-    let appender = tokio::spawn(append_all(
-        store.clone(),
-        names.category.clone(),
-        n,
-        pace,
-        stop.clone(),
-    ));
+    let Scenario {
+        names,
+        server: nats_server,
+        js,
+        began,
+        appender,
+        ..
+    } = begin(&store, n, pace(n, kills, Duration::from_secs(2))).await?;
     let relay = spawn_relay(&names, &url, &nats_server.url(), 2.0, false)?;
     for _ in 0..kills {
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -497,37 +524,4 @@ pub(crate) async fn relay_pg_restart(n: u64, kills: u32) -> Result<(), CliError>
     );
     drop_stream(&names, &js).await;
     verdict("relay-pg-restart", &c)
-}
-
-/// The relay scenarios: 100,000 events and 10 kills at full scale (each kill lets a relay run
-/// 1 to 2 s), 2,000 and 3 at small.
-pub(crate) async fn scenarios(
-    args: &ChaosArgs,
-    store: Option<String>,
-    kills: u32,
-) -> Result<(), CliError> {
-    let all = args.scenario == ChaosScenario::All;
-    let n = match args.scale {
-        ChaosScale::Small => 2_000,
-        ChaosScale::Full => 100_000,
-    };
-    let n = args.messages.unwrap_or(n).max(1);
-    let kills = match (args.kills, args.scale) {
-        (Some(k), _) => k,
-        (None, ChaosScale::Small) => kills,
-        (None, ChaosScale::Full) => 10,
-    };
-    if all || args.scenario == ChaosScenario::RelayKill {
-        relay_kill(store.clone(), n, kills).await?;
-    }
-    if all || args.scenario == ChaosScenario::RelayFailover {
-        relay_failover(store.clone(), n, kills).await?;
-    }
-    if all || args.scenario == ChaosScenario::InboxKill {
-        super::chaos_inbox::inbox_kill(store.clone(), n, kills).await?;
-    }
-    if all || args.scenario == ChaosScenario::RelayPgRestart {
-        relay_pg_restart(n, kills).await?;
-    }
-    Ok(())
 }

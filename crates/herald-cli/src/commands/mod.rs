@@ -2,6 +2,7 @@
 
 pub(crate) mod bench;
 pub(crate) mod chaos;
+pub(crate) mod chaos_args;
 pub(crate) mod chaos_inbox;
 pub(crate) mod chaos_relay;
 pub(crate) mod demo;
