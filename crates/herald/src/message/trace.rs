@@ -46,39 +46,18 @@ pub async fn in_context<F: Future>(ctx: Option<TraceContext>, fut: F) -> F::Outp
     let Some(ctx) = ctx else {
         return fut.await;
     };
-    EVER.store(true, Ordering::Relaxed);
-    let ctx = Arc::new(ctx);
+    let ctx = shared(ctx);
     let mut fut = std::pin::pin!(fut);
-    poll_fn(|cx| {
-        struct Restore(Option<Arc<TraceContext>>);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                let previous = self.0.take();
-                CURRENT.with(|c| *c.borrow_mut() = previous);
-            }
-        }
-        let _restore = Restore(CURRENT.with(|c| c.borrow_mut().replace(ctx.clone())));
-        fut.as_mut().poll(cx)
-    })
-    .await
+    poll_fn(|cx| with_current(&ctx, || fut.as_mut().poll(cx))).await
 }
 
 /// Runs `f` with `ctx` as the [`current`] trace context (restored afterwards, also if `f`
 /// unwinds). `None` runs `f` as it is.
 pub(crate) fn with_context<R>(ctx: Option<TraceContext>, f: impl FnOnce() -> R) -> R {
-    let Some(ctx) = ctx else {
-        return f();
-    };
-    struct Restore(Option<Arc<TraceContext>>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let previous = self.0.take();
-            CURRENT.with(|c| *c.borrow_mut() = previous);
-        }
+    match ctx {
+        None => f(),
+        Some(ctx) => with_current(&shared(ctx), f),
     }
-    EVER.store(true, Ordering::Relaxed);
-    let _restore = Restore(CURRENT.with(|c| c.borrow_mut().replace(Arc::new(ctx))));
-    f()
 }
 
 /// `ctx`, shared, for [`with_current`]; marks that a trace context was seen in this process.
