@@ -192,8 +192,9 @@ pub(crate) enum Command {
         after_help = "Examples:\n  herald schedule add nightly --cron '0 3 * * *' --tz Europe/Paris --queue reports --data '{\"kind\": \"daily\"}'\n  herald schedule add heartbeat --every 30s --queue pings\n  herald schedule ls\n  herald schedule pause nightly && herald schedule resume nightly\n  herald schedule run    # or: herald worker --scheduler, herald node --scheduler"
     )]
     Schedule(crate::commands::schedule::ScheduleArgs),
-    /// Relay the event store's log to JetStream (the outbox): each event once in the stream,
-    /// with Nats-Msg-Id STORE_ID:GLOBAL_POSITION, resumed from a checkpoint after a crash.
+    /// Relay the event store's log to JetStream (the outbox): each event once in the stream, in
+    /// log order, with Nats-Msg-Id STORE_ID:GLOBAL_POSITION; one relay per stream is active,
+    /// a second one waits and takes over.
     #[command(
         after_help = "Examples:\n  herald relay --to nats://127.0.0.1:4222\n  herald relay --categories order,user --subject-prefix events --until-caught-up"
     )]

@@ -40,8 +40,10 @@ pub(crate) struct RelayArgs {
     /// from the store URL.
     #[arg(long)]
     store_id: Option<String>,
-    /// The stream's duplicate window in seconds: the longest outage a relay resumes from
-    /// without a duplicate.
+    /// The stream's duplicate window in seconds. A relay resumes after the last event the
+    /// stream holds; only when that message is not this store's (another publisher, a purged
+    /// stream) does it resume from its checkpoint, and then this is the longest outage it
+    /// resumes from without a copy.
     #[arg(long, default_value_t = 120)]
     duplicate_window: u64,
     /// Relay this durable queue instead of the log (the worker's domain events:
