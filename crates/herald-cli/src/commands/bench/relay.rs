@@ -33,18 +33,19 @@ fn tag() -> String {
     format!("{}x{nanos}", std::process::id())
 }
 
-/// Appends `n` events (batches of 100 over 16 streams) of a fresh category; the global
-/// position just before the first.
-async fn fill(store: &PgStore, n: u64) -> Result<(String, i64), CliError> {
+/// Appends `n` events rounded up to whole batches of 100 (over 16 streams) of a fresh
+/// category: the category, the global position just before the first, and how many.
+async fn fill(store: &PgStore, n: u64) -> Result<(String, i64, u64), CliError> {
     let category = format!("benchrelay{}", tag());
     let batch: Vec<herald::Event> = (0..100).map(|_| event()).collect::<Result<_, _>>()?;
+    let batches = n.div_ceil(100);
     let mut before = None;
-    for i in 0..n.div_ceil(100) {
+    for i in 0..batches {
         let stream = StreamName::new(&format!("{category}-{}", i % 16))?;
         let r = store.append(&stream, &batch, WriteCondition::Any).await?;
         before.get_or_insert(r.global_position - 100);
     }
-    Ok((category, before.unwrap_or(0)))
+    Ok((category, before.unwrap_or(0), batches * 100))
 }
 
 /// The relay over `n` events after `from`, to a fresh stream: events per second.
@@ -63,10 +64,12 @@ async fn herald_relay(
     store
         .save_checkpoint(&settings.checkpoint_name(), "log", from, 0)
         .await?;
-    let (stream, start) = (settings.stream.clone(), Instant::now());
+    let stream = settings.stream.clone();
     let relay = Relay::new(store.clone(), js.clone(), settings)
         .await
         .map_err(|e| other(herald::report(&e)))?;
+    // Timed from here, as the raw loop is timed after its stream exists.
+    let start = Instant::now();
     loop {
         match relay
             .pass(4096)
@@ -395,7 +398,7 @@ pub(crate) async fn run(
         .map_err(|e| other(herald::report(&e)))?;
     let js = nats.jetstream();
     let n = ((20_000.0 * scale) as u64).max(500);
-    let (category, from) = fill(&pg, n).await?;
+    let (category, from, n) = fill(&pg, n).await?;
     let (h, b) = paired(
         3,
         || herald_relay(&pg, &js, &category, from, n),
