@@ -27,7 +27,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use herald::store::{BrokerStore, EventStore, StoreError, StreamName};
+use herald::store::{BrokerStore, EventStore, StoreError};
 use parking_lot::Mutex;
 
 use super::{ensure_stream, send, subject_for, Counters, RelayError, RelayReport, RelaySettings};
@@ -90,13 +90,13 @@ impl<S: EventStore + BrokerStore> Relay<S> {
     }
 
     fn relayed(&self, stream: &str) -> bool {
-        let category = StreamName::new(stream)
-            .map(|s| s.category().to_owned())
-            .unwrap_or_default();
+        // A stored stream name is valid: its category is what comes before the first `-`
+        // (`StreamName::category`), taken without building the name again per event.
+        let category = stream.split('-').next().unwrap_or(stream);
         if self.settings.categories.is_empty() {
-            !matches!(category.as_str(), "deadletter" | "replay" | "herald")
+            !matches!(category, "deadletter" | "replay" | "herald")
         } else {
-            self.settings.categories.contains(&category)
+            self.settings.categories.iter().any(|c| c == category)
         }
     }
 
