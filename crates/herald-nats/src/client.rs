@@ -235,7 +235,7 @@ impl Nats {
     ///
     /// Cancel safe: dropped before it completes, the event was not queued.
     pub async fn publish(&self, event: &Event) -> Result<(), NatsError> {
-        let continued = crate::trace::continued(event);
+        let (continued, _span) = crate::trace::continued(event);
         let event = continued.as_ref().unwrap_or(event);
         let headers = crate::trace::headers(event);
         self.send_with(

@@ -111,8 +111,8 @@ impl Nats {
             // A shutdown ends the loop between two events, never inside a handler.
             while let Some(incoming) = next_or_stop(&mut stream, &mut stop).await {
                 let event = Arc::new(incoming.event);
-                let trace = herald::process_context(&event);
-                if let Err(f) = herald::in_trace_context(trace, handler.call(&event)).await {
+                let processing = herald::hop::process(&crate::trace::hop(&event, 1), &event);
+                if let Err(f) = processing.run(handler.call(&event)).await {
                     nats.record_failure(&event, &f);
                 }
             }

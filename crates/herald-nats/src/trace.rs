@@ -6,14 +6,19 @@
 use async_nats::HeaderMap;
 use herald::{Event, TRACEPARENT, TRACESTATE};
 
-/// `event` with the current trace context, one hop on, when it has none of its own and a
-/// handler of a traced delivery publishes it (`None`: publish `event` as it is).
-pub(crate) fn continued(event: &Event) -> Option<Event> {
-    if event.metadata.contains_key(herald::TRACEPARENT) {
-        return None;
+/// `event` with the context of its `publish` span (see [`herald::hop::continued`]).
+pub(crate) fn continued(event: &Event) -> (Option<Event>, tracing::Span) {
+    herald::hop::continued("nats", event.subject.as_str(), event)
+}
+
+/// The hop of `event` on NATS: its subject.
+pub(crate) fn hop(event: &Event, attempt: u32) -> herald::hop::Hop<'_> {
+    herald::hop::Hop {
+        system: "nats",
+        destination: event.subject.as_str(),
+        message_id: herald::hop::MessageId::None,
+        attempt,
     }
-    let ctx = herald::current_trace()?;
-    Some(event.clone().with_trace_context(&ctx.child()))
 }
 
 /// The headers carrying `event`'s trace context; `None` when it has none.

@@ -110,7 +110,7 @@ async fn apply(
     for step in steps {
         match step {
             Step::Replay { letter, audit } => {
-                let body = String::from_utf8_lossy(&letter.body).into_owned();
+                let body = letter.replay_body();
                 sends.entry(letter.origin.clone()).or_default().push(body);
                 *prints.entry(letter.fingerprint()).or_default() += 1;
                 replayed.push(letter.id);

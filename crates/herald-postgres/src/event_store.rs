@@ -142,7 +142,9 @@ impl EventStore for PgStore {
             .begin()
             .await
             .map_err(|e| backend("append", e))?;
-        let bodies: Vec<String> = events.iter().map(Event::to_json_string).collect();
+        // Appended by a handler of a traced delivery: the trace goes on, in a publish span
+        // per event that ends with the commit.
+        let (bodies, _spans) = herald::hop::sent_bodies("herald", stream.as_str(), events);
         let appended = append_in(&mut tx, stream, &bodies, condition).await?;
         tx.commit()
             .await

@@ -256,6 +256,10 @@ fn redact(url: &str) -> String {
 }
 
 impl Queue for PgStore {
+    fn system(&self) -> &'static str {
+        "pgmq"
+    }
+
     async fn create(&self, queue: &QueueName) -> Result<(), QueueError> {
         sqlx::query("SELECT pgmq.create($1)")
             .bind(queue.as_str())
@@ -310,11 +314,14 @@ impl Queue for PgStore {
         event: &Event,
         delay: Duration,
     ) -> Result<i64, QueueError> {
-        let body = event.to_json_string();
+        // Sent from a handler of a traced delivery: the trace goes on, in a publish span
+        // that ends with the commit.
+        let (bodies, _spans) =
+            herald::hop::sent_bodies("pgmq", queue.as_str(), std::slice::from_ref(event));
         let ids = self
             .ids(Work::Send {
                 queue: queue.to_string(),
-                bodies: vec![body],
+                bodies,
                 delay,
             })
             .await?;
@@ -328,7 +335,7 @@ impl Queue for PgStore {
         events: &[Event],
         delay: Duration,
     ) -> Result<Vec<i64>, QueueError> {
-        let bodies = events.iter().map(|e| e.to_json_string()).collect();
+        let (bodies, spans) = herald::hop::sent_bodies("pgmq", queue.as_str(), events);
         let ids = self
             .ids(Work::Send {
                 queue: queue.to_string(),
@@ -337,6 +344,7 @@ impl Queue for PgStore {
             })
             .await?;
         self.inner.listener.wake(queue.as_str());
+        drop(spans);
         Ok(ids)
     }
 

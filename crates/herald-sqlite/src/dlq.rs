@@ -119,7 +119,7 @@ fn settle_in(
     for step in steps {
         match step {
             Step::Replay { letter, audit } => {
-                let body = String::from_utf8_lossy(&letter.body);
+                let body = letter.replay_body();
                 insert(c, &letter.origin, &body, std::time::Duration::ZERO)?;
                 c.prepare_cached("DELETE FROM herald_messages WHERE queue = ?1 AND msg_id = ?2")
                     .and_then(|mut s| s.execute(params![place.as_str(), letter.id]))

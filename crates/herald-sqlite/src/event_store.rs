@@ -114,7 +114,9 @@ impl EventStore for SqliteStore {
         events: &[Event],
         condition: WriteCondition,
     ) -> Result<Appended, StoreError> {
-        let bodies: Vec<String> = events.iter().map(|e| e.to_json_string()).collect();
+        // Appended by a handler of a traced delivery: the trace goes on, in a publish span
+        // per event that ends with the commit.
+        let (bodies, _spans) = herald::hop::sent_bodies("herald", stream.as_str(), events);
         let name = stream.clone();
         self.writer()
             .run("append", stream.as_str(), move |c| {

@@ -330,6 +330,10 @@ fn open_conn(options: &SqliteOptions) -> Result<Connection, String> {
 }
 
 impl Queue for SqliteStore {
+    fn system(&self) -> &'static str {
+        "sqlite"
+    }
+
     async fn create(&self, queue: &QueueName) -> Result<(), QueueError> {
         self.run("create", queue, |c, q| {
             c.prepare_cached(
@@ -375,7 +379,11 @@ impl Queue for SqliteStore {
         event: &Event,
         delay: Duration,
     ) -> Result<i64, QueueError> {
-        let body = event.to_json_string();
+        // Sent from a handler of a traced delivery: the trace goes on, in a publish span
+        // that ends with the commit.
+        let (mut bodies, _spans) =
+            herald::hop::sent_bodies("sqlite", queue.as_str(), std::slice::from_ref(event));
+        let body = bodies.pop().unwrap_or_default();
         let id = self
             .run("send", queue, move |c, q| insert(c, q, &body, delay))
             .await?;
@@ -389,13 +397,14 @@ impl Queue for SqliteStore {
         events: &[Event],
         delay: Duration,
     ) -> Result<Vec<i64>, QueueError> {
-        let bodies: Vec<String> = events.iter().map(|e| e.to_json_string()).collect();
+        let (bodies, spans) = herald::hop::sent_bodies("sqlite", queue.as_str(), events);
         let ids = self
             .run("send_batch", queue, move |c, q| {
                 bodies.iter().map(|b| insert(c, q, b, delay)).collect()
             })
             .await?;
         self.inner.sent.notify_waiters();
+        drop(spans);
         Ok(ids)
     }
 

@@ -107,7 +107,6 @@ impl<Q: Queue> StepRun<Q> {
             }
         };
         let attempt = u32::try_from(message.read_ct).unwrap_or(1).max(1);
-        let trace = event.trace_context();
         let event = Arc::new(event);
         // Seed 000's announcement, for observers on the bus.
         if let Ok(subject) = Subject::new(STEP_RECEIVED) {
@@ -122,19 +121,27 @@ impl<Q: Queue> StepRun<Q> {
             message: &message,
             step: &step,
             attempt,
-            trace: trace.as_ref(),
             slot: &slot,
             settled: parking_lot::Mutex::new(None),
         };
-        // The handler runs in the step's trace: what it publishes continues it.
-        let process = trace.as_ref().map(herald::TraceContext::child);
+        // The handler runs in the step's process span: what it publishes continues its
+        // trace (a retry starts a new trace linked to the step's).
+        let processing = herald::hop::process(
+            &herald::hop::Hop {
+                system: self.sink.store.system(),
+                destination: self.sink.queues.steps.as_str(),
+                message_id: herald::hop::MessageId::Number(message.msg_id),
+                attempt,
+            },
+            &event,
+        );
         if self.stack.is_empty() {
             // A failure is in the step's result, already settled; nothing more to do here.
-            let _ = herald::in_trace_context(process, execution.execute()).await;
+            let _ = processing.run(execution.execute()).await;
             return;
         }
         let ctx = DeliveryContext::new(event, attempt, self.origin.clone());
-        let _ = herald::in_trace_context(process, self.stack.run(&ctx, &execution)).await;
+        let _ = processing.run(self.stack.run(&ctx, &execution)).await;
         let settled = execution.settled.lock().take();
         if let Some(outcome) = settled {
             self.stack.settled(&ctx, &outcome);
@@ -148,8 +155,6 @@ struct Execution<'a, Q> {
     message: &'a Message,
     step: &'a FfiStepEvent,
     attempt: u32,
-    /// The step's trace context: its result continues it.
-    trace: Option<&'a herald::TraceContext>,
     /// The handler slot, given back as the settle starts.
     slot: &'a parking_lot::Mutex<Option<OwnedSemaphorePermit>>,
     settled: parking_lot::Mutex<Option<Outcome>>,
@@ -157,13 +162,8 @@ struct Execution<'a, Q> {
 
 impl<Q: Queue> Execution<'_, Q> {
     async fn execute(&self) -> Result<(), Failure> {
-        let (sink, message, step, attempt, trace) = (
-            &self.run.sink,
-            self.message,
-            self.step,
-            self.attempt,
-            self.trace,
-        );
+        let (sink, message, step, attempt) =
+            (&self.run.sink, self.message, self.step, self.attempt);
         let slot = self.slot;
         let Processed { result, settled } = self
             .run
@@ -171,10 +171,7 @@ impl<Q: Queue> Execution<'_, Q> {
             .process(step, attempt, |result| {
                 // The handler is done: its slot goes back before the settle commits.
                 drop(slot.lock().take());
-                async move {
-                    sink.store_result(message, step, attempt, trace, result)
-                        .await
-                }
+                async move { sink.store_result(message, step, attempt, result).await }
             })
             .await;
         *self.settled.lock() = settled;
@@ -279,7 +276,6 @@ impl<Q: Queue> QueueSink<Q> {
         message: &Message,
         ffi: &FfiStepEvent,
         attempt: u32,
-        trace: Option<&herald::TraceContext>,
         result: StepExecutionResult,
     ) -> Result<Option<Outcome>, BoxError> {
         let outcome = self.outcome(ffi, attempt, &result);
@@ -287,6 +283,7 @@ impl<Q: Queue> QueueSink<Q> {
             Settlement::for_outcome(&outcome, &self.queues.dead_letters, |reason| {
                 dead_letter(&self.queues.steps, message, reason)
             });
+        let mut span = tracing::Span::none();
         if !matches!(outcome, Outcome::Retry { .. }) {
             // A final result (success or failure) goes to the completion queue, in the same
             // transaction as the archive (and the dead letter).
@@ -294,11 +291,22 @@ impl<Q: Queue> QueueSink<Q> {
                 .with_data(result.to_data())
                 .with_source(&result.worker_id)
                 .with_correlation_id(result.correlation_id.to_string());
-            // The result continues the step's trace, one hop on.
-            envelope.set_trace_context(trace.map(herald::TraceContext::child).as_ref());
+            // The result continues the step's trace, in a publish span that ends with the
+            // settle's commit.
+            span = herald::hop::publish(
+                &herald::hop::Hop {
+                    system: self.store.system(),
+                    destination: self.queues.results.as_str(),
+                    message_id: herald::hop::MessageId::None,
+                    attempt: 0,
+                },
+                &mut envelope,
+            );
             settlement = settlement.and_send(self.queues.results.clone(), envelope);
         }
-        match self.settle(message, settlement).await? {
+        let settled = self.settle(message, settlement).await?;
+        drop(span);
+        match settled {
             Settled::Applied { .. } => {
                 if matches!(outcome, Outcome::Reject { .. }) {
                     inc(&self.counters.exhausted);

@@ -80,6 +80,7 @@ pub use handler::{
     HandlerResult, IntoHandlerResult,
 };
 pub use message::event::{Decoded, EnvelopeError, Event, Object, DEFAULT_SOURCE, EVENT_ID};
+pub use message::hop;
 pub use message::pattern::{IntoPattern, Pattern, Token};
 pub use message::priority::{Priority, UnknownPriority};
 pub use message::subject::{Subject, SubjectError};

@@ -479,6 +479,17 @@ impl herald::Delivery for Delivery {
         u32::try_from(self.delivered.max(1)).unwrap_or(u32::MAX)
     }
 
+    fn hop(&self) -> herald::hop::Hop<'_> {
+        herald::hop::Hop {
+            system: "nats",
+            destination: self.event.subject.as_str(),
+            message_id: herald::hop::MessageId::Number(
+                i64::try_from(self.stream_sequence).unwrap_or(i64::MAX),
+            ),
+            attempt: herald::Delivery::attempt(self),
+        }
+    }
+
     async fn settle(self, outcome: Outcome) -> Result<(), TransportError> {
         let settled = match outcome {
             Outcome::Ack => self.ack().await,

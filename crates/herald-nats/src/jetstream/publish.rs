@@ -30,6 +30,8 @@ pub struct PendingAck {
     fut: async_nats::jetstream::context::PublishAckFuture,
     subject: String,
     nats: Nats,
+    /// The publish span: it ends with the ack.
+    _span: tracing::Span,
 }
 
 impl PendingAck {
@@ -218,7 +220,7 @@ impl JetStream {
         event: &Event,
         id: Option<String>,
     ) -> Result<PendingAck, NatsError> {
-        let continued = crate::trace::continued(event);
+        let (continued, span) = crate::trace::continued(event);
         let event = continued.as_ref().unwrap_or(event);
         let subject = event.subject.as_str();
         let payload = Bytes::from(event.to_json());
@@ -240,6 +242,7 @@ impl JetStream {
             fut,
             subject: subject.to_owned(),
             nats: self.nats.clone(),
+            _span: span,
         })
     }
 

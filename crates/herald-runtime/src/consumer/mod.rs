@@ -356,7 +356,7 @@ impl<S: EventStore> EventSubscriptionConsumer<S> {
                 }
                 let (position, stream, global) =
                     (event.position, event.stream.clone(), event.global_position);
-                if let Err(source_error) = self.handle(source, event, stats).await {
+                if let Err(source_error) = self.handle(source, event, false, stats).await {
                     if saved != last {
                         self.save(source, last, epoch, stats).await?;
                     }
@@ -395,30 +395,41 @@ impl<S: EventStore> EventSubscriptionConsumer<S> {
         &self,
         source: &str,
         event: StoredEvent,
+        replayed: bool,
         stats: &mut ConsumerStats,
     ) -> Result<(), BoxError> {
         let origin: Arc<str> = Arc::from(format!("{}.{source}", self.name));
         // Parsed once, for the middleware; a body that is not an envelope skips the stack.
         let envelope = event.event().ok().map(Arc::new);
-        // The processor runs in the event's trace: what it publishes continues it.
-        let trace = envelope.as_deref().and_then(herald::process_context);
+        // The processor runs in the event's process span: what it publishes continues its
+        // trace. A retry, and a replayed dead letter, start a new trace linked to it.
+        let traced = match (&envelope, replayed) {
+            (Some(e), true) => Some(herald::hop::replayed(herald::Event::clone(e))),
+            _ => None,
+        };
+        let traced = traced.as_ref().or(envelope.as_deref());
         let mut attempt = 1u32;
         loop {
             let run = Process {
                 processor: self.processor.as_ref(),
                 event: &event,
             };
+            let processing = traced.map_or_else(herald::hop::Processing::none, |e| {
+                let hop = herald::hop::Hop {
+                    system: "herald",
+                    destination: event.stream.as_str(),
+                    message_id: herald::hop::MessageId::Number(event.global_position),
+                    attempt,
+                };
+                herald::hop::process(&hop, e)
+            });
             let (result, ctx) = match (&envelope, self.stack.is_empty()) {
                 (Some(e), false) => {
                     let ctx = DeliveryContext::new(e.clone(), attempt, origin.clone());
-                    let result =
-                        herald::in_trace_context(trace.clone(), self.stack.run(&ctx, &run)).await;
+                    let result = processing.run(self.stack.run(&ctx, &run)).await;
                     (result, Some(ctx))
                 }
-                _ => (
-                    herald::in_trace_context(trace.clone(), run.process()).await,
-                    None,
-                ),
+                _ => (processing.run(run.process()).await, None),
             };
             let outcome = self.retry.decide(attempt, &result);
             if let Some(ctx) = &ctx {

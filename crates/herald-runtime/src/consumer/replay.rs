@@ -44,7 +44,7 @@ impl<S: EventStore> EventSubscriptionConsumer<S> {
                 }
                 if let Some(original) = herald::dlq::stream::as_original(&replayed) {
                     let (stream, position) = (original.stream.clone(), original.position);
-                    if let Err(source_error) = self.handle(source, original, stats).await {
+                    if let Err(source_error) = self.handle(source, original, true, stats).await {
                         return Err(ConsumerError::Processor {
                             consumer: self.name.clone(),
                             stream,

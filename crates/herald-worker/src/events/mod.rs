@@ -268,8 +268,17 @@ impl<Q: Queue> DomainEventPublisher<Q> {
                 .with_source(&self.source)
                 .with_metadata(herald::EVENT_ID, event_id.to_string());
             envelope.timestamp = timestamp;
-            // Declared by a handler of a traced step: the domain event continues its trace.
-            envelope.continue_current();
+            // Declared by a handler of a traced step: the domain event continues its trace,
+            // in a publish span that ends with the send's commit.
+            let _span = herald::hop::publish(
+                &herald::hop::Hop {
+                    system: self.store.system(),
+                    destination: self.queue.as_str(),
+                    message_id: herald::hop::MessageId::Text(&event_id.to_string()),
+                    attempt: 0,
+                },
+                &mut envelope,
+            );
             if let Some(c) = correlation_id {
                 envelope = envelope.with_correlation_id(c.to_string());
             }

@@ -201,8 +201,9 @@ impl Bus {
     /// [`EmitError`] with the event inside: the queue is full, the bus is stopped, the emit
     /// is beyond the maximum depth, or there is no Tokio runtime. Each refusal is counted.
     pub fn emit(&self, mut event: Event) -> Result<(), EmitError> {
-        // Emitted from a handler that processes a traced delivery: the trace goes on.
-        event.continue_current();
+        // Emitted from a handler that processes a traced delivery: the trace goes on (the
+        // publish span ends here; the handlers run later, in their own process span).
+        drop(super::publish_span(&mut event));
         let (event, depth) = self.admit(event)?;
         let inner = &self.inner;
         match inner.queue.push(event, depth) {

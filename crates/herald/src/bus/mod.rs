@@ -275,8 +275,9 @@ impl Bus {
     /// Not cancel safe: dropped midway, the event has been recorded and the handlers before
     /// the current one have run; the rest will not.
     pub async fn publish(&self, mut event: Event) -> Result<DispatchReport, PublishError> {
-        // Published from a handler that processes a traced delivery: the trace goes on.
-        event.continue_current();
+        // Published from a handler that processes a traced delivery: the trace goes on, in
+        // a publish span that lasts until the handlers have run.
+        let _span = publish_span(&mut event);
         self.publish_shared(Arc::new(event)).await
     }
 
@@ -434,8 +435,8 @@ impl Inner {
                 return Ok(DispatchReport::default());
             }
             if matched.all_sync {
-                let trace = crate::message::trace::process_context(&event);
-                let report = crate::message::trace::with_context(trace, || {
+                let processing = crate::hop::process(&bus_hop(&event.subject), &event);
+                let report = processing.run_sync(|| {
                     depth::with_depth(depth, || dispatch::dispatch_sync(&matched, &event))
                 });
                 hot.add_dispatched(report.handlers_run);
@@ -444,8 +445,13 @@ impl Inner {
             matched
         };
         // A traced event's handlers run in its process context (set with the depth).
-        let trace = crate::message::trace::process_context(&event);
-        let report = depth::at_depth(depth, trace, dispatch::dispatch(&matched, &event)).await;
+        let (trace, span) = crate::hop::process(&bus_hop(&event.subject), &event).into_parts();
+        let dispatch = depth::at_depth(depth, trace, dispatch::dispatch(&matched, &event));
+        let report = if span.is_none() {
+            dispatch.await
+        } else {
+            tracing::Instrument::instrument(dispatch, span).await
+        };
         // Looked up again: the async dispatch may have moved this task to another thread.
         self.counters.hot().add_dispatched(report.handlers_run);
         Ok(self.counted(report))
@@ -458,5 +464,24 @@ impl Inner {
             self.counters.record_failures(&report);
         }
         report
+    }
+}
+
+/// The publish span of `event` on the bus (see [`crate::hop::publish`]).
+fn publish_span(event: &mut Event) -> tracing::Span {
+    if !crate::hop::publishes(event) {
+        return tracing::Span::none();
+    }
+    let subject = event.subject.clone();
+    crate::hop::publish(&bus_hop(&subject), event)
+}
+
+/// The hop of an event on the bus: its subject, no message id.
+fn bus_hop(subject: &crate::Subject) -> crate::hop::Hop<'_> {
+    crate::hop::Hop {
+        system: "herald",
+        destination: subject.as_str(),
+        message_id: crate::hop::MessageId::None,
+        attempt: 1,
     }
 }

@@ -216,12 +216,9 @@ impl<S: DeliverySource> Consume<S> {
                 let _permit = permit;
                 let event = delivery.event().clone();
                 let ctx = DeliveryContext::new(event.clone(), delivery.attempt(), origin);
-                let result = match crate::message::trace::process_context(&event) {
-                    None => stack.run(&ctx, &handler).await,
-                    trace => {
-                        crate::message::trace::in_context(trace, stack.run(&ctx, &handler)).await
-                    }
-                };
+                // A traced delivery's handler runs in its process span and context.
+                let processing = crate::hop::process(&delivery.hop(), &event);
+                let result = processing.run(stack.run(&ctx, &handler)).await;
                 if let Err(f) = &result {
                     tracing::warn!(
                         subject = event.subject.as_str(),

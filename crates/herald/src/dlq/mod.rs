@@ -150,13 +150,24 @@ impl Letter {
     pub fn fingerprint(&self) -> String {
         fingerprint(&self.body)
     }
+
+    /// The body a replay sends back: the original, its trace context moved to
+    /// [`TRACELINK`](crate::hop::TRACELINK) so that it is processed in a new trace linked to
+    /// the original one (see [`crate::hop`]).
+    pub fn replay_body(&self) -> String {
+        String::from_utf8_lossy(&crate::hop::replay_body(&self.body)).into_owned()
+    }
 }
 
 /// FNV-1a (64 bits) and length of `body`, `"{hash:016x}-{len}"`; of its canonical encoding
 /// when it is an envelope (a store that keeps JSON as `jsonb`, as PGMQ does, gives back the
-/// same event in other bytes).
+/// same event in other bytes), without its trace keys (a replay moves its context).
 pub fn fingerprint(body: &[u8]) -> String {
-    let canonical = Event::from_json(body).ok().map(|d| d.event.to_json());
+    let canonical = Event::from_json(body).ok().map(|d| {
+        let mut event = d.event;
+        crate::message::hop::untraced(&mut event);
+        event.to_json()
+    });
     let bytes = canonical.as_deref().unwrap_or(body);
     let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)

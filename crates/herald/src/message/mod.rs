@@ -2,6 +2,7 @@
 
 pub(crate) mod event;
 pub(crate) mod glob;
+pub mod hop;
 pub(crate) mod pattern;
 pub(crate) mod priority;
 pub(crate) mod subject;

@@ -236,6 +236,15 @@ impl<Q: Queue> Delivery for QueueDelivery<Q> {
         u32::try_from(self.message.read_ct.max(1)).unwrap_or(1)
     }
 
+    fn hop(&self) -> crate::hop::Hop<'_> {
+        crate::hop::Hop {
+            system: self.shared.store.system(),
+            destination: self.shared.queue.as_str(),
+            message_id: crate::hop::MessageId::Number(self.message.msg_id),
+            attempt: self.attempt(),
+        }
+    }
+
     async fn settle(self, outcome: Outcome) -> Result<(), TransportError> {
         let s = &self.shared;
         let settlement = Settlement::for_outcome(&outcome, &s.dlq, |reason| {

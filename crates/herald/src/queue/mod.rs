@@ -230,6 +230,11 @@ impl QueueError {
 /// Every method takes validated [`QueueName`]s, so no name reaches SQL unchecked; event
 /// bodies are always bound parameters.
 pub trait Queue: Clone + Send + Sync + 'static {
+    /// Its `messaging.system` in a hop's span: `pgmq`, `sqlite`; `herald` by default.
+    fn system(&self) -> &'static str {
+        "herald"
+    }
+
     /// Creates the queue; a no-op when it exists.
     fn create(&self, queue: &QueueName) -> impl Future<Output = Result<(), QueueError>> + Send;
 

@@ -18,6 +18,17 @@ pub trait Delivery: Send + 'static {
     /// Which attempt this is: 1 on the first delivery.
     fn attempt(&self) -> u32;
 
+    /// The hop its `process` span names: by default the bus's (`herald`, the subject, no
+    /// message id); a transport's own gives its system, destination and message id.
+    fn hop(&self) -> crate::hop::Hop<'_> {
+        crate::hop::Hop {
+            system: "herald",
+            destination: self.event().subject.as_str(),
+            message_id: crate::hop::MessageId::None,
+            attempt: self.attempt(),
+        }
+    }
+
     /// Settles the delivery.
     ///
     /// # Errors
