@@ -1,0 +1,155 @@
+//! [`Telemetry`]: the tracer provider, its OTLP/HTTP (protobuf) exporter on a small runtime of
+//! its own, the `tracing` layer, and the [`Bridge`](crate::Bridge) installed once per
+//! process.
+
+use std::time::Duration;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, SpanExporter};
+use opentelemetry_sdk::Resource;
+use tracing_opentelemetry::OpenTelemetryLayer;
+
+use crate::settings::{SettingsError, TelemetrySettings};
+
+/// Why telemetry could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TelemetryError {
+    /// A setting is not valid.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// The exporter's runtime or client could not be built.
+    #[error("telemetry: {0}")]
+    Exporter(String),
+}
+
+/// The exporter's HTTP client: hyper's, run on the exporter's own runtime (the SDK's batch
+/// processor exports from a thread of its own, outside any runtime).
+#[derive(Debug, Clone)]
+struct OnRuntime {
+    client: opentelemetry_http::hyper::HyperClient,
+    handle: tokio::runtime::Handle,
+}
+
+#[async_trait::async_trait]
+impl HttpClient for OnRuntime {
+    async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+        let client = self.client.clone();
+        self.handle
+            .spawn(async move { client.send_bytes(request).await })
+            .await?
+    }
+}
+
+/// Exported spans: the provider and the runtime its exporter sends from. Flushes and shuts
+/// down when dropped ([`Telemetry::shutdown`]).
+#[derive(Debug)]
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// The per-export deadline.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Telemetry {
+    /// Starts exporting by OTLP/HTTP (protobuf) when `settings` say telemetry is on
+    /// ([`TelemetrySettings::active`]), in batches from a thread of the SDK's; `None` when it
+    /// is off. Installs the [`Bridge`](crate::Bridge).
+    ///
+    /// # Errors
+    ///
+    /// [`TelemetryError::Settings`] naming a key or variable that is not valid;
+    /// [`TelemetryError::Exporter`] when the exporter cannot be built.
+    pub fn start(settings: &TelemetrySettings) -> Result<Option<Telemetry>, TelemetryError> {
+        settings.validate()?;
+        if !settings.active() {
+            return Ok(None);
+        }
+        let url = settings.traces_url()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("herald-otlp")
+            .enable_all()
+            .build()
+            .map_err(|e| TelemetryError::Exporter(format!("the exporter's runtime: {e}")))?;
+        let client = OnRuntime {
+            client: opentelemetry_http::hyper::HyperClient::with_default_connector(
+                EXPORT_TIMEOUT,
+                None,
+            ),
+            handle: runtime.handle().clone(),
+        };
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(url)
+            .with_timeout(EXPORT_TIMEOUT)
+            .with_http_client(client)
+            .build()
+            .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource(&settings.service()))
+            .build();
+        herald::hop::install_bridge(crate::Bridge);
+        Ok(Some(Telemetry {
+            provider,
+            runtime: Some(runtime),
+        }))
+    }
+
+    /// Spans to `exporter`, each as it ends (the in-memory exporter of a test, the collector
+    /// of `herald demo --trace`). Installs the [`Bridge`](crate::Bridge).
+    pub fn with_exporter(exporter: impl SpanExporter + 'static, service: &str) -> Telemetry {
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter)
+            .with_resource(resource(service))
+            .build();
+        herald::hop::install_bridge(crate::Bridge);
+        Telemetry {
+            provider,
+            runtime: None,
+        }
+    }
+
+    /// The `tracing` layer that records spans (Herald's hops and the program's own) into
+    /// OpenTelemetry.
+    pub fn layer<S>(&self) -> OpenTelemetryLayer<S, SdkTracer>
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        tracing_opentelemetry::layer().with_tracer(self.provider.tracer("herald"))
+    }
+
+    /// Sends what is still buffered now.
+    pub fn flush(&self) {
+        if let Err(e) = self.provider.force_flush() {
+            tracing::warn!("telemetry: flush: {e}");
+        }
+    }
+
+    /// Sends what is still buffered and stops (also done on drop).
+    pub fn shutdown(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Err(e) = self.provider.shutdown() {
+            tracing::debug!("telemetry: shutdown: {e}");
+        }
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn resource(service: &str) -> Resource {
+    Resource::builder()
+        .with_service_name(service.to_owned())
+        .build()
+}
