@@ -352,6 +352,11 @@ pub(crate) struct DemoArgs {
     /// Trivia rounds to play.
     #[arg(long, default_value_t = 3)]
     pub(crate) rounds: u32,
+    /// Print the span tree of one step of the worker part: its hops (publish, process, the
+    /// result, its domain event) with the time spent in each, from OpenTelemetry spans
+    /// collected in memory (no collector needed).
+    #[arg(long)]
+    pub(crate) trace: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -440,6 +445,9 @@ pub(crate) struct SubArgs {
     /// Exit after this many seconds.
     #[arg(long)]
     pub(crate) timeout: Option<f64>,
+    /// Print each event's trace id (`-` when it has none) before its JSON.
+    #[arg(long)]
+    pub(crate) trace: bool,
 }
 
 #[derive(Debug, Args)]

@@ -23,6 +23,9 @@ pub(crate) struct HeraldConfig {
     pub(crate) http: HttpSection,
     /// `herald node`: its role and its consumers.
     pub(crate) node: NodeSection,
+    /// Span export (OpenTelemetry, OTLP/HTTP): off by default; the standard `OTEL_*`
+    /// variables fill what it leaves empty. herald-otel owns the section.
+    pub(crate) telemetry: herald_otel::TelemetrySettings,
     /// Where each key's value came from (`file PATH`, `environment $VAR`, `flag --x`);
     /// a key not here has its default.
     #[serde(skip)]
@@ -48,6 +51,7 @@ impl Default for HeraldConfig {
             worker: WorkerSection::default(),
             http: HttpSection::default(),
             node: NodeSection::default(),
+            telemetry: herald_otel::TelemetrySettings::default(),
             sources: std::collections::BTreeMap::new(),
         }
     }
@@ -415,6 +419,9 @@ impl HeraldConfig {
             let key = format!("http.{}", e.key);
             bad(&key, &at(&key), e.reason)
         })?;
+        self.telemetry
+            .validate()
+            .map_err(|e| bad(&e.key, &at(&e.key), e.reason))?;
         if !(self.store.starts_with("sqlite:") || self.store.starts_with("postgres")) {
             return Err(bad(
                 "store",

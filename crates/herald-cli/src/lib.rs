@@ -11,6 +11,7 @@ mod error;
 mod opts;
 pub mod output;
 mod signal;
+pub mod telemetry;
 
 pub use error::CliError;
 

@@ -13,15 +13,13 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
     };
-    tracing_subscriber::fmt()
-        .with_writer(|| herald_cli::output::LossyStderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.default_log_filter())),
-        )
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let telemetry = match herald_cli::telemetry::init(&cli) {
+        Ok(t) => t,
+        Err(e) => {
+            herald_cli::output::note(&format!("herald: {e}"));
+            return ExitCode::from(78);
+        }
+    };
     // Handler panics are caught and reported by the bus; keep the default hook's multi-line
     // output out of the way and print one line instead.
     std::panic::set_hook(Box::new(|info| {
@@ -54,6 +52,8 @@ fn main() -> ExitCode {
     // The command is done: tasks it left behind (a publisher of an interrupted chaos run, a
     // blocking call still waiting) get a bounded moment, never a hang at exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    // The last spans go out before the process ends.
+    drop(telemetry);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ CliError::Config(_)) => {

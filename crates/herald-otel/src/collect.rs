@@ -34,6 +34,24 @@ impl Collector {
     pub fn spans(&self) -> Vec<SpanData> {
         self.spans.lock().clone()
     }
+
+    /// The tree ([`render`]) of the trace with the most spans among those holding a span
+    /// named `name` (the step whose work went furthest); `None` when no span has the name.
+    pub fn busiest_tree(&self, name: &str) -> Option<String> {
+        let spans = self.spans();
+        let count = |t: TraceId| {
+            spans
+                .iter()
+                .filter(|s| s.span_context.trace_id() == t)
+                .count()
+        };
+        let trace = spans
+            .iter()
+            .filter(|s| s.name == name)
+            .map(|s| s.span_context.trace_id())
+            .max_by_key(|t| count(*t))?;
+        Some(render(&spans, trace))
+    }
 }
 
 fn attribute<'a>(span: &'a SpanData, key: &str) -> Option<&'a Value> {

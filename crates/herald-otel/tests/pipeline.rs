@@ -387,3 +387,69 @@ async fn postgres_a_retry_and_a_replay_start_linked_traces() {
     let namespace = unique("otelr").replace('-', "_");
     a_retry_and_a_replay_start_linked_traces(store, &namespace).await;
 }
+
+/// A plain nats-py publisher's `traceparent` (as a NATS header, or in the envelope) is the
+/// parent of the Herald subscriber's `process` span; a malformed one gives a new trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_py_publishers_context_is_the_parent_of_the_subscribers_span() {
+    const TP: &str = "00-5bf92f3577b34da6a3ce929d0e0e4736-10f067aa0ba902b7-01";
+    let test = "otel_nats_py";
+    let Some(url) = nats_url(test) else { return };
+    let has = std::process::Command::new("python3")
+        .args(["-c", "import nats"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has {
+        assert!(
+            !herald_testkit::env::services_required(),
+            "{test}: python3 with nats-py is missing and HERALD_REQUIRE_SERVICES=1; run scripts/test.sh, which installs it"
+        );
+        eprintln!("SKIPPED {test}: python3 with nats-py is not installed");
+        return;
+    }
+    exporter();
+    let nats = Nats::connect(&url).await.expect("connect");
+    let subject = format!("{}.py", unique("otelpy"));
+    let seen = Arc::new(Mutex::new(0usize));
+    let s = seen.clone();
+    let _sub = nats
+        .subscribe_handler(
+            subject.as_str(),
+            None,
+            handler_fn(move |_e: Arc<Event>| {
+                *s.lock() += 1;
+                async { Ok::<(), BoxError>(()) }
+            }),
+        )
+        .await
+        .expect("subscribe");
+    nats.flush().await.expect("flush");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../herald-nats/tests/interop/trace_publisher.py"
+    );
+    let status = tokio::process::Command::new("python3")
+        .args([script, &url, &subject, TP])
+        .status()
+        .await
+        .expect("python3");
+    assert!(status.success());
+    eventually("three deliveries", || *seen.lock() >= 3).await;
+    let all = spans();
+    let processed = named(&all, &format!("process {subject}"));
+    assert_eq!(processed.len(), 3);
+    let parented: Vec<_> = processed
+        .iter()
+        .filter(|s| {
+            format!("{:032x}", s.span_context.trace_id()) == TP[3..35]
+                && format!("{:016x}", s.parent_span_id) == TP[36..52]
+        })
+        .collect();
+    assert_eq!(parented.len(), 2, "the header's and the envelope's context");
+    let others: Vec<_> = processed
+        .iter()
+        .filter(|s| format!("{:032x}", s.span_context.trace_id()) != TP[3..35])
+        .collect();
+    assert_eq!(others.len(), 1, "the malformed one: a new trace");
+}

@@ -172,7 +172,15 @@ pub(crate) async fn subscribe(args: SubArgs, bus: &str) -> Result<(), CliError> 
             return Err(CliError::Other("subscription closed by the server".into()));
         };
         seen += 1;
-        if !print_line(&serde_json::to_string(&incoming.event).unwrap_or_default())? {
+        let json = serde_json::to_string(&incoming.event).unwrap_or_default();
+        let line = if args.trace {
+            let trace = incoming.event.trace_context();
+            let id = trace.as_ref().map_or("-", |c| c.trace_id());
+            format!("{id} {json}")
+        } else {
+            json
+        };
+        if !print_line(&line)? {
             break;
         }
     }

@@ -137,6 +137,15 @@ async fn run_in(
             poller.emitted()
         ),
     ];
+    // `--trace`: one step's hops as OpenTelemetry saw them.
+    if let Some(tree) = crate::telemetry::collector()
+        .and_then(|c| c.busiest_tree(&format!("process {}", queues.steps)))
+    {
+        say(format!(
+            "the span tree of one step (herald demo --trace):\n{}",
+            tree.trim_end()
+        ))?;
+    }
     let detail = observe_lines(&store, &queues, bus, progress, &events, started, &mut lines).await;
     let ok = results.len() == steps
         && dead.len() == 2
