@@ -378,6 +378,10 @@ pub(crate) enum Suite {
     /// The relays on PostgreSQL and --bus: log relay beside sqlx read + async-nats publish
     /// (256 in flight), inbox beside fetch + INSERT + ack, and the append-to-subscriber lag.
     Relay,
+    /// What tracing costs each hop (bus publish, NATS publish to a handler, SQLite queue
+    /// send, SQLite worker step): on with a discarding exporter beside off, each side in a
+    /// child process of its own, alternately.
+    Trace,
     /// Every suite.
     All,
 }
@@ -399,6 +403,19 @@ pub(crate) struct BenchArgs {
     /// Scale the message counts (1.0 = default; smaller is quicker and noisier).
     #[arg(long, default_value_t = 1.0)]
     pub(crate) scale: f64,
+    /// `bench trace` runs each side in a child process of its own: this is the child's
+    /// side (tracing on with a discarding exporter, or off).
+    #[arg(long, value_enum, hide = true)]
+    pub(crate) tracing: Option<Tracing>,
+}
+
+/// A side of `herald bench trace`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Tracing {
+    /// Spans exported in batches to an exporter that drops them.
+    On,
+    /// No exporter: the default.
+    Off,
 }
 
 #[derive(Debug, Args)]

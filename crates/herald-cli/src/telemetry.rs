@@ -8,7 +8,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, Tracing};
 use crate::CliError;
 
 /// The spans `herald demo --trace` collected.
@@ -53,6 +53,9 @@ pub fn init(cli: &Cli) -> Result<Guard, CliError> {
                 "herald-demo",
             ))
         }
+        Command::Bench(args) if args.tracing == Some(Tracing::On) => Some(
+            herald_otel::Telemetry::with_batch_exporter(herald_otel::collect::Discard, "bench"),
+        ),
         // A config that does not load is the command's own error, reported by it.
         _ => match crate::config::resolve(&cli.options()) {
             Ok(config) => herald_otel::Telemetry::start(&config.telemetry)

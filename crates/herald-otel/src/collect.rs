@@ -1,4 +1,4 @@
-//! Spans kept in memory and printed as a tree: how `herald demo --trace` shows one piece of
+//! Spans kept in memory and printed as a tree (or dropped, [`Discard`]): how `herald demo --trace` shows one piece of
 //! work's hops, with the time spent in each, without a collector.
 
 use std::fmt::Write as _;
@@ -20,6 +20,16 @@ pub struct Collector {
 impl SpanExporter for Collector {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         self.spans.lock().extend(batch);
+        Ok(())
+    }
+}
+
+/// An exporter that drops every span (what the SDK and the hops cost without the wire).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Discard;
+
+impl SpanExporter for Discard {
+    async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
         Ok(())
     }
 }

@@ -115,6 +115,21 @@ impl Telemetry {
         }
     }
 
+    /// Spans to `exporter` in batches, from the SDK's own thread, as [`Telemetry::start`]
+    /// sends them (with a [`Discard`](crate::collect::Discard) exporter: what tracing costs
+    /// the hops themselves, for `herald bench trace`). Installs the [`Bridge`](crate::Bridge).
+    pub fn with_batch_exporter(exporter: impl SpanExporter + 'static, service: &str) -> Telemetry {
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource(service))
+            .build();
+        herald::hop::install_bridge(crate::Bridge);
+        Telemetry {
+            provider,
+            runtime: None,
+        }
+    }
+
     /// The `tracing` layer that records spans (Herald's hops and the program's own) into
     /// OpenTelemetry.
     pub fn layer<S>(&self) -> OpenTelemetryLayer<S, SdkTracer>

@@ -20,6 +20,7 @@ mod core;
 mod frame;
 mod nats;
 mod ops;
+mod telemetry;
 mod worker;
 
 /// A Python exception raised by a handler, kept as the handler's error: its type, message and
@@ -424,5 +425,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(core::get_health_check, m)?)?;
     m.add_function(wrap_pyfunction!(core::get_metrics, m)?)?;
     m.add_function(wrap_pyfunction!(core::get_config, m)?)?;
+    m.add_function(wrap_pyfunction!(telemetry::start_telemetry, m)?)?;
+    m.add_function(wrap_pyfunction!(telemetry::shutdown_telemetry, m)?)?;
     Ok(())
 }

@@ -9,12 +9,25 @@
   and module-level lifecycle functions.
 - ``herald.subscriber``: seed 000's ``StepExecutionSubscriber`` on Herald's Rust worker.
 - ``herald.operations``: ``Operations``, the verbs of ``herald dlq`` and ``herald schedule``.
+- ``start_telemetry()`` / ``shutdown_telemetry()``: Herald's hop spans (publish and process,
+  OpenTelemetry's messaging conventions) exported by OTLP/HTTP; started at import when
+  ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._TRACES_ENDPOINT``) is set, flushed at exit.
 
 Both run on Herald's in-process bus (``herald._native.NativeBus``): NATS-style patterns,
 priorities, handler isolation, history and statistics are Herald's.
 """
 
-from ._native import NativeBus, NativeNats, NativeWorker, __version__
+import atexit as _atexit
+import os as _os
+
+from ._native import (
+    NativeBus,
+    NativeNats,
+    NativeWorker,
+    __version__,
+    shutdown_telemetry,
+    start_telemetry,
+)
 from .bridge import EventBridge
 from .event_bus import Event, EventBus, EventPriority
 from .handler import HandlerRegistry, StepHandler
@@ -82,4 +95,12 @@ __all__ = [
     "StepHandler",
     "StepHandlerResult",
     "__version__",
+    "shutdown_telemetry",
+    "start_telemetry",
 ]
+
+if _os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or _os.environ.get(
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+):
+    start_telemetry(enabled=False)
+_atexit.register(shutdown_telemetry)

@@ -278,7 +278,7 @@ impl Bus {
         // Published from a handler that processes a traced delivery: the trace goes on, in
         // a publish span that lasts until the handlers have run.
         let _span = publish_span(&mut event);
-        self.publish_shared(Arc::new(event)).await
+        self.publish_arc(Arc::new(event)).await
     }
 
     /// [`Bus::publish`] for an event that is already shared.
@@ -291,6 +291,17 @@ impl Bus {
     ///
     /// As [`Bus::publish`].
     pub async fn publish_shared(&self, event: Arc<Event>) -> Result<DispatchReport, PublishError> {
+        if !crate::hop::publishes(&event) {
+            return self.publish_arc(event).await;
+        }
+        // Traced: the event gets its publish span's context, on a copy.
+        let mut event = Event::clone(&event);
+        let _span = publish_span(&mut event);
+        self.publish_arc(Arc::new(event)).await
+    }
+
+    /// Publishes a shared event as it is (its publish span, if any, already open).
+    async fn publish_arc(&self, event: Arc<Event>) -> Result<DispatchReport, PublishError> {
         let depth = depth::here() + 1;
         if !self.inner.running.load(Ordering::Acquire) {
             self.inner.counters.add_refused_stopped();

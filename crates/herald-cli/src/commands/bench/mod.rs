@@ -7,6 +7,7 @@ pub(crate) mod queue;
 pub(crate) mod relay;
 pub(crate) mod runtime;
 pub(crate) mod store;
+pub(crate) mod trace;
 pub(crate) mod worker;
 
 use std::future::Future;
@@ -168,6 +169,9 @@ pub(crate) async fn run(args: BenchArgs, store: &str, bus: &str) -> Result<(), C
             args.scale
         )));
     }
+    if let Some(side) = args.tracing {
+        return trace::side(side, args.scale, bus).await;
+    }
     let mut report = Report::new(args.json)?;
     if matches!(args.suite, Suite::Bus | Suite::All) {
         bus::run(&mut report, args.scale).await?;
@@ -189,6 +193,9 @@ pub(crate) async fn run(args: BenchArgs, store: &str, bus: &str) -> Result<(), C
     }
     if matches!(args.suite, Suite::Worker | Suite::All) {
         worker::run(&mut report, args.scale, store).await?;
+    }
+    if matches!(args.suite, Suite::Trace | Suite::All) {
+        trace::run(&mut report, args.scale, bus).await?;
     }
     if !args.json {
         let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();

@@ -60,7 +60,11 @@ fn scrape(
     })
 }
 
-async fn worker_run<Q: Queue>(store: &Q, n: u64, observed: bool) -> Result<f64, CliError> {
+pub(crate) async fn worker_run<Q: Queue>(
+    store: &Q,
+    n: u64,
+    observed: bool,
+) -> Result<f64, CliError> {
     worker_at(store, n, observed, CONCURRENCY).await
 }
 
