@@ -46,25 +46,7 @@ pub(crate) fn adopt(event: &mut Event, headers: Option<&HeaderMap>) {
     event.adopt_trace_context(tp, ts);
 }
 
-/// The trace context in a stored envelope's `metadata`, read without building the event (the
-/// relays publish bodies unchanged); `None` when it has none, or a malformed one.
+/// The trace context in a stored envelope's `metadata` (see [`herald::TraceContext::of_body`]).
 pub(crate) fn of_body(body: &[u8]) -> Option<herald::TraceContext> {
-    // Most bodies carry no context: skip the parse unless the key is there at all.
-    if !body
-        .windows(TRACEPARENT.len())
-        .any(|w| w == TRACEPARENT.as_bytes())
-    {
-        return None;
-    }
-    #[derive(serde::Deserialize)]
-    struct Trace {
-        traceparent: Option<String>,
-        tracestate: Option<String>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Envelope {
-        metadata: Option<Trace>,
-    }
-    let meta = serde_json::from_slice::<Envelope>(body).ok()?.metadata?;
-    herald::TraceContext::parse(meta.traceparent.as_deref()?, meta.tracestate.as_deref()).ok()
+    herald::TraceContext::of_body(body)
 }

@@ -90,44 +90,44 @@ impl Telemetry {
             .with_http_client(client)
             .build()
             .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
-        let provider = SdkTracerProvider::builder()
-            .with_batch_exporter(exporter)
-            .with_resource(resource(&settings.service()))
-            .build();
-        herald::hop::install_bridge(crate::Bridge);
-        Ok(Some(Telemetry {
-            provider,
-            runtime: Some(runtime),
-        }))
+        let builder = SdkTracerProvider::builder().with_batch_exporter(exporter);
+        Ok(Some(Telemetry::installed(
+            builder,
+            &settings.service(),
+            Some(runtime),
+        )))
     }
 
     /// Spans to `exporter`, each as it ends (the in-memory exporter of a test, the collector
     /// of `herald demo --trace`). Installs the [`Bridge`](crate::Bridge).
     pub fn with_exporter(exporter: impl SpanExporter + 'static, service: &str) -> Telemetry {
-        let provider = SdkTracerProvider::builder()
-            .with_simple_exporter(exporter)
-            .with_resource(resource(service))
-            .build();
-        herald::hop::install_bridge(crate::Bridge);
-        Telemetry {
-            provider,
-            runtime: None,
-        }
+        let builder = SdkTracerProvider::builder().with_simple_exporter(exporter);
+        Telemetry::installed(builder, service, None)
     }
 
     /// Spans to `exporter` in batches, from the SDK's own thread, as [`Telemetry::start`]
     /// sends them (with a [`Discard`](crate::collect::Discard) exporter: what tracing costs
     /// the hops themselves, for `herald bench trace`). Installs the [`Bridge`](crate::Bridge).
     pub fn with_batch_exporter(exporter: impl SpanExporter + 'static, service: &str) -> Telemetry {
-        let provider = SdkTracerProvider::builder()
-            .with_batch_exporter(exporter)
-            .with_resource(resource(service))
+        let builder = SdkTracerProvider::builder().with_batch_exporter(exporter);
+        Telemetry::installed(builder, service, None)
+    }
+
+    /// The provider `builder` makes, named `service`, with the bridge installed.
+    fn installed(
+        builder: opentelemetry_sdk::trace::TracerProviderBuilder,
+        service: &str,
+        runtime: Option<tokio::runtime::Runtime>,
+    ) -> Telemetry {
+        let provider = builder
+            .with_resource(
+                Resource::builder()
+                    .with_service_name(service.to_owned())
+                    .build(),
+            )
             .build();
         herald::hop::install_bridge(crate::Bridge);
-        Telemetry {
-            provider,
-            runtime: None,
-        }
+        Telemetry { provider, runtime }
     }
 
     /// The `tracing` layer that records spans (Herald's hops and the program's own) into
@@ -161,10 +161,4 @@ impl Drop for Telemetry {
             rt.shutdown_background();
         }
     }
-}
-
-fn resource(service: &str) -> Resource {
-    Resource::builder()
-        .with_service_name(service.to_owned())
-        .build()
 }

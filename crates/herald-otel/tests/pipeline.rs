@@ -72,13 +72,22 @@ async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn worker_config(namespace: &str) -> WorkerConfig {
-    WorkerConfig {
+/// A worker on `store` with `registry`'s handlers, polling and retrying quickly.
+async fn worker<S: Queue>(
+    store: &S,
+    bus: &Bus,
+    registry: HandlerRegistry,
+    namespace: &str,
+) -> Worker<S> {
+    let config = WorkerConfig {
         namespace: namespace.into(),
         poll_wait: Duration::from_millis(50),
         retry_backoff: Duration::from_millis(10),
         ..WorkerConfig::default()
-    }
+    };
+    Worker::new(store.clone(), bus.clone(), Arc::new(registry), config)
+        .await
+        .expect("worker")
 }
 
 async fn one_trace_across_every_hop<S: Queue + EventStore>(
@@ -106,14 +115,7 @@ async fn one_trace_across_every_hop<S: Queue + EventStore>(
             }
         }
     }));
-    let mut worker = Worker::new(
-        store.clone(),
-        bus.clone(),
-        Arc::new(registry),
-        worker_config(namespace),
-    )
-    .await
-    .expect("worker");
+    let mut worker = worker(&store, &bus, registry, namespace).await;
     let queues: StepQueues = worker.queues().clone();
     // The NATS subscriber sends the step.
     let (s, steps) = (store.clone(), queues.steps.clone());
@@ -267,14 +269,7 @@ async fn a_retry_and_a_replay_start_linked_traces<S: Queue + EventStore + DeadLe
             }
         }
     }));
-    let mut worker = Worker::new(
-        store.clone(),
-        bus.clone(),
-        Arc::new(registry),
-        worker_config(namespace),
-    )
-    .await
-    .expect("worker");
+    let mut worker = worker(&store, &bus, registry, namespace).await;
     let queues: StepQueues = worker.queues().clone();
     let stop = Shutdown::new();
     let st = stop.clone();

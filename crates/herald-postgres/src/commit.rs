@@ -228,18 +228,28 @@ async fn one_statement(pool: &PgPool, works: &[&Work]) -> Option<Result<Vec<Done
                     _ => Vec::new(),
                 })
                 .collect();
-            let sent: Result<Vec<i64>, sqlx::Error> = sqlx::query_scalar(
+            // With a traced body, PGMQ's headers column too ($5).
+            let headers = crate::headers::of(&bodies);
+            let sql = format!(
                 "WITH sent AS (
-                     SELECT * FROM pgmq.send_batch($1, $2::text[]::jsonb[],
+                     SELECT * FROM pgmq.send_batch($1, $2::text[]::jsonb[],{}
                          clock_timestamp() + make_interval(secs => $3)) AS msg_id)
                  SELECT sent.msg_id FROM sent, (SELECT pg_notify($4, '')) AS woken",
-            )
-            .bind(queue)
-            .bind(&bodies)
-            .bind(seconds(*delay))
-            .bind(channel(queue))
-            .fetch_all(pool)
-            .await;
+                if headers.is_some() {
+                    " $5::text[]::jsonb[],"
+                } else {
+                    ""
+                }
+            );
+            let mut query = sqlx::query_scalar(&sql)
+                .bind(queue)
+                .bind(&bodies)
+                .bind(seconds(*delay))
+                .bind(channel(queue));
+            if let Some(h) = &headers {
+                query = query.bind(h);
+            }
+            let sent: Result<Vec<i64>, sqlx::Error> = query.fetch_all(pool).await;
             let mut ids = match sent {
                 Ok(ids) => ids,
                 Err(e) => return Some(Err(Failed::Op(store("send", queue, e)))),
@@ -336,16 +346,28 @@ async fn settles_in_one_statement(
     }
     // `queue` and `target` are validated queue names (letters, digits, `_`).
     let archive = guarded_archive(queue);
+    // With a traced result, PGMQ's headers column too ($6, beside the bodies).
+    let headers = crate::headers::of(&bodies);
+    let (hdr, hdr_col, hdrs, hdrs_arg) = if headers.is_some() {
+        (
+            ", $6::text[]",
+            ", hdr",
+            ", array_agg(w.hdr::jsonb ORDER BY w.ord) AS hdrs",
+            " r.hdrs,",
+        )
+    } else {
+        ("", "", "", "")
+    };
     let sql = format!(
         "WITH want AS (
-             SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[]) WITH ORDINALITY
-                 AS w(msg_id, read_ct, body, ord)),
+             SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[]{hdr}) WITH ORDINALITY
+                 AS w(msg_id, read_ct, body{hdr_col}, ord)),
          {archive},
          results AS (
-             SELECT array_agg(w.body::jsonb ORDER BY w.ord) AS msgs
+             SELECT array_agg(w.body::jsonb ORDER BY w.ord) AS msgs{hdrs}
              FROM want w JOIN arch a ON a.msg_id = w.msg_id),
          sent AS (
-             SELECT pgmq.send_batch($4, r.msgs, clock_timestamp()) AS id
+             SELECT pgmq.send_batch($4, r.msgs,{hdrs_arg} clock_timestamp()) AS id
              FROM results r WHERE r.msgs IS NOT NULL),
          woken AS (
              SELECT pg_notify($5, '') FROM (SELECT 1 FROM sent LIMIT 1) AS any_sent)
@@ -353,14 +375,16 @@ async fn settles_in_one_statement(
                 coalesce((SELECT array_agg(id ORDER BY id) FROM sent), '{{}}'::bigint[]),
                 (SELECT count(*) FROM woken)"
     );
-    let row: Result<(Vec<i64>, Vec<i64>, i64), sqlx::Error> = sqlx::query_as(&sql)
+    let mut query = sqlx::query_as(&sql)
         .bind(&ids)
         .bind(&cts)
         .bind(&bodies)
         .bind(target)
-        .bind(channel(target))
-        .fetch_one(pool)
-        .await;
+        .bind(channel(target));
+    if let Some(h) = &headers {
+        query = query.bind(h);
+    }
+    let row: Result<(Vec<i64>, Vec<i64>, i64), sqlx::Error> = query.fetch_one(pool).await;
     let (archived, sent, _) = match row {
         Ok(r) => r,
         Err(e) => return Some(Err(Failed::Op(store("settle", queue, e)))),
@@ -578,16 +602,27 @@ async fn send_batch(
     bodies: &[&str],
     delay: Duration,
 ) -> Result<Vec<i64>, QueueError> {
-    sqlx::query_scalar(
-        "SELECT * FROM pgmq.send_batch($1, $2::text[]::jsonb[],
+    let headers = crate::headers::of(bodies);
+    let sql = format!(
+        "SELECT * FROM pgmq.send_batch($1, $2::text[]::jsonb[],{}
              clock_timestamp() + make_interval(secs => $3))",
-    )
-    .bind(queue)
-    .bind(bodies)
-    .bind(seconds(delay))
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(|e| store("send", queue, e))
+        if headers.is_some() {
+            " $4::text[]::jsonb[],"
+        } else {
+            ""
+        }
+    );
+    let mut query = sqlx::query_scalar(&sql)
+        .bind(queue)
+        .bind(bodies)
+        .bind(seconds(delay));
+    if let Some(h) = &headers {
+        query = query.bind(h);
+    }
+    query
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| store("send", queue, e))
 }
 
 /// The guarded settle on PGMQ's tables. `queue` and the send targets are validated

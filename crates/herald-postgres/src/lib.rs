@@ -43,6 +43,7 @@ mod commit;
 mod dlq;
 mod error;
 mod event_store;
+mod headers;
 mod listen;
 mod queue;
 mod schedule;

@@ -97,7 +97,7 @@ pub(crate) async fn ensure(pool: &PgPool) -> Result<(), QueueError> {
         .await;
     result?;
     unlocked.map_err(|e| store("install", "*", e))?;
-    Ok(())
+    crate::headers::detect(pool).await
 }
 
 async fn install(pool: &PgPool) -> Result<(), QueueError> {

@@ -291,3 +291,61 @@ async fn close_ends_the_stores_tasks_and_later_writes_are_refused() {
     assert_eq!(got.iter().map(|m| m.msg_id).collect::<Vec<_>>(), vec![id]);
     other.drop_queue(&q).await.expect("drop");
 }
+
+/// A traced message's context is also in PGMQ's `headers` column (this PGMQ has it), on a
+/// send, a batch and a settle that sends a result; an untraced message's headers stay null.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_traced_message_has_its_context_in_pgmqs_headers_column() {
+    let Some((store, url)) = store("pg_headers").await else {
+        return;
+    };
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let ctx = herald::TraceContext::parse(TP, Some("v=\"1\"")).expect("valid");
+    let (q, results) = (qname("hdr"), qname("hdrres"));
+    for name in [&q, &results] {
+        store.create(name).await.expect("create");
+    }
+    let traced = tagged("hdr.one", "traced").with_trace_context(&ctx);
+    let plain = tagged("hdr.two", "plain");
+    let one = store.send(&q, &traced, Duration::ZERO).await.expect("send");
+    let batch = store
+        .send_batch(&q, &[plain.clone(), traced.clone()], Duration::ZERO)
+        .await
+        .expect("send_batch");
+    let headers = |queue: &QueueName, id: i64| {
+        psql(
+            &url,
+            &format!(
+                "SELECT coalesce(headers::text, 'null') FROM pgmq.q_{queue} WHERE msg_id = {id}"
+            ),
+        )
+        .trim()
+        .to_owned()
+    };
+    // As jsonb prints it: shorter keys first.
+    let want = r#"{"tracestate": "v=\"1\"", "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}"#;
+    assert_eq!(headers(&q, one), want, "a send");
+    assert_eq!(headers(&q, batch[0]), "null", "untraced");
+    assert_eq!(headers(&q, batch[1]), want, "a batch");
+    // A settle that sends a traced result (the worker's shape).
+    let read = store
+        .read(&q, Duration::from_secs(30), 1)
+        .await
+        .expect("read");
+    let m = &read[0];
+    let settlement = herald::queue::Settlement::only(herald::queue::Settle::Archive)
+        .and_send(results.clone(), traced.clone());
+    store
+        .settle(&q, m.msg_id, m.read_ct, settlement)
+        .await
+        .expect("settle");
+    let sent = psql(
+        &url,
+        &format!("SELECT coalesce(headers::text, 'null') FROM pgmq.q_{results}"),
+    );
+    assert_eq!(sent.trim(), want, "a settle's result");
+    assert_eq!(id_of(&m.event().expect("envelope")), "traced");
+    for name in [&q, &results] {
+        store.drop_queue(name).await.expect("drop");
+    }
+}

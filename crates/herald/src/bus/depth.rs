@@ -31,19 +31,28 @@ pub(crate) fn with_depth<R>(depth: u32, f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// Awaits `fut` with the depth set to `depth` during each of its polls, and the trace
-/// context `trace` (a traced event's process context) as the current one.
-pub(crate) async fn at_depth<F: Future>(
+/// Awaits `fut` with the depth set to `depth` during each of its polls.
+pub(crate) async fn at_depth<F: Future>(depth: u32, fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    poll_fn(|cx| with_depth(depth, || fut.as_mut().poll(cx))).await
+}
+
+/// [`at_depth`] for a traced delivery: its process context is the current trace context and
+/// its process span is entered during each poll (as `tracing::Instrument` does).
+pub(crate) async fn traced_at_depth<F: Future>(
     depth: u32,
-    trace: Option<crate::TraceContext>,
+    processing: crate::hop::Processing,
     fut: F,
 ) -> F::Output {
     let mut fut = std::pin::pin!(fut);
-    let trace = trace.map(crate::message::trace::shared);
+    let traced = processing.into_traced();
     poll_fn(|cx| {
-        with_depth(depth, || match &trace {
+        with_depth(depth, || match &traced {
             None => fut.as_mut().poll(cx),
-            Some(t) => crate::message::trace::with_current(t, || fut.as_mut().poll(cx)),
+            Some(t) => {
+                let _entered = t.span.enter();
+                crate::message::trace::with_current(&t.context, || fut.as_mut().poll(cx))
+            }
         })
     })
     .await

@@ -276,9 +276,26 @@ impl Bus {
     /// the current one have run; the rest will not.
     pub async fn publish(&self, mut event: Event) -> Result<DispatchReport, PublishError> {
         // Published from a handler that processes a traced delivery: the trace goes on, in
-        // a publish span that lasts until the handlers have run.
-        let _span = publish_span(&mut event);
-        self.publish_arc(Arc::new(event)).await
+        // a publish span that lasts until the handlers have run (boxed: an untraced
+        // publish's future stays as small as it was).
+        if crate::hop::publishes(&event) {
+            let span = publish_span(&mut event);
+            return Box::pin(self.publish_in(span, Arc::new(event))).await;
+        }
+        self.publish_shared(Arc::new(event)).await
+    }
+
+    /// Publishes `event` in its publish `span`, which ends when the handlers have run.
+    async fn publish_in(
+        &self,
+        span: tracing::Span,
+        event: Arc<Event>,
+    ) -> Result<DispatchReport, PublishError> {
+        let depth = depth::here() + 1;
+        self.admit_publish(&event)?;
+        let report = self.inner.deliver(event, depth).await;
+        drop(span);
+        report
     }
 
     /// [`Bus::publish`] for an event that is already shared.
@@ -291,25 +308,27 @@ impl Bus {
     ///
     /// As [`Bus::publish`].
     pub async fn publish_shared(&self, event: Arc<Event>) -> Result<DispatchReport, PublishError> {
-        if !crate::hop::publishes(&event) {
-            return self.publish_arc(event).await;
+        // Traced: the event gets its publish span's context, on a copy (boxed, as above).
+        if crate::hop::publishes(&event) {
+            let mut event = Event::clone(&event);
+            let span = publish_span(&mut event);
+            return Box::pin(self.publish_in(span, Arc::new(event))).await;
         }
-        // Traced: the event gets its publish span's context, on a copy.
-        let mut event = Event::clone(&event);
-        let _span = publish_span(&mut event);
-        self.publish_arc(Arc::new(event)).await
+        let depth = depth::here() + 1;
+        self.admit_publish(&event)?;
+        self.inner.deliver(event, depth).await
     }
 
-    /// Publishes a shared event as it is (its publish span, if any, already open).
-    async fn publish_arc(&self, event: Arc<Event>) -> Result<DispatchReport, PublishError> {
-        let depth = depth::here() + 1;
+    /// Refuses (and counts) a publish on a stopped bus.
+    #[inline]
+    fn admit_publish(&self, event: &Event) -> Result<(), PublishError> {
         if !self.inner.running.load(Ordering::Acquire) {
             self.inner.counters.add_refused_stopped();
             return Err(PublishError::Stopped {
                 subject: event.subject.to_string(),
             });
         }
-        self.inner.deliver(event, depth).await
+        Ok(())
     }
 
     /// Waits until the emit queue is empty and its last event has been dispatched.
@@ -455,13 +474,14 @@ impl Inner {
             }
             matched
         };
-        // A traced event's handlers run in its process context (set with the depth).
-        let (trace, span) = crate::hop::process(&bus_hop(&event.subject), &event).into_parts();
-        let dispatch = depth::at_depth(depth, trace, dispatch::dispatch(&matched, &event));
-        let report = if span.is_none() {
-            dispatch.await
+        // A traced event's handlers run in its process context and span (set with the depth).
+        // Boxed when traced: an untraced dispatch's future stays as small as it was.
+        let processing = crate::hop::process(&bus_hop(&event.subject), &event);
+        let report = if processing.is_none() {
+            depth::at_depth(depth, dispatch::dispatch(&matched, &event)).await
         } else {
-            tracing::Instrument::instrument(dispatch, span).await
+            let dispatch = dispatch::dispatch(&matched, &event);
+            Box::pin(depth::traced_at_depth(depth, processing, dispatch)).await
         };
         // Looked up again: the async dispatch may have moved this task to another thread.
         self.counters.hot().add_dispatched(report.handlers_run);

@@ -19,7 +19,7 @@
 //!   link to the original, so a poison message does not make one endless trace.
 
 use std::future::Future;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
 use tracing::Instrument;
@@ -100,6 +100,7 @@ pub fn install_bridge(bridge: impl SpanBridge) -> bool {
 }
 
 /// Whether a [`SpanBridge`] is installed: every publish then opens a span.
+#[inline]
 pub fn bridged() -> bool {
     BRIDGE.get().is_some()
 }
@@ -126,57 +127,78 @@ fn connect(
     }
 }
 
-/// A delivery's processing: the context its handler runs in and its `process` span.
+/// A delivery's processing: the context its handler runs in and its `process` span. One
+/// pointer, null when nothing is traced (it sits in every dispatch's future).
 #[derive(Debug)]
-pub struct Processing {
-    context: Option<TraceContext>,
-    span: tracing::Span,
+pub struct Processing(Option<Box<Traced>>);
+
+#[derive(Debug)]
+pub(crate) struct Traced {
+    pub(crate) context: Arc<TraceContext>,
+    pub(crate) span: tracing::Span,
 }
 
 impl Processing {
     /// No trace: the handler runs as it is.
+    #[inline]
     pub fn none() -> Self {
-        Processing {
-            context: None,
-            span: tracing::Span::none(),
-        }
+        Processing(None)
+    }
+
+    /// Whether nothing is traced.
+    #[inline]
+    pub fn is_none(&self) -> bool {
+        self.0.is_none()
     }
 
     /// The context the handler runs in (the process span's).
     pub fn context(&self) -> Option<&TraceContext> {
-        self.context.as_ref()
+        self.0.as_ref().map(|t| &*t.context)
     }
 
-    /// The `process` span.
-    pub fn span(&self) -> &tracing::Span {
-        &self.span
+    /// The `process` span (`None` when nothing is traced).
+    pub fn span(&self) -> Option<&tracing::Span> {
+        self.0.as_ref().map(|t| &t.span)
     }
 
     /// Awaits `fut` in the process span, with its context as the current trace context.
     pub async fn run<F: Future>(self, fut: F) -> F::Output {
-        if self.span.is_none() {
-            trace::in_context(self.context, fut).await
-        } else {
-            trace::in_context(self.context, fut.instrument(self.span)).await
-        }
+        let Some(t) = self.0 else {
+            return fut.await;
+        };
+        let Traced { context, span } = *t;
+        let mut fut = std::pin::pin!(fut.instrument(span));
+        std::future::poll_fn(|cx| trace::with_current(&context, || fut.as_mut().poll(cx))).await
     }
 
     /// Runs `f` in the process span, with its context as the current trace context.
+    #[inline]
     pub fn run_sync<R>(self, f: impl FnOnce() -> R) -> R {
-        let span = self.span;
-        trace::with_context(self.context, || span.in_scope(f))
+        match self.0 {
+            None => f(),
+            Some(t) => trace::with_current(&t.context, || t.span.in_scope(f)),
+        }
     }
 
-    /// The span and context, for a caller that sets them itself.
-    pub fn into_parts(self) -> (Option<TraceContext>, tracing::Span) {
-        (self.context, self.span)
+    /// The context and span, for a caller that sets them itself (the bus's dispatch).
+    pub(crate) fn into_traced(self) -> Option<Box<Traced>> {
+        self.0
     }
 }
 
 /// The processing of `event` on `hop`: a child of the event's context on a first delivery, a
 /// new trace linked to it on a redelivery or a replay; no span for an untraced event unless
 /// a bridge is installed (then it is a new trace). Cheap for an event without metadata.
+#[inline]
 pub fn process(hop: &Hop<'_>, event: &Event) -> Processing {
+    if event.metadata.is_empty() && !bridged() {
+        return Processing::none();
+    }
+    process_traced(hop, event)
+}
+
+/// [`process`] past its fast path.
+fn process_traced(hop: &Hop<'_>, event: &Event) -> Processing {
     let own = if event.metadata.is_empty() {
         None
     } else {
@@ -212,8 +234,13 @@ pub fn process(hop: &Hop<'_>, event: &Event) -> Processing {
         (Some(p), _) => Parent::Remote(p),
         _ => Parent::Root,
     };
-    let context = connect(&span, parent, link.as_ref());
-    Processing { context, span }
+    match connect(&span, parent, link.as_ref()) {
+        Some(ctx) => Processing(Some(Box::new(Traced {
+            context: trace::shared(ctx),
+            span,
+        }))),
+        None => Processing::none(),
+    }
 }
 
 /// Opens the `publish` span of `event` on `hop` and gives the event the span's context, when
@@ -277,6 +304,7 @@ pub fn sent_bodies(
 
 /// Whether [`publish`] would open a span for `event` (a caller that must copy its hop's
 /// names out of the event asks first).
+#[inline]
 pub fn publishes(event: &Event) -> bool {
     !event.metadata.contains_key(TRACEPARENT) && (bridged() || trace::current().is_some())
 }

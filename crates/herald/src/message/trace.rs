@@ -51,15 +51,6 @@ pub async fn in_context<F: Future>(ctx: Option<TraceContext>, fut: F) -> F::Outp
     poll_fn(|cx| with_current(&ctx, || fut.as_mut().poll(cx))).await
 }
 
-/// Runs `f` with `ctx` as the [`current`] trace context (restored afterwards, also if `f`
-/// unwinds). `None` runs `f` as it is.
-pub(crate) fn with_context<R>(ctx: Option<TraceContext>, f: impl FnOnce() -> R) -> R {
-    match ctx {
-        None => f(),
-        Some(ctx) => with_current(&shared(ctx), f),
-    }
-}
-
 /// `ctx`, shared, for [`with_current`]; marks that a trace context was seen in this process.
 pub(crate) fn shared(ctx: TraceContext) -> Arc<TraceContext> {
     EVER.store(true, Ordering::Relaxed);
@@ -211,6 +202,24 @@ impl TraceContext {
     /// The trace flags: 2 hex digits (`01`: sampled).
     pub fn flags(&self) -> &str {
         &self.traceparent[53..55]
+    }
+
+    /// The trace context in a serialized envelope's `metadata`, read without building the
+    /// event (the relays and PGMQ's headers column take it from stored bodies); `None` when
+    /// it has none, or a malformed one. A body without the key is not parsed at all.
+    pub fn of_body(body: &[u8]) -> Option<TraceContext> {
+        memchr::memmem::find(body, TRACEPARENT.as_bytes())?;
+        #[derive(serde::Deserialize)]
+        struct Trace {
+            traceparent: Option<String>,
+            tracestate: Option<String>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Envelope {
+            metadata: Option<Trace>,
+        }
+        let meta = serde_json::from_slice::<Envelope>(body).ok()?.metadata?;
+        TraceContext::parse(meta.traceparent.as_deref()?, meta.tracestate.as_deref()).ok()
     }
 
     /// Whether the sampled flag is set.
