@@ -218,7 +218,21 @@ pub(crate) fn publish_now(
     runtime: &tokio::runtime::Runtime,
     event: Arc<Event>,
 ) -> Result<DispatchReport, PublishError> {
-    let mut publish = std::pin::pin!(bus.publish_shared(event));
+    // Inside a trace (telemetry on, or a traced handler), `publish` stamps the event with its
+    // publish span's context; otherwise the shared event goes as it is.
+    if herald::hop::publishes(&event) {
+        return drive(py, runtime, bus.publish(Event::clone(&event)));
+    }
+    drive(py, runtime, bus.publish_shared(event))
+}
+
+/// Polls `publish` in place with the GIL held; releases it only if it must wait.
+fn drive<F: Future<Output = Result<DispatchReport, PublishError>> + Send>(
+    py: Python<'_>,
+    runtime: &tokio::runtime::Runtime,
+    publish: F,
+) -> Result<DispatchReport, PublishError> {
+    let mut publish = std::pin::pin!(publish);
     let mut cx = Context::from_waker(Waker::noop());
     match publish.as_mut().poll(&mut cx) {
         Poll::Ready(report) => report,

@@ -298,7 +298,10 @@ impl Bus {
         report
     }
 
-    /// [`Bus::publish`] for an event that is already shared.
+    /// [`Bus::publish`] for an event that is already shared, published as it is: a shared
+    /// event cannot be stamped, so this opens no publish span and does not continue the
+    /// current trace (an event with its own context keeps it; its handlers run in their
+    /// process span). [`Bus::publish`] does both.
     ///
     /// # Errors
     ///
@@ -308,12 +311,6 @@ impl Bus {
     ///
     /// As [`Bus::publish`].
     pub async fn publish_shared(&self, event: Arc<Event>) -> Result<DispatchReport, PublishError> {
-        // Traced: the event gets its publish span's context, on a copy (boxed, as above).
-        if crate::hop::publishes(&event) {
-            let mut event = Event::clone(&event);
-            let span = publish_span(&mut event);
-            return Box::pin(self.publish_in(span, Arc::new(event))).await;
-        }
         let depth = depth::here() + 1;
         self.admit_publish(&event)?;
         self.inner.deliver(event, depth).await
