@@ -276,26 +276,9 @@ impl Bus {
     /// the current one have run; the rest will not.
     pub async fn publish(&self, mut event: Event) -> Result<DispatchReport, PublishError> {
         // Published from a handler that processes a traced delivery: the trace goes on, in
-        // a publish span that lasts until the handlers have run (boxed: an untraced
-        // publish's future stays as small as it was).
-        if crate::hop::publishes(&event) {
-            let span = publish_span(&mut event);
-            return Box::pin(self.publish_in(span, Arc::new(event))).await;
-        }
+        // a publish span that lasts until the handlers have run.
+        let _span = publish_span(&mut event);
         self.publish_shared(Arc::new(event)).await
-    }
-
-    /// Publishes `event` in its publish `span`, which ends when the handlers have run.
-    async fn publish_in(
-        &self,
-        span: tracing::Span,
-        event: Arc<Event>,
-    ) -> Result<DispatchReport, PublishError> {
-        let depth = depth::here() + 1;
-        self.admit_publish(&event)?;
-        let report = self.inner.deliver(event, depth).await;
-        drop(span);
-        report
     }
 
     /// [`Bus::publish`] for an event that is already shared, published as it is: a shared
@@ -496,6 +479,7 @@ impl Inner {
 }
 
 /// The publish span of `event` on the bus (see [`crate::hop::publish`]).
+#[inline]
 fn publish_span(event: &mut Event) -> tracing::Span {
     if !crate::hop::publishes(event) {
         return tracing::Span::none();

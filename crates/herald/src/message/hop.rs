@@ -306,7 +306,7 @@ pub fn sent_bodies(
 /// names out of the event asks first).
 #[inline]
 pub fn publishes(event: &Event) -> bool {
-    !event.metadata.contains_key(TRACEPARENT) && (bridged() || trace::current().is_some())
+    (bridged() || trace::is_current()) && !event.metadata.contains_key(TRACEPARENT)
 }
 
 /// The `publish {destination}` producer span of `hop`, not connected.
