@@ -45,8 +45,3 @@ pub(crate) fn adopt(event: &mut Event, headers: Option<&HeaderMap>) {
     let ts = h.get(TRACESTATE).map(|v| v.as_str());
     event.adopt_trace_context(tp, ts);
 }
-
-/// The trace context in a stored envelope's `metadata` (see [`herald::TraceContext::of_body`]).
-pub(crate) fn of_body(body: &[u8]) -> Option<herald::TraceContext> {
-    herald::TraceContext::of_body(body)
-}

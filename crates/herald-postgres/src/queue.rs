@@ -316,12 +316,12 @@ impl Queue for PgStore {
     ) -> Result<i64, QueueError> {
         // Sent from a handler of a traced delivery: the trace goes on, in a publish span
         // that ends with the commit.
-        let (bodies, _spans) =
-            herald::hop::sent_bodies("pgmq", queue.as_str(), std::slice::from_ref(event));
+        let (continued, _span) = herald::hop::continued("pgmq", queue.as_str(), event);
+        let body = continued.as_ref().unwrap_or(event).to_json_string();
         let ids = self
             .ids(Work::Send {
                 queue: queue.to_string(),
-                bodies,
+                bodies: vec![body],
                 delay,
             })
             .await?;

@@ -381,9 +381,8 @@ impl Queue for SqliteStore {
     ) -> Result<i64, QueueError> {
         // Sent from a handler of a traced delivery: the trace goes on, in a publish span
         // that ends with the commit.
-        let (mut bodies, _spans) =
-            herald::hop::sent_bodies("sqlite", queue.as_str(), std::slice::from_ref(event));
-        let body = bodies.pop().unwrap_or_default();
+        let (continued, _span) = herald::hop::continued("sqlite", queue.as_str(), event);
+        let body = continued.as_ref().unwrap_or(event).to_json_string();
         let id = self
             .run("send", queue, move |c, q| insert(c, q, &body, delay))
             .await?;

@@ -176,7 +176,7 @@ pub(crate) async fn send(
     }
     // The body goes unchanged; its trace context also goes as headers, for clients that do
     // not read Herald's envelope.
-    if let Some(ctx) = crate::trace::of_body(body) {
+    if let Some(ctx) = herald::TraceContext::of_body(body) {
         msg = msg.header(herald::TRACEPARENT, ctx.traceparent());
         if let Some(ts) = ctx.tracestate() {
             msg = msg.header(herald::TRACESTATE, ts);

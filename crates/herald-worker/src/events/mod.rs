@@ -270,15 +270,20 @@ impl<Q: Queue> DomainEventPublisher<Q> {
             envelope.timestamp = timestamp;
             // Declared by a handler of a traced step: the domain event continues its trace,
             // in a publish span that ends with the send's commit.
-            let _span = herald::hop::publish(
-                &herald::hop::Hop {
-                    system: self.store.system(),
-                    destination: self.queue.as_str(),
-                    message_id: herald::hop::MessageId::Text(&event_id.to_string()),
-                    attempt: 0,
-                },
-                &mut envelope,
-            );
+            // (The id is formatted only when a span is opened.)
+            let _span = if herald::hop::publishes(&envelope) {
+                herald::hop::publish(
+                    &herald::hop::Hop {
+                        system: self.store.system(),
+                        destination: self.queue.as_str(),
+                        message_id: herald::hop::MessageId::Text(&event_id.to_string()),
+                        attempt: 0,
+                    },
+                    &mut envelope,
+                )
+            } else {
+                tracing::Span::none()
+            };
             if let Some(c) = correlation_id {
                 envelope = envelope.with_correlation_id(c.to_string());
             }

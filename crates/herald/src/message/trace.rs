@@ -84,15 +84,6 @@ pub(crate) fn with_current<R>(ctx: &Arc<TraceContext>, f: impl FnOnce() -> R) ->
     f()
 }
 
-/// The context a consumer processes `event` in: a child of the event's own (the process
-/// span), or `None` for an event without one. Cheap for an event without metadata.
-pub fn process_context(event: &Event) -> Option<TraceContext> {
-    if event.metadata.is_empty() {
-        return None;
-    }
-    event.trace_context().map(|c| c.child())
-}
-
 /// Malformed `traceparent` values dropped in this process since it started.
 pub fn malformed_dropped() -> u64 {
     MALFORMED.load(Ordering::Relaxed)
