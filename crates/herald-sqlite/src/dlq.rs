@@ -119,7 +119,12 @@ fn settle_in(
     for step in steps {
         match step {
             Step::Replay { letter, audit } => {
-                let body = letter.replay_body();
+                let mut body = letter.replay_body();
+                if let Some(seq) = letter.origin_msg_id {
+                    if crate::flow::policy_in(c, &letter.origin)?.is_some_and(|p| p.ordered) {
+                        body = herald::queue::flow::sequenced(&body, seq);
+                    }
+                }
                 insert(c, &letter.origin, &body, std::time::Duration::ZERO)?;
                 c.prepare_cached("DELETE FROM herald_messages WHERE queue = ?1 AND msg_id = ?2")
                     .and_then(|mut s| s.execute(params![place.as_str(), letter.id]))

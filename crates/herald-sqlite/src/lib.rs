@@ -43,10 +43,12 @@ mod commit;
 mod dlq;
 mod error;
 mod event_store;
+mod flow;
 mod options;
 mod queue;
 mod schedule;
 mod schema;
 
+pub use herald::queue::flow::FlowControl;
 pub use options::{SqliteOptions, DEFAULT_PATH};
 pub use queue::SqliteStore;

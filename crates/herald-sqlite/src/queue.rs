@@ -57,7 +57,7 @@ fn dur_micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX / 2)
 }
 
-fn message(row: &Row<'_>) -> rusqlite::Result<Message> {
+pub(crate) fn message(row: &Row<'_>) -> rusqlite::Result<Message> {
     let body: String = row.get(4)?;
     Ok(Message {
         msg_id: row.get(0)?,
@@ -288,7 +288,7 @@ impl SqliteStore {
         Ok(id)
     }
 
-    async fn run<T, F>(
+    pub(crate) async fn run<T, F>(
         &self,
         operation: &'static str,
         queue: &QueueName,
@@ -353,6 +353,8 @@ impl Queue for SqliteStore {
                 .map_err(|e| store("drop", q, e))?;
             c.execute("DELETE FROM herald_messages WHERE queue = ?1", [q])
                 .and_then(|_| c.execute("DELETE FROM herald_archive WHERE queue = ?1", [q]))
+                .and_then(|_| c.execute("DELETE FROM herald_flow_policies WHERE queue = ?1", [q]))
+                .and_then(|_| c.execute("DELETE FROM herald_flow_keys WHERE queue = ?1", [q]))
                 .map_err(|e| store("drop", q, e))?;
             Ok(n > 0)
         })
@@ -419,7 +421,10 @@ impl Queue for SqliteStore {
             .writer
             .run_lease("read", queue.as_str(), move |c| {
                 exists(c, &q)?;
-                take_visible(c, &q, vt, qty, false)
+                match crate::flow::policy_in(c, &q)? {
+                    None => take_visible(c, &q, vt, qty, false),
+                    Some(policy) => crate::flow::read_in(c, &q, &policy, vt, qty),
+                }
             })
             .await
     }

@@ -6,8 +6,9 @@ use rusqlite::Connection;
 
 /// The schema version this code writes and reads. 1: queues; 2: adds the event store; 3: adds
 /// the broker state (nodes, allocations, lease) and the count projection; 4: adds the replay
-/// counts of dead letters, the schedules and the inbox's event keys.
-pub(crate) const VERSION: i64 = 4;
+/// counts of dead letters, the schedules and the inbox's event keys; 5: adds flow control's
+/// policies and key states.
+pub(crate) const VERSION: i64 = 5;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS herald_schema (
@@ -88,6 +89,20 @@ CREATE TABLE IF NOT EXISTS herald_schedules (
     paused     INTEGER NOT NULL DEFAULT 0,
     last_tick  INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS herald_flow_policies (
+    queue      TEXT PRIMARY KEY,
+    policy     TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS herald_flow_keys (
+    queue  TEXT NOT NULL,
+    scope  INTEGER NOT NULL,
+    key    TEXT NOT NULL,
+    tokens REAL,
+    at     INTEGER,
+    served INTEGER,
+    PRIMARY KEY (queue, scope, key)
+);
 CREATE TABLE IF NOT EXISTS herald_archive (
     msg_id      INTEGER NOT NULL,
     queue       TEXT NOT NULL,
@@ -113,9 +128,9 @@ pub(crate) fn ensure(conn: &Connection) -> Result<(), String> {
             .map(drop)
             .map_err(|e| format!("recording the schema version: {e}")),
         Some(v) if v == VERSION => Ok(()),
-        // Versions 1 to 3 lacked tables the statement above has just added (nothing existing
+        // Versions 1 to 4 lacked tables the statement above has just added (nothing existing
         // was changed). Recorded, and said.
-        Some(v @ (1..=3)) => {
+        Some(v @ (1..=4)) => {
             tracing::info!("SQLite schema migrated from version {v} to {VERSION}: tables added");
             conn.execute("UPDATE herald_schema SET version = ?1", [VERSION])
                 .map(drop)

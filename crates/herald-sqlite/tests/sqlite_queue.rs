@@ -35,6 +35,16 @@ async fn the_sqlite_store_passes_the_dead_letter_place_suite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_store_passes_the_flow_control_suite() {
+    let path = temp_db("flow");
+    let store = SqliteStore::open(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("open");
+    herald_testkit::flow_conformance::run_all(&store, "flowsqlite").await;
+    let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_stores_on_one_file_share_the_queue_without_sharing_a_message() {
     let path = temp_db("two");
     let url = format!("sqlite://{}", path.display());
@@ -196,7 +206,7 @@ async fn a_version_1_file_is_migrated_to_the_current_version_and_keeps_its_queue
     let version: i64 = rusqlite_open(&path)
         .query_row("SELECT max(version) FROM herald_schema", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
 }
 

@@ -7,6 +7,7 @@ pub mod delivery;
 pub mod dlq_conformance;
 pub mod env;
 pub mod fixtures;
+pub mod flow_conformance;
 pub mod fuzz_corpus;
 pub mod http;
 pub mod nats_cluster;

@@ -111,6 +111,9 @@ pub struct Letter {
     /// The original body, as the queue stored it.
     #[serde(serialize_with = "lossy")]
     pub body: Vec<u8>,
+    /// Its msg_id in the queue it died on, when it came from a queue.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin_msg_id: Option<i64>,
 }
 
 fn lossy<S: serde::Serializer>(body: &[u8], s: S) -> Result<S::Ok, S::Error> {
@@ -142,6 +145,7 @@ impl Letter {
                 Some(e) if record.is_some() => DeadLetter::original_body(e),
                 _ => raw.to_vec(),
             },
+            origin_msg_id: record.and_then(|r| r.get("msg_id")).and_then(Value::as_i64),
         }
     }
 

@@ -105,6 +105,7 @@ async fn contents<S: EventStore>(s: &S, place: &StreamName) -> Result<Contents, 
             died_at: text("died_at").to_owned(),
             replays: 0,
             body: DeadLetter::original_body(&event),
+            origin_msg_id: None,
         };
         letter.replays = replays.get(&letter.fingerprint()).copied().unwrap_or(0);
         letters.push((e, letter));

@@ -349,7 +349,13 @@ pub fn replayed(mut event: Event) -> Event {
 /// `event` without its trace keys: what a fingerprint of the message is taken over (a
 /// replay's new trace does not make it another message).
 pub(crate) fn untraced(event: &mut Event) {
-    for key in [TRACEPARENT, TRACESTATE, TRACELINK] {
+    // `flow_seq` too: a replay into an ordering key carries it, and is the same message.
+    for key in [
+        TRACEPARENT,
+        TRACESTATE,
+        TRACELINK,
+        crate::queue::flow::FLOW_SEQ,
+    ] {
         event.metadata.remove(key);
     }
 }

@@ -17,6 +17,7 @@
 //!   gone, the settle changes nothing and says [`Settled::Stale`].
 
 pub mod consume;
+pub mod flow;
 pub mod memory;
 mod name;
 mod poll;
