@@ -110,7 +110,16 @@ async fn apply(
     for step in steps {
         match step {
             Step::Replay { letter, audit } => {
-                let body = letter.replay_body();
+                let mut body = letter.replay_body();
+                if let Some(seq) = letter.origin_msg_id {
+                    let ordered = crate::flow::policy_on(c, &letter.origin)
+                        .await
+                        .map_err(DlqError::from)?
+                        .is_some_and(|p| p.ordered);
+                    if ordered {
+                        body = herald::queue::flow::sequenced(&body, seq);
+                    }
+                }
                 sends.entry(letter.origin.clone()).or_default().push(body);
                 *prints.entry(letter.fingerprint()).or_default() += 1;
                 replayed.push(letter.id);

@@ -43,10 +43,13 @@ mod commit;
 mod dlq;
 mod error;
 mod event_store;
+mod flow;
 mod headers;
 mod listen;
 mod queue;
 mod schedule;
 mod schema;
 
+pub use flow::POLICY_TTL;
+pub use herald::queue::flow::FlowControl;
 pub use queue::{PgOptions, PgStore};

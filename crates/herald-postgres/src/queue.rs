@@ -50,6 +50,7 @@ pub struct PgStore {
 
 struct Inner {
     pool: PgPool,
+    policies: crate::flow::PolicyCache,
     committer: Committer,
     listener: Listener,
     shutdown: herald::Shutdown,
@@ -74,7 +75,7 @@ fn message(row: &PgRow) -> Result<Message, sqlx::Error> {
     })
 }
 
-fn messages(
+pub(crate) fn messages(
     rows: Vec<PgRow>,
     operation: &'static str,
     queue: &str,
@@ -164,6 +165,7 @@ impl PgStore {
         Ok(PgStore {
             inner: Arc::new(Inner {
                 pool,
+                policies: crate::flow::PolicyCache::default(),
                 committer,
                 listener,
                 shutdown,
@@ -210,6 +212,11 @@ impl PgStore {
     /// The connection pool, for what Herald does not wrap (and for the raw-pgmq benchmark).
     pub fn pool(&self) -> &PgPool {
         &self.inner.pool
+    }
+
+    /// This process's cache of queue policies.
+    pub(crate) fn policies(&self) -> &crate::flow::PolicyCache {
+        &self.inner.policies
     }
 
     /// Sends a raw body (any JSON) with `pgmq.send`, as another producer might; no envelope
@@ -291,6 +298,19 @@ impl Queue for PgStore {
     }
 
     async fn drop_queue(&self, queue: &QueueName) -> Result<bool, QueueError> {
+        // Its policy and key states go with it (a queue made again starts without them).
+        sqlx::query("DELETE FROM herald.flow_policies WHERE queue = $1;")
+            .bind(queue.as_str())
+            .execute(&self.inner.pool)
+            .await
+            .and(
+                sqlx::query("DELETE FROM herald.flow_keys WHERE queue = $1")
+                    .bind(queue.as_str())
+                    .execute(&self.inner.pool)
+                    .await,
+            )
+            .map_err(|e| store("drop", queue.as_str(), e))?;
+        self.inner.policies.forget(queue.as_str());
         sqlx::query_scalar("SELECT pgmq.drop_queue($1)")
             .bind(queue.as_str())
             .fetch_one(&self.inner.pool)
@@ -354,6 +374,9 @@ impl Queue for PgStore {
         vt: Duration,
         qty: usize,
     ) -> Result<Vec<Message>, QueueError> {
+        if let Some(policy) = self.cached_policy(queue.as_str()).await? {
+            return self.flow_read(queue, &policy, vt, qty).await;
+        }
         // A read only leases its messages (vt, read_ct): its commit need not wait for the
         // WAL flush (`synchronous_commit` off, for this transaction only). Were it lost in a
         // crash, the messages are visible again sooner: a redelivery, which at-least-once
@@ -386,10 +409,19 @@ impl Queue for PgStore {
         // Every insert into a queue Herald created notifies (its trigger), so an empty read
         // sleeps until a send, the next hidden message's visibility time, or the deadline:
         // no polling in between.
+        // Under a policy, visible messages may be held back (a slot, a token, an earlier
+        // message): settles elsewhere do not notify, so look again every 25 ms.
+        let held = self.cached_policy(queue.as_str()).await?.is_some();
         read_with_wakeup_by(
             &self.inner.listener.notify_for(queue.as_str()),
             max_wait,
-            || self.until_next_visible(queue, max_wait),
+            || async move {
+                if held {
+                    Ok(crate::flow::HELD_RECHECK)
+                } else {
+                    self.until_next_visible(queue, max_wait).await
+                }
+            },
             || self.read(queue, vt, qty),
         )
         .await

@@ -11,8 +11,9 @@ use crate::error::store;
 /// 2: adds the event store (`herald.events`); 3: adds the broker state (`herald.nodes`,
 /// `herald.allocations`, `herald.lease`) and the count projection (`herald.counts`); 4: adds the
 /// replay counts of dead letters (`herald.dlq_replays`) the schedules (`herald.schedules`) and the
-/// inbox's event keys (`herald.event_keys`).
-pub(crate) const VERSION: i32 = 4;
+/// inbox's event keys (`herald.event_keys`); 5: adds flow control's policies
+/// (`herald.flow_policies`) and key states (`herald.flow_keys`).
+pub(crate) const VERSION: i32 = 5;
 
 const EVENTS: &str = "
 CREATE TABLE IF NOT EXISTS herald.events (
@@ -74,6 +75,20 @@ CREATE TABLE IF NOT EXISTS herald.schedules (
     spec       JSONB NOT NULL,
     paused     BOOLEAN NOT NULL DEFAULT false,
     last_tick  BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS herald.flow_policies (
+    queue      TEXT PRIMARY KEY,
+    policy     JSONB NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS herald.flow_keys (
+    queue  TEXT NOT NULL,
+    scope  SMALLINT NOT NULL,
+    key    TEXT NOT NULL,
+    tokens FLOAT8,
+    at     BIGINT,
+    served BIGINT,
+    PRIMARY KEY (queue, scope, key)
 );
 CREATE TABLE IF NOT EXISTS herald.counts (
     projection    TEXT NOT NULL,
@@ -147,8 +162,8 @@ async fn install(pool: &PgPool) -> Result<(), QueueError> {
             Ok(())
         }
         Some(v) if v == VERSION => Ok(()),
-        // Versions 1 to 3 lacked tables that were just added (nothing else changed).
-        Some(v @ (1..=3)) => {
+        // Versions 1 to 4 lacked tables that were just added (nothing else changed).
+        Some(v @ (1..=4)) => {
             tracing::info!("Herald schema migrated from version {v} to {VERSION}: tables added");
             sqlx::query("UPDATE herald.schema_version SET version = $1")
                 .bind(VERSION)

@@ -159,6 +159,14 @@ async fn the_postgres_store_passes_the_dead_letter_place_suite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_store_passes_the_flow_control_suite() {
+    let Some((store, _)) = store("pg_flow").await else {
+        return;
+    };
+    herald_testkit::flow_conformance::run_all(&store, &unique("pgf")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_postgres_store_passes_the_broker_conformance_suite() {
     let Some(url) = database_url("pg_broker") else {
         return;

@@ -1,0 +1,440 @@
+//! Flow control on PostgreSQL: a queue's policy in `herald.flow_policies` (cached per process
+//! for [`POLICY_TTL`]), its buckets and last-served times in `herald.flow_keys`, and the read
+//! that obeys it: under a transaction-scoped advisory lock on the queue (so readers in every
+//! process take turns), one window query over PGMQ's `pgmq.q_{queue}` (keys and priorities
+//! read from the `jsonb` bodies with `jsonb_path_query_first`), the shared plan
+//! (`herald::queue::flow::plan`), and the lease of what it chose, in one transaction.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herald::queue::flow::{
+    plan, window_size, windows, Candidate, FlowControl, FlowStatus, KeyState, Plan, Policy, Row,
+};
+use herald::queue::{Message, QueueError, QueueName};
+use sqlx::{PgConnection, Row as _};
+use time::OffsetDateTime;
+
+use crate::error::store;
+use crate::queue::PgStore;
+
+/// How long a process keeps a queue's policy before looking again: a policy set elsewhere
+/// applies here within this.
+pub const POLICY_TTL: Duration = Duration::from_secs(1);
+
+/// How often a read whose messages are all held back looks again.
+pub(crate) const HELD_RECHECK: Duration = Duration::from_millis(25);
+
+/// A policy looked up (or found missing), and when.
+type Looked = (Instant, Option<Arc<Policy>>);
+
+/// A stored key state: scope, key, tokens, at, served.
+type StateRow = (i16, String, Option<f64>, Option<i64>, Option<i64>);
+
+/// Policies looked up, by queue.
+#[derive(Default)]
+pub(crate) struct PolicyCache {
+    by_queue: parking_lot::Mutex<HashMap<String, Looked>>,
+}
+
+impl PolicyCache {
+    fn get(&self, queue: &str) -> Option<Option<Arc<Policy>>> {
+        let map = self.by_queue.lock();
+        map.get(queue)
+            .filter(|(at, _)| at.elapsed() < POLICY_TTL)
+            .map(|(_, p)| p.clone())
+    }
+
+    pub(crate) fn forget(&self, queue: &str) {
+        self.by_queue.lock().remove(queue);
+    }
+
+    fn put(&self, queue: &str, policy: Option<Arc<Policy>>) {
+        self.by_queue
+            .lock()
+            .insert(queue.to_owned(), (Instant::now(), policy));
+    }
+}
+
+/// The key of a PGMQ message: `metadata.flow_key`, then the policy's two paths (bound as $P
+/// and $Q), else the default key.
+fn key_sql(p: usize, q: usize) -> String {
+    format!(
+        "coalesce(message->'metadata'->>'flow_key', \
+         jsonb_path_query_first(message, ${p}::jsonpath) #>> '{{}}', \
+         jsonb_path_query_first(message, ${q}::jsonpath) #>> '{{}}', '')"
+    )
+}
+
+const PRIORITY_SQL: &str =
+    "CASE WHEN jsonb_typeof(message->'metadata'->'flow_priority') = 'number' \
+     THEN least(greatest((message->'metadata'->>'flow_priority')::numeric, 0), 9)::int ELSE 0 END";
+
+const SEQ_SQL: &str = "CASE WHEN jsonb_typeof(message->'metadata'->'flow_seq') = 'number' \
+     THEN least(greatest((message->'metadata'->>'flow_seq')::numeric, 0), 9e18)::int8 \
+     ELSE msg_id END";
+
+/// `queue`'s policy, read on `c`.
+pub(crate) async fn policy_on(
+    c: &mut PgConnection,
+    queue: &str,
+) -> Result<Option<Policy>, QueueError> {
+    let text: Option<String> =
+        sqlx::query_scalar("SELECT policy::text FROM herald.flow_policies WHERE queue = $1")
+            .bind(queue)
+            .fetch_optional(c)
+            .await
+            .map_err(|e| store("read policy", queue, e))?;
+    text.map(|t| {
+        Policy::from_json(&t).map_err(|e| {
+            QueueError::store(
+                "read policy",
+                queue,
+                false,
+                format!("the stored policy is not readable: {e}"),
+            )
+        })
+    })
+    .transpose()
+}
+
+fn micros(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000).unwrap_or(0)
+}
+
+/// The plan of one read of `queue` under `policy` at `now` (the database's clock).
+async fn planned(
+    c: &mut PgConnection,
+    queue: &str,
+    policy: &Policy,
+    qty: usize,
+    now: OffsetDateTime,
+) -> Result<Plan, QueueError> {
+    let err = |e| store("flow read", queue, e);
+    let [p1, p2] = policy.key_paths();
+    let order = if policy.ordered {
+        "seq"
+    } else {
+        "least(9, greatest(prio, 0) + floor(extract(epoch FROM ($1 - enqueued_at)) / $5)::int) DESC, seq"
+    };
+    let sql = format!(
+        "WITH m AS (
+           SELECT msg_id, read_ct, vt, enqueued_at, {key} AS fkey, {PRIORITY_SQL} AS prio,
+                  {SEQ_SQL} AS seq
+           FROM pgmq.\"q_{queue}\"
+         ), k AS (
+           SELECT msg_id, vt, enqueued_at, fkey, prio, seq,
+             count(*) FILTER (WHERE read_ct > 0 AND vt > $1) OVER w AS in_flight,
+             min(seq) OVER w AS head_seq,
+             count(*) FILTER (WHERE vt <= $1) OVER w AS visible
+           FROM m WINDOW w AS (PARTITION BY fkey)
+         ), r AS (
+           SELECT *, row_number() OVER (PARTITION BY fkey ORDER BY {order}) AS rn
+           FROM k WHERE vt <= $1
+         )
+         SELECT fkey, msg_id, seq, prio, (extract(epoch FROM enqueued_at) * 1000000)::int8,
+                in_flight, head_seq, visible
+         FROM r WHERE rn <= $4",
+        key = key_sql(2, 3),
+    );
+    let per_key = i64::try_from(window_size(policy, qty)).unwrap_or(i64::MAX);
+    let mut query = sqlx::query(&sql)
+        .bind(now)
+        .bind(&p1)
+        .bind(&p2)
+        .bind(per_key);
+    if !policy.ordered {
+        query = query.bind(f64::from(policy.aging_secs));
+    }
+    let found = query.fetch_all(&mut *c).await.map_err(err)?;
+    let rows: Vec<Row> = found
+        .iter()
+        .map(|r| {
+            Ok(Row {
+                key: r.try_get(0)?,
+                candidate: Candidate {
+                    msg_id: r.try_get(1)?,
+                    seq: r.try_get(2)?,
+                    priority: i64::from(r.try_get::<i32, _>(3)?),
+                    enqueued_us: r.try_get(4)?,
+                },
+                in_flight: u32::try_from(r.try_get::<i64, _>(5)?).unwrap_or(u32::MAX),
+                head_seq: r.try_get(6)?,
+                visible: u64::try_from(r.try_get::<i64, _>(7)?).unwrap_or(0),
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(err)?;
+    let held: HashSet<String> = if policy.ordered {
+        let dlq = format!("{queue}{}", herald::dlq::DLQ_SUFFIX);
+        let there: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(format!("pgmq.\"q_{dlq}\""))
+            .fetch_one(&mut *c)
+            .await
+            .map_err(err)?;
+        if there {
+            let sql = format!("SELECT DISTINCT {} FROM pgmq.\"q_{dlq}\"", key_sql(1, 2));
+            sqlx::query_scalar::<_, String>(&sql)
+                .bind(&p1)
+                .bind(&p2)
+                .fetch_all(&mut *c)
+                .await
+                .map_err(err)?
+                .into_iter()
+                .collect()
+        } else {
+            HashSet::new()
+        }
+    } else {
+        HashSet::new()
+    };
+    let states: Vec<StateRow> = sqlx::query_as(
+        "SELECT scope, key, tokens, at, served FROM herald.flow_keys WHERE queue = $1",
+    )
+    .bind(queue)
+    .fetch_all(&mut *c)
+    .await
+    .map_err(err)?;
+    let states = states
+        .into_iter()
+        .map(|(scope, key, tokens, at, served)| KeyState {
+            key: (scope == 1).then_some(key),
+            bucket: tokens.zip(at),
+            served_us: served,
+        })
+        .collect();
+    let in_flight: i64 = if policy.max_in_flight.is_some() {
+        sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM pgmq.\"q_{queue}\" WHERE vt > $1 AND read_ct > 0"
+        ))
+        .bind(now)
+        .fetch_one(&mut *c)
+        .await
+        .map_err(err)?
+    } else {
+        0
+    };
+    let (windows, queue_bucket) = windows(rows, states, &held);
+    Ok(plan(
+        policy,
+        micros(now),
+        qty,
+        windows,
+        u32::try_from(in_flight).unwrap_or(u32::MAX),
+        queue_bucket,
+    ))
+}
+
+/// Takes the queue's flow lock for this transaction and reads the database's clock.
+async fn locked_now(c: &mut PgConnection, queue: &str) -> Result<OffsetDateTime, QueueError> {
+    sqlx::query_scalar(
+        "SELECT clock_timestamp() FROM (SELECT pg_advisory_xact_lock(hashtext('herald.flow.' || $1))) l",
+    )
+    .bind(queue)
+    .fetch_one(c)
+    .await
+    .map_err(|e| store("flow read", queue, e))
+}
+
+impl PgStore {
+    /// `queue`'s policy, from the cache when it is fresh.
+    pub(crate) async fn cached_policy(
+        &self,
+        queue: &str,
+    ) -> Result<Option<Arc<Policy>>, QueueError> {
+        if let Some(p) = self.policies().get(queue) {
+            return Ok(p);
+        }
+        let mut c = self
+            .pool()
+            .acquire()
+            .await
+            .map_err(|e| store("read policy", queue, e))?;
+        let p = policy_on(&mut c, queue).await?.map(Arc::new);
+        self.policies().put(queue, p.clone());
+        Ok(p)
+    }
+
+    /// Reads up to `qty` messages of `queue` under `policy`, hiding each for `vt`.
+    pub(crate) async fn flow_read(
+        &self,
+        queue: &QueueName,
+        policy: &Policy,
+        vt: Duration,
+        qty: usize,
+    ) -> Result<Vec<Message>, QueueError> {
+        let q = queue.as_str();
+        let err = |e| store("flow read", q, e);
+        let mut tx = self.pool().begin().await.map_err(err)?;
+        // As a plain read: a lease only, committed without waiting for the WAL flush.
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        let now = locked_now(&mut tx, q).await?;
+        let plan = planned(&mut tx, q, policy, qty, now).await?;
+        let ids: Vec<i64> = plan.take.iter().map(|t| t.msg_id).collect();
+        let mut out = if ids.is_empty() {
+            Vec::new()
+        } else {
+            let rows = sqlx::query(&format!(
+                "UPDATE pgmq.\"q_{q}\" SET read_ct = read_ct + 1, vt = $2 + make_interval(secs => $3)
+                 WHERE msg_id = ANY($1)
+                 RETURNING msg_id, read_ct, enqueued_at, vt, message::text AS body"
+            ))
+            .bind(&ids)
+            .bind(now)
+            .bind(vt.as_secs_f64())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(err)?;
+            crate::queue::messages(rows, "flow read", q)?
+        };
+        // Handed out in the plan's order (priority, fairness), as it chose them.
+        let rank: HashMap<i64, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        out.sort_by_key(|m| rank.get(&m.msg_id).copied().unwrap_or(usize::MAX));
+        let at = micros(now);
+        let (keys, tokens): (Vec<String>, Vec<f64>) = plan.buckets.iter().cloned().unzip();
+        let mut scopes: Vec<i16> = vec![1; keys.len()];
+        let (mut keys, mut tokens) = (keys, tokens);
+        if let Some(t) = plan.queue_bucket {
+            keys.push(String::new());
+            tokens.push(t);
+            scopes.push(0);
+        }
+        if !keys.is_empty() {
+            sqlx::query(
+                "INSERT INTO herald.flow_keys (queue, scope, key, tokens, at)
+                 SELECT $1, s, k, t, $5 FROM unnest($2::int2[], $3::text[], $4::float8[]) AS u(s, k, t)
+                 ON CONFLICT (queue, scope, key) DO UPDATE SET tokens = excluded.tokens, at = excluded.at",
+            )
+            .bind(q)
+            .bind(&scopes)
+            .bind(&keys)
+            .bind(&tokens)
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        }
+        if !plan.served.is_empty() {
+            sqlx::query(
+                "INSERT INTO herald.flow_keys (queue, scope, key, served)
+                 SELECT $1, 1, k, $3 FROM unnest($2::text[]) AS u(k)
+                 ON CONFLICT (queue, scope, key) DO UPDATE SET served = excluded.served",
+            )
+            .bind(q)
+            .bind(&plan.served)
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(out)
+    }
+}
+
+/// What a read with room for everything would hold back now.
+const STATUS_WINDOW: usize = 1_000;
+
+async fn exists(c: &mut PgConnection, queue: &str) -> Result<(), QueueError> {
+    let there: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pgmq.meta WHERE queue_name = $1)")
+            .bind(queue)
+            .fetch_one(c)
+            .await
+            .map_err(|e| store("look up", queue, e))?;
+    if there {
+        Ok(())
+    } else {
+        Err(QueueError::NoSuchQueue {
+            queue: queue.to_owned(),
+        })
+    }
+}
+
+impl FlowControl for PgStore {
+    async fn set_policy(&self, queue: &QueueName, policy: &Policy) -> Result<(), QueueError> {
+        let q = queue.as_str();
+        let mut c = self
+            .pool()
+            .acquire()
+            .await
+            .map_err(|e| store("set policy", q, e))?;
+        exists(&mut c, q).await?;
+        sqlx::query(
+            "INSERT INTO herald.flow_policies (queue, policy) VALUES ($1, $2::jsonb)
+             ON CONFLICT (queue) DO UPDATE SET policy = excluded.policy, updated_at = now()",
+        )
+        .bind(q)
+        .bind(policy.to_json())
+        .execute(&mut *c)
+        .await
+        .map_err(|e| store("set policy", q, e))?;
+        self.policies().put(q, Some(Arc::new(policy.clone())));
+        Ok(())
+    }
+
+    async fn policy(&self, queue: &QueueName) -> Result<Option<Policy>, QueueError> {
+        let q = queue.as_str();
+        let mut c = self
+            .pool()
+            .acquire()
+            .await
+            .map_err(|e| store("read policy", q, e))?;
+        exists(&mut c, q).await?;
+        policy_on(&mut c, q).await
+    }
+
+    async fn clear_policy(&self, queue: &QueueName) -> Result<bool, QueueError> {
+        let q = queue.as_str();
+        let mut tx = self
+            .pool()
+            .begin()
+            .await
+            .map_err(|e| store("clear policy", q, e))?;
+        exists(&mut tx, q).await?;
+        let n = sqlx::query("DELETE FROM herald.flow_policies WHERE queue = $1")
+            .bind(q)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| store("clear policy", q, e))?
+            .rows_affected();
+        sqlx::query("DELETE FROM herald.flow_keys WHERE queue = $1")
+            .bind(q)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| store("clear policy", q, e))?;
+        tx.commit().await.map_err(|e| store("clear policy", q, e))?;
+        self.policies().put(q, None);
+        Ok(n > 0)
+    }
+
+    async fn flow_status(&self, queue: &QueueName) -> Result<FlowStatus, QueueError> {
+        let q = queue.as_str();
+        let mut c = self
+            .pool()
+            .acquire()
+            .await
+            .map_err(|e| store("flow status", q, e))?;
+        exists(&mut c, q).await?;
+        let Some(policy) = policy_on(&mut c, q).await? else {
+            return Ok(FlowStatus {
+                queue: q.to_owned(),
+                ..FlowStatus::default()
+            });
+        };
+        let now: OffsetDateTime = sqlx::query_scalar("SELECT clock_timestamp()")
+            .fetch_one(&mut *c)
+            .await
+            .map_err(|e| store("flow status", q, e))?;
+        let plan = planned(&mut c, q, &policy, STATUS_WINDOW, now).await?;
+        Ok(FlowStatus {
+            queue: q.to_owned(),
+            policy: true,
+            waiting: plan.waiting,
+        })
+    }
+}
