@@ -77,6 +77,7 @@ pub(crate) trait CliStore:
     + herald::store::BrokerStore
     + herald::schedule::ScheduleStore
     + herald::dlq::DeadLetterStore
+    + herald::queue::flow::FlowControl
 {
 }
 
@@ -86,6 +87,7 @@ impl<S> CliStore for S where
         + herald::store::BrokerStore
         + herald::schedule::ScheduleStore
         + herald::dlq::DeadLetterStore
+        + herald::queue::flow::FlowControl
 {
 }
 

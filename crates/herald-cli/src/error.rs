@@ -35,6 +35,12 @@ impl From<herald::queue::QueueError> for CliError {
     }
 }
 
+impl From<herald::queue::flow::FlowError> for CliError {
+    fn from(e: herald::queue::flow::FlowError) -> Self {
+        CliError::Usage(e.to_string())
+    }
+}
+
 impl From<herald::store::StoreError> for CliError {
     fn from(e: herald::store::StoreError) -> Self {
         CliError::Other(report(&e))

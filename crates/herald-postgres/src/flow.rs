@@ -256,14 +256,15 @@ impl PgStore {
         Ok(p)
     }
 
-    /// Reads up to `qty` messages of `queue` under `policy`, hiding each for `vt`.
+    /// Reads up to `qty` messages of `queue` under `policy`, hiding each for `vt`; also says
+    /// when the next token comes if a rate held messages back.
     pub(crate) async fn flow_read(
         &self,
         queue: &QueueName,
         policy: &Policy,
         vt: Duration,
         qty: usize,
-    ) -> Result<Vec<Message>, QueueError> {
+    ) -> Result<(Vec<Message>, Option<i64>), QueueError> {
         let q = queue.as_str();
         let err = |e| store("flow read", q, e);
         let mut tx = self.pool().begin().await.map_err(err)?;
@@ -332,7 +333,7 @@ impl PgStore {
             .map_err(err)?;
         }
         tx.commit().await.map_err(err)?;
-        Ok(out)
+        Ok((out, plan.next_token_us))
     }
 }
 

@@ -375,7 +375,10 @@ impl Queue for PgStore {
         qty: usize,
     ) -> Result<Vec<Message>, QueueError> {
         if let Some(policy) = self.cached_policy(queue.as_str()).await? {
-            return self.flow_read(queue, &policy, vt, qty).await;
+            return self
+                .flow_read(queue, &policy, vt, qty)
+                .await
+                .map(|(m, _)| m);
         }
         // A read only leases its messages (vt, read_ct): its commit need not wait for the
         // WAL flush (`synchronous_commit` off, for this transaction only). Were it lost in a
@@ -409,20 +412,36 @@ impl Queue for PgStore {
         // Every insert into a queue Herald created notifies (its trigger), so an empty read
         // sleeps until a send, the next hidden message's visibility time, or the deadline:
         // no polling in between.
+        let Some(policy) = self.cached_policy(queue.as_str()).await? else {
+            return read_with_wakeup_by(
+                &self.inner.listener.notify_for(queue.as_str()),
+                max_wait,
+                || self.until_next_visible(queue, max_wait),
+                || self.read(queue, vt, qty),
+            )
+            .await;
+        };
         // Under a policy, visible messages may be held back (a slot, a token, an earlier
-        // message): settles elsewhere do not notify, so look again every 25 ms.
-        let held = self.cached_policy(queue.as_str()).await?.is_some();
+        // message): settles elsewhere do not notify, so look again every 25 ms, or when the
+        // next token comes if that is sooner. (A policy set or cleared meanwhile applies from
+        // the next call.)
+        let next_token = std::sync::atomic::AtomicI64::new(i64::MIN);
+        let ordering = std::sync::atomic::Ordering::Relaxed;
         read_with_wakeup_by(
             &self.inner.listener.notify_for(queue.as_str()),
             max_wait,
-            || async move {
-                if held {
-                    Ok(crate::flow::HELD_RECHECK)
-                } else {
-                    self.until_next_visible(queue, max_wait).await
-                }
+            || async {
+                let hint = next_token.swap(i64::MIN, ordering);
+                Ok(herald::queue::flow::recheck_after(
+                    (hint != i64::MIN).then_some(hint),
+                    crate::flow::HELD_RECHECK,
+                ))
             },
-            || self.read(queue, vt, qty),
+            || async {
+                let (messages, hint) = self.flow_read(queue, &policy, vt, qty).await?;
+                next_token.store(hint.unwrap_or(i64::MIN), ordering);
+                Ok(messages)
+            },
         )
         .await
     }

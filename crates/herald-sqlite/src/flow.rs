@@ -152,14 +152,15 @@ fn planned(
     ))
 }
 
-/// Reads up to `qty` messages of `queue` under `policy`, hiding each for `vt`.
+/// Reads up to `qty` messages of `queue` under `policy`, hiding each for `vt`; also says when
+/// the next token comes if a rate held messages back.
 pub(crate) fn read_in(
     c: &Connection,
     queue: &str,
     policy: &Policy,
     vt: Duration,
     qty: usize,
-) -> Result<Vec<Message>, QueueError> {
+) -> Result<(Vec<Message>, Option<i64>), QueueError> {
     let now = now_micros();
     let plan = planned(c, queue, policy, qty, now)?;
     let err = |e| store("flow read", queue, e);
@@ -206,7 +207,7 @@ pub(crate) fn read_in(
     for key in &plan.served {
         served.execute(params![queue, key, now]).map_err(err)?;
     }
-    Ok(out)
+    Ok((out, plan.next_token_us))
 }
 
 /// What a read with room for everything would hold back now.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald::queue::{
-    read_with_wakeup, Message, Queue, QueueError, QueueMetrics, QueueName, Settle, Settled,
+    read_with_wakeup_by, Message, Queue, QueueError, QueueMetrics, QueueName, Settle, Settled,
     Settlement,
 };
 use herald::{Event, Timestamp};
@@ -329,6 +329,36 @@ fn open_conn(options: &SqliteOptions) -> Result<Connection, String> {
     Ok(conn)
 }
 
+/// How often an empty read looks again for messages other processes sent (their sends cannot
+/// wake it) or that a policy held back.
+const RECHECK: Duration = Duration::from_millis(50);
+
+/// No token hint.
+const NO_TOKEN: i64 = i64::MIN;
+
+impl SqliteStore {
+    /// A read, and when the next token comes if a policy's rate held messages back.
+    async fn read_hinted(
+        &self,
+        queue: &QueueName,
+        vt: Duration,
+        qty: usize,
+    ) -> Result<(Vec<Message>, Option<i64>), QueueError> {
+        // A read's changes are its lease only: committed without waiting for the disk.
+        let q = queue.to_string();
+        self.inner
+            .writer
+            .run_lease("read", queue.as_str(), move |c| {
+                exists(c, &q)?;
+                match crate::flow::policy_in(c, &q)? {
+                    None => take_visible(c, &q, vt, qty, false).map(|m| (m, None)),
+                    Some(policy) => crate::flow::read_in(c, &q, &policy, vt, qty),
+                }
+            })
+            .await
+    }
+}
+
 impl Queue for SqliteStore {
     fn system(&self) -> &'static str {
         "sqlite"
@@ -415,18 +445,7 @@ impl Queue for SqliteStore {
         vt: Duration,
         qty: usize,
     ) -> Result<Vec<Message>, QueueError> {
-        // A read's changes are its lease only: committed without waiting for the disk.
-        let q = queue.to_string();
-        self.inner
-            .writer
-            .run_lease("read", queue.as_str(), move |c| {
-                exists(c, &q)?;
-                match crate::flow::policy_in(c, &q)? {
-                    None => take_visible(c, &q, vt, qty, false),
-                    Some(policy) => crate::flow::read_in(c, &q, &policy, vt, qty),
-                }
-            })
-            .await
+        self.read_hinted(queue, vt, qty).await.map(|(m, _)| m)
     }
 
     async fn read_with_poll(
@@ -436,11 +455,25 @@ impl Queue for SqliteStore {
         qty: usize,
         max_wait: Duration,
     ) -> Result<Vec<Message>, QueueError> {
-        read_with_wakeup(
+        // Under a policy with a rate, an empty read says when the next token comes: the next
+        // look is then, not a whole recheck later.
+        let next_token = std::sync::atomic::AtomicI64::new(NO_TOKEN);
+        let ordering = std::sync::atomic::Ordering::Relaxed;
+        read_with_wakeup_by(
             &self.inner.sent,
             max_wait,
-            Duration::from_millis(50),
-            || self.read(queue, vt, qty),
+            || async {
+                let hint = next_token.swap(NO_TOKEN, ordering);
+                Ok(herald::queue::flow::recheck_after(
+                    (hint != NO_TOKEN).then_some(hint),
+                    RECHECK,
+                ))
+            },
+            || async {
+                let (messages, hint) = self.read_hinted(queue, vt, qty).await?;
+                next_token.store(hint.unwrap_or(NO_TOKEN), ordering);
+                Ok(messages)
+            },
         )
         .await
     }

@@ -1,9 +1,11 @@
 //! `herald queue`: the durable queue verbs on `--store` (create, ls, send, read, archive,
-//! delete, purge, metrics, dlq, consume). Names are validated before the store is touched.
+//! delete, purge, metrics, dlq, consume, policy). Names and policies are validated before the
+//! store is touched.
 
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use herald::queue::flow::{self, FlowControl, Policy, Rate};
 use herald::queue::{Message, Queue, QueueName};
 use herald::{Event, Subject};
 use serde_json::{json, Value};
@@ -105,6 +107,111 @@ pub(crate) enum QueueCommand {
         /// The queue.
         name: String,
     },
+    /// Flow control: what a queue's reads obey (every reader of the store obeys it).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PolicyCommand {
+    /// Set (replace) the queue's policy.
+    Set(PolicySetArgs),
+    /// Print the queue's policy as JSON (nothing when it has none).
+    Show {
+        /// The queue.
+        name: String,
+    },
+    /// Remove the queue's policy and its buckets.
+    Clear {
+        /// The queue.
+        name: String,
+    },
+    /// What the queue's reads hold back now, by reason (rate, concurrency, order), as JSON.
+    Status {
+        /// The queue.
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PolicySetArgs {
+    /// The queue.
+    pub(crate) name: String,
+    /// Where the flow key is: a JSON path of the data (a step's input first), `$.customer_id`,
+    /// or `meta.NAME`. A sender's `metadata.flow_key` wins; nothing found is the default key.
+    #[arg(long)]
+    pub(crate) key: Option<String>,
+    /// In flight per key at most, across every worker on the store.
+    #[arg(long, allow_negative_numbers = true)]
+    pub(crate) concurrency: Option<u32>,
+    /// In flight in the whole queue at most.
+    #[arg(long, allow_negative_numbers = true)]
+    pub(crate) max_in_flight: Option<u32>,
+    /// A token bucket per key: N/s, N/min or N/h.
+    #[arg(long)]
+    pub(crate) rate: Option<String>,
+    /// Tokens a key's bucket holds at most (default 1).
+    #[arg(long, allow_negative_numbers = true)]
+    pub(crate) burst: Option<u32>,
+    /// One token bucket for the whole queue: N/s, N/min or N/h.
+    #[arg(long)]
+    pub(crate) queue_rate: Option<String>,
+    /// Tokens the queue's bucket holds at most (default 1).
+    #[arg(long, allow_negative_numbers = true)]
+    pub(crate) queue_burst: Option<u32>,
+    /// Ordering keys: one message per key at a time, in send order; a dead letter holds the
+    /// rest of its key until it is replayed or abandoned.
+    #[arg(long)]
+    pub(crate) ordered: bool,
+    /// Seconds of waiting worth one priority step (default 10).
+    #[arg(long, allow_negative_numbers = true)]
+    pub(crate) aging: Option<u32>,
+    /// KEY=N: the key takes N messages per round (default 1); repeatable.
+    #[arg(long = "weight")]
+    pub(crate) weights: Vec<String>,
+}
+
+impl PolicySetArgs {
+    /// The policy asked for, checked.
+    pub(crate) fn policy(&self) -> Result<Policy, CliError> {
+        let rate = |text: &Option<String>, burst: Option<u32>| -> Result<Option<Rate>, CliError> {
+            let Some(t) = text else {
+                if burst.is_some() {
+                    return Err(CliError::Usage(
+                        "a burst needs its rate (--rate with --burst, --queue-rate with --queue-burst)".into(),
+                    ));
+                }
+                return Ok(None);
+            };
+            let r: Rate = t.parse()?;
+            Ok(Some(match burst {
+                Some(b) => r.with_burst(b)?,
+                None => r,
+            }))
+        };
+        let mut weights = std::collections::BTreeMap::new();
+        for w in &self.weights {
+            let (k, n) = w
+                .split_once('=')
+                .ok_or_else(|| CliError::Usage(format!("--weight {w:?}: write KEY=N")))?;
+            let n: u32 = n.trim().parse().map_err(|_| {
+                CliError::Usage(format!("--weight {w:?}: N must be a whole number"))
+            })?;
+            weights.insert(k.to_owned(), n);
+        }
+        let policy = Policy {
+            key: self.key.as_deref().map(str::parse).transpose()?,
+            concurrency: self.concurrency,
+            max_in_flight: self.max_in_flight,
+            rate: rate(&self.rate, self.burst)?,
+            queue_rate: rate(&self.queue_rate, self.queue_burst)?,
+            ordered: self.ordered,
+            aging_secs: self.aging.unwrap_or(10),
+            weights,
+        };
+        policy.validate()?;
+        Ok(policy)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -119,6 +226,12 @@ pub(crate) struct QueueSendArgs {
     /// Seconds before it becomes visible (at most a year, 31536000).
     #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = delay)]
     pub(crate) delay: u64,
+    /// Its flow key (`metadata.flow_key`), ahead of any key path of the queue's policy.
+    #[arg(long)]
+    pub(crate) key: Option<String>,
+    /// Its priority, 0 to 9, higher first (`metadata.flow_priority`).
+    #[arg(long, allow_negative_numbers = true)]
+    pub(crate) priority: Option<i64>,
 }
 
 fn name(n: &str) -> Result<QueueName, CliError> {
@@ -152,16 +265,31 @@ pub(crate) async fn run(args: QueueArgs, store_url: &str) -> Result<(), CliError
         | QueueCommand::Dlq { name: n, .. }
         | QueueCommand::Drop { name: n } => Some(name(n)?),
         QueueCommand::Send(a) => Some(name(&a.name)?),
+        QueueCommand::Policy(
+            PolicyCommand::Show { name: n }
+            | PolicyCommand::Clear { name: n }
+            | PolicyCommand::Status { name: n },
+        ) => Some(name(n)?),
+        QueueCommand::Policy(PolicyCommand::Set(a)) => Some(name(&a.name)?),
+    };
+    let policy = match &args.command {
+        QueueCommand::Policy(PolicyCommand::Set(a)) => Some(a.policy()?),
+        _ => None,
     };
     let event = match &args.command {
         QueueCommand::Send(a) => {
             let subject = Subject::new(&a.subject)?;
             let data = parse_data(a.data.as_deref(), "queue send")?;
-            Some(
-                Event::new(subject)
-                    .with_data(data)
-                    .with_source("herald-cli"),
-            )
+            let mut e = Event::new(subject)
+                .with_data(data)
+                .with_source("herald-cli");
+            if let Some(k) = &a.key {
+                e = flow::keyed(e, k.clone());
+            }
+            if let Some(p) = a.priority {
+                e = flow::prioritized(e, p)?;
+            }
+            Some(e)
         }
         _ => None,
     };
@@ -174,7 +302,50 @@ pub(crate) async fn run(args: QueueArgs, store_url: &str) -> Result<(), CliError
     } else {
         open_existing_store(store_url).await?
     };
+    if let QueueCommand::Policy(verb) = args.command {
+        let queue = queue.ok_or_else(|| CliError::Usage("a queue name is needed".into()))?;
+        return with_store!(store, s => policy_command(&s, verb, queue, policy).await);
+    }
     with_store!(store, s => command(&s, args.command, queue, event).await)
+}
+
+/// `herald queue policy ...`.
+async fn policy_command<Q: FlowControl>(
+    store: &Q,
+    verb: PolicyCommand,
+    queue: QueueName,
+    policy: Option<Policy>,
+) -> Result<(), CliError> {
+    match verb {
+        PolicyCommand::Set(_) => {
+            let policy = policy.ok_or_else(|| CliError::Usage("no policy given".into()))?;
+            store.set_policy(&queue, &policy).await?;
+            crate::output::warn_line!("queue {queue}: {policy}");
+        }
+        PolicyCommand::Show { .. } => {
+            if let Some(p) = store.policy(&queue).await? {
+                out!("{}", p.to_json());
+            } else {
+                crate::output::warn_line!("queue {queue} has no policy");
+            }
+        }
+        PolicyCommand::Clear { .. } => {
+            let had = store.clear_policy(&queue).await?;
+            crate::output::warn_line!(
+                "queue {queue}: {}",
+                if had {
+                    "policy cleared"
+                } else {
+                    "had no policy"
+                }
+            );
+        }
+        PolicyCommand::Status { .. } => {
+            let status = store.flow_status(&queue).await?;
+            out!("{}", serde_json::to_string(&status).unwrap_or_default());
+        }
+    }
+    Ok(())
 }
 
 async fn command<Q: Queue>(
@@ -260,6 +431,7 @@ async fn command<Q: Queue>(
                 }
             }
         }
+        QueueCommand::Policy(_) => {}
     }
     Ok(())
 }

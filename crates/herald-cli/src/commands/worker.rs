@@ -75,6 +75,71 @@ fn panics() -> Result<Box<dyn StepHandler>, BoxError> {
     )))
 }
 
+/// Microseconds since the Unix epoch (the clock every process on the machine shares).
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// Appends `line` to the file `HERALD_PROBE_LOG` names, if it names one (one `write` of the
+/// whole line, opened for appending: lines of several processes never interleave).
+fn probe_log(line: &str) {
+    use std::io::Write;
+    let Some(path) = std::env::var_os("HERALD_PROBE_LOG") else {
+        return;
+    };
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
+    if let Err(e) = written {
+        tracing::warn!("demo.probe cannot write {}: {e}", path.to_string_lossy());
+    }
+}
+
+/// For tests of flow control across processes: logs its start, sleeps `input.sleep_ms`
+/// (default 0), fails when `input.fail` is true, logs its end; the start and end (in µs since
+/// the epoch), its pid and `input.id` are also in its output. Log lines are
+/// `start|end ID PID MICROS` in the file `HERALD_PROBE_LOG` names, when set.
+fn probe() -> Result<Box<dyn StepHandler>, BoxError> {
+    Ok(Box::new(step_handler_fn(
+        "demo.probe",
+        |c: StepContext| async move {
+            let id = c
+                .input_data
+                .get("id")
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                .unwrap_or_default();
+            let pid = std::process::id();
+            let started = now_us();
+            probe_log(&format!("start {id} {pid} {started}"));
+            let sleep = c
+                .input_data
+                .get("sleep_ms")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            if sleep > 0 {
+                tokio::time::sleep(Duration::from_millis(sleep)).await;
+            }
+            let fail = c.input_data.get("fail").and_then(Value::as_bool) == Some(true);
+            let ended = now_us();
+            probe_log(&format!("end {id} {pid} {ended}"));
+            if fail {
+                return StepHandlerResult::failure(format!("demo.probe {id}: asked to fail"));
+            }
+            let mut out = Map::new();
+            out.insert("id".into(), id.into());
+            out.insert("pid".into(), pid.into());
+            out.insert("started_us".into(), started.into());
+            out.insert("ended_us".into(), ended.into());
+            StepHandlerResult::success(out)
+        },
+    )))
+}
+
+submit_step_handler!("demo.probe", probe);
 submit_step_handler!("demo.noop", noop);
 submit_step_handler!("demo.sum", sum);
 submit_step_handler!("demo.flaky", flaky);

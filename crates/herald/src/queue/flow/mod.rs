@@ -112,6 +112,19 @@ pub fn key_text(value: Option<&Value>) -> String {
     }
 }
 
+/// How long an empty read under a policy waits before it looks again: until the next token
+/// when a rate held messages back (and that comes sooner than `recheck`, plus 1 ms), else
+/// `recheck`.
+pub fn recheck_after(
+    next_token_us: Option<i64>,
+    recheck: std::time::Duration,
+) -> std::time::Duration {
+    next_token_us
+        .and_then(|us| u64::try_from(us).ok())
+        .map(|us| std::time::Duration::from_micros(us + 1_000))
+        .map_or(recheck, |d| d.min(recheck))
+}
+
 /// What reads of a queue wait on right now, by reason (for `/metrics` and the live page).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct FlowStatus {
