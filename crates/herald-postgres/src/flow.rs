@@ -61,9 +61,8 @@ impl PolicyCache {
 /// and $Q), else the default key.
 fn key_sql(p: usize, q: usize) -> String {
     format!(
-        "coalesce(message->'metadata'->>'flow_key', \
-         jsonb_path_query_first(message, ${p}::jsonpath) #>> '{{}}', \
-         jsonb_path_query_first(message, ${q}::jsonpath) #>> '{{}}', '')"
+        "coalesce(message #>> '{{metadata,flow_key}}', message #>> ${p}::text[], \
+         message #>> ${q}::text[], '')"
     )
 }
 
@@ -112,7 +111,7 @@ async fn planned(
     now: OffsetDateTime,
 ) -> Result<Plan, QueueError> {
     let err = |e| store("flow read", queue, e);
-    let [p1, p2] = policy.key_paths();
+    let [p1, p2] = policy.key_segments();
     let order = if policy.ordered {
         "seq"
     } else {

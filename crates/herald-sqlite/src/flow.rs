@@ -54,38 +54,43 @@ fn planned(
 ) -> Result<Plan, QueueError> {
     let err = |e| store("flow read", queue, e);
     let [p1, p2] = policy.key_paths();
+    // Each message's key, priority and place are read from its body once, by the first read
+    // under the policy that sees it (a new policy clears them): later reads scan columns.
+    c.prepare_cached(&format!(
+        "UPDATE herald_messages SET flow_key = {key},
+           flow_prio = coalesce(CAST(json_extract(message, '$.metadata.flow_priority') AS INTEGER), 0),
+           flow_seq = coalesce(CAST(json_extract(message, '$.metadata.flow_seq') AS INTEGER), msg_id)
+         WHERE queue = ?1 AND flow_key IS NULL",
+        key = key_sql(2, 3),
+    ))
+    .and_then(|mut s| s.execute(params![queue, p1, p2]))
+    .map_err(err)?;
     let order = if policy.ordered {
-        // ?6 (the aging step) unused here, but bound all the same.
-        "seq + 0 * ?6".to_owned()
+        // ?4 (the aging step) unused here, but bound all the same.
+        "flow_seq + 0 * ?4"
     } else {
-        "min(9, max(0, prio) + (?2 - enqueued_at) / ?6) DESC, seq".to_owned()
+        "min(9, max(0, flow_prio) + (?2 - enqueued_at) / ?4) DESC, flow_seq"
     };
     let sql = format!(
-        "WITH m AS (
-           SELECT msg_id, read_ct, vt, enqueued_at, {key} AS fkey,
-             coalesce(CAST(json_extract(message, '$.metadata.flow_priority') AS INTEGER), 0) AS prio,
-             coalesce(CAST(json_extract(message, '$.metadata.flow_seq') AS INTEGER), msg_id) AS seq
-           FROM herald_messages WHERE queue = ?1
-         ), k AS (
-           SELECT msg_id, vt, enqueued_at, fkey, prio, seq,
+        "WITH k AS (
+           SELECT msg_id, vt, enqueued_at, flow_key, flow_prio, flow_seq,
              sum(read_ct > 0 AND vt > ?2) OVER w AS in_flight,
-             min(seq) OVER w AS head_seq,
+             min(flow_seq) OVER w AS head_seq,
              sum(vt <= ?2) OVER w AS visible
-           FROM m WINDOW w AS (PARTITION BY fkey)
+           FROM herald_messages WHERE queue = ?1 WINDOW w AS (PARTITION BY flow_key)
          ), r AS (
-           SELECT *, row_number() OVER (PARTITION BY fkey ORDER BY {order}) AS rn
+           SELECT *, row_number() OVER (PARTITION BY flow_key ORDER BY {order}) AS rn
            FROM k WHERE vt <= ?2
          )
-         SELECT fkey, msg_id, seq, prio, enqueued_at, in_flight, head_seq, visible
-         FROM r WHERE rn <= ?5",
-        key = key_sql(3, 4),
+         SELECT flow_key, msg_id, flow_seq, flow_prio, enqueued_at, in_flight, head_seq, visible
+         FROM r WHERE rn <= ?3",
     );
     let per_key = i64::try_from(window_size(policy, qty)).unwrap_or(i64::MAX);
     let aging = i64::from(policy.aging_secs) * 1_000_000;
     let rows: Vec<Row> = c
         .prepare_cached(&sql)
         .and_then(|mut s| {
-            s.query_map(params![queue, now, p1, p2, per_key, aging], |r| {
+            s.query_map(params![queue, now, per_key, aging], |r| {
                 Ok(Row {
                     key: r.get(0)?,
                     candidate: Candidate {
@@ -224,6 +229,13 @@ impl FlowControl for SqliteStore {
                    updated_at = excluded.updated_at",
             )
             .and_then(|mut s| s.execute(params![q, text, now_micros()]))
+            .and_then(|_| {
+                // Keys are read again under the new policy's key path.
+                c.prepare_cached(
+                    "UPDATE herald_messages SET flow_key = NULL WHERE queue = ?1 AND flow_key IS NOT NULL",
+                )?
+                .execute([q])
+            })
             .map(drop)
             .map_err(|e| store("set policy", q, e))
         })

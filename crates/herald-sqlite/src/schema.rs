@@ -25,7 +25,10 @@ CREATE TABLE IF NOT EXISTS herald_messages (
     read_ct     INTEGER NOT NULL DEFAULT 0,
     enqueued_at INTEGER NOT NULL,
     vt          INTEGER NOT NULL,
-    message     TEXT NOT NULL
+    message     TEXT NOT NULL,
+    flow_key    TEXT,
+    flow_prio   INTEGER,
+    flow_seq    INTEGER
 );
 CREATE INDEX IF NOT EXISTS herald_messages_ready ON herald_messages (queue, vt, msg_id);
 CREATE TABLE IF NOT EXISTS herald_events (
@@ -115,10 +118,37 @@ CREATE TABLE IF NOT EXISTS herald_archive (
 );
 ";
 
+/// Adds flow control's columns to `herald_messages` of a file made before version 5 (a
+/// queue's messages' flow key, priority and place in send order, filled in by the first read
+/// under a policy; NULL otherwise).
+fn add_flow_columns(conn: &Connection) -> Result<(), String> {
+    let has: bool = conn
+        .query_row(
+            "SELECT count(*) FROM pragma_table_info('herald_messages') WHERE name = 'flow_key'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n > 0)
+        .map_err(|e| format!("reading the messages table: {e}"))?;
+    if has {
+        return Ok(());
+    }
+    conn.execute_batch(
+        "ALTER TABLE herald_messages ADD COLUMN flow_key TEXT;
+         ALTER TABLE herald_messages ADD COLUMN flow_prio INTEGER;
+         ALTER TABLE herald_messages ADD COLUMN flow_seq INTEGER;",
+    )
+    .map_err(|e| format!("adding the flow columns: {e}"))
+}
+
 /// Creates the schema if missing and checks its version.
 pub(crate) fn ensure(conn: &Connection) -> Result<(), String> {
     conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA}"))
         .map_err(|e| format!("creating the schema: {e}"))?;
+    if let Err(e) = add_flow_columns(conn) {
+        let _ = conn.execute_batch("ROLLBACK");
+        return Err(e);
+    }
     let found: Option<i64> = conn
         .query_row("SELECT max(version) FROM herald_schema", [], |r| r.get(0))
         .map_err(|e| format!("reading the schema version: {e}"))?;
@@ -128,8 +158,9 @@ pub(crate) fn ensure(conn: &Connection) -> Result<(), String> {
             .map(drop)
             .map_err(|e| format!("recording the schema version: {e}")),
         Some(v) if v == VERSION => Ok(()),
-        // Versions 1 to 4 lacked tables the statement above has just added (nothing existing
-        // was changed). Recorded, and said.
+        // Versions 1 to 4 lacked tables the statement above has just added, and version 5's
+        // three nullable columns of herald_messages (nothing existing was changed). Recorded,
+        // and said.
         Some(v @ (1..=4)) => {
             tracing::info!("SQLite schema migrated from version {v} to {VERSION}: tables added");
             conn.execute("UPDATE herald_schema SET version = ?1", [VERSION])

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::queue::flow::{FlowControl, Waiting};
 use crate::queue::{Queue, QueueName};
 use crate::store::{BrokerStore, EventStore};
 
@@ -27,6 +28,8 @@ pub struct QueueLag {
     pub oldest_age_seconds: Option<i64>,
     /// Letters in its dead-letter place (`{queue}_dlq`), when it has one.
     pub dead_letters: Option<i64>,
+    /// Visible messages its flow policy holds back, by reason, when it has a policy.
+    pub waiting: Option<Waiting>,
 }
 
 /// One runtime consumer's position on one source.
@@ -90,7 +93,7 @@ pub struct LagReport {
 /// The first store error, as its one-line report.
 pub async fn collect<S>(store: &S, node_ttl: Duration) -> Result<LagReport, String>
 where
-    S: Queue + EventStore + BrokerStore,
+    S: Queue + EventStore + BrokerStore + FlowControl,
 {
     let err = |e: &dyn std::error::Error| crate::report(e);
     let names = store.list().await.map_err(|e| err(&e))?;
@@ -113,6 +116,7 @@ where
         } else {
             None
         };
+        let flow = store.flow_status(&q).await.map_err(|e| err(&e))?;
         queues.push(QueueLag {
             queue: name.clone(),
             depth: m.queue_length,
@@ -120,6 +124,7 @@ where
             delayed: m.queue_length - m.queue_visible_length,
             oldest_age_seconds: m.oldest_msg_age_sec,
             dead_letters,
+            waiting: flow.policy.then_some(flow.waiting),
         });
     }
     let snap = store.snapshot(node_ttl).await.map_err(|e| err(&e))?;
@@ -324,6 +329,29 @@ pub fn prometheus(r: &LagReport, out: &mut String) {
         "Letters in a queue's dead-letter place.",
         q(&|x| x.dead_letters),
     );
+    let waiting: Vec<(String, f64)> = r
+        .queues
+        .iter()
+        .filter_map(|x| x.waiting.map(|w| (x, w)))
+        .flat_map(|(x, w)| {
+            [
+                ("rate", w.rate),
+                ("concurrency", w.concurrency),
+                ("order", w.order),
+            ]
+            .map(|(reason, n)| {
+                (
+                    format!("queue=\"{}\",reason=\"{reason}\"", x.queue),
+                    n as f64,
+                )
+            })
+        })
+        .collect();
+    family(
+        "herald_queue_waiting_messages",
+        "Visible messages a queue's flow policy holds back, by reason (rate, concurrency, order).",
+        waiting,
+    );
     let c = |f: &dyn Fn(&ConsumerLag) -> f64| -> Vec<(String, f64)> {
         r.consumers
             .iter()
@@ -393,6 +421,7 @@ mod tests {
             delayed: 0,
             oldest_age_seconds: Some(age),
             dead_letters: dead,
+            waiting: None,
         }
     }
 
@@ -445,6 +474,11 @@ mod tests {
             ("max_dead_letter_growth", "jobs_dlq", 3)
         );
         now.queues[1].dead_letters = Some(3);
+        now.queues[1].waiting = Some(Waiting {
+            rate: 4,
+            concurrency: 0,
+            order: 1,
+        });
         assert_eq!(
             judge(&now, Some(&before), &t),
             Ok(()),
@@ -464,5 +498,9 @@ mod tests {
         );
         assert!(text
             .contains("herald_consumer_lag_events{group=\"g\",source=\"order\",holder=\"n1\"} 5"));
+        assert!(
+            text.contains("herald_queue_waiting_messages{queue=\"jobs\",reason=\"rate\"} 4"),
+            "{text}"
+        );
     }
 }

@@ -2,10 +2,12 @@
 //! committed -> step archived) at 1, 16 and 64 handlers, each beside the strongest plain loop
 //! doing the same work on the same store: read a batch of C steps, send the C results in one
 //! batch and archive the C steps, one transaction per batch (the raw `pgmq` crate on
-//! PostgreSQL, plain rusqlite with WAL and `synchronous = FULL` on SQLite).
+//! PostgreSQL, plain rusqlite with WAL and `synchronous = FULL` on SQLite); and the worker
+//! under a keyed concurrency limit beside the same keyed steps without one.
 
 use std::time::{Duration, Instant};
 
+use herald::queue::flow::{FlowControl, Policy};
 use herald::queue::{Queue, QueueName};
 use herald::{Bus, Shutdown};
 use herald_postgres::PgStore;
@@ -28,10 +30,23 @@ fn other(e: impl std::fmt::Display) -> CliError {
     CliError::Other(e.to_string())
 }
 
-async fn enqueue<Q: Queue>(store: &Q, queue: &QueueName, n: u64) -> Result<(), CliError> {
+/// Keys the keyed figures spread their steps over.
+const KEYS: u64 = 100;
+
+/// Enqueues `n` no-op steps; with `keyed`, each has a `customer_id` of [`KEYS`].
+async fn enqueue<Q: Queue>(
+    store: &Q,
+    queue: &QueueName,
+    n: u64,
+    keyed: bool,
+) -> Result<(), CliError> {
     let mut batch = Vec::new();
-    for _ in 0..n {
-        batch.push(step_event(&FfiStepEvent::new("demo.noop", Map::new())));
+    for i in 0..n {
+        let mut input = Map::new();
+        if keyed {
+            input.insert("customer_id".into(), format!("c{}", i % KEYS).into());
+        }
+        batch.push(step_event(&FfiStepEvent::new("demo.noop", input)));
         if batch.len() == 500 {
             store.send_batch(queue, &batch, Duration::ZERO).await?;
             batch.clear();
@@ -60,24 +75,40 @@ fn scrape(
     })
 }
 
-pub(crate) async fn worker_run<Q: Queue>(
+pub(crate) async fn worker_run<Q: Queue + FlowControl>(
     store: &Q,
     n: u64,
     observed: bool,
 ) -> Result<f64, CliError> {
-    worker_at(store, n, observed, CONCURRENCY).await
+    worker_at(store, n, observed, CONCURRENCY, Steps::Plain).await
 }
 
-async fn worker_at<Q: Queue>(
+/// What a worker run's steps are.
+#[derive(Clone, Copy)]
+enum Steps<'a> {
+    /// No key, no policy.
+    Plain,
+    /// Keyed over [`KEYS`] customers, no policy.
+    Keyed,
+    /// Keyed, and the step queue has this policy.
+    Limited(&'a Policy),
+}
+
+/// The worker at `concurrency` handlers over `n` steps.
+async fn worker_at<Q: Queue + FlowControl>(
     store: &Q,
     n: u64,
     observed: bool,
     concurrency: usize,
+    steps: Steps<'_>,
 ) -> Result<f64, CliError> {
     let namespace = bench_queue("w")?.to_string();
     let queues = StepQueues::of(&namespace)?;
     store.create(&queues.steps).await?;
-    enqueue(store, &queues.steps, n).await?;
+    enqueue(store, &queues.steps, n, !matches!(steps, Steps::Plain)).await?;
+    if let Steps::Limited(policy) = steps {
+        store.set_policy(&queues.steps, policy).await?;
+    }
     let bus = Bus::new();
     let config = WorkerConfig {
         namespace: namespace.clone(),
@@ -262,13 +293,18 @@ async fn levels<Q, B, BFut>(
     baseline: B,
 ) -> Result<(), CliError>
 where
-    Q: Queue,
+    Q: Queue + FlowControl,
     B: Fn(usize) -> BFut,
     BFut: std::future::Future<Output = Result<f64, CliError>>,
 {
     let mut at = Vec::new();
     for c in LEVELS {
-        let (h, b) = paired(3, || worker_at(store, n, false, c), || baseline(c)).await?;
+        let (h, b) = paired(
+            3,
+            || worker_at(store, n, false, c, Steps::Plain),
+            || baseline(c),
+        )
+        .await?;
         report.add(
             Figure::higher(
                 &format!("worker_steps_{backend}_c{c}"),
@@ -290,6 +326,29 @@ where
             "the same worker at 16 handlers",
         )
         .target(0.95),
+    )?;
+    // Flow control: a keyed concurrency limit (2 per key over 100 keys) beside the same keyed
+    // steps with no policy, at 16 handlers.
+    let policy = Policy {
+        key: Some("$.customer_id".parse()?),
+        concurrency: Some(2),
+        ..Policy::default()
+    };
+    let (limited, free) = paired(
+        3,
+        || worker_at(store, n, false, 16, Steps::Limited(&policy)),
+        || worker_at(store, n, false, 16, Steps::Keyed),
+    )
+    .await?;
+    report.add(
+        Figure::higher(
+            &format!("worker_keyed_limit_{backend}_vs_unlimited"),
+            "steps/s",
+            limited,
+            free,
+            "the same keyed steps (100 keys) with no policy, 16 handlers",
+        )
+        .target(0.8),
     )?;
     Ok(())
 }

@@ -143,6 +143,31 @@ impl KeyPath {
         }
     }
 
+    /// [`KeyPath::envelope_paths`] as segment lists (PostgreSQL's `#>>` takes these: an index
+    /// is its digits).
+    pub fn envelope_segments(&self) -> [Vec<String>; 2] {
+        let tail: Vec<String> = match self {
+            KeyPath::Data(p) => p[1..]
+                .split(['.', '[', ']'])
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            KeyPath::Meta(n) => {
+                return [
+                    vec!["metadata".into(), n.clone()],
+                    vec!["metadata".into(), n.clone()],
+                ]
+            }
+        };
+        let input = ["data", "execution_event", "input_data"]
+            .into_iter()
+            .map(str::to_owned)
+            .chain(tail.iter().cloned())
+            .collect();
+        let data = std::iter::once("data".to_owned()).chain(tail).collect();
+        [input, data]
+    }
+
     /// The key of `event` by the same rules the stores apply in SQL.
     pub fn key_of(path: Option<&KeyPath>, event: &Event) -> String {
         if let Some(k) = event.metadata.get(FLOW_KEY).filter(|v| !v.is_null()) {
@@ -383,6 +408,18 @@ impl Policy {
         self.weights.get(key).copied().unwrap_or(1)
     }
 
+    /// The key's paths as segment lists (see [`KeyPath::envelope_segments`]);
+    /// `metadata.flow_key` twice without a key path.
+    pub fn key_segments(&self) -> [Vec<String>; 2] {
+        self.key.as_ref().map_or_else(
+            || {
+                let p = vec!["metadata".to_owned(), FLOW_KEY.to_owned()];
+                [p.clone(), p]
+            },
+            KeyPath::envelope_segments,
+        )
+    }
+
     /// The envelope paths of the key, after `$.metadata.flow_key` (see
     /// [`KeyPath::envelope_paths`]); `$.metadata.flow_key` twice without a key path.
     pub fn key_paths(&self) -> [String; 2] {
@@ -514,6 +551,11 @@ mod tests {
         assert_eq!(KeyPath::key_of(Some(&path), &e), "i");
         let e = super::super::keyed(e, "s");
         assert_eq!(KeyPath::key_of(Some(&path), &e), "s");
+        let p: KeyPath = "$.a[2].b".parse().expect("a test value");
+        assert_eq!(
+            p.envelope_segments()[1],
+            vec!["data".to_owned(), "a".into(), "2".into(), "b".into()]
+        );
         assert_eq!(
             path.envelope_paths(),
             [
