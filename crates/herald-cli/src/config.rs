@@ -26,6 +26,9 @@ pub(crate) struct HeraldConfig {
     /// Span export (OpenTelemetry, OTLP/HTTP): off by default; the standard `OTEL_*`
     /// variables fill what it leaves empty. herald-otel owns the section.
     pub(crate) telemetry: herald_otel::TelemetrySettings,
+    /// Flow policies by queue (`[flow.QUEUE]`, the fields of `herald queue policy set`);
+    /// `herald worker` sets them on its store as it starts.
+    pub(crate) flow: std::collections::BTreeMap<String, herald::queue::flow::Policy>,
     /// Where each key's value came from (`file PATH`, `environment $VAR`, `flag --x`);
     /// a key not here has its default.
     #[serde(skip)]
@@ -52,6 +55,7 @@ impl Default for HeraldConfig {
             http: HttpSection::default(),
             node: NodeSection::default(),
             telemetry: herald_otel::TelemetrySettings::default(),
+            flow: std::collections::BTreeMap::new(),
             sources: std::collections::BTreeMap::new(),
         }
     }
@@ -422,6 +426,11 @@ impl HeraldConfig {
         self.telemetry
             .validate()
             .map_err(|e| bad(&e.key, &at(&e.key), e.reason))?;
+        for (queue, policy) in &self.flow {
+            let key = format!("flow.{queue}");
+            herald::queue::QueueName::new(queue).map_err(|e| bad(&key, &at(&key), e))?;
+            policy.validate().map_err(|e| bad(&key, &at(&key), e))?;
+        }
         if !(self.store.starts_with("sqlite:") || self.store.starts_with("postgres")) {
             return Err(bad(
                 "store",

@@ -150,3 +150,49 @@ fn bad_policies_are_refused_by_name_and_a_good_one_holds_messages_back_on_metric
     assert_eq!(orders["waiting"]["concurrency"], 2, "{orders}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_flow_section_is_checked_by_key_and_set_by_the_worker_as_it_starts() {
+    let dir = std::env::temp_dir().join(unique("flowconf"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let store = format!("sqlite://{}", dir.join("herald.db").display());
+    let run = |section: &str| {
+        let config = dir.join("herald.toml");
+        std::fs::write(&config, format!("store = \"{store}\"\n{section}")).expect("config");
+        Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args([
+                "--config",
+                config.to_str().expect("path"),
+                "worker",
+                "--until-empty",
+                "--quiet",
+            ])
+            .output()
+            .expect("run herald worker")
+    };
+    for (section, named) in [
+        (
+            "[flow.jobs]\nkey = \"jobs\"\nconcurrency = 1\n",
+            "flow.jobs.key",
+        ),
+        ("[flow.jobs]\nconcurrency = 0\n", "flow.jobs"),
+        ("[flow.jobs]\nrate = \"0/min\"\n", "\"0/min\""),
+        ("[flow.Jobs]\nconcurrency = 1\n", "flow.Jobs"),
+    ] {
+        let out = run(section);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{section}: {err}");
+        assert!(err.contains(named), "{section}: {err}");
+    }
+    let out = run("[flow.jobs]\nkey = \"$.customer_id\"\nconcurrency = 3\nrate = \"10/min\"\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: Value =
+        serde_json::from_str(&ok(&herald(&store, &["policy", "show", "jobs"]))).expect("JSON");
+    assert_eq!(shown["concurrency"], 3);
+    assert_eq!(shown["rate"]["per_secs"], 60);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -197,6 +197,12 @@ async fn run_on<Q: crate::connect::CliStore>(
     file: &HeraldConfig,
 ) -> Result<(), CliError> {
     enqueue_asked(&store, &args, &file.worker.namespace).await?;
+    for (queue, policy) in &file.flow {
+        let q = herald::queue::QueueName::new(queue)?;
+        store.create(&q).await?;
+        herald::queue::flow::FlowControl::set_policy(&store, &q, policy).await?;
+        crate::output::warn_line!("flow policy of {queue} (from the config): {policy}");
+    }
     let bus = Bus::new();
     // Declared domain events: durable on {namespace}_domain_events of the same store.
     let events = herald_worker::events::DomainEventPublisher::new(

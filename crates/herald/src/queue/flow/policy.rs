@@ -212,8 +212,8 @@ fn walk<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
 }
 
 /// A token-bucket rate: `count` tokens every `per_secs` seconds, at most `burst` saved up.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Read from its fields or from text (`"10/min"`, burst 1); written as its fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Rate {
     /// Tokens per period.
     pub count: u32,
@@ -226,6 +226,36 @@ pub struct Rate {
 
 fn one() -> u32 {
     1
+}
+
+/// A rate as a config file or the store may hold it.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RateText {
+    Text(String),
+    Fields(RateFields),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateFields {
+    count: u32,
+    per_secs: u32,
+    #[serde(default = "one")]
+    burst: u32,
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match RateText::deserialize(d)? {
+            RateText::Text(t) => t.parse().map_err(serde::de::Error::custom),
+            RateText::Fields(f) => Ok(Rate {
+                count: f.count,
+                per_secs: f.per_secs,
+                burst: f.burst,
+            }),
+        }
+    }
 }
 
 impl Rate {
@@ -296,7 +326,7 @@ fn ten() -> u32 {
 
 /// A queue's flow policy. Stored as this JSON in the store; see the module docs for the
 /// rules each field turns on.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     /// Where the flow key is looked up (absent: only `metadata.flow_key`).
@@ -531,6 +561,16 @@ mod tests {
         let back = Policy::from_json(&p.to_json()).expect("a test value");
         assert_eq!(back, p);
         assert!(Policy::from_json(r#"{"concurrency":2,"colour":1}"#).is_err());
+        let p = Policy::from_json(
+            r#"{"rate":"10/min","queue_rate":{"count":5,"per_secs":1,"burst":3}}"#,
+        )
+        .expect("a rate as text or as fields");
+        assert_eq!(
+            p.rate.map(|r| (r.count, r.per_secs, r.burst)),
+            Some((10, 60, 1))
+        );
+        assert_eq!(p.queue_rate.map(|r| r.burst), Some(3));
+        assert!(Policy::from_json(r#"{"rate":"0/min"}"#).is_err());
     }
 
     #[test]
