@@ -44,69 +44,55 @@ pub(crate) fn policy_in(c: &Connection, queue: &str) -> Result<Option<Policy>, Q
     .transpose()
 }
 
-/// The facts of one read: each key's window, the queue's in-flight count, the plan.
+/// Reads the flow key, priority and place of the queue's messages sent since the last read
+/// under its policy (above its watermark, the highest msg_id done; msg_ids grow in commit
+/// order, as one writer at a time holds the file), from their bodies, into their columns.
+fn materialize(c: &Connection, queue: &str, p1: &str, p2: &str) -> Result<(), QueueError> {
+    let err = |e| store("flow read", queue, e);
+    let mark: i64 = c
+        .prepare_cached(
+            "SELECT coalesce(max(served), 0) FROM herald_flow_keys WHERE queue = ?1 AND scope = 2",
+        )
+        .and_then(|mut s| s.query_row([queue], |r| r.get(0)))
+        .map_err(err)?;
+    let top: Option<i64> = c
+        .prepare_cached(&format!(
+            "UPDATE herald_messages SET flow_key = {key},
+               flow_prio = coalesce(CAST(json_extract(message, '$.metadata.flow_priority') AS INTEGER), 0),
+               flow_seq = coalesce(CAST(json_extract(message, '$.metadata.flow_seq') AS INTEGER), msg_id)
+             WHERE msg_id > ?4 AND queue = ?1 AND flow_key IS NULL
+             RETURNING msg_id",
+            key = key_sql(2, 3),
+        ))
+        .and_then(|mut s| {
+            s.query_map(params![queue, p1, p2, mark], |r| r.get::<_, i64>(0))?
+                .try_fold(None, |m: Option<i64>, id| id.map(|id| Some(m.map_or(id, |m| m.max(id)))))
+        })
+        .map_err(err)?;
+    if let Some(top) = top {
+        c.prepare_cached(
+            "INSERT INTO herald_flow_keys (queue, scope, key, served) VALUES (?1, 2, '', ?2)
+             ON CONFLICT (queue, scope, key) DO UPDATE SET served = max(served, excluded.served)",
+        )
+        .and_then(|mut s| s.execute(params![queue, top]))
+        .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// The facts of one read: each key's window, the queue's in-flight count, the plan; `exact`
+/// counts each key's visible messages too (for the status: what is held back).
 fn planned(
     c: &Connection,
     queue: &str,
     policy: &Policy,
     qty: usize,
     now: i64,
+    exact: bool,
 ) -> Result<Plan, QueueError> {
     let err = |e| store("flow read", queue, e);
     let [p1, p2] = policy.key_paths();
-    // Each message's key, priority and place are read from its body once, by the first read
-    // under the policy that sees it (a new policy clears them): later reads scan columns.
-    c.prepare_cached(&format!(
-        "UPDATE herald_messages SET flow_key = {key},
-           flow_prio = coalesce(CAST(json_extract(message, '$.metadata.flow_priority') AS INTEGER), 0),
-           flow_seq = coalesce(CAST(json_extract(message, '$.metadata.flow_seq') AS INTEGER), msg_id)
-         WHERE queue = ?1 AND flow_key IS NULL",
-        key = key_sql(2, 3),
-    ))
-    .and_then(|mut s| s.execute(params![queue, p1, p2]))
-    .map_err(err)?;
-    let order = if policy.ordered {
-        // ?4 (the aging step) unused here, but bound all the same.
-        "flow_seq + 0 * ?4"
-    } else {
-        "min(9, max(0, flow_prio) + (?2 - enqueued_at) / ?4) DESC, flow_seq"
-    };
-    let sql = format!(
-        "WITH k AS (
-           SELECT msg_id, vt, enqueued_at, flow_key, flow_prio, flow_seq,
-             sum(read_ct > 0 AND vt > ?2) OVER w AS in_flight,
-             min(flow_seq) OVER w AS head_seq,
-             sum(vt <= ?2) OVER w AS visible
-           FROM herald_messages WHERE queue = ?1 WINDOW w AS (PARTITION BY flow_key)
-         ), r AS (
-           SELECT *, row_number() OVER (PARTITION BY flow_key ORDER BY {order}) AS rn
-           FROM k WHERE vt <= ?2
-         )
-         SELECT flow_key, msg_id, flow_seq, flow_prio, enqueued_at, in_flight, head_seq, visible
-         FROM r WHERE rn <= ?3",
-    );
-    let per_key = i64::try_from(window_size(policy, qty)).unwrap_or(i64::MAX);
-    let aging = i64::from(policy.aging_secs) * 1_000_000;
-    let rows: Vec<Row> = c
-        .prepare_cached(&sql)
-        .and_then(|mut s| {
-            s.query_map(params![queue, now, per_key, aging], |r| {
-                Ok(Row {
-                    key: r.get(0)?,
-                    candidate: Candidate {
-                        msg_id: r.get(1)?,
-                        seq: r.get(2)?,
-                        priority: r.get(3)?,
-                        enqueued_us: r.get(4)?,
-                    },
-                    in_flight: u32::try_from(r.get::<_, i64>(5)?).unwrap_or(u32::MAX),
-                    head_seq: r.get(6)?,
-                    visible: u64::try_from(r.get::<_, i64>(7)?).unwrap_or(0),
-                })
-            })?
-            .collect()
-        })
-        .map_err(err)?;
+    materialize(c, queue, &p1, &p2)?;
     let held: HashSet<String> = if policy.ordered {
         let dlq = format!("{queue}{}", herald::dlq::DLQ_SUFFIX);
         let sql = format!(
@@ -119,9 +105,135 @@ fn planned(
     } else {
         HashSet::new()
     };
+    // Each key's hidden messages (in flight, waiting out a retry, delayed): few, found by
+    // the ready index.
+    let hidden: std::collections::HashMap<String, (u32, i64)> = c
+        .prepare_cached(
+            "SELECT flow_key, sum(read_ct > 0), min(flow_seq) FROM herald_messages
+             WHERE queue = ?1 AND vt > ?2 AND flow_key IS NOT NULL GROUP BY flow_key",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![queue, now], |r| {
+                Ok((
+                    r.get(0)?,
+                    (
+                        u32::try_from(r.get::<_, i64>(1)?).unwrap_or(u32::MAX),
+                        r.get(2)?,
+                    ),
+                ))
+            })?
+            .collect()
+        })
+        .map_err(err)?;
+    let aging = i64::from(policy.aging_secs) * 1_000_000;
+    let candidate = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(String, Candidate)> {
+        Ok((
+            r.get(0)?,
+            Candidate {
+                msg_id: r.get(1)?,
+                seq: r.get(2)?,
+                priority: r.get(3)?,
+                enqueued_us: r.get(4)?,
+            },
+        ))
+    };
+    // Each key's best visible message, in one grouped pass over the covering index (no sort,
+    // no body read): the highest effective priority, then the lowest place (SQLite gives the
+    // other columns of the row that holds the max); for ordering keys, the lowest place.
+    let best = if policy.ordered {
+        "max(-flow_seq + 0 * ?3)"
+    } else {
+        "max(min(9, max(0, flow_prio) + (?2 - enqueued_at) / ?3) * 1000000000000000 - flow_seq)"
+    };
+    let heads: Vec<(String, Candidate)> = c
+        .prepare_cached(&format!(
+            "SELECT flow_key, msg_id, flow_seq, flow_prio, enqueued_at, {best}
+             FROM herald_messages INDEXED BY herald_messages_flow
+             WHERE queue = ?1 AND flow_key IS NOT NULL AND vt <= ?2 GROUP BY flow_key"
+        ))
+        .and_then(|mut s| {
+            s.query_map(params![queue, now, aging], candidate)?
+                .collect()
+        })
+        .map_err(err)?;
+    // With as many keys able to give as the read has room, one each is all round-robin takes;
+    // otherwise each key's first few, by the window query.
+    let open = heads
+        .iter()
+        .filter(|(key, _)| {
+            let in_flight = hidden.get(key).map_or(0, |h| h.0);
+            !(policy.ordered && (in_flight > 0 || held.contains(key)))
+                && policy.concurrency.is_none_or(|c| in_flight < c)
+        })
+        .count();
+    let heaviest = policy.weights.values().copied().max().unwrap_or(1).max(1) as usize;
+    let per_key = window_size(policy, qty).min(qty.div_ceil(open.max(1)) * heaviest);
+    let head_of: std::collections::HashMap<String, i64> =
+        heads.iter().map(|(k, c)| (k.clone(), c.seq)).collect();
+    let found: Vec<(String, Candidate)> = if per_key <= 1 {
+        heads
+    } else {
+        let order = if policy.ordered {
+            // ?4 (the aging step) unused here, but bound all the same.
+            "flow_seq + 0 * ?4"
+        } else {
+            "min(9, max(0, flow_prio) + (?2 - enqueued_at) / ?4) DESC, flow_seq"
+        };
+        c.prepare_cached(&format!(
+            "SELECT flow_key, msg_id, flow_seq, flow_prio, enqueued_at FROM (
+               SELECT flow_key, msg_id, flow_seq, flow_prio, enqueued_at,
+                 row_number() OVER (PARTITION BY flow_key ORDER BY {order}) AS rn
+               FROM herald_messages INDEXED BY herald_messages_flow
+               WHERE queue = ?1 AND flow_key IS NOT NULL AND vt <= ?2)
+             WHERE rn <= ?3"
+        ))
+        .and_then(|mut s| {
+            let n = i64::try_from(per_key).unwrap_or(i64::MAX);
+            s.query_map(params![queue, now, n, aging], candidate)?
+                .collect()
+        })
+        .map_err(err)?
+    };
+    // Visible counts per key are for the status only (a read does not need them).
+    let visible: Option<std::collections::HashMap<String, u64>> = if exact {
+        Some(
+            c.prepare_cached(
+                "SELECT flow_key, count(*) FROM herald_messages INDEXED BY herald_messages_flow
+                 WHERE queue = ?1 AND flow_key IS NOT NULL AND vt <= ?2 GROUP BY flow_key",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![queue, now], |r| {
+                    Ok((r.get(0)?, u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0)))
+                })?
+                .collect()
+            })
+            .map_err(err)?,
+        )
+    } else {
+        None
+    };
+    let rows: Vec<Row> = found
+        .into_iter()
+        .map(|(key, candidate)| {
+            let (in_flight, hidden_head) = hidden.get(&key).copied().unwrap_or((0, i64::MAX));
+            let head_seq = hidden_head.min(head_of.get(&key).copied().unwrap_or(candidate.seq));
+            let visible = visible
+                .as_ref()
+                .and_then(|v| v.get(&key).copied())
+                .unwrap_or(1);
+            Row {
+                key,
+                candidate,
+                in_flight,
+                head_seq,
+                visible,
+            }
+        })
+        .collect();
     let states: Vec<KeyState> = c
         .prepare_cached(
-            "SELECT scope, key, tokens, at, served FROM herald_flow_keys WHERE queue = ?1",
+            "SELECT scope, key, tokens, at, served FROM herald_flow_keys
+             WHERE queue = ?1 AND scope IN (0, 1)",
         )
         .and_then(|mut s| {
             s.query_map([queue], |r| {
@@ -167,26 +279,27 @@ pub(crate) fn read_in(
     qty: usize,
 ) -> Result<(Vec<Message>, Option<i64>), QueueError> {
     let now = now_micros();
-    let plan = planned(c, queue, policy, qty, now)?;
+    let plan = planned(c, queue, policy, qty, now, false)?;
     let err = |e| store("flow read", queue, e);
     let until = now + i64::try_from(vt.as_micros()).unwrap_or(i64::MAX / 2);
-    let mut out = Vec::with_capacity(plan.take.len());
-    {
-        let mut lease = c
-            .prepare_cached(
-                "UPDATE herald_messages SET read_ct = read_ct + 1, vt = ?3
-                 WHERE queue = ?1 AND msg_id = ?2
-                 RETURNING msg_id, read_ct, enqueued_at, vt, message",
-            )
-            .map_err(err)?;
-        for t in &plan.take {
-            out.push(
-                lease
-                    .query_row(params![queue, t.msg_id, until], message)
-                    .map_err(err)?,
-            );
-        }
-    }
+    // One statement leases them all (their ids as a JSON array), handed out in the plan's
+    // order (priority, fairness).
+    let ids: Vec<i64> = plan.take.iter().map(|t| t.msg_id).collect();
+    let mut out: Vec<Message> = if ids.is_empty() {
+        Vec::new()
+    } else {
+        let list = serde_json::to_string(&ids).unwrap_or_default();
+        c.prepare_cached(
+            "UPDATE herald_messages SET read_ct = read_ct + 1, vt = ?3
+             WHERE queue = ?1 AND msg_id IN (SELECT value FROM json_each(?2))
+             RETURNING msg_id, read_ct, enqueued_at, vt, message",
+        )
+        .and_then(|mut s| s.query_map(params![queue, list, until], message)?.collect())
+        .map_err(err)?
+    };
+    let rank: std::collections::HashMap<i64, usize> =
+        ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    out.sort_by_key(|m| rank.get(&m.msg_id).copied().unwrap_or(usize::MAX));
     let mut bucket = c
         .prepare_cached(
             "INSERT INTO herald_flow_keys (queue, scope, key, tokens, at) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -203,14 +316,15 @@ pub(crate) fn read_in(
             .execute(params![queue, 0, "", tokens, now])
             .map_err(err)?;
     }
-    let mut served = c
-        .prepare_cached(
-            "INSERT INTO herald_flow_keys (queue, scope, key, served) VALUES (?1, 1, ?2, ?3)
+    if !plan.served.is_empty() {
+        let keys = serde_json::to_string(&plan.served).unwrap_or_default();
+        c.prepare_cached(
+            "INSERT INTO herald_flow_keys (queue, scope, key, served)
+             SELECT ?1, 1, value, ?3 FROM json_each(?2) WHERE true
              ON CONFLICT (queue, scope, key) DO UPDATE SET served = excluded.served",
         )
+        .and_then(|mut s| s.execute(params![queue, keys, now]))
         .map_err(err)?;
-    for key in &plan.served {
-        served.execute(params![queue, key, now]).map_err(err)?;
     }
     Ok((out, plan.next_token_us))
 }
@@ -234,7 +348,9 @@ impl FlowControl for SqliteStore {
                 c.prepare_cached(
                     "UPDATE herald_messages SET flow_key = NULL WHERE queue = ?1 AND flow_key IS NOT NULL",
                 )?
-                .execute([q])
+                .execute([q])?;
+                c.prepare_cached("DELETE FROM herald_flow_keys WHERE queue = ?1 AND scope = 2")?
+                    .execute([q])
             })
             .map(drop)
             .map_err(|e| store("set policy", q, e))
@@ -274,7 +390,7 @@ impl FlowControl for SqliteStore {
                     ..FlowStatus::default()
                 });
             };
-            let plan = planned(c, q, &policy, STATUS_WINDOW, now_micros())?;
+            let plan = planned(c, q, &policy, STATUS_WINDOW, now_micros(), true)?;
             Ok(FlowStatus {
                 queue: q.to_owned(),
                 policy: true,

@@ -145,7 +145,15 @@ fn add_flow_columns(conn: &Connection) -> Result<(), String> {
 pub(crate) fn ensure(conn: &Connection) -> Result<(), String> {
     conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA}"))
         .map_err(|e| format!("creating the schema: {e}"))?;
-    if let Err(e) = add_flow_columns(conn) {
+    if let Err(e) = add_flow_columns(conn).and_then(|()| {
+        // Only rows of queues under a policy have a flow key: others never enter it.
+        conn.execute_batch(
+            "CREATE INDEX IF NOT EXISTS herald_messages_flow ON herald_messages
+               (queue, flow_key, flow_seq, vt, read_ct, flow_prio, enqueued_at)
+               WHERE flow_key IS NOT NULL",
+        )
+        .map_err(|e| format!("creating the flow index: {e}"))
+    }) {
         let _ = conn.execute_batch("ROLLBACK");
         return Err(e);
     }
