@@ -1,4 +1,4 @@
-//! Flow control on PostgreSQL: a queue's policy in `herald.flow_policies` (cached per process
+//! Flow control's read on PostgreSQL: a queue's policy in `herald.flow_policies` (cached per process
 //! for [`POLICY_TTL`]), its buckets and last-served times in `herald.flow_keys`, and the read
 //! that obeys it: under a transaction-scoped advisory lock on the queue (so readers in every
 //! process take turns), one window query over PGMQ's `pgmq.q_{queue}` (keys and priorities
@@ -9,15 +9,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use herald::queue::flow::{
-    plan, window_size, windows, Candidate, FlowControl, FlowStatus, KeyState, Plan, Policy, Row,
-};
+use herald::queue::flow::{plan, window_size, windows, Candidate, KeyState, Plan, Policy, Row};
 use herald::queue::{Message, QueueError, QueueName};
-use sqlx::{PgConnection, Row as _};
+use sqlx::{PgConnection, PgPool, Row as _};
 use time::OffsetDateTime;
 
 use crate::error::store;
-use crate::queue::PgStore;
 
 /// How long a process keeps a queue's policy before looking again: a policy set elsewhere
 /// applies here within this.
@@ -50,7 +47,7 @@ impl PolicyCache {
         self.by_queue.lock().remove(queue);
     }
 
-    fn put(&self, queue: &str, policy: Option<Arc<Policy>>) {
+    pub(crate) fn put(&self, queue: &str, policy: Option<Arc<Policy>>) {
         self.by_queue
             .lock()
             .insert(queue.to_owned(), (Instant::now(), policy));
@@ -103,7 +100,7 @@ fn micros(t: OffsetDateTime) -> i64 {
 }
 
 /// The plan of one read of `queue` under `policy` at `now` (the database's clock).
-async fn planned(
+pub(crate) async fn planned(
     c: &mut PgConnection,
     queue: &str,
     policy: &Policy,
@@ -236,205 +233,102 @@ async fn locked_now(c: &mut PgConnection, queue: &str) -> Result<OffsetDateTime,
     .map_err(|e| store("flow read", queue, e))
 }
 
-impl PgStore {
-    /// `queue`'s policy, from the cache when it is fresh.
-    pub(crate) async fn cached_policy(
+impl PolicyCache {
+    /// `queue`'s policy, from the cache when it is fresh, else from `pool`.
+    pub(crate) async fn policy(
         &self,
+        pool: &PgPool,
         queue: &str,
     ) -> Result<Option<Arc<Policy>>, QueueError> {
-        if let Some(p) = self.policies().get(queue) {
+        if let Some(p) = self.get(queue) {
             return Ok(p);
         }
-        let mut c = self
-            .pool()
+        let mut c = pool
             .acquire()
             .await
             .map_err(|e| store("read policy", queue, e))?;
         let p = policy_on(&mut c, queue).await?.map(Arc::new);
-        self.policies().put(queue, p.clone());
+        self.put(queue, p.clone());
         Ok(p)
     }
-
-    /// Reads up to `qty` messages of `queue` under `policy`, hiding each for `vt`; also says
-    /// when the next token comes if a rate held messages back.
-    pub(crate) async fn flow_read(
-        &self,
-        queue: &QueueName,
-        policy: &Policy,
-        vt: Duration,
-        qty: usize,
-    ) -> Result<(Vec<Message>, Option<i64>), QueueError> {
-        let q = queue.as_str();
-        let err = |e| store("flow read", q, e);
-        let mut tx = self.pool().begin().await.map_err(err)?;
-        // As a plain read: a lease only, committed without waiting for the WAL flush.
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
-        let now = locked_now(&mut tx, q).await?;
-        let plan = planned(&mut tx, q, policy, qty, now).await?;
-        let ids: Vec<i64> = plan.take.iter().map(|t| t.msg_id).collect();
-        let mut out = if ids.is_empty() {
-            Vec::new()
-        } else {
-            let rows = sqlx::query(&format!(
-                "UPDATE pgmq.\"q_{q}\" SET read_ct = read_ct + 1, vt = $2 + make_interval(secs => $3)
-                 WHERE msg_id = ANY($1)
-                 RETURNING msg_id, read_ct, enqueued_at, vt, message::text AS body"
-            ))
-            .bind(&ids)
-            .bind(now)
-            .bind(vt.as_secs_f64())
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(err)?;
-            crate::queue::messages(rows, "flow read", q)?
-        };
-        // Handed out in the plan's order (priority, fairness), as it chose them.
-        let rank: HashMap<i64, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-        out.sort_by_key(|m| rank.get(&m.msg_id).copied().unwrap_or(usize::MAX));
-        let at = micros(now);
-        let (keys, tokens): (Vec<String>, Vec<f64>) = plan.buckets.iter().cloned().unzip();
-        let mut scopes: Vec<i16> = vec![1; keys.len()];
-        let (mut keys, mut tokens) = (keys, tokens);
-        if let Some(t) = plan.queue_bucket {
-            keys.push(String::new());
-            tokens.push(t);
-            scopes.push(0);
-        }
-        if !keys.is_empty() {
-            sqlx::query(
-                "INSERT INTO herald.flow_keys (queue, scope, key, tokens, at)
-                 SELECT $1, s, k, t, $5 FROM unnest($2::int2[], $3::text[], $4::float8[]) AS u(s, k, t)
-                 ON CONFLICT (queue, scope, key) DO UPDATE SET tokens = excluded.tokens, at = excluded.at",
-            )
-            .bind(q)
-            .bind(&scopes)
-            .bind(&keys)
-            .bind(&tokens)
-            .bind(at)
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
-        }
-        if !plan.served.is_empty() {
-            sqlx::query(
-                "INSERT INTO herald.flow_keys (queue, scope, key, served)
-                 SELECT $1, 1, k, $3 FROM unnest($2::text[]) AS u(k)
-                 ON CONFLICT (queue, scope, key) DO UPDATE SET served = excluded.served",
-            )
-            .bind(q)
-            .bind(&plan.served)
-            .bind(at)
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
-        }
-        tx.commit().await.map_err(err)?;
-        Ok((out, plan.next_token_us))
-    }
 }
 
-/// What a read with room for everything would hold back now.
-const STATUS_WINDOW: usize = 1_000;
-
-async fn exists(c: &mut PgConnection, queue: &str) -> Result<(), QueueError> {
-    let there: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pgmq.meta WHERE queue_name = $1)")
-            .bind(queue)
-            .fetch_one(c)
-            .await
-            .map_err(|e| store("look up", queue, e))?;
-    if there {
-        Ok(())
+/// Reads up to `qty` messages of `queue` under `policy`, hiding each for `vt`; also says when
+/// the next token comes if a rate held messages back.
+pub(crate) async fn read(
+    pool: &PgPool,
+    queue: &QueueName,
+    policy: &Policy,
+    vt: Duration,
+    qty: usize,
+) -> Result<(Vec<Message>, Option<i64>), QueueError> {
+    let q = queue.as_str();
+    let err = |e| store("flow read", q, e);
+    let mut tx = pool.begin().await.map_err(err)?;
+    // As a plain read: a lease only, committed without waiting for the WAL flush.
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+    let now = locked_now(&mut tx, q).await?;
+    let plan = planned(&mut tx, q, policy, qty, now).await?;
+    let ids: Vec<i64> = plan.take.iter().map(|t| t.msg_id).collect();
+    let mut out = if ids.is_empty() {
+        Vec::new()
     } else {
-        Err(QueueError::NoSuchQueue {
-            queue: queue.to_owned(),
-        })
+        let rows = sqlx::query(&format!(
+            "UPDATE pgmq.\"q_{q}\" SET read_ct = read_ct + 1, vt = $2 + make_interval(secs => $3)
+             WHERE msg_id = ANY($1)
+             RETURNING msg_id, read_ct, enqueued_at, vt, message::text AS body"
+        ))
+        .bind(&ids)
+        .bind(now)
+        .bind(vt.as_secs_f64())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(err)?;
+        crate::rows::messages(rows, "flow read", q)?
+    };
+    // Handed out in the plan's order (priority, fairness), as it chose them.
+    let rank: HashMap<i64, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    out.sort_by_key(|m| rank.get(&m.msg_id).copied().unwrap_or(usize::MAX));
+    let at = micros(now);
+    let (keys, tokens): (Vec<String>, Vec<f64>) = plan.buckets.iter().cloned().unzip();
+    let mut scopes: Vec<i16> = vec![1; keys.len()];
+    let (mut keys, mut tokens) = (keys, tokens);
+    if let Some(t) = plan.queue_bucket {
+        keys.push(String::new());
+        tokens.push(t);
+        scopes.push(0);
     }
-}
-
-impl FlowControl for PgStore {
-    async fn set_policy(&self, queue: &QueueName, policy: &Policy) -> Result<(), QueueError> {
-        let q = queue.as_str();
-        let mut c = self
-            .pool()
-            .acquire()
-            .await
-            .map_err(|e| store("set policy", q, e))?;
-        exists(&mut c, q).await?;
+    if !keys.is_empty() {
         sqlx::query(
-            "INSERT INTO herald.flow_policies (queue, policy) VALUES ($1, $2::jsonb)
-             ON CONFLICT (queue) DO UPDATE SET policy = excluded.policy, updated_at = now()",
+            "INSERT INTO herald.flow_keys (queue, scope, key, tokens, at)
+             SELECT $1, s, k, t, $5 FROM unnest($2::int2[], $3::text[], $4::float8[]) AS u(s, k, t)
+             ON CONFLICT (queue, scope, key) DO UPDATE SET tokens = excluded.tokens, at = excluded.at",
         )
         .bind(q)
-        .bind(policy.to_json())
-        .execute(&mut *c)
+        .bind(&scopes)
+        .bind(&keys)
+        .bind(&tokens)
+        .bind(at)
+        .execute(&mut *tx)
         .await
-        .map_err(|e| store("set policy", q, e))?;
-        self.policies().put(q, Some(Arc::new(policy.clone())));
-        Ok(())
+        .map_err(err)?;
     }
-
-    async fn policy(&self, queue: &QueueName) -> Result<Option<Policy>, QueueError> {
-        let q = queue.as_str();
-        let mut c = self
-            .pool()
-            .acquire()
-            .await
-            .map_err(|e| store("read policy", q, e))?;
-        exists(&mut c, q).await?;
-        policy_on(&mut c, q).await
+    if !plan.served.is_empty() {
+        sqlx::query(
+            "INSERT INTO herald.flow_keys (queue, scope, key, served)
+             SELECT $1, 1, k, $3 FROM unnest($2::text[]) AS u(k)
+             ON CONFLICT (queue, scope, key) DO UPDATE SET served = excluded.served",
+        )
+        .bind(q)
+        .bind(&plan.served)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
     }
-
-    async fn clear_policy(&self, queue: &QueueName) -> Result<bool, QueueError> {
-        let q = queue.as_str();
-        let mut tx = self
-            .pool()
-            .begin()
-            .await
-            .map_err(|e| store("clear policy", q, e))?;
-        exists(&mut tx, q).await?;
-        let n = sqlx::query("DELETE FROM herald.flow_policies WHERE queue = $1")
-            .bind(q)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| store("clear policy", q, e))?
-            .rows_affected();
-        sqlx::query("DELETE FROM herald.flow_keys WHERE queue = $1")
-            .bind(q)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| store("clear policy", q, e))?;
-        tx.commit().await.map_err(|e| store("clear policy", q, e))?;
-        self.policies().put(q, None);
-        Ok(n > 0)
-    }
-
-    async fn flow_status(&self, queue: &QueueName) -> Result<FlowStatus, QueueError> {
-        let q = queue.as_str();
-        let mut c = self
-            .pool()
-            .acquire()
-            .await
-            .map_err(|e| store("flow status", q, e))?;
-        exists(&mut c, q).await?;
-        let Some(policy) = policy_on(&mut c, q).await? else {
-            return Ok(FlowStatus {
-                queue: q.to_owned(),
-                ..FlowStatus::default()
-            });
-        };
-        let now: OffsetDateTime = sqlx::query_scalar("SELECT clock_timestamp()")
-            .fetch_one(&mut *c)
-            .await
-            .map_err(|e| store("flow status", q, e))?;
-        let plan = planned(&mut c, q, &policy, STATUS_WINDOW, now).await?;
-        Ok(FlowStatus {
-            queue: q.to_owned(),
-            policy: true,
-            waiting: plan.waiting,
-        })
-    }
+    tx.commit().await.map_err(err)?;
+    Ok((out, plan.next_token_us))
 }

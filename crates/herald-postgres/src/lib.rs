@@ -46,7 +46,9 @@ mod event_store;
 mod flow;
 mod headers;
 mod listen;
+mod policy;
 mod queue;
+mod rows;
 mod schedule;
 mod schema;
 

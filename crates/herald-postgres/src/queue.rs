@@ -7,14 +7,14 @@ use std::time::Duration;
 use herald::queue::{
     read_with_wakeup_by, Message, Queue, QueueError, QueueMetrics, QueueName, Settled, Settlement,
 };
-use herald::{Event, Timestamp};
+use herald::Event;
 use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::{PgPool, Row};
-use time::OffsetDateTime;
 
 use crate::commit::{seconds, Committer, Done, Work};
 use crate::error::store;
 use crate::listen::Listener;
+use crate::rows::{message, messages, COLUMNS};
 use crate::schema;
 
 /// How to connect.
@@ -61,32 +61,6 @@ impl std::fmt::Debug for PgStore {
         f.debug_struct("PgStore").finish_non_exhaustive()
     }
 }
-
-fn message(row: &PgRow) -> Result<Message, sqlx::Error> {
-    let body: String = row.try_get("body")?;
-    let enqueued: OffsetDateTime = row.try_get("enqueued_at")?;
-    let vt: OffsetDateTime = row.try_get("vt")?;
-    Ok(Message {
-        msg_id: row.try_get("msg_id")?,
-        read_ct: row.try_get("read_ct")?,
-        enqueued_at: Timestamp::from_datetime(enqueued),
-        vt: Timestamp::from_datetime(vt),
-        body: body.into_bytes(),
-    })
-}
-
-pub(crate) fn messages(
-    rows: Vec<PgRow>,
-    operation: &'static str,
-    queue: &str,
-) -> Result<Vec<Message>, QueueError> {
-    rows.iter()
-        .map(message)
-        .collect::<Result<_, _>>()
-        .map_err(|e| store(operation, queue, e))
-}
-
-const COLUMNS: &str = "msg_id, read_ct, enqueued_at, vt, message::text AS body";
 
 /// Whole seconds, rounded up, as PGMQ's `read` takes them.
 fn whole_seconds(d: Duration) -> i32 {
@@ -374,9 +348,13 @@ impl Queue for PgStore {
         vt: Duration,
         qty: usize,
     ) -> Result<Vec<Message>, QueueError> {
-        if let Some(policy) = self.cached_policy(queue.as_str()).await? {
-            return self
-                .flow_read(queue, &policy, vt, qty)
+        if let Some(policy) = self
+            .inner
+            .policies
+            .policy(&self.inner.pool, queue.as_str())
+            .await?
+        {
+            return crate::flow::read(&self.inner.pool, queue, &policy, vt, qty)
                 .await
                 .map(|(m, _)| m);
         }
@@ -412,7 +390,12 @@ impl Queue for PgStore {
         // Every insert into a queue Herald created notifies (its trigger), so an empty read
         // sleeps until a send, the next hidden message's visibility time, or the deadline:
         // no polling in between.
-        let Some(policy) = self.cached_policy(queue.as_str()).await? else {
+        let Some(policy) = self
+            .inner
+            .policies
+            .policy(&self.inner.pool, queue.as_str())
+            .await?
+        else {
             return read_with_wakeup_by(
                 &self.inner.listener.notify_for(queue.as_str()),
                 max_wait,
@@ -438,7 +421,8 @@ impl Queue for PgStore {
                 ))
             },
             || async {
-                let (messages, hint) = self.flow_read(queue, &policy, vt, qty).await?;
+                let (messages, hint) =
+                    crate::flow::read(&self.inner.pool, queue, &policy, vt, qty).await?;
                 next_token.store(hint.unwrap_or(i64::MIN), ordering);
                 Ok(messages)
             },

@@ -12,7 +12,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::store;
 use crate::event_store::append_in;
-use crate::queue::{archive_one, exists, insert, now_micros, SqliteStore};
+use crate::queue::{archive_one, insert, SqliteStore};
+use crate::rows::{exists, now_micros};
 
 fn replays(c: &Connection, place: &str, fingerprint: &str) -> Result<u32, QueueError> {
     c.prepare_cached("SELECT replays FROM herald_dlq_replays WHERE place = ?1 AND fingerprint = ?2")

@@ -1,4 +1,4 @@
-//! Flow control on SQLite: a queue's policy in `herald_flow_policies`, its buckets and
+//! Flow control's read on SQLite: a queue's policy in `herald_flow_policies`, its buckets and
 //! last-served times in `herald_flow_keys`, and the read that obeys it: one window query over
 //! the queue's messages (keys and priorities read from the bodies with `json_extract`), the
 //! shared plan (`herald::queue::flow::plan`), then the lease of what it chose, all in the
@@ -7,14 +7,12 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use herald::queue::flow::{
-    plan, window_size, windows, Candidate, FlowControl, FlowStatus, KeyState, Plan, Policy, Row,
-};
-use herald::queue::{Message, QueueError, QueueName};
+use herald::queue::flow::{plan, window_size, windows, Candidate, KeyState, Plan, Policy, Row};
+use herald::queue::{Message, QueueError};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::store;
-use crate::queue::{exists, message, now_micros, SqliteStore};
+use crate::rows::{message, now_micros};
 
 /// The key of a message body: `metadata.flow_key`, then the policy's two paths (bound as ?P
 /// and ?Q), else the default key.
@@ -82,7 +80,7 @@ fn materialize(c: &Connection, queue: &str, p1: &str, p2: &str) -> Result<(), Qu
 
 /// The facts of one read: each key's window, the queue's in-flight count, the plan; `exact`
 /// counts each key's visible messages too (for the status: what is held back).
-fn planned(
+pub(crate) fn planned(
     c: &Connection,
     queue: &str,
     policy: &Policy,
@@ -327,76 +325,4 @@ pub(crate) fn read_in(
         .map_err(err)?;
     }
     Ok((out, plan.next_token_us))
-}
-
-/// What a read with room for everything would hold back now.
-const STATUS_WINDOW: usize = 1_000;
-
-impl FlowControl for SqliteStore {
-    async fn set_policy(&self, queue: &QueueName, policy: &Policy) -> Result<(), QueueError> {
-        let text = policy.to_json();
-        self.run("set policy", queue, move |c, q| {
-            exists(c, q)?;
-            c.prepare_cached(
-                "INSERT INTO herald_flow_policies (queue, policy, updated_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (queue) DO UPDATE SET policy = excluded.policy,
-                   updated_at = excluded.updated_at",
-            )
-            .and_then(|mut s| s.execute(params![q, text, now_micros()]))
-            .and_then(|_| {
-                // Keys are read again under the new policy's key path.
-                c.prepare_cached(
-                    "UPDATE herald_messages SET flow_key = NULL WHERE queue = ?1 AND flow_key IS NOT NULL",
-                )?
-                .execute([q])?;
-                c.prepare_cached("DELETE FROM herald_flow_keys WHERE queue = ?1 AND scope = 2")?
-                    .execute([q])
-            })
-            .map(drop)
-            .map_err(|e| store("set policy", q, e))
-        })
-        .await
-    }
-
-    async fn policy(&self, queue: &QueueName) -> Result<Option<Policy>, QueueError> {
-        self.run("read policy", queue, |c, q| {
-            exists(c, q)?;
-            policy_in(c, q)
-        })
-        .await
-    }
-
-    async fn clear_policy(&self, queue: &QueueName) -> Result<bool, QueueError> {
-        self.run("clear policy", queue, |c, q| {
-            exists(c, q)?;
-            let n = c
-                .execute("DELETE FROM herald_flow_policies WHERE queue = ?1", [q])
-                .and_then(|n| {
-                    c.execute("DELETE FROM herald_flow_keys WHERE queue = ?1", [q])
-                        .map(|_| n)
-                })
-                .map_err(|e| store("clear policy", q, e))?;
-            Ok(n > 0)
-        })
-        .await
-    }
-
-    async fn flow_status(&self, queue: &QueueName) -> Result<FlowStatus, QueueError> {
-        self.run("flow status", queue, |c, q| {
-            exists(c, q)?;
-            let Some(policy) = policy_in(c, q)? else {
-                return Ok(FlowStatus {
-                    queue: q.to_owned(),
-                    ..FlowStatus::default()
-                });
-            };
-            let plan = planned(c, q, &policy, STATUS_WINDOW, now_micros(), true)?;
-            Ok(FlowStatus {
-                queue: q.to_owned(),
-                policy: true,
-                waiting: plan.waiting,
-            })
-        })
-        .await
-    }
 }

@@ -45,7 +45,9 @@ mod error;
 mod event_store;
 mod flow;
 mod options;
+mod policy;
 mod queue;
+mod rows;
 mod schedule;
 mod schema;
 

@@ -9,14 +9,14 @@ use herald::queue::{
     read_with_wakeup_by, Message, Queue, QueueError, QueueMetrics, QueueName, Settle, Settled,
     Settlement,
 };
-use herald::{Event, Timestamp};
-use rusqlite::{params, Connection, OptionalExtension, Row};
-use time::OffsetDateTime;
+use herald::Event;
+use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::Notify;
 
 use crate::commit::Writer;
 use crate::error::store;
 use crate::options::SqliteOptions;
+use crate::rows::{exists, message, micros, now_micros};
 use crate::schema;
 
 /// The embedded queue store. Cheap to clone: clones share one file, one writer thread.
@@ -39,44 +39,8 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
-fn micros(t: OffsetDateTime) -> i64 {
-    (t.unix_timestamp_nanos() / 1_000) as i64
-}
-
-pub(crate) fn now_micros() -> i64 {
-    micros(OffsetDateTime::now_utc())
-}
-
-fn from_micros(us: i64) -> Timestamp {
-    let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    Timestamp::from_datetime(t)
-}
-
 fn dur_micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX / 2)
-}
-
-pub(crate) fn message(row: &Row<'_>) -> rusqlite::Result<Message> {
-    let body: String = row.get(4)?;
-    Ok(Message {
-        msg_id: row.get(0)?,
-        read_ct: row.get(1)?,
-        enqueued_at: from_micros(row.get(2)?),
-        vt: from_micros(row.get(3)?),
-        body: body.into_bytes(),
-    })
-}
-
-/// Fails with `NoSuchQueue` unless `queue` exists.
-pub(crate) fn exists(conn: &Connection, queue: &str) -> Result<(), QueueError> {
-    let found = conn
-        .prepare_cached("SELECT 1 FROM herald_queues WHERE name = ?1")
-        .and_then(|mut s| s.query_row([queue], |_| Ok(())).optional())
-        .map_err(|e| store("look up", queue, e))?;
-    found.ok_or_else(|| QueueError::NoSuchQueue {
-        queue: queue.to_owned(),
-    })
 }
 
 /// Inserts one message; the queue must exist.
