@@ -56,18 +56,19 @@ impl PolicyCache {
 
 /// The key of a PGMQ message: `metadata.flow_key`, then the policy's two paths (bound as $P
 /// and $Q), else the default key.
-fn key_sql(p: usize, q: usize) -> String {
+pub(crate) fn key_sql(p: usize, q: usize) -> String {
     format!(
         "coalesce(message #>> '{{metadata,flow_key}}', message #>> ${p}::text[], \
          message #>> ${q}::text[], '')"
     )
 }
 
-const PRIORITY_SQL: &str =
+pub(crate) const PRIORITY_SQL: &str =
     "CASE WHEN jsonb_typeof(message->'metadata'->'flow_priority') = 'number' \
      THEN least(greatest((message->'metadata'->>'flow_priority')::numeric, 0), 9)::int ELSE 0 END";
 
-const SEQ_SQL: &str = "CASE WHEN jsonb_typeof(message->'metadata'->'flow_seq') = 'number' \
+pub(crate) const SEQ_SQL: &str =
+    "CASE WHEN jsonb_typeof(message->'metadata'->'flow_seq') = 'number' \
      THEN least(greatest((message->'metadata'->>'flow_seq')::numeric, 0), 9e18)::int8 \
      ELSE msg_id END";
 
@@ -106,62 +107,10 @@ pub(crate) async fn planned(
     policy: &Policy,
     qty: usize,
     now: OffsetDateTime,
+    exact: bool,
 ) -> Result<Plan, QueueError> {
     let err = |e| store("flow read", queue, e);
     let [p1, p2] = policy.key_segments();
-    let order = if policy.ordered {
-        "seq"
-    } else {
-        "least(9, greatest(prio, 0) + floor(extract(epoch FROM ($1 - enqueued_at)) / $5)::int) DESC, seq"
-    };
-    let sql = format!(
-        "WITH m AS (
-           SELECT msg_id, read_ct, vt, enqueued_at, {key} AS fkey, {PRIORITY_SQL} AS prio,
-                  {SEQ_SQL} AS seq
-           FROM pgmq.\"q_{queue}\"
-         ), k AS (
-           SELECT msg_id, vt, enqueued_at, fkey, prio, seq,
-             count(*) FILTER (WHERE read_ct > 0 AND vt > $1) OVER w AS in_flight,
-             min(seq) OVER w AS head_seq,
-             count(*) FILTER (WHERE vt <= $1) OVER w AS visible
-           FROM m WINDOW w AS (PARTITION BY fkey)
-         ), r AS (
-           SELECT *, row_number() OVER (PARTITION BY fkey ORDER BY {order}) AS rn
-           FROM k WHERE vt <= $1
-         )
-         SELECT fkey, msg_id, seq, prio, (extract(epoch FROM enqueued_at) * 1000000)::int8,
-                in_flight, head_seq, visible
-         FROM r WHERE rn <= $4",
-        key = key_sql(2, 3),
-    );
-    let per_key = i64::try_from(window_size(policy, qty)).unwrap_or(i64::MAX);
-    let mut query = sqlx::query(&sql)
-        .bind(now)
-        .bind(&p1)
-        .bind(&p2)
-        .bind(per_key);
-    if !policy.ordered {
-        query = query.bind(f64::from(policy.aging_secs));
-    }
-    let found = query.fetch_all(&mut *c).await.map_err(err)?;
-    let rows: Vec<Row> = found
-        .iter()
-        .map(|r| {
-            Ok(Row {
-                key: r.try_get(0)?,
-                candidate: Candidate {
-                    msg_id: r.try_get(1)?,
-                    seq: r.try_get(2)?,
-                    priority: i64::from(r.try_get::<i32, _>(3)?),
-                    enqueued_us: r.try_get(4)?,
-                },
-                in_flight: u32::try_from(r.try_get::<i64, _>(5)?).unwrap_or(u32::MAX),
-                head_seq: r.try_get(6)?,
-                visible: u64::try_from(r.try_get::<i64, _>(7)?).unwrap_or(0),
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(err)?;
     let held: HashSet<String> = if policy.ordered {
         let dlq = format!("{queue}{}", herald::dlq::DLQ_SUFFIX);
         let there: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
@@ -185,6 +134,134 @@ pub(crate) async fn planned(
     } else {
         HashSet::new()
     };
+    // Each key's hidden messages (in flight, waiting out a retry, delayed): few, found by
+    // PGMQ's index on vt, their keys by herald.flow_index.
+    let hidden: HashMap<String, (u32, i64)> = sqlx::query_as::<_, (String, i64, i64)>(&format!(
+        "SELECT f.flow_key, count(*) FILTER (WHERE m.read_ct > 0), min(f.flow_seq)
+         FROM pgmq.\"q_{queue}\" m JOIN herald.flow_index f ON f.queue = $1 AND f.msg_id = m.msg_id
+         WHERE m.vt > $2 GROUP BY f.flow_key"
+    ))
+    .bind(queue)
+    .bind(now)
+    .fetch_all(&mut *c)
+    .await
+    .map_err(err)?
+    .into_iter()
+    .map(|(k, n, seq)| (k, (u32::try_from(n).unwrap_or(u32::MAX), seq)))
+    .collect();
+    let order = if policy.ordered {
+        "f.flow_seq"
+    } else {
+        "least(9, greatest(f.flow_prio, 0) + floor(extract(epoch FROM ($2 - m.enqueued_at)) / $3)::int) DESC, f.flow_seq"
+    };
+    let aging = f64::from(policy.aging_secs);
+    let candidate = |r: &sqlx::postgres::PgRow| -> Result<(String, Candidate), sqlx::Error> {
+        Ok((
+            r.try_get(0)?,
+            Candidate {
+                msg_id: r.try_get(1)?,
+                seq: r.try_get(2)?,
+                priority: i64::from(r.try_get::<i32, _>(3)?),
+                enqueued_us: r.try_get(4)?,
+            },
+        ))
+    };
+    let columns = "f.flow_key, m.msg_id, f.flow_seq, f.flow_prio, \
+                   (extract(epoch FROM m.enqueued_at) * 1000000)::int8";
+    // Each key's best visible message: its first by the order, one pass.
+    let sql = format!(
+        "SELECT DISTINCT ON (f.flow_key) {columns}
+         FROM herald.flow_index f JOIN pgmq.\"q_{queue}\" m ON m.msg_id = f.msg_id
+         WHERE f.queue = $1 AND m.vt <= $2 ORDER BY f.flow_key, {order}"
+    );
+    let mut query = sqlx::query(&sql).bind(queue).bind(now);
+    if !policy.ordered {
+        query = query.bind(aging);
+    }
+    let heads: Vec<(String, Candidate)> = query
+        .fetch_all(&mut *c)
+        .await
+        .map_err(err)?
+        .iter()
+        .map(candidate)
+        .collect::<Result<_, _>>()
+        .map_err(err)?;
+    // With as many keys able to give as the read has room, one each is all round-robin takes;
+    // otherwise each key's first few, by the window query.
+    let open = heads
+        .iter()
+        .filter(|(key, _)| {
+            let in_flight = hidden.get(key).map_or(0, |h| h.0);
+            !(policy.ordered && (in_flight > 0 || held.contains(key)))
+                && policy.concurrency.is_none_or(|c| in_flight < c)
+        })
+        .count();
+    let heaviest = policy.weights.values().copied().max().unwrap_or(1).max(1) as usize;
+    let per_key = window_size(policy, qty).min(qty.div_ceil(open.max(1)) * heaviest);
+    let head_of: HashMap<String, i64> = heads.iter().map(|(k, c)| (k.clone(), c.seq)).collect();
+    let found: Vec<(String, Candidate)> = if per_key <= 1 {
+        heads
+    } else {
+        // $3 is the aging step, bound (and typed) even where the order does not use it.
+        let sql = format!(
+            "SELECT flow_key, msg_id, flow_seq, flow_prio,
+                    (extract(epoch FROM enqueued_at) * 1000000)::int8 FROM (
+               SELECT f.flow_key, f.flow_seq, f.flow_prio, m.msg_id, m.enqueued_at,
+                 row_number() OVER (PARTITION BY f.flow_key ORDER BY {order}) AS rn
+               FROM herald.flow_index f JOIN pgmq.\"q_{queue}\" m ON m.msg_id = f.msg_id
+               WHERE f.queue = $1 AND m.vt <= $2 AND $3::float8 IS NOT NULL) w
+             WHERE rn <= $4"
+        );
+        sqlx::query(&sql)
+            .bind(queue)
+            .bind(now)
+            .bind(aging)
+            .bind(i64::try_from(per_key).unwrap_or(i64::MAX))
+            .fetch_all(&mut *c)
+            .await
+            .map_err(err)?
+            .iter()
+            .map(candidate)
+            .collect::<Result<_, _>>()
+            .map_err(err)?
+    };
+    // Visible counts per key are for the status only (a read does not need them).
+    let visible: Option<HashMap<String, i64>> = if exact {
+        Some(
+            sqlx::query_as::<_, (String, i64)>(&format!(
+                "SELECT f.flow_key, count(*)
+                 FROM herald.flow_index f JOIN pgmq.\"q_{queue}\" m ON m.msg_id = f.msg_id
+                 WHERE f.queue = $1 AND m.vt <= $2 GROUP BY f.flow_key"
+            ))
+            .bind(queue)
+            .bind(now)
+            .fetch_all(&mut *c)
+            .await
+            .map_err(err)?
+            .into_iter()
+            .collect(),
+        )
+    } else {
+        None
+    };
+    let rows: Vec<Row> = found
+        .into_iter()
+        .map(|(key, candidate)| {
+            let (in_flight, hidden_head) = hidden.get(&key).copied().unwrap_or((0, i64::MAX));
+            let head_seq = hidden_head.min(head_of.get(&key).copied().unwrap_or(candidate.seq));
+            let visible = visible
+                .as_ref()
+                .and_then(|v| v.get(&key).copied())
+                .map_or(1, |n| u64::try_from(n).unwrap_or(0));
+            Row {
+                key,
+                candidate,
+                in_flight,
+                head_seq,
+                visible,
+            }
+        })
+        .collect();
     let states: Vec<StateRow> = sqlx::query_as(
         "SELECT scope, key, tokens, at, served FROM herald.flow_keys WHERE queue = $1",
     )
@@ -271,7 +348,7 @@ pub(crate) async fn read(
         .await
         .map_err(err)?;
     let now = locked_now(&mut tx, q).await?;
-    let plan = planned(&mut tx, q, policy, qty, now).await?;
+    let plan = planned(&mut tx, q, policy, qty, now, false).await?;
     let ids: Vec<i64> = plan.take.iter().map(|t| t.msg_id).collect();
     let mut out = if ids.is_empty() {
         Vec::new()

@@ -9,8 +9,70 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 
 use crate::error::store;
-use crate::flow::{planned, policy_on};
+use crate::flow::{planned, policy_on, PRIORITY_SQL, SEQ_SQL};
 use crate::queue::PgStore;
+
+/// A PostgreSQL text array literal of checked path segments (letters, digits, `_`).
+fn segments(path: &[String]) -> String {
+    format!("{{{}}}", path.join(","))
+}
+
+/// Keeps `herald.flow_index` for `queue` under `policy`: the two statement triggers that
+/// index each inserted message's key, place and priority and forget deleted ones (only queues
+/// with a policy have them, so other queues pay nothing), and the index rebuilt for the
+/// messages already there. The triggers' `CREATE` locks the queue's table until the commit,
+/// so no send or settle falls between the rebuild and the triggers.
+async fn index_keys(c: &mut PgConnection, queue: &str, policy: &Policy) -> Result<(), QueueError> {
+    let err = |e| store("set policy", queue, e);
+    let [p1, p2] = policy.key_segments();
+    let (p1, p2) = (segments(&p1), segments(&p2));
+    unindex_keys(c, queue).await?;
+    for sql in [
+        format!(
+            "CREATE TRIGGER herald_flow_insert AFTER INSERT ON pgmq.\"q_{queue}\"
+               REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
+               EXECUTE FUNCTION herald.flow_index_insert('{queue}', '{p1}', '{p2}')"
+        ),
+        format!(
+            "CREATE TRIGGER herald_flow_delete AFTER DELETE ON pgmq.\"q_{queue}\"
+               REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT
+               EXECUTE FUNCTION herald.flow_index_delete('{queue}')"
+        ),
+    ] {
+        sqlx::query(&sql).execute(&mut *c).await.map_err(err)?;
+    }
+    sqlx::query(&format!(
+        "INSERT INTO herald.flow_index (queue, msg_id, flow_key, flow_seq, flow_prio)
+         SELECT $1, msg_id, {key}, {SEQ_SQL}, {PRIORITY_SQL} FROM pgmq.\"q_{queue}\"",
+        key = crate::flow::key_sql(2, 3),
+    ))
+    .bind(queue)
+    .bind(policy.key_segments()[0].clone())
+    .bind(policy.key_segments()[1].clone())
+    .execute(&mut *c)
+    .await
+    .map_err(err)?;
+    Ok(())
+}
+
+/// Drops `queue`'s flow triggers and its rows of `herald.flow_index`.
+async fn unindex_keys(c: &mut PgConnection, queue: &str) -> Result<(), QueueError> {
+    let err = |e| store("flow index", queue, e);
+    for name in ["herald_flow_insert", "herald_flow_delete"] {
+        sqlx::query(&format!(
+            "DROP TRIGGER IF EXISTS {name} ON pgmq.\"q_{queue}\""
+        ))
+        .execute(&mut *c)
+        .await
+        .map_err(err)?;
+    }
+    sqlx::query("DELETE FROM herald.flow_index WHERE queue = $1")
+        .bind(queue)
+        .execute(&mut *c)
+        .await
+        .map_err(err)?;
+    Ok(())
+}
 
 /// What a read with room for everything would hold back now.
 const STATUS_WINDOW: usize = 1_000;
@@ -34,21 +96,20 @@ async fn exists(c: &mut PgConnection, queue: &str) -> Result<(), QueueError> {
 impl FlowControl for PgStore {
     async fn set_policy(&self, queue: &QueueName, policy: &Policy) -> Result<(), QueueError> {
         let q = queue.as_str();
-        let mut c = self
-            .pool()
-            .acquire()
-            .await
-            .map_err(|e| store("set policy", q, e))?;
-        exists(&mut c, q).await?;
+        let err = |e| store("set policy", q, e);
+        let mut tx = self.pool().begin().await.map_err(err)?;
+        exists(&mut tx, q).await?;
         sqlx::query(
             "INSERT INTO herald.flow_policies (queue, policy) VALUES ($1, $2::jsonb)
              ON CONFLICT (queue) DO UPDATE SET policy = excluded.policy, updated_at = now()",
         )
         .bind(q)
         .bind(policy.to_json())
-        .execute(&mut *c)
+        .execute(&mut *tx)
         .await
-        .map_err(|e| store("set policy", q, e))?;
+        .map_err(err)?;
+        index_keys(&mut tx, q, policy).await?;
+        tx.commit().await.map_err(err)?;
         self.policies().put(q, Some(Arc::new(policy.clone())));
         Ok(())
     }
@@ -83,6 +144,7 @@ impl FlowControl for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(|e| store("clear policy", q, e))?;
+        unindex_keys(&mut tx, q).await?;
         tx.commit().await.map_err(|e| store("clear policy", q, e))?;
         self.policies().put(q, None);
         Ok(n > 0)
@@ -106,7 +168,7 @@ impl FlowControl for PgStore {
             .fetch_one(&mut *c)
             .await
             .map_err(|e| store("flow status", q, e))?;
-        let plan = planned(&mut c, q, &policy, STATUS_WINDOW, now).await?;
+        let plan = planned(&mut c, q, &policy, STATUS_WINDOW, now, true).await?;
         Ok(FlowStatus {
             queue: q.to_owned(),
             policy: true,

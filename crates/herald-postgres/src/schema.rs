@@ -12,7 +12,8 @@ use crate::error::store;
 /// `herald.allocations`, `herald.lease`) and the count projection (`herald.counts`); 4: adds the
 /// replay counts of dead letters (`herald.dlq_replays`) the schedules (`herald.schedules`) and the
 /// inbox's event keys (`herald.event_keys`); 5: adds flow control's policies
-/// (`herald.flow_policies`) and key states (`herald.flow_keys`).
+/// (`herald.flow_policies`), key states (`herald.flow_keys`) and the key of each message of a
+/// queue under a policy (`herald.flow_index`, kept by triggers that only such queues have).
 pub(crate) const VERSION: i32 = 5;
 
 const EVENTS: &str = "
@@ -90,6 +91,39 @@ CREATE TABLE IF NOT EXISTS herald.flow_keys (
     served BIGINT,
     PRIMARY KEY (queue, scope, key)
 );
+CREATE TABLE IF NOT EXISTS herald.flow_index (
+    queue     TEXT NOT NULL,
+    msg_id    BIGINT NOT NULL,
+    flow_key  TEXT NOT NULL,
+    flow_seq  BIGINT NOT NULL,
+    flow_prio INTEGER NOT NULL,
+    PRIMARY KEY (queue, msg_id)
+);
+CREATE INDEX IF NOT EXISTS flow_index_key ON herald.flow_index (queue, flow_key, flow_seq);
+CREATE OR REPLACE FUNCTION herald.flow_index_insert() RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+    INSERT INTO herald.flow_index (queue, msg_id, flow_key, flow_seq, flow_prio)
+    SELECT TG_ARGV[0], n.msg_id,
+        coalesce(n.message #>> '{metadata,flow_key}', n.message #>> TG_ARGV[1]::text[],
+                 n.message #>> TG_ARGV[2]::text[], ''),
+        CASE WHEN jsonb_typeof(n.message->'metadata'->'flow_seq') = 'number'
+             THEN least(greatest((n.message->'metadata'->>'flow_seq')::numeric, 0), 9e18)::int8
+             ELSE n.msg_id END,
+        CASE WHEN jsonb_typeof(n.message->'metadata'->'flow_priority') = 'number'
+             THEN least(greatest((n.message->'metadata'->>'flow_priority')::numeric, 0), 9)::int
+             ELSE 0 END
+    FROM new_rows n
+    ON CONFLICT DO NOTHING;
+    RETURN NULL;
+END
+$f$;
+CREATE OR REPLACE FUNCTION herald.flow_index_delete() RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+    DELETE FROM herald.flow_index f USING old_rows o
+    WHERE f.queue = TG_ARGV[0] AND f.msg_id = o.msg_id;
+    RETURN NULL;
+END
+$f$;
 CREATE TABLE IF NOT EXISTS herald.counts (
     projection    TEXT NOT NULL,
     category      TEXT NOT NULL,
