@@ -9,7 +9,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use herald::queue::flow::{plan, window_size, windows, Candidate, KeyState, Plan, Policy, Row};
+use herald::queue::flow::{
+    candidates_per_key, plan, rows_of, windows, Candidate, Hidden, KeyState, Plan, Policy,
+};
 use herald::queue::{Message, QueueError, QueueName};
 use sqlx::{PgConnection, PgPool, Row as _};
 use time::OffsetDateTime;
@@ -136,7 +138,7 @@ pub(crate) async fn planned(
     };
     // Each key's hidden messages (in flight, waiting out a retry, delayed): few, found by
     // PGMQ's index on vt, their keys by herald.flow_index.
-    let hidden: HashMap<String, (u32, i64)> = sqlx::query_as::<_, (String, i64, i64)>(&format!(
+    let hidden: Hidden = sqlx::query_as::<_, (String, i64, i64)>(&format!(
         "SELECT f.flow_key, count(*) FILTER (WHERE m.read_ct > 0), min(f.flow_seq)
          FROM pgmq.\"q_{queue}\" m JOIN herald.flow_index f ON f.queue = $1 AND f.msg_id = m.msg_id
          WHERE m.vt > $2 GROUP BY f.flow_key"
@@ -186,18 +188,7 @@ pub(crate) async fn planned(
         .map(candidate)
         .collect::<Result<_, _>>()
         .map_err(err)?;
-    // With as many keys able to give as the read has room, one each is all round-robin takes;
-    // otherwise each key's first few, by the window query.
-    let open = heads
-        .iter()
-        .filter(|(key, _)| {
-            let in_flight = hidden.get(key).map_or(0, |h| h.0);
-            !(policy.ordered && (in_flight > 0 || held.contains(key)))
-                && policy.concurrency.is_none_or(|c| in_flight < c)
-        })
-        .count();
-    let heaviest = policy.weights.values().copied().max().unwrap_or(1).max(1) as usize;
-    let per_key = window_size(policy, qty).min(qty.div_ceil(open.max(1)) * heaviest);
+    let per_key = candidates_per_key(policy, qty, &heads, &hidden, &held);
     let head_of: HashMap<String, i64> = heads.iter().map(|(k, c)| (k.clone(), c.seq)).collect();
     let found: Vec<(String, Candidate)> = if per_key <= 1 {
         heads
@@ -226,7 +217,7 @@ pub(crate) async fn planned(
             .map_err(err)?
     };
     // Visible counts per key are for the status only (a read does not need them).
-    let visible: Option<HashMap<String, i64>> = if exact {
+    let visible: Option<HashMap<String, u64>> = if exact {
         Some(
             sqlx::query_as::<_, (String, i64)>(&format!(
                 "SELECT f.flow_key, count(*)
@@ -239,29 +230,13 @@ pub(crate) async fn planned(
             .await
             .map_err(err)?
             .into_iter()
+            .map(|(k, n)| (k, u64::try_from(n).unwrap_or(0)))
             .collect(),
         )
     } else {
         None
     };
-    let rows: Vec<Row> = found
-        .into_iter()
-        .map(|(key, candidate)| {
-            let (in_flight, hidden_head) = hidden.get(&key).copied().unwrap_or((0, i64::MAX));
-            let head_seq = hidden_head.min(head_of.get(&key).copied().unwrap_or(candidate.seq));
-            let visible = visible
-                .as_ref()
-                .and_then(|v| v.get(&key).copied())
-                .map_or(1, |n| u64::try_from(n).unwrap_or(0));
-            Row {
-                key,
-                candidate,
-                in_flight,
-                head_seq,
-                visible,
-            }
-        })
-        .collect();
+    let rows = rows_of(found, &head_of, &hidden, visible.as_ref());
     let states: Vec<StateRow> = sqlx::query_as(
         "SELECT scope, key, tokens, at, served FROM herald.flow_keys WHERE queue = $1",
     )

@@ -7,7 +7,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use herald::queue::flow::{plan, window_size, windows, Candidate, KeyState, Plan, Policy, Row};
+use herald::queue::flow::{
+    candidates_per_key, plan, rows_of, windows, Candidate, Hidden, KeyState, Plan, Policy,
+};
 use herald::queue::{Message, QueueError};
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -105,7 +107,7 @@ pub(crate) fn planned(
     };
     // Each key's hidden messages (in flight, waiting out a retry, delayed): few, found by
     // the ready index.
-    let hidden: std::collections::HashMap<String, (u32, i64)> = c
+    let hidden: Hidden = c
         .prepare_cached(
             "SELECT flow_key, sum(read_ct > 0), min(flow_seq) FROM herald_messages
              WHERE queue = ?1 AND vt > ?2 AND flow_key IS NOT NULL GROUP BY flow_key",
@@ -154,18 +156,7 @@ pub(crate) fn planned(
                 .collect()
         })
         .map_err(err)?;
-    // With as many keys able to give as the read has room, one each is all round-robin takes;
-    // otherwise each key's first few, by the window query.
-    let open = heads
-        .iter()
-        .filter(|(key, _)| {
-            let in_flight = hidden.get(key).map_or(0, |h| h.0);
-            !(policy.ordered && (in_flight > 0 || held.contains(key)))
-                && policy.concurrency.is_none_or(|c| in_flight < c)
-        })
-        .count();
-    let heaviest = policy.weights.values().copied().max().unwrap_or(1).max(1) as usize;
-    let per_key = window_size(policy, qty).min(qty.div_ceil(open.max(1)) * heaviest);
+    let per_key = candidates_per_key(policy, qty, &heads, &hidden, &held);
     let head_of: std::collections::HashMap<String, i64> =
         heads.iter().map(|(k, c)| (k.clone(), c.seq)).collect();
     let found: Vec<(String, Candidate)> = if per_key <= 1 {
@@ -210,24 +201,7 @@ pub(crate) fn planned(
     } else {
         None
     };
-    let rows: Vec<Row> = found
-        .into_iter()
-        .map(|(key, candidate)| {
-            let (in_flight, hidden_head) = hidden.get(&key).copied().unwrap_or((0, i64::MAX));
-            let head_seq = hidden_head.min(head_of.get(&key).copied().unwrap_or(candidate.seq));
-            let visible = visible
-                .as_ref()
-                .and_then(|v| v.get(&key).copied())
-                .unwrap_or(1);
-            Row {
-                key,
-                candidate,
-                in_flight,
-                head_seq,
-                visible,
-            }
-        })
-        .collect();
+    let rows = rows_of(found, &head_of, &hidden, visible.as_ref());
     let states: Vec<KeyState> = c
         .prepare_cached(
             "SELECT scope, key, tokens, at, served FROM herald_flow_keys

@@ -44,8 +44,8 @@ use super::{QueueError, QueueName};
 use crate::message::event::Event;
 
 pub use plan::{
-    effective_priority, plan, window_size, windows, Candidate, KeyState, KeyWindow, Plan, Planned,
-    Row, Waiting,
+    candidates_per_key, effective_priority, plan, rows_of, window_size, windows, Candidate, Hidden,
+    KeyState, KeyWindow, Plan, Planned, Row, Waiting,
 };
 pub use policy::{FlowError, KeyPath, Policy, Rate};
 

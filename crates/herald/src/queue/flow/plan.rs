@@ -141,6 +141,58 @@ pub fn windows(
     (out, queue_bucket)
 }
 
+/// Each key's hidden messages as a backend counts them: (in flight, lowest place in send
+/// order among them).
+pub type Hidden = std::collections::HashMap<String, (u32, i64)>;
+
+/// How many candidates per key a read of `qty` needs, given each key's best visible message
+/// (`heads`): with as many keys able to give as the read has room, one each is all
+/// round-robin takes (so a backend's one grouped pass is enough); otherwise the window.
+pub fn candidates_per_key(
+    policy: &Policy,
+    qty: usize,
+    heads: &[(String, Candidate)],
+    hidden: &Hidden,
+    held: &std::collections::HashSet<String>,
+) -> usize {
+    let open = heads
+        .iter()
+        .filter(|(key, _)| {
+            let in_flight = hidden.get(key).map_or(0, |h| h.0);
+            !(policy.ordered && (in_flight > 0 || held.contains(key)))
+                && policy.concurrency.is_none_or(|c| in_flight < c)
+        })
+        .count();
+    let heaviest = policy.weights.values().copied().max().unwrap_or(1).max(1) as usize;
+    window_size(policy, qty).min(qty.div_ceil(open.max(1)) * heaviest)
+}
+
+/// A backend's candidates as rows: each with its key's in-flight count and head (the lowest
+/// place among its hidden messages and its best visible one, `heads`), and its key's visible
+/// count where the backend counted them (1 otherwise: a read does not need it).
+pub fn rows_of(
+    found: Vec<(String, Candidate)>,
+    heads: &std::collections::HashMap<String, i64>,
+    hidden: &Hidden,
+    visible: Option<&std::collections::HashMap<String, u64>>,
+) -> Vec<Row> {
+    found
+        .into_iter()
+        .map(|(key, candidate)| {
+            let (in_flight, hidden_head) = hidden.get(&key).copied().unwrap_or((0, i64::MAX));
+            let head_seq = hidden_head.min(heads.get(&key).copied().unwrap_or(candidate.seq));
+            let visible = visible.and_then(|v| v.get(&key).copied()).unwrap_or(1);
+            Row {
+                key,
+                candidate,
+                in_flight,
+                head_seq,
+                visible,
+            }
+        })
+        .collect()
+}
+
 /// How many of a key's first visible messages a read of `qty` needs to see.
 pub fn window_size(policy: &Policy, qty: usize) -> usize {
     if policy.ordered {
