@@ -46,7 +46,8 @@ pub(crate) struct Global {
     #[arg(long)]
     pub(crate) store: Option<String>,
     /// A TOML config file (store, bus, [worker] with seed 001's WorkerConfig fields, [http],
-    /// [node]); HERALD_* variables and flags override it. A bad file exits with 78.
+    /// [node], [telemetry], [flow.QUEUE]); HERALD_* variables and flags override it. A bad
+    /// file exits with 78.
     #[arg(long, env = "HERALD_CONFIG")]
     pub(crate) config: Option<PathBuf>,
 }

@@ -28,8 +28,8 @@ pub(crate) struct BusOpt {
 /// `--config` on a verb that reads the config.
 #[derive(Debug, Args, Clone, Default)]
 pub(crate) struct ConfigOpt {
-    /// A TOML config file (store, bus, [worker], [http], [node]); HERALD_* variables and
-    /// flags override it. A bad file exits with 78.
+    /// A TOML config file (store, bus, [worker], [http], [node], [telemetry], [flow.QUEUE]);
+    /// HERALD_* variables and flags override it. A bad file exits with 78.
     #[arg(long, global = true, env = "HERALD_CONFIG")]
     pub(crate) config: Option<PathBuf>,
 }
