@@ -85,17 +85,7 @@ pub(crate) async fn policy_on(
             .fetch_optional(c)
             .await
             .map_err(|e| store("read policy", queue, e))?;
-    text.map(|t| {
-        Policy::from_json(&t).map_err(|e| {
-            QueueError::store(
-                "read policy",
-                queue,
-                false,
-                format!("the stored policy is not readable: {e}"),
-            )
-        })
-    })
-    .transpose()
+    text.map(|t| Policy::stored(queue, &t)).transpose()
 }
 
 fn micros(t: OffsetDateTime) -> i64 {

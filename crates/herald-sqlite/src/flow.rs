@@ -31,17 +31,7 @@ pub(crate) fn policy_in(c: &Connection, queue: &str) -> Result<Option<Policy>, Q
         .prepare_cached("SELECT policy FROM herald_flow_policies WHERE queue = ?1")
         .and_then(|mut s| s.query_row([queue], |r| r.get(0)).optional())
         .map_err(|e| store("read policy", queue, e))?;
-    text.map(|t| {
-        Policy::from_json(&t).map_err(|e| {
-            QueueError::store(
-                "read policy",
-                queue,
-                false,
-                format!("the stored policy is not readable: {e}"),
-            )
-        })
-    })
-    .transpose()
+    text.map(|t| Policy::stored(queue, &t)).transpose()
 }
 
 /// Reads the flow key, priority and place of the queue's messages sent since the last read

@@ -33,8 +33,10 @@
 //!   releases the key. Other keys go on.
 //! - A queue without a policy reads as before, at no cost beyond one lookup.
 
+mod error;
 mod plan;
 mod policy;
+mod rate;
 
 use std::future::Future;
 
@@ -43,11 +45,13 @@ use serde_json::Value;
 use super::{QueueError, QueueName};
 use crate::message::event::Event;
 
+pub use error::FlowError;
 pub use plan::{
     candidates_per_key, effective_priority, plan, rows_of, window_size, windows, Candidate, Hidden,
     KeyState, KeyWindow, Plan, Planned, Row, Waiting,
 };
-pub use policy::{FlowError, KeyPath, Policy, Rate};
+pub use policy::{KeyPath, Policy};
+pub use rate::Rate;
 
 /// `metadata.flow_key`: the flow key a sender set.
 pub const FLOW_KEY: &str = "flow_key";

@@ -3,7 +3,8 @@
 //! it was last served, whether a dead letter holds it): the same rules on every backend,
 //! tested here without a database.
 
-use super::policy::{Policy, Rate};
+use super::policy::Policy;
+use super::rate::Rate;
 use super::MAX_PRIORITY;
 
 /// One visible message a read may hand out.

@@ -9,42 +9,10 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::error::FlowError;
+use super::rate::Rate;
 use super::{key_text, FLOW_KEY};
 use crate::message::event::Event;
-
-/// Why a policy (or a priority) was refused. Nothing is stored when it is returned.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum FlowError {
-    /// A key path that does not parse.
-    #[error("key path {path:?} does not parse: {reason} (write $.field, $.a.b[0] or meta.NAME)")]
-    KeyPath {
-        /// The path given.
-        path: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-    /// A rate that does not parse, or of 0.
-    #[error("rate {rate:?} {reason} (write N/s, N/min or N/h with N at least 1)")]
-    Rate {
-        /// The rate given.
-        rate: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-    /// A limit of 0 (concurrency, max in flight, burst, weight, aging).
-    #[error("{field} must be at least 1, got 0")]
-    Zero {
-        /// Which limit.
-        field: String,
-    },
-    /// A priority outside 0 to 9.
-    #[error("priority {0} is out of range: 0 to 9")]
-    Priority(i64),
-    /// A policy that says nothing.
-    #[error("a policy needs at least one rule (--concurrency, --max-in-flight, --rate, --queue-rate, --ordered, --weight)")]
-    Empty,
-}
 
 /// Where a message's flow key is looked up when the sender did not set `metadata.flow_key`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,115 +179,6 @@ fn walk<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
     Some(at)
 }
 
-/// A token-bucket rate: `count` tokens every `per_secs` seconds, at most `burst` saved up.
-/// Read from its fields or from text (`"10/min"`, burst 1); written as its fields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Rate {
-    /// Tokens per period.
-    pub count: u32,
-    /// The period, in seconds.
-    pub per_secs: u32,
-    /// Tokens the bucket holds at most (default 1: evenly spaced).
-    #[serde(default = "one")]
-    pub burst: u32,
-}
-
-fn one() -> u32 {
-    1
-}
-
-/// A rate as a config file or the store may hold it.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RateText {
-    Text(String),
-    Fields(RateFields),
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RateFields {
-    count: u32,
-    per_secs: u32,
-    #[serde(default = "one")]
-    burst: u32,
-}
-
-impl<'de> Deserialize<'de> for Rate {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match RateText::deserialize(d)? {
-            RateText::Text(t) => t.parse().map_err(serde::de::Error::custom),
-            RateText::Fields(f) => Ok(Rate {
-                count: f.count,
-                per_secs: f.per_secs,
-                burst: f.burst,
-            }),
-        }
-    }
-}
-
-impl Rate {
-    /// Tokens per microsecond.
-    pub fn per_micro(&self) -> f64 {
-        f64::from(self.count) / (f64::from(self.per_secs) * 1e6)
-    }
-
-    /// Sets the burst.
-    ///
-    /// # Errors
-    ///
-    /// [`FlowError::Zero`] for 0.
-    pub fn with_burst(mut self, burst: u32) -> Result<Self, FlowError> {
-        if burst == 0 {
-            return Err(FlowError::Zero {
-                field: "burst".into(),
-            });
-        }
-        self.burst = burst;
-        Ok(self)
-    }
-}
-
-impl FromStr for Rate {
-    type Err = FlowError;
-
-    /// `10/min`, `20/s`, `100/h` (also `sec`, `second`, `m`, `minute`, `hour`).
-    fn from_str(text: &str) -> Result<Self, FlowError> {
-        let bad = |reason| FlowError::Rate {
-            rate: text.to_owned(),
-            reason,
-        };
-        let (n, unit) = text.trim().split_once('/').ok_or_else(|| bad("has no /"))?;
-        let count: u32 = n.trim().parse().map_err(|_| bad("has no whole count"))?;
-        if count == 0 {
-            return Err(bad("is 0"));
-        }
-        let per_secs = match unit.trim() {
-            "s" | "sec" | "second" => 1,
-            "m" | "min" | "minute" => 60,
-            "h" | "hour" => 3_600,
-            _ => return Err(bad("has an unknown unit")),
-        };
-        Ok(Rate {
-            count,
-            per_secs,
-            burst: 1,
-        })
-    }
-}
-
-impl fmt::Display for Rate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let unit = match self.per_secs {
-            1 => "s",
-            60 => "min",
-            3_600 => "h",
-            _ => return write!(f, "{}/{}s burst {}", self.count, self.per_secs, self.burst),
-        };
-        write!(f, "{}/{unit} burst {}", self.count, self.burst)
-    }
-}
-
 fn ten() -> u32 {
     10
 }
@@ -420,6 +279,23 @@ impl Policy {
     /// The policy as stored.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// `queue`'s policy as a store keeps it (`text`); one that is not readable is a store
+    /// error naming the queue.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Store`](crate::queue::QueueError::Store) when `text` is not a policy.
+    pub fn stored(queue: &str, text: &str) -> Result<Policy, crate::queue::QueueError> {
+        Policy::from_json(text).map_err(|e| {
+            crate::queue::QueueError::store(
+                "read policy",
+                queue,
+                false,
+                format!("the stored policy is not readable: {e}"),
+            )
+        })
     }
 
     /// A stored policy.
