@@ -487,6 +487,12 @@ impl Queue for PgStore {
             .fetch_one(&self.inner.pool)
             .await
             .map_err(|e| store("purge", queue.as_str(), e))?;
+        // PGMQ truncates (no delete trigger fires): the flow index forgets the queue's rows.
+        sqlx::query("DELETE FROM herald.flow_index WHERE queue = $1")
+            .bind(queue.as_str())
+            .execute(&self.inner.pool)
+            .await
+            .map_err(|e| store("purge", queue.as_str(), e))?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
