@@ -272,24 +272,19 @@ impl Queue for PgStore {
     }
 
     async fn drop_queue(&self, queue: &QueueName) -> Result<bool, QueueError> {
-        // Its policy and key states go with it (a queue made again starts without them).
-        sqlx::query("DELETE FROM herald.flow_policies WHERE queue = $1;")
-            .bind(queue.as_str())
-            .execute(&self.inner.pool)
-            .await
-            .and(
-                sqlx::query("DELETE FROM herald.flow_keys WHERE queue = $1")
-                    .bind(queue.as_str())
-                    .execute(&self.inner.pool)
-                    .await,
-            )
-            .map_err(|e| store("drop", queue.as_str(), e))?;
+        // Its policy, key states and flow index go with it, in the same statement (a queue
+        // made again starts without them).
         self.inner.policies.forget(queue.as_str());
-        sqlx::query_scalar("SELECT pgmq.drop_queue($1)")
-            .bind(queue.as_str())
-            .fetch_one(&self.inner.pool)
-            .await
-            .map_err(|e| store("drop", queue.as_str(), e))
+        sqlx::query_scalar(
+            "WITH p AS (DELETE FROM herald.flow_policies WHERE queue = $1),
+                  k AS (DELETE FROM herald.flow_keys WHERE queue = $1),
+                  i AS (DELETE FROM herald.flow_index WHERE queue = $1)
+             SELECT pgmq.drop_queue($1)",
+        )
+        .bind(queue.as_str())
+        .fetch_one(&self.inner.pool)
+        .await
+        .map_err(|e| store("drop", queue.as_str(), e))
     }
 
     async fn list(&self) -> Result<Vec<String>, QueueError> {
@@ -482,17 +477,16 @@ impl Queue for PgStore {
     }
 
     async fn purge(&self, queue: &QueueName) -> Result<u64, QueueError> {
-        let n: i64 = sqlx::query_scalar("SELECT pgmq.purge_queue($1)")
-            .bind(queue.as_str())
-            .fetch_one(&self.inner.pool)
-            .await
-            .map_err(|e| store("purge", queue.as_str(), e))?;
-        // PGMQ truncates (no delete trigger fires): the flow index forgets the queue's rows.
-        sqlx::query("DELETE FROM herald.flow_index WHERE queue = $1")
-            .bind(queue.as_str())
-            .execute(&self.inner.pool)
-            .await
-            .map_err(|e| store("purge", queue.as_str(), e))?;
+        // PGMQ truncates (no delete trigger fires): the flow index forgets the queue's rows in
+        // the same statement.
+        let n: i64 = sqlx::query_scalar(
+            "WITH i AS (DELETE FROM herald.flow_index WHERE queue = $1)
+             SELECT pgmq.purge_queue($1)",
+        )
+        .bind(queue.as_str())
+        .fetch_one(&self.inner.pool)
+        .await
+        .map_err(|e| store("purge", queue.as_str(), e))?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
