@@ -1,9 +1,10 @@
 //! Flow control's read on PostgreSQL: a queue's policy in `herald.flow_policies` (cached per process
-//! for [`POLICY_TTL`]), its buckets and last-served times in `herald.flow_keys`, and the read
-//! that obeys it: under a transaction-scoped advisory lock on the queue (so readers in every
-//! process take turns), one window query over PGMQ's `pgmq.q_{queue}` (keys and priorities
-//! read from the `jsonb` bodies with `jsonb_path_query_first`), the shared plan
-//! (`herald::queue::flow::plan`), and the lease of what it chose, in one transaction.
+//! for [`POLICY_TTL`]), its keys, buckets and last-served times in `herald.flow_keys`, and the
+//! read that obeys it: under a transaction-scoped advisory lock on the queue (so readers in
+//! every process take turns), the short pass (`heads`) or the whole pass over
+//! `herald.flow_index` joined to PGMQ's `pgmq.q_{queue}`, the shared plan
+//! (`herald::queue::flow::plan`), and one statement that leases what it chose and stores the
+//! keys' states, in one transaction.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -35,9 +36,24 @@ type StateRow = (i16, String, Option<f64>, Option<i64>, Option<i64>);
 #[derive(Default)]
 pub(crate) struct PolicyCache {
     by_queue: parking_lot::Mutex<HashMap<String, Looked>>,
+    /// When this process last took the whole pass, by queue.
+    full_pass: parking_lot::Mutex<HashMap<String, Instant>>,
 }
 
 impl PolicyCache {
+    /// Whether a read of `queue` should take the whole pass now (none for [`FULL_PASS`]);
+    /// if so, counts it as taken.
+    fn full_pass_due(&self, queue: &str) -> bool {
+        let mut map = self.full_pass.lock();
+        match map.get(queue) {
+            Some(at) if at.elapsed() < FULL_PASS => false,
+            _ => {
+                map.insert(queue.to_owned(), Instant::now());
+                true
+            }
+        }
+    }
+
     fn get(&self, queue: &str) -> Option<Option<Arc<Policy>>> {
         let map = self.by_queue.lock();
         map.get(queue)
@@ -100,10 +116,21 @@ pub(crate) async fn planned(
     qty: usize,
     now: OffsetDateTime,
     exact: bool,
+    ceiling: i64,
 ) -> Result<Plan, QueueError> {
+    let held = held(c, queue, policy).await?;
+    planned_held(c, queue, policy, qty, now, exact, ceiling, &held).await
+}
+
+/// The keys of `queue` held by a dead letter in `{queue}_dlq` (ordering keys only).
+pub(crate) async fn held(
+    c: &mut PgConnection,
+    queue: &str,
+    policy: &Policy,
+) -> Result<HashSet<String>, QueueError> {
     let err = |e| store("flow read", queue, e);
     let [p1, p2] = policy.key_segments();
-    let held: HashSet<String> = if policy.ordered {
+    Ok(if policy.ordered {
         let dlq = format!("{queue}{}", herald::dlq::DLQ_SUFFIX);
         let there: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
             .bind(format!("pgmq.\"q_{dlq}\""))
@@ -125,12 +152,32 @@ pub(crate) async fn planned(
         }
     } else {
         HashSet::new()
-    };
+    })
+}
+
+/// The whole pass: every key's best visible message, its hidden messages and its state;
+/// also registers in `herald.flow_keys` any key found that is not there yet (the short pass
+/// reads keys from there).
+#[allow(clippy::too_many_arguments)]
+async fn planned_held(
+    c: &mut PgConnection,
+    queue: &str,
+    policy: &Policy,
+    qty: usize,
+    now: OffsetDateTime,
+    exact: bool,
+    ceiling: i64,
+    held: &HashSet<String>,
+) -> Result<Plan, QueueError> {
+    let err = |e| store("flow read", queue, e);
     // Each key's hidden messages (in flight, waiting out a retry, delayed): few, found by
-    // PGMQ's index on vt, their keys by herald.flow_index.
+    // PGMQ's index on vt, each one's key by herald.flow_index's primary key (the lateral's
+    // OFFSET 0 keeps the planner from hashing every row of herald.flow_index instead).
     let hidden: Hidden = sqlx::query_as::<_, (String, i64, i64)>(&format!(
         "SELECT f.flow_key, count(*) FILTER (WHERE m.read_ct > 0), min(f.flow_seq)
-         FROM pgmq.\"q_{queue}\" m JOIN herald.flow_index f ON f.queue = $1 AND f.msg_id = m.msg_id
+         FROM pgmq.\"q_{queue}\" m CROSS JOIN LATERAL (
+           SELECT x.flow_key, x.flow_seq FROM herald.flow_index x
+           WHERE x.queue = $1 AND x.msg_id = m.msg_id OFFSET 0) f
          WHERE m.vt > $2 GROUP BY f.flow_key"
     ))
     .bind(queue)
@@ -178,7 +225,7 @@ pub(crate) async fn planned(
         .map(candidate)
         .collect::<Result<_, _>>()
         .map_err(err)?;
-    let per_key = candidates_per_key(policy, qty, &heads, &hidden, &held);
+    let per_key = candidates_per_key(policy, qty, &heads, &hidden, held);
     let head_of: HashMap<String, i64> = heads.iter().map(|(k, c)| (k.clone(), c.seq)).collect();
     let found: Vec<(String, Candidate)> = if per_key <= 1 {
         heads
@@ -234,6 +281,29 @@ pub(crate) async fn planned(
     .fetch_all(&mut *c)
     .await
     .map_err(err)?;
+    // Keys the short pass cannot see yet (sent before the policy, or whose registration a
+    // concurrent clean-up removed): registered now.
+    let known: HashSet<&str> = states
+        .iter()
+        .filter(|s| s.0 == 1)
+        .map(|s| s.1.as_str())
+        .collect();
+    let missing: Vec<&str> = head_of
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !known.contains(k))
+        .collect();
+    if !missing.is_empty() {
+        sqlx::query(
+            "INSERT INTO herald.flow_keys (queue, scope, key)
+             SELECT $1, 1, k FROM unnest($2::text[]) AS u(k) ON CONFLICT DO NOTHING",
+        )
+        .bind(queue)
+        .bind(&missing)
+        .execute(&mut *c)
+        .await
+        .map_err(err)?;
+    }
     let states = states
         .into_iter()
         .map(|(scope, key, tokens, at, served)| KeyState {
@@ -242,37 +312,92 @@ pub(crate) async fn planned(
             served_us: served,
         })
         .collect();
-    let in_flight: i64 = if policy.max_in_flight.is_some() {
-        sqlx::query_scalar(&format!(
-            "SELECT count(*) FROM pgmq.\"q_{queue}\" WHERE vt > $1 AND read_ct > 0"
-        ))
-        .bind(now)
-        .fetch_one(&mut *c)
-        .await
-        .map_err(err)?
-    } else {
-        0
-    };
-    let (windows, queue_bucket) = windows(rows, states, &held);
+    let in_flight = queue_in_flight(c, queue, policy, now).await?;
+    let (windows, queue_bucket) = windows(rows, states, held);
     Ok(plan(
         policy,
         micros(now),
         qty,
         windows,
-        u32::try_from(in_flight).unwrap_or(u32::MAX),
+        in_flight,
         queue_bucket,
+        ceiling,
     ))
 }
 
-/// Takes the queue's flow lock for this transaction and reads the database's clock.
-async fn locked_now(c: &mut PgConnection, queue: &str) -> Result<OffsetDateTime, QueueError> {
-    sqlx::query_scalar(
-        "SELECT clock_timestamp() FROM (SELECT pg_advisory_xact_lock(hashtext('herald.flow.' || $1))) l",
-    )
+/// The queue's messages in flight, counted only when a queue-wide limit needs them.
+async fn queue_in_flight(
+    c: &mut PgConnection,
+    queue: &str,
+    policy: &Policy,
+    now: OffsetDateTime,
+) -> Result<u32, QueueError> {
+    if policy.max_in_flight.is_none() {
+        return Ok(0);
+    }
+    let n: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM pgmq.\"q_{queue}\" WHERE vt > $1 AND read_ct > 0"
+    ))
+    .bind(now)
+    .fetch_one(c)
+    .await
+    .map_err(|e| store("flow read", queue, e))?;
+    Ok(u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+/// The queue-wide facts a plan needs: the messages in flight (under `max_in_flight`) and the
+/// queue's bucket (under `queue_rate`).
+async fn queue_facts(
+    c: &mut PgConnection,
+    queue: &str,
+    policy: &Policy,
+    now: OffsetDateTime,
+) -> Result<(u32, Option<(f64, i64)>), QueueError> {
+    let in_flight = queue_in_flight(c, queue, policy, now).await?;
+    let bucket = if policy.queue_rate.is_some() {
+        sqlx::query_as::<_, (Option<f64>, Option<i64>)>(
+            "SELECT tokens, at FROM herald.flow_keys WHERE queue = $1 AND scope = 0",
+        )
+        .bind(queue)
+        .fetch_optional(c)
+        .await
+        .map_err(|e| store("flow read", queue, e))?
+        .and_then(|(t, a)| t.zip(a))
+    } else {
+        None
+    };
+    Ok((in_flight, bucket))
+}
+
+/// The highest priority sent among `queue`'s messages (0 when none is above 0), through the
+/// partial index of those above 0.
+pub(crate) async fn ceiling(c: &mut PgConnection, queue: &str) -> Result<i64, QueueError> {
+    let n: i32 = sqlx::query_scalar(CEILING_SQL)
+        .bind(queue)
+        .fetch_one(c)
+        .await
+        .map_err(|e| store("flow read", queue, e))?;
+    Ok(i64::from(n))
+}
+
+const CEILING_SQL: &str = "SELECT coalesce(max(flow_prio), 0) FROM herald.flow_index \
+                           WHERE queue = $1 AND flow_prio > 0";
+
+/// Takes the queue's flow lock for this transaction (and lets its commit skip the WAL flush:
+/// a read is a lease only), reads the database's clock and the queue's priority ceiling. The
+/// facts a plan reads come from the statements after this one, whose snapshots see every
+/// read that held the lock before.
+async fn locked(c: &mut PgConnection, queue: &str) -> Result<(OffsetDateTime, i64), QueueError> {
+    let (now, ceiling): (OffsetDateTime, i32) = sqlx::query_as(&format!(
+        "SELECT clock_timestamp(), ({CEILING_SQL})
+         FROM (SELECT pg_advisory_xact_lock(hashtext('herald.flow.' || $1)),
+                      set_config('synchronous_commit', 'off', true)) l"
+    ))
     .bind(queue)
     .fetch_one(c)
     .await
-    .map_err(|e| store("flow read", queue, e))
+    .map_err(|e| store("flow read", queue, e))?;
+    Ok((now, i64::from(ceiling)))
 }
 
 impl PolicyCache {
@@ -296,9 +421,13 @@ impl PolicyCache {
 }
 
 /// Reads up to `qty` messages of `queue` under `policy`, hiding each for `vt`; also says when
-/// the next token comes if a rate held messages back.
+/// the next token comes if a rate held messages back. The short pass (`heads`) first where it
+/// gives the whole pass's answer; the whole pass when it does not, and at least once per
+/// [`FULL_PASS`] per queue and process (it registers keys the short pass cannot see and
+/// forgets drained ones).
 pub(crate) async fn read(
     pool: &PgPool,
+    cache: &PolicyCache,
     queue: &QueueName,
     policy: &Policy,
     vt: Duration,
@@ -307,70 +436,142 @@ pub(crate) async fn read(
     let q = queue.as_str();
     let err = |e| store("flow read", q, e);
     let mut tx = pool.begin().await.map_err(err)?;
-    // As a plain read: a lease only, committed without waiting for the WAL flush.
-    sqlx::query("SET LOCAL synchronous_commit = off")
-        .execute(&mut *tx)
-        .await
-        .map_err(err)?;
-    let now = locked_now(&mut tx, q).await?;
-    let plan = planned(&mut tx, q, policy, qty, now, false).await?;
-    let ids: Vec<i64> = plan.take.iter().map(|t| t.msg_id).collect();
-    let mut out = if ids.is_empty() {
-        Vec::new()
+    let (now, ceiling) = locked(&mut tx, q).await?;
+    let held = held(&mut tx, q, policy).await?;
+    let full = cache.full_pass_due(q);
+    let short = if !full && crate::heads::applies(policy, ceiling) {
+        match crate::heads::windows(&mut tx, q, policy, qty, now, &held).await? {
+            Some(windows) => {
+                let (in_flight, queue_bucket) = queue_facts(&mut tx, q, policy, now).await?;
+                let plan = plan(
+                    policy,
+                    micros(now),
+                    qty,
+                    windows,
+                    in_flight,
+                    queue_bucket,
+                    0,
+                );
+                (plan.take.len() >= qty).then_some(plan)
+            }
+            None => None,
+        }
     } else {
-        let rows = sqlx::query(&format!(
-            "UPDATE pgmq.\"q_{q}\" SET read_ct = read_ct + 1, vt = $2 + make_interval(secs => $3)
-             WHERE msg_id = ANY($1)
-             RETURNING msg_id, read_ct, enqueued_at, vt, message::text AS body"
-        ))
-        .bind(&ids)
-        .bind(now)
-        .bind(vt.as_secs_f64())
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(err)?;
-        crate::rows::messages(rows, "flow read", q)?
+        None
     };
-    // Handed out in the plan's order (priority, fairness), as it chose them.
-    let rank: HashMap<i64, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-    out.sort_by_key(|m| rank.get(&m.msg_id).copied().unwrap_or(usize::MAX));
-    let at = micros(now);
-    let (keys, tokens): (Vec<String>, Vec<f64>) = plan.buckets.iter().cloned().unzip();
-    let mut scopes: Vec<i16> = vec![1; keys.len()];
-    let (mut keys, mut tokens) = (keys, tokens);
-    if let Some(t) = plan.queue_bucket {
-        keys.push(String::new());
-        tokens.push(t);
-        scopes.push(0);
-    }
-    if !keys.is_empty() {
-        sqlx::query(
-            "INSERT INTO herald.flow_keys (queue, scope, key, tokens, at)
-             SELECT $1, s, k, t, $5 FROM unnest($2::int2[], $3::text[], $4::float8[]) AS u(s, k, t)
-             ON CONFLICT (queue, scope, key) DO UPDATE SET tokens = excluded.tokens, at = excluded.at",
-        )
-        .bind(q)
-        .bind(&scopes)
-        .bind(&keys)
-        .bind(&tokens)
-        .bind(at)
-        .execute(&mut *tx)
-        .await
-        .map_err(err)?;
-    }
-    if !plan.served.is_empty() {
-        sqlx::query(
-            "INSERT INTO herald.flow_keys (queue, scope, key, served)
-             SELECT $1, 1, k, $3 FROM unnest($2::text[]) AS u(k)
-             ON CONFLICT (queue, scope, key) DO UPDATE SET served = excluded.served",
-        )
-        .bind(q)
-        .bind(&plan.served)
-        .bind(at)
-        .execute(&mut *tx)
-        .await
-        .map_err(err)?;
-    }
+    let plan = match short {
+        Some(plan) => plan,
+        None => {
+            if full {
+                forget_drained(&mut tx, q, policy, now).await?;
+            }
+            planned_held(&mut tx, q, policy, qty, now, false, ceiling, &held).await?
+        }
+    };
+    let out = lease(&mut tx, q, &plan, now, vt).await?;
     tx.commit().await.map_err(err)?;
     Ok((out, plan.next_token_us))
+}
+
+/// How often (per queue and process) a read takes the whole pass even when the short one
+/// would do.
+pub const FULL_PASS: Duration = Duration::from_secs(1);
+
+/// Forgets the state of `queue`'s keys that have no message left, unless a bucket of theirs
+/// is still refilling (a drained key that comes back starts as never served).
+async fn forget_drained(
+    c: &mut PgConnection,
+    queue: &str,
+    policy: &Policy,
+    now: OffsetDateTime,
+) -> Result<(), QueueError> {
+    let (per_us, burst) = policy
+        .rate
+        .as_ref()
+        .map_or((0.0, 0.0), |r| (r.per_micro(), f64::from(r.burst)));
+    sqlx::query(
+        "DELETE FROM herald.flow_keys k WHERE k.queue = $1 AND k.scope = 1
+           AND (k.tokens IS NULL OR k.at IS NULL OR k.tokens + ($2 - k.at) * $3 >= $4)
+           AND NOT EXISTS (SELECT 1 FROM herald.flow_index f
+                           WHERE f.queue = $1 AND f.flow_key = k.key)",
+    )
+    .bind(queue)
+    .bind(micros(now))
+    .bind(per_us)
+    .bind(burst)
+    .execute(c)
+    .await
+    .map_err(|e| store("flow read", queue, e))?;
+    Ok(())
+}
+
+/// A key state to store: its bucket's tokens, its served time.
+type ToStore = (Option<f64>, Option<i64>);
+
+/// Leases what `plan` chose and stores its buckets and served times, in one statement;
+/// returns the messages in the plan's order (priority, fairness).
+async fn lease(
+    c: &mut PgConnection,
+    q: &str,
+    plan: &Plan,
+    now: OffsetDateTime,
+    vt: Duration,
+) -> Result<Vec<Message>, QueueError> {
+    let ids: Vec<i64> = plan.take.iter().map(|t| t.msg_id).collect();
+    let at = micros(now);
+    // One row per key state to store: its bucket, its served time, or both.
+    let mut states: HashMap<(i16, &str), ToStore> = HashMap::new();
+    for (key, tokens) in &plan.buckets {
+        states.entry((1, key.as_str())).or_default().0 = Some(*tokens);
+    }
+    if let Some(t) = plan.queue_bucket {
+        states.entry((0, "")).or_default().0 = Some(t);
+    }
+    for key in &plan.served {
+        states.entry((1, key.as_str())).or_default().1 = Some(at);
+    }
+    if ids.is_empty() && states.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut scopes = Vec::with_capacity(states.len());
+    let mut keys = Vec::with_capacity(states.len());
+    let mut tokens = Vec::with_capacity(states.len());
+    let mut served = Vec::with_capacity(states.len());
+    for ((scope, key), (t, s)) in states {
+        scopes.push(scope);
+        keys.push(key);
+        tokens.push(t);
+        served.push(s);
+    }
+    let rows = sqlx::query(&format!(
+        "WITH u AS (
+           UPDATE pgmq.\"q_{q}\" SET read_ct = read_ct + 1, vt = $2 + make_interval(secs => $3)
+           WHERE msg_id = ANY($1)
+           RETURNING msg_id, read_ct, enqueued_at, vt, message::text AS body),
+         s AS (
+           INSERT INTO herald.flow_keys (queue, scope, key, tokens, at, served)
+           SELECT $4, x.s, x.k, x.t, CASE WHEN x.t IS NULL THEN NULL ELSE $5 END, x.v
+           FROM unnest($6::int2[], $7::text[], $8::float8[], $9::int8[]) AS x(s, k, t, v)
+           ON CONFLICT (queue, scope, key) DO UPDATE SET
+             tokens = coalesce(excluded.tokens, flow_keys.tokens),
+             at = coalesce(excluded.at, flow_keys.at),
+             served = coalesce(excluded.served, flow_keys.served))
+         SELECT * FROM u"
+    ))
+    .bind(&ids)
+    .bind(now)
+    .bind(vt.as_secs_f64())
+    .bind(q)
+    .bind(at)
+    .bind(&scopes)
+    .bind(&keys)
+    .bind(&tokens)
+    .bind(&served)
+    .fetch_all(&mut *c)
+    .await
+    .map_err(|e| store("flow read", q, e))?;
+    let mut out = crate::rows::messages(rows, "flow read", q)?;
+    let rank: HashMap<i64, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    out.sort_by_key(|m| rank.get(&m.msg_id).copied().unwrap_or(usize::MAX));
+    Ok(out)
 }

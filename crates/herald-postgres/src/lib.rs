@@ -45,6 +45,7 @@ mod error;
 mod event_store;
 mod flow;
 mod headers;
+mod heads;
 mod listen;
 mod policy;
 mod queue;
@@ -52,6 +53,6 @@ mod rows;
 mod schedule;
 mod schema;
 
-pub use flow::POLICY_TTL;
+pub use flow::{FULL_PASS as FLOW_FULL_PASS, POLICY_TTL};
 pub use herald::queue::flow::FlowControl;
 pub use queue::{PgOptions, PgStore};

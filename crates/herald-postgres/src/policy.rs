@@ -168,7 +168,8 @@ impl FlowControl for PgStore {
             .fetch_one(&mut *c)
             .await
             .map_err(|e| store("flow status", q, e))?;
-        let plan = planned(&mut c, q, &policy, STATUS_WINDOW, now, true).await?;
+        let ceiling = crate::flow::ceiling(&mut c, q).await?;
+        let plan = planned(&mut c, q, &policy, STATUS_WINDOW, now, true, ceiling).await?;
         Ok(FlowStatus {
             queue: q.to_owned(),
             policy: true,

@@ -349,9 +349,16 @@ impl Queue for PgStore {
             .policy(&self.inner.pool, queue.as_str())
             .await?
         {
-            return crate::flow::read(&self.inner.pool, queue, &policy, vt, qty)
-                .await
-                .map(|(m, _)| m);
+            return crate::flow::read(
+                &self.inner.pool,
+                &self.inner.policies,
+                queue,
+                &policy,
+                vt,
+                qty,
+            )
+            .await
+            .map(|(m, _)| m);
         }
         // A read only leases its messages (vt, read_ct): its commit need not wait for the
         // WAL flush (`synchronous_commit` off, for this transaction only). Were it lost in a
@@ -416,8 +423,15 @@ impl Queue for PgStore {
                 ))
             },
             || async {
-                let (messages, hint) =
-                    crate::flow::read(&self.inner.pool, queue, &policy, vt, qty).await?;
+                let (messages, hint) = crate::flow::read(
+                    &self.inner.pool,
+                    &self.inner.policies,
+                    queue,
+                    &policy,
+                    vt,
+                    qty,
+                )
+                .await?;
                 next_token.store(hint.unwrap_or(i64::MIN), ordering);
                 Ok(messages)
             },

@@ -13,7 +13,10 @@ use crate::error::store;
 /// replay counts of dead letters (`herald.dlq_replays`) the schedules (`herald.schedules`) and the
 /// inbox's event keys (`herald.event_keys`); 5: adds flow control's policies
 /// (`herald.flow_policies`), key states (`herald.flow_keys`) and the key of each message of a
-/// queue under a policy (`herald.flow_index`, kept by triggers that only such queues have).
+/// queue under a policy (`herald.flow_index`, kept by triggers that only such queues have; the
+/// insert trigger also registers each key a send brings in `herald.flow_keys`, and two
+/// indexes, of priorities above 0 and of keys by last served, came later in version 5: added
+/// where missing, as the function is replaced, at every start).
 pub(crate) const VERSION: i32 = 5;
 
 const EVENTS: &str = "
@@ -100,8 +103,12 @@ CREATE TABLE IF NOT EXISTS herald.flow_index (
     PRIMARY KEY (queue, msg_id)
 );
 CREATE INDEX IF NOT EXISTS flow_index_key ON herald.flow_index (queue, flow_key, flow_seq);
+CREATE INDEX IF NOT EXISTS flow_index_prio ON herald.flow_index (queue, flow_prio)
+    WHERE flow_prio > 0;
+CREATE INDEX IF NOT EXISTS flow_keys_served ON herald.flow_keys (queue, scope, served NULLS FIRST);
 CREATE OR REPLACE FUNCTION herald.flow_index_insert() RETURNS trigger LANGUAGE plpgsql AS $f$
 BEGIN
+    WITH i AS (
     INSERT INTO herald.flow_index (queue, msg_id, flow_key, flow_seq, flow_prio)
     SELECT TG_ARGV[0], n.msg_id,
         coalesce(n.message #>> '{metadata,flow_key}', n.message #>> TG_ARGV[1]::text[],
@@ -113,6 +120,11 @@ BEGIN
              THEN least(greatest((n.message->'metadata'->>'flow_priority')::numeric, 0), 9)::int
              ELSE 0 END
     FROM new_rows n
+    ON CONFLICT DO NOTHING
+    RETURNING flow_key)
+    -- Each key a send brings is registered, so that a read finds it among the keys.
+    INSERT INTO herald.flow_keys (queue, scope, key)
+    SELECT DISTINCT TG_ARGV[0], 1::int2, i.flow_key FROM i
     ON CONFLICT DO NOTHING;
     RETURN NULL;
 END

@@ -357,3 +357,75 @@ async fn a_traced_message_has_its_context_in_pgmqs_headers_column() {
         store.drop_queue(name).await.expect("drop");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_missing_from_the_register_are_still_read_once_each() {
+    use herald::queue::flow::{keyed, FlowControl, Policy};
+    let Some((store, url)) = store("pg_flow_register").await else {
+        return;
+    };
+    let q = qname("flowreg");
+    store.create(&q).await.expect("create");
+    let policy = Policy {
+        concurrency: Some(1),
+        ..Policy::default()
+    };
+    store.set_policy(&q, &policy).await.expect("policy");
+    let mut sent = std::collections::BTreeSet::new();
+    for i in 0..40 {
+        let id = format!("m{i}");
+        let e = keyed(tagged("flow.register", &id), format!("k{}", i % 20));
+        store.send(&q, &e, Duration::ZERO).await.expect("send");
+        sent.insert(id);
+    }
+    // Every key's registration gone (as a concurrent clean-up can leave one): the short pass
+    // sees none of them, and the whole pass must find and register them again.
+    psql(
+        &url,
+        &format!("DELETE FROM herald.flow_keys WHERE queue = '{q}'"),
+    );
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while got.len() < sent.len() && std::time::Instant::now() < deadline {
+        let batch = store
+            .read(&q, Duration::from_secs(30), 4)
+            .await
+            .expect("read");
+        let ids: Vec<i64> = batch.iter().map(|m| m.msg_id).collect();
+        got.extend(
+            batch
+                .iter()
+                .map(|m| id_of(&m.event().expect("an envelope"))),
+        );
+        store.archive(&q, &ids).await.expect("archive");
+        if batch.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let unique: std::collections::BTreeSet<String> = got.iter().cloned().collect();
+    assert_eq!(got.len(), unique.len(), "duplicates in {got:?}");
+    let missing: Vec<_> = sent.difference(&unique).collect();
+    let unexpected: Vec<_> = unique.difference(&sent).collect();
+    assert!(
+        missing.is_empty() && unexpected.is_empty(),
+        "missing {missing:?}, unexpected {unexpected:?}"
+    );
+    // The register holds the keys again, and a key that drained is forgotten by a later
+    // whole pass (once its bucket, if any, is full).
+    let registered = psql(
+        &url,
+        &format!("SELECT count(*) FROM herald.flow_keys WHERE queue = '{q}' AND scope = 1"),
+    );
+    assert_ne!(registered, "0", "keys registered again");
+    tokio::time::sleep(herald_postgres::FLOW_FULL_PASS + Duration::from_millis(100)).await;
+    assert!(store
+        .read(&q, Duration::from_secs(30), 4)
+        .await
+        .expect("read")
+        .is_empty());
+    let left = psql(
+        &url,
+        &format!("SELECT count(*) FROM herald.flow_keys WHERE queue = '{q}' AND scope = 1"),
+    );
+    assert_eq!(left, "0", "drained keys forgotten");
+}

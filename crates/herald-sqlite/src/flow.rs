@@ -220,6 +220,15 @@ pub(crate) fn planned(
     } else {
         0
     };
+    // The highest priority sent among the queue's messages, through the partial index of
+    // those above 0: between keys, heads age up to it and no higher.
+    let ceiling: i64 = c
+        .prepare_cached(
+            "SELECT coalesce(max(flow_prio), 0) FROM herald_messages INDEXED BY herald_messages_prio
+             WHERE queue = ?1 AND flow_prio > 0",
+        )
+        .and_then(|mut s| s.query_row([queue], |r| r.get(0)))
+        .map_err(err)?;
     let (windows, queue_bucket) = windows(rows, states, &held);
     Ok(plan(
         policy,
@@ -228,6 +237,7 @@ pub(crate) fn planned(
         windows,
         u32::try_from(in_flight).unwrap_or(u32::MAX),
         queue_bucket,
+        ceiling,
     ))
 }
 

@@ -150,7 +150,9 @@ pub(crate) fn ensure(conn: &Connection) -> Result<(), String> {
         conn.execute_batch(
             "CREATE INDEX IF NOT EXISTS herald_messages_flow ON herald_messages
                (queue, flow_key, flow_seq, vt, read_ct, flow_prio, enqueued_at)
-               WHERE flow_key IS NOT NULL",
+               WHERE flow_key IS NOT NULL;
+             CREATE INDEX IF NOT EXISTS herald_messages_prio ON herald_messages (queue, flow_prio)
+               WHERE flow_prio > 0",
         )
         .map_err(|e| format!("creating the flow index: {e}"))
     }) {

@@ -24,8 +24,11 @@
 //!   by at most one round.
 //! - **Priority** (`metadata.flow_priority`, 0 to 9, default 0, higher first): within a key,
 //!   and between keys within a round. **Aging**: a waiting message gains 1 for every
-//!   `aging_secs` it has waited (default 10 s), up to 9, and equal priorities go oldest
-//!   first, so a priority-0 message waits at most about 9 × `aging_secs` behind newer ones.
+//!   `aging_secs` it has waited (default 10 s), up to 9 within its key, and equal priorities
+//!   go oldest first, so a priority-0 message waits at most about 9 × `aging_secs` behind
+//!   newer ones. Between keys a head ages only up to the highest priority sent among the
+//!   queue's messages (the ceiling): where every message has one priority, fairness alone
+//!   orders keys, however long a big key's head has waited.
 //! - **Ordering keys** (`ordered`): one message of a key at a time, in send order (a
 //!   replayed dead letter keeps its first msg_id as `metadata.flow_seq`, so it goes first);
 //!   a message that is dead-lettered holds the rest of its key while its letter is in

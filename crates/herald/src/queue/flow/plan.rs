@@ -235,7 +235,10 @@ struct Slot {
 }
 
 /// Decides what a read of up to `qty` messages hands out under `policy`, at `now_us`, given
-/// each key's window, the queue's messages in flight and the queue's bucket.
+/// each key's window, the queue's messages in flight, the queue's bucket and `ceiling`, the
+/// highest priority sent among the queue's messages: between keys a head ages up to it and
+/// no higher, so that among equal priorities the least recently served key goes first, however
+/// long its head has waited.
 pub fn plan(
     policy: &Policy,
     now_us: i64,
@@ -243,6 +246,7 @@ pub fn plan(
     windows: Vec<KeyWindow>,
     queue_in_flight: u32,
     queue_bucket: Option<(f64, i64)>,
+    ceiling: i64,
 ) -> Plan {
     let mut out = Plan::default();
     let mut next_token: Option<i64> = None;
@@ -297,12 +301,15 @@ pub fn plan(
             tokens,
         });
     }
-    // Round-robin: the highest priority first, then the least recently served, then the
-    // oldest head.
+    // Round-robin: the highest priority first (aged up to the ceiling), then the least
+    // recently served, then the oldest head.
+    let ceiling = ceiling.clamp(0, MAX_PRIORITY);
     slots.sort_by_key(|s| {
         let head = s.window.candidates.first();
         (
-            std::cmp::Reverse(head.map_or(0, |c| effective_priority(policy, c, now_us))),
+            std::cmp::Reverse(
+                head.map_or(0, |c| effective_priority(policy, c, now_us).min(ceiling)),
+            ),
             s.window.served_us.unwrap_or(i64::MIN),
             head.map_or(i64::MAX, |c| c.seq),
         )
@@ -419,10 +426,34 @@ mod tests {
         a.served_us = Some(5);
         let b = window("b", 200..210);
         let c = window("c", 300..301);
-        let p = plan(&policy, 10, 6, vec![a, b, c], 0, None);
+        let p = plan(&policy, 10, 6, vec![a, b, c], 0, None, 9);
         // b and c were never served: first; b takes two per round.
         assert_eq!(ids(&p), vec![200, 201, 300, 1, 202, 203]);
         assert_eq!(p.served, vec!["b", "c", "a"]);
+    }
+
+    #[test]
+    fn between_equal_priorities_the_least_recently_served_key_goes_first_however_old_its_head() {
+        let policy = Policy::default();
+        // A big key whose head has waited ten minutes, served a moment ago; a small key sent
+        // just now, never served. Everything is priority 0 (the ceiling): fairness decides.
+        let mut big = window("big", 1..1000);
+        big.served_us = Some(599_000_000);
+        let mut small = window("small", 5000..5001);
+        small.candidates[0].enqueued_us = 600_000_000;
+        let p = plan(
+            &policy,
+            600_000_000,
+            1,
+            vec![big.clone(), small.clone()],
+            0,
+            None,
+            0,
+        );
+        assert_eq!(ids(&p), vec![5000]);
+        // With a priority-9 message in the queue, the old head has aged above the new one.
+        let p = plan(&policy, 600_000_000, 1, vec![big, small], 0, None, 9);
+        assert_eq!(ids(&p), vec![1]);
     }
 
     #[test]
@@ -435,7 +466,7 @@ mod tests {
         a.in_flight = 2;
         let mut b = window("b", 20..30);
         b.in_flight = 1;
-        let p = plan(&policy, 0, 10, vec![a, b], 3, None);
+        let p = plan(&policy, 0, 10, vec![a, b], 3, None, 9);
         assert_eq!(ids(&p), vec![20]);
         assert_eq!(p.waiting.concurrency, 9);
     }
@@ -446,7 +477,7 @@ mod tests {
             max_in_flight: Some(3),
             ..Policy::default()
         };
-        let p = plan(&policy, 0, 10, vec![window("a", 1..5)], 1, None);
+        let p = plan(&policy, 0, 10, vec![window("a", 1..5)], 1, None, 9);
         assert_eq!(ids(&p), vec![1, 2]);
         assert_eq!(p.waiting.concurrency, 2);
     }
@@ -464,18 +495,18 @@ mod tests {
             ..Policy::default()
         };
         // A new bucket is full: 3.
-        let p = plan(&policy, 0, 10, vec![window("a", 1..10)], 0, None);
+        let p = plan(&policy, 0, 10, vec![window("a", 1..10)], 0, None, 9);
         assert_eq!(ids(&p), vec![1, 2, 3]);
         assert_eq!(p.buckets, vec![("a".to_owned(), 0.0)]);
         // 50 ms later: half a token; nothing, and the next one in 50 ms.
         let mut a = window("a", 4..10);
         a.bucket = Some((0.0, 0));
-        let p = plan(&policy, 50_000, 10, vec![a.clone()], 0, None);
+        let p = plan(&policy, 50_000, 10, vec![a.clone()], 0, None, 9);
         assert!(p.take.is_empty());
         assert_eq!(p.waiting.rate, 6);
         assert_eq!(p.next_token_us, Some(50_000));
         // 250 ms later: two.
-        let p = plan(&policy, 250_000, 10, vec![a], 0, None);
+        let p = plan(&policy, 250_000, 10, vec![a], 0, None, 9);
         assert_eq!(ids(&p), vec![4, 5]);
     }
 
@@ -498,6 +529,7 @@ mod tests {
             vec![window("a", 1..3), window("b", 5..7)],
             0,
             None,
+            0,
         );
         assert_eq!(ids(&p), vec![1, 5]);
         assert_eq!(p.queue_bucket, Some(0.0));
@@ -519,10 +551,10 @@ mod tests {
         w.candidates[2].priority = 2;
         w.candidates[2].enqueued_us = 60_000_000;
         // At 60 s: message 1 has aged to 6 and goes first, then 5, then 2.
-        let p = plan(&policy, 60_000_000, 3, vec![w.clone()], 0, None);
+        let p = plan(&policy, 60_000_000, 3, vec![w.clone()], 0, None, 9);
         assert_eq!(ids(&p), vec![1, 2, 3]);
         // At 30 s it has aged to 3: behind the 5.
-        let p = plan(&policy, 30_000_000, 3, vec![w], 0, None);
+        let p = plan(&policy, 30_000_000, 3, vec![w], 0, None, 9);
         assert_eq!(ids(&p), vec![2, 1, 3]);
     }
 
@@ -540,14 +572,14 @@ mod tests {
         c.held = true;
         let mut d = window("d", 30..33);
         d.head_seq = 29; // its head is hidden (waiting out a retry)
-        let p = plan(&policy, 0, 10, vec![a, b, c, d], 1, None);
+        let p = plan(&policy, 0, 10, vec![a, b, c, d], 1, None, 9);
         assert_eq!(ids(&p), vec![1]);
         assert_eq!(p.waiting.order, 5 + 2 + 3);
         // A replayed letter keeps its first place: seq below the rest.
         let mut e = window("e", 40..43);
         e.candidates[2].seq = 1;
         e.head_seq = 1;
-        let p = plan(&policy, 0, 10, vec![e], 0, None);
+        let p = plan(&policy, 0, 10, vec![e], 0, None, 9);
         assert_eq!(ids(&p), vec![42]);
     }
 }
