@@ -380,23 +380,30 @@ pub(crate) async fn ceiling(c: &mut PgConnection, queue: &str) -> Result<i64, Qu
     Ok(i64::from(n))
 }
 
-const CEILING_SQL: &str = "SELECT coalesce(max(flow_prio), 0) FROM herald.flow_index \
+pub(crate) const CEILING_SQL: &str = "SELECT coalesce(max(flow_prio), 0) FROM herald.flow_index \
                            WHERE queue = $1 AND flow_prio > 0";
 
-/// Takes the queue's flow lock for this transaction (and lets its commit skip the WAL flush:
-/// a read is a lease only), reads the database's clock and the queue's priority ceiling. The
-/// facts a plan reads come from the statements after this one, whose snapshots see every
-/// read that held the lock before.
-async fn locked(c: &mut PgConnection, queue: &str) -> Result<(OffsetDateTime, i64), QueueError> {
-    let (now, ceiling): (OffsetDateTime, i32) = sqlx::query_as(&format!(
-        "SELECT clock_timestamp(), ({CEILING_SQL})
-         FROM (SELECT pg_advisory_xact_lock(hashtext('herald.flow.' || $1)),
-                      set_config('synchronous_commit', 'off', true)) l"
-    ))
-    .bind(queue)
-    .fetch_one(c)
-    .await
-    .map_err(|e| store("flow read", queue, e))?;
+/// The statement that begins a flow read's transaction, in the same round trip: the queue's
+/// flow lock for the transaction (readers in every process take turns), a commit that skips
+/// the WAL flush (a read is a lease only), and generic plans (the flow statements' plans do
+/// not change with their values; planning each anew cost more than running them). The facts a
+/// plan reads come from the statements after this one, whose snapshots see every read that
+/// held the lock before. (Queue names are lowercase letters, digits and `_`.)
+fn begin_locked(queue: &str) -> String {
+    format!(
+        "BEGIN; SELECT pg_advisory_xact_lock(hashtext('herald.flow.{queue}')); \
+         SET LOCAL synchronous_commit = off; SET LOCAL plan_cache_mode = force_generic_plan"
+    )
+}
+
+/// The database's clock and the queue's priority ceiling.
+async fn clock(c: &mut PgConnection, queue: &str) -> Result<(OffsetDateTime, i64), QueueError> {
+    let (now, ceiling): (OffsetDateTime, i32) =
+        sqlx::query_as(&format!("SELECT clock_timestamp(), ({CEILING_SQL})"))
+            .bind(queue)
+            .fetch_one(c)
+            .await
+            .map_err(|e| store("flow read", queue, e))?;
     Ok((now, i64::from(ceiling)))
 }
 
@@ -435,37 +442,36 @@ pub(crate) async fn read(
 ) -> Result<(Vec<Message>, Option<i64>), QueueError> {
     let q = queue.as_str();
     let err = |e| store("flow read", q, e);
-    let mut tx = pool.begin().await.map_err(err)?;
-    let (now, ceiling) = locked(&mut tx, q).await?;
+    let mut tx = pool.begin_with(begin_locked(q)).await.map_err(err)?;
     let held = held(&mut tx, q, policy).await?;
     let full = cache.full_pass_due(q);
-    let short = if !full && crate::heads::applies(policy, ceiling) {
-        match crate::heads::windows(&mut tx, q, policy, qty, now, &held).await? {
-            Some(windows) => {
-                let (in_flight, queue_bucket) = queue_facts(&mut tx, q, policy, now).await?;
-                let plan = plan(
-                    policy,
-                    micros(now),
-                    qty,
-                    windows,
-                    in_flight,
-                    queue_bucket,
-                    0,
-                );
-                (plan.take.len() >= qty).then_some(plan)
-            }
-            None => None,
+    let mut short = None;
+    if !full && policy.weights.is_empty() {
+        let found = crate::heads::windows(&mut tx, q, policy, qty, &held).await?;
+        if let Some(windows) = found.windows {
+            let now = found.now;
+            let (in_flight, queue_bucket) = queue_facts(&mut tx, q, policy, now).await?;
+            let plan = plan(
+                policy,
+                micros(now),
+                qty,
+                windows,
+                in_flight,
+                queue_bucket,
+                0,
+            );
+            short = (plan.take.len() >= qty).then_some((now, plan));
         }
-    } else {
-        None
-    };
-    let plan = match short {
-        Some(plan) => plan,
+    }
+    let (now, plan) = match short {
+        Some(found) => found,
         None => {
+            let (now, ceiling) = clock(&mut tx, q).await?;
             if full {
                 forget_drained(&mut tx, q, policy, now).await?;
             }
-            planned_held(&mut tx, q, policy, qty, now, false, ceiling, &held).await?
+            let plan = planned_held(&mut tx, q, policy, qty, now, false, ceiling, &held).await?;
+            (now, plan)
         }
     };
     let out = lease(&mut tx, q, &plan, now, vt).await?;
