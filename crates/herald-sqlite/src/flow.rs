@@ -60,6 +60,14 @@ fn materialize(c: &Connection, queue: &str, p1: &str, p2: &str) -> Result<(), Qu
         })
         .map_err(err)?;
     if let Some(top) = top {
+        // Each key the new messages bring is registered: the short pass reads keys from here.
+        c.prepare_cached(
+            "INSERT OR IGNORE INTO herald_flow_keys (queue, scope, key)
+             SELECT DISTINCT ?1, 1, flow_key FROM herald_messages
+             WHERE msg_id > ?2 AND queue = ?1 AND flow_key IS NOT NULL",
+        )
+        .and_then(|mut s| s.execute(params![queue, mark]))
+        .map_err(err)?;
         c.prepare_cached(
             "INSERT INTO herald_flow_keys (queue, scope, key, served) VALUES (?1, 2, '', ?2)
              ON CONFLICT (queue, scope, key) DO UPDATE SET served = max(served, excluded.served)",
@@ -115,6 +123,16 @@ pub(crate) fn planned(
             .collect()
         })
         .map_err(err)?;
+    let ceiling = ceiling(c, queue)?;
+    if !exact && ceiling == 0 && policy.weights.is_empty() {
+        if let Some(windows) = crate::heads::windows(c, queue, policy, qty, now, &hidden, &held)? {
+            let (in_flight, queue_bucket) = queue_facts(c, queue, policy, now)?;
+            let plan = plan(policy, now, qty, windows, in_flight, queue_bucket, 0);
+            if plan.take.len() >= qty {
+                return Ok(plan);
+            }
+        }
+    }
     let aging = i64::from(policy.aging_secs) * 1_000_000;
     let candidate = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(String, Candidate)> {
         Ok((
@@ -211,34 +229,72 @@ pub(crate) fn planned(
             .collect()
         })
         .map_err(err)?;
-    let in_flight: i64 = if policy.max_in_flight.is_some() {
-        c.prepare_cached(
-            "SELECT count(*) FROM herald_messages WHERE queue = ?1 AND vt > ?2 AND read_ct > 0",
-        )
-        .and_then(|mut s| s.query_row(params![queue, now], |r| r.get(0)))
-        .map_err(err)?
-    } else {
-        0
-    };
-    // The highest priority sent among the queue's messages, through the partial index of
-    // those above 0: between keys, heads age up to it and no higher.
-    let ceiling: i64 = c
-        .prepare_cached(
-            "SELECT coalesce(max(flow_prio), 0) FROM herald_messages INDEXED BY herald_messages_prio
-             WHERE queue = ?1 AND flow_prio > 0",
-        )
-        .and_then(|mut s| s.query_row([queue], |r| r.get(0)))
-        .map_err(err)?;
+    let in_flight = queue_in_flight(c, queue, policy, now)?;
     let (windows, queue_bucket) = windows(rows, states, &held);
     Ok(plan(
         policy,
         now,
         qty,
         windows,
-        u32::try_from(in_flight).unwrap_or(u32::MAX),
+        in_flight,
         queue_bucket,
         ceiling,
     ))
+}
+
+/// The highest priority sent among the queue's messages, through the partial index of those
+/// above 0: between keys, heads age up to it and no higher.
+fn ceiling(c: &Connection, queue: &str) -> Result<i64, QueueError> {
+    c.prepare_cached(
+        "SELECT coalesce(max(flow_prio), 0) FROM herald_messages INDEXED BY herald_messages_prio
+         WHERE queue = ?1 AND flow_prio > 0",
+    )
+    .and_then(|mut s| s.query_row([queue], |r| r.get(0)))
+    .map_err(|e| store("flow read", queue, e))
+}
+
+/// The queue's messages in flight, counted only when a queue-wide limit needs them.
+fn queue_in_flight(
+    c: &Connection,
+    queue: &str,
+    policy: &Policy,
+    now: i64,
+) -> Result<u32, QueueError> {
+    if policy.max_in_flight.is_none() {
+        return Ok(0);
+    }
+    let n: i64 = c
+        .prepare_cached(
+            "SELECT count(*) FROM herald_messages WHERE queue = ?1 AND vt > ?2 AND read_ct > 0",
+        )
+        .and_then(|mut s| s.query_row(params![queue, now], |r| r.get(0)))
+        .map_err(|e| store("flow read", queue, e))?;
+    Ok(u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+/// The queue-wide facts a plan needs: the messages in flight (under `max_in_flight`) and the
+/// queue's bucket (under `queue_rate`).
+fn queue_facts(
+    c: &Connection,
+    queue: &str,
+    policy: &Policy,
+    now: i64,
+) -> Result<(u32, Option<(f64, i64)>), QueueError> {
+    let in_flight = queue_in_flight(c, queue, policy, now)?;
+    let bucket = if policy.queue_rate.is_some() {
+        c.prepare_cached("SELECT tokens, at FROM herald_flow_keys WHERE queue = ?1 AND scope = 0")
+            .and_then(|mut s| {
+                s.query_row([queue], |r| {
+                    Ok(r.get::<_, Option<f64>>(0)?.zip(r.get::<_, Option<i64>>(1)?))
+                })
+                .optional()
+            })
+            .map_err(|e| store("flow read", queue, e))?
+            .flatten()
+    } else {
+        None
+    };
+    Ok((in_flight, bucket))
 }
 
 /// Reads up to `qty` messages of `queue` under `policy`, hiding each for `vt`; also says when

@@ -44,6 +44,7 @@ mod dlq;
 mod error;
 mod event_store;
 mod flow;
+mod heads;
 mod options;
 mod policy;
 mod queue;

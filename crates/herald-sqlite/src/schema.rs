@@ -146,13 +146,32 @@ pub(crate) fn ensure(conn: &Connection) -> Result<(), String> {
     conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA}"))
         .map_err(|e| format!("creating the schema: {e}"))?;
     if let Err(e) = add_flow_columns(conn).and_then(|()| {
+        // A file whose keys were read before keys were registered (the short pass reads them
+        // from herald_flow_keys) has them registered once, as the index comes.
+        let registered: bool = conn
+            .query_row(
+                "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'herald_flow_keys_served'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| format!("reading the schema: {e}"))?;
+        if !registered {
+            conn.execute_batch(
+                "INSERT OR IGNORE INTO herald_flow_keys (queue, scope, key)
+                 SELECT DISTINCT queue, 1, flow_key FROM herald_messages
+                 WHERE flow_key IS NOT NULL",
+            )
+            .map_err(|e| format!("registering flow keys: {e}"))?;
+        }
         // Only rows of queues under a policy have a flow key: others never enter it.
         conn.execute_batch(
             "CREATE INDEX IF NOT EXISTS herald_messages_flow ON herald_messages
                (queue, flow_key, flow_seq, vt, read_ct, flow_prio, enqueued_at)
                WHERE flow_key IS NOT NULL;
              CREATE INDEX IF NOT EXISTS herald_messages_prio ON herald_messages (queue, flow_prio)
-               WHERE flow_prio > 0",
+               WHERE flow_prio > 0;
+             CREATE INDEX IF NOT EXISTS herald_flow_keys_served ON herald_flow_keys
+               (queue, scope, served)",
         )
         .map_err(|e| format!("creating the flow index: {e}"))
     }) {
