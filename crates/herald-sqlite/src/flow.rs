@@ -35,8 +35,11 @@ pub(crate) fn policy_in(c: &Connection, queue: &str) -> Result<Option<Policy>, Q
 }
 
 /// Reads the flow key, priority and place of the queue's messages sent since the last read
-/// under its policy (above its watermark, the highest msg_id done; msg_ids grow in commit
-/// order, as one writer at a time holds the file), from their bodies, into their columns.
+/// under its policy (above its watermark: the highest msg_id of the whole table when it last
+/// looked; msg_ids grow in commit order and are never reused (`AUTOINCREMENT`), as one writer
+/// at a time holds the file), from their bodies, into their columns; registers the keys they
+/// bring. The scan walks the rowid range above the watermark only (`NOT INDEXED`: the queue
+/// index would walk every message of the queue instead).
 fn materialize(c: &Connection, queue: &str, p1: &str, p2: &str) -> Result<(), QueueError> {
     let err = |e| store("flow read", queue, e);
     let mark: i64 = c
@@ -45,36 +48,39 @@ fn materialize(c: &Connection, queue: &str, p1: &str, p2: &str) -> Result<(), Qu
         )
         .and_then(|mut s| s.query_row([queue], |r| r.get(0)))
         .map_err(err)?;
-    let top: Option<i64> = c
+    let top: i64 = c
+        .prepare_cached("SELECT coalesce(max(msg_id), 0) FROM herald_messages")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(err)?;
+    if top <= mark {
+        return Ok(());
+    }
+    let filled = c
         .prepare_cached(&format!(
-            "UPDATE herald_messages SET flow_key = {key},
+            "UPDATE herald_messages NOT INDEXED SET flow_key = {key},
                flow_prio = coalesce(CAST(json_extract(message, '$.metadata.flow_priority') AS INTEGER), 0),
                flow_seq = coalesce(CAST(json_extract(message, '$.metadata.flow_seq') AS INTEGER), msg_id)
-             WHERE msg_id > ?4 AND queue = ?1 AND flow_key IS NULL
-             RETURNING msg_id",
+             WHERE msg_id > ?4 AND queue = ?1 AND flow_key IS NULL",
             key = key_sql(2, 3),
         ))
-        .and_then(|mut s| {
-            s.query_map(params![queue, p1, p2, mark], |r| r.get::<_, i64>(0))?
-                .try_fold(None, |m: Option<i64>, id| id.map(|id| Some(m.map_or(id, |m| m.max(id)))))
-        })
+        .and_then(|mut s| s.execute(params![queue, p1, p2, mark]))
         .map_err(err)?;
-    if let Some(top) = top {
+    if filled > 0 {
         // Each key the new messages bring is registered: the short pass reads keys from here.
         c.prepare_cached(
             "INSERT OR IGNORE INTO herald_flow_keys (queue, scope, key)
-             SELECT DISTINCT ?1, 1, flow_key FROM herald_messages
+             SELECT DISTINCT ?1, 1, flow_key FROM herald_messages NOT INDEXED
              WHERE msg_id > ?2 AND queue = ?1 AND flow_key IS NOT NULL",
         )
         .and_then(|mut s| s.execute(params![queue, mark]))
         .map_err(err)?;
-        c.prepare_cached(
-            "INSERT INTO herald_flow_keys (queue, scope, key, served) VALUES (?1, 2, '', ?2)
-             ON CONFLICT (queue, scope, key) DO UPDATE SET served = max(served, excluded.served)",
-        )
-        .and_then(|mut s| s.execute(params![queue, top]))
-        .map_err(err)?;
     }
+    c.prepare_cached(
+        "INSERT INTO herald_flow_keys (queue, scope, key, served) VALUES (?1, 2, '', ?2)
+         ON CONFLICT (queue, scope, key) DO UPDATE SET served = max(served, excluded.served)",
+    )
+    .and_then(|mut s| s.execute(params![queue, top]))
+    .map_err(err)?;
     Ok(())
 }
 
