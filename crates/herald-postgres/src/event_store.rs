@@ -121,8 +121,11 @@ impl EventStore for PgStore {
             .await
             .map_err(|e| backend("append", e))?;
         let mut out = Vec::with_capacity(writes.len());
+        // Each event continues the current trace, in a publish span that ends with the commit.
+        let mut spans = Vec::new();
         for w in writes {
-            let bodies: Vec<String> = w.events.iter().map(Event::to_json_string).collect();
+            let (bodies, s) = herald::hop::sent_bodies("herald", w.stream.as_str(), &w.events);
+            spans.extend(s);
             out.push(append_in(&mut tx, &w.stream, &bodies, w.condition).await?);
         }
         tx.commit()
@@ -187,13 +190,8 @@ impl EventStore for PgStore {
         if new.rows_affected() == 0 {
             return Ok(None);
         }
-        let done = append_in(
-            &mut tx,
-            stream,
-            &[event.to_json_string()],
-            WriteCondition::Any,
-        )
-        .await?;
+        let (body, _span) = herald::hop::sent_body("herald", stream.as_str(), event);
+        let done = append_in(&mut tx, stream, &[body], WriteCondition::Any).await?;
         sqlx::query("UPDATE herald.event_keys SET global_position = $2 WHERE key = $1")
             .bind(key)
             .bind(done.global_position)
@@ -242,10 +240,16 @@ impl EventStore for PgStore {
             }
         }
         let (mut done_keys, mut done_globals) = (Vec::new(), Vec::new());
+        let mut spans = Vec::new();
         for (stream, at) in &streams {
             let bodies: Vec<String> = at
                 .iter()
-                .map(|&i| writes[i].event.to_json_string())
+                .map(|&i| {
+                    let (body, span) =
+                        herald::hop::sent_body("herald", stream.as_str(), &writes[i].event);
+                    spans.push(span);
+                    body
+                })
                 .collect();
             let appended = append_in(&mut tx, stream, &bodies, WriteCondition::Any).await?;
             let first = appended.global_position - i64::try_from(at.len()).unwrap_or(0) + 1;

@@ -85,10 +85,13 @@ fn limit(max: usize) -> i64 {
 
 impl EventStore for SqliteStore {
     async fn append_all(&self, writes: &[StreamWrite]) -> Result<Vec<Appended>, StoreError> {
+        // Each event continues the current trace, in a publish span that ends with the commit.
+        let mut spans = Vec::new();
         let writes: Vec<(StreamName, Vec<String>, WriteCondition)> = writes
             .iter()
             .map(|w| {
-                let bodies = w.events.iter().map(Event::to_json_string).collect();
+                let (bodies, s) = herald::hop::sent_bodies("herald", w.stream.as_str(), &w.events);
+                spans.extend(s);
                 (w.stream.clone(), bodies, w.condition)
             })
             .collect();
@@ -154,7 +157,8 @@ impl EventStore for SqliteStore {
         event: &Event,
         key: &str,
     ) -> Result<Option<Appended>, StoreError> {
-        let (name, body, key) = (stream.clone(), vec![event.to_json_string()], key.to_owned());
+        let (body, _span) = herald::hop::sent_body("herald", stream.as_str(), event);
+        let (name, body, key) = (stream.clone(), vec![body], key.to_owned());
         self.writer()
             .run("append", stream.as_str(), move |c| {
                 let wrap = |e: StoreError| herald::queue::QueueError::store("append", name.as_str(), false, e);
@@ -179,9 +183,16 @@ impl EventStore for SqliteStore {
         if writes.is_empty() {
             return Ok(Vec::new());
         }
+        // Each event continues the current trace (a write whose key was taken before has a
+        // publish span too: it was sent, and found already there).
+        let mut spans = Vec::new();
         let writes: Vec<(StreamName, String, String)> = writes
             .iter()
-            .map(|w| (w.stream.clone(), w.event.to_json_string(), w.key.clone()))
+            .map(|w| {
+                let (body, span) = herald::hop::sent_body("herald", w.stream.as_str(), &w.event);
+                spans.push(span);
+                (w.stream.clone(), body, w.key.clone())
+            })
             .collect();
         // One writer transaction for the batch: each key, then its event, as append_once.
         self.writer()

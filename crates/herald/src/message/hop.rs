@@ -302,6 +302,40 @@ pub fn sent_bodies(
     (bodies, spans)
 }
 
+/// One event's envelope as sent to `destination` on `system`, continuing the current trace
+/// (see [`continued`]), and its publish span (none when nothing is traced): keep it until the
+/// send commits.
+pub fn sent_body(
+    system: &'static str,
+    destination: &str,
+    event: &Event,
+) -> (String, tracing::Span) {
+    let (continued, span) = continued(system, destination, event);
+    (continued.as_ref().unwrap_or(event).to_json_string(), span)
+}
+
+/// `events` as sent to `destination` on `system`, each continuing the current trace (a copy
+/// when any does; `None`: send them as they are), and their publish spans: for a store that
+/// keeps events rather than envelopes.
+pub fn sent_events(
+    system: &'static str,
+    destination: &str,
+    events: &[Event],
+) -> (Option<Vec<Event>>, Vec<tracing::Span>) {
+    let mut spans = Vec::new();
+    let mut copies: Option<Vec<Event>> = None;
+    for (i, e) in events.iter().enumerate() {
+        let (continued, span) = continued(system, destination, e);
+        if !span.is_none() {
+            spans.push(span);
+        }
+        if let Some(c) = continued {
+            copies.get_or_insert_with(|| events.to_vec())[i] = c;
+        }
+    }
+    (copies, spans)
+}
+
 /// Whether [`publish`] would open a span for `event` (a caller that must copy its hop's
 /// names out of the event asks first).
 #[inline]

@@ -15,6 +15,7 @@ use super::{
     StreamWrite, WriteCondition,
 };
 use crate::message::event::Event;
+use crate::message::hop;
 use crate::message::timestamp::Timestamp;
 
 #[derive(Default)]
@@ -127,10 +128,18 @@ impl EventStore for MemoryEventStore {
                 ahead.insert(w.stream.as_str(), Some(last.unwrap_or(-1) + n));
             }
         }
-        writes
+        let mut spans = Vec::new();
+        let out = writes
             .iter()
-            .map(|w| append_locked(&mut log, &w.stream, &w.events, WriteCondition::Any))
-            .collect()
+            .map(|w| {
+                let (traced, s) = hop::sent_events("herald", w.stream.as_str(), &w.events);
+                spans.extend(s);
+                let events = traced.as_deref().unwrap_or(&w.events);
+                append_locked(&mut log, &w.stream, events, WriteCondition::Any)
+            })
+            .collect();
+        drop(spans);
+        out
     }
 
     async fn append(
@@ -139,6 +148,10 @@ impl EventStore for MemoryEventStore {
         events: &[Event],
         condition: WriteCondition,
     ) -> Result<Appended, StoreError> {
+        // Appended by a handler of a traced delivery: the trace goes on, in a publish span per
+        // event that ends with the append.
+        let (traced, _spans) = hop::sent_events("herald", stream.as_str(), events);
+        let events = traced.as_deref().unwrap_or(events);
         append_locked(&mut self.log.lock(), stream, events, condition)
     }
 
@@ -152,13 +165,10 @@ impl EventStore for MemoryEventStore {
         if !log.keys.insert(key.to_owned()) {
             return Ok(None);
         }
-        append_locked(
-            &mut log,
-            stream,
-            std::slice::from_ref(event),
-            WriteCondition::Any,
-        )
-        .map(Some)
+        let (traced, _spans) =
+            hop::sent_events("herald", stream.as_str(), std::slice::from_ref(event));
+        let events = traced.as_deref().unwrap_or(std::slice::from_ref(event));
+        append_locked(&mut log, stream, events, WriteCondition::Any).map(Some)
     }
 
     async fn append_once_all(&self, writes: &[KeyedWrite]) -> Result<Vec<bool>, StoreError> {
@@ -168,12 +178,10 @@ impl EventStore for MemoryEventStore {
         let mut seen = std::collections::HashSet::new();
         for (i, w) in writes.iter().enumerate() {
             if fresh[i] && seen.insert(w.key.as_str()) {
-                append_locked(
-                    &mut log,
-                    &w.stream,
-                    std::slice::from_ref(&w.event),
-                    WriteCondition::Any,
-                )?;
+                let one = std::slice::from_ref(&w.event);
+                let (traced, _span) = hop::sent_events("herald", w.stream.as_str(), one);
+                let events = traced.as_deref().unwrap_or(one);
+                append_locked(&mut log, &w.stream, events, WriteCondition::Any)?;
                 out[i] = true;
             }
         }
