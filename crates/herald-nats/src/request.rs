@@ -1,5 +1,7 @@
 //! Request/reply on core NATS: `request` (typed timeout and no-responders errors), `respond`
-//! (an isolated responder task under the connection's `Shutdown`) and `respond_to`.
+//! (an isolated responder task under the connection's `Shutdown`) and `respond_to`; traced
+//! as a publish of the request, its process by the responder, and the response's publish
+//! inside that process.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +26,10 @@ impl Nats {
     ///
     /// Cancel safe: a late response is discarded.
     pub async fn request(&self, request: &Event, timeout: Duration) -> Result<Event, NatsError> {
+        // Sent from inside a trace: a publish span until the response comes, whose context
+        // the request carries.
+        let (continued, _span) = crate::trace::continued(request);
+        let request = continued.as_ref().unwrap_or(request);
         let payload = Bytes::from(request.to_json());
         self.check_size(request.subject.as_str(), payload.len())?;
         let subject = request.subject.to_string();
@@ -92,17 +98,25 @@ impl Nats {
                     continue;
                 };
                 let request = Arc::new(incoming.event);
-                // The same isolation as a handler's, including a panic before the first await.
-                let data = match herald::isolate(|| respond(request.clone())).await {
-                    Ok(data) => data,
-                    Err(failure) => {
-                        nats.record_failure(&request, &failure);
-                        continue;
-                    }
-                };
-                if let Err(e) = nats.answer(&reply, &request, data).await {
-                    tracing::warn!("response not sent: {e}");
-                }
+                // Each request is processed in its `process` span (a child of the requester's
+                // publish), and the response published from inside it.
+                let processing = herald::hop::process(&crate::trace::hop(&request, 1), &request);
+                processing
+                    .run(async {
+                        // The same isolation as a handler's, including a panic before the
+                        // first await.
+                        let data = match herald::isolate(|| respond(request.clone())).await {
+                            Ok(data) => data,
+                            Err(failure) => {
+                                nats.record_failure(&request, &failure);
+                                return;
+                            }
+                        };
+                        if let Err(e) = nats.answer(&reply, &request, data).await {
+                            tracing::warn!("response not sent: {e}");
+                        }
+                    })
+                    .await;
             }
         });
         Ok(HandlerSubscription::new(task))
@@ -139,10 +153,18 @@ impl Nats {
             .with_source(self.name())
             .with_correlation_id(request.correlation_id.clone())
             .with_data(data);
-        // The response continues the request's trace, one hop on.
-        if let Some(ctx) = request.trace_context() {
-            response.set_trace_context(Some(&ctx.child()));
-        }
+        // The response continues the trace: in a publish span when one is current (the
+        // request's process span, or the caller's), else one hop on from the request's context.
+        let (continued, _span) = crate::trace::continued(&response);
+        let response = match continued {
+            Some(traced) => traced,
+            None => {
+                if let Some(ctx) = request.trace_context() {
+                    response.set_trace_context(Some(&ctx.child()));
+                }
+                response
+            }
+        };
         let headers = crate::trace::headers(&response);
         self.send_with(reply, headers, Bytes::from(response.to_json()))
             .await?;

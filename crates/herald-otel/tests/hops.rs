@@ -1,16 +1,19 @@
-//! Every way of appending to the event store continues the trace it is called in: `append`,
+//! Hops the pipeline test does not cross, seen by OpenTelemetry's in-memory exporter: every
+//! way of appending to the event store continues the trace it is called in (`append`,
 //! `append_all`, `append_once` and `append_once_all`, on the memory store, SQLite and
-//! PostgreSQL, each event stored with the caller's trace id in its `traceparent` and a
-//! `publish {stream}` span that is a child of the caller's span.
+//! PostgreSQL: each event stored with the caller's trace id in its `traceparent` and a
+//! `publish {stream}` span that is a child of the caller's span), and NATS request/reply
+//! (the request's publish, the responder's process, the response's publish, one trace).
 
 use std::sync::OnceLock;
 
 use herald::store::memory::MemoryEventStore;
 use herald::store::{EventStore, KeyedWrite, StreamName, StreamWrite, WriteCondition};
 use herald::{Event, Subject};
+use herald_nats::Nats;
 use herald_postgres::PgStore;
 use herald_sqlite::SqliteStore;
-use herald_testkit::env::{database_url, unique};
+use herald_testkit::env::{database_url, nats_url, unique};
 use opentelemetry::trace::SpanKind;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
 use tracing::Instrument;
@@ -28,6 +31,10 @@ fn exporter() -> &'static InMemorySpanExporter {
             (exporter, telemetry)
         })
         .0
+}
+
+fn named<'a>(spans: &'a [SpanData], name: &str) -> Vec<&'a SpanData> {
+    spans.iter().filter(|s| s.name == name).collect()
 }
 
 fn event() -> Event {
@@ -125,4 +132,82 @@ async fn postgres_appends_continue_the_trace() {
         return;
     };
     every_append_continues_the_trace(PgStore::connect(&url).await.expect("connect")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_request_and_its_response_are_one_trace() {
+    let Some(url) = nats_url("otel_request_reply") else {
+        return;
+    };
+    let exporter = exporter();
+    let nats = Nats::connect(&url).await.expect("nats");
+    let subject = format!("{}.ask", unique("req").replace(['-', '_'], ""));
+    let _responder = nats
+        .respond(subject.as_str(), None, |_e| async {
+            Ok(herald::Object::new())
+        })
+        .await
+        .expect("respond");
+    nats.flush().await.expect("flush");
+    let root = tracing::info_span!("asking", subject = %subject);
+    let request = Event::new(Subject::new(&subject).expect("subject"));
+    let response = nats
+        .request(&request, std::time::Duration::from_secs(5))
+        .instrument(root.clone())
+        .await
+        .expect("a response");
+    drop(root);
+    let process = format!("process {subject}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let spans = loop {
+        let spans = exporter.get_finished_spans().expect("spans");
+        if !named(&spans, &process).is_empty() && !named(&spans, "asking").is_empty() {
+            break spans;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the responder's span in time"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    };
+    let root = named(&spans, "asking")
+        .into_iter()
+        .find(|s| {
+            s.attributes
+                .iter()
+                .any(|kv| kv.value.as_str() == subject.as_str())
+        })
+        .expect("the caller's span");
+    let trace = root.span_context.trace_id();
+    let process = named(&spans, &process);
+    assert_eq!(process.len(), 1, "one process span");
+    let process = process[0];
+    let publishes = named(&spans, &format!("publish {subject}"));
+    assert_eq!(
+        publishes.len(),
+        2,
+        "the request's and the response's publish spans"
+    );
+    let sent = publishes
+        .iter()
+        .find(|p| p.parent_span_id == root.span_context.span_id())
+        .expect("the request's publish is a child of the caller's span");
+    let answered = publishes
+        .iter()
+        .find(|p| p.parent_span_id == process.span_context.span_id())
+        .expect("the response's publish is a child of the responder's process span");
+    assert_eq!(process.parent_span_id, sent.span_context.span_id());
+    assert_eq!(process.span_kind, SpanKind::Consumer);
+    for s in [sent, answered, &process] {
+        assert_eq!(s.span_context.trace_id(), trace);
+    }
+    let ctx = response
+        .trace_context()
+        .expect("the response carries its context");
+    assert_eq!(
+        ctx.traceparent().split('-').nth(2),
+        Some(answered.span_context.span_id().to_string().as_str()),
+        "the response's traceparent is its publish span"
+    );
+    nats.close().await.expect("close");
 }
