@@ -3,7 +3,8 @@
 //! `append_all`, `append_once` and `append_once_all`, on the memory store, SQLite and
 //! PostgreSQL: each event stored with the caller's trace id in its `traceparent` and a
 //! `publish {stream}` span that is a child of the caller's span), and NATS request/reply
-//! (the request's publish, the responder's process, the response's publish, one trace).
+//! (the request's publish, the responder's process, the response's publish, one trace), and a
+//! task spawned with `herald::traced` (its append is in the spawner's trace; without it, not).
 
 use std::sync::OnceLock;
 
@@ -210,4 +211,51 @@ async fn a_nats_request_and_its_response_are_one_trace() {
         "the response's traceparent is its publish span"
     );
     nats.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_spawned_with_traced_continues_the_trace() {
+    let exporter = exporter();
+    let store = MemoryEventStore::new();
+    let tag = unique("spawn").replace(['-', '_'], "");
+    let inside = StreamName::new(&format!("in{tag}-1")).expect("stream");
+    let outside = StreamName::new(&format!("out{tag}-1")).expect("stream");
+    let root = tracing::info_span!("spawning", tag = %tag);
+    let (s, i, o) = (store.clone(), inside.clone(), outside.clone());
+    async move {
+        let s2 = s.clone();
+        let with = tokio::spawn(herald::traced(async move {
+            s.append(&i, &[event()], WriteCondition::Any).await
+        }));
+        let without =
+            tokio::spawn(async move { s2.append(&o, &[event()], WriteCondition::Any).await });
+        with.await.expect("joined").expect("append");
+        without.await.expect("joined").expect("append");
+    }
+    .instrument(root.clone())
+    .await;
+    drop(root);
+    let spans = exporter.get_finished_spans().expect("spans");
+    let root = named(&spans, "spawning")
+        .into_iter()
+        .find(|s| {
+            s.attributes
+                .iter()
+                .any(|kv| kv.value.as_str() == tag.as_str())
+        })
+        .expect("the spawner's span");
+    let traced = named(&spans, &format!("publish {inside}"));
+    assert_eq!(traced.len(), 1);
+    assert_eq!(traced[0].parent_span_id, root.span_context.span_id());
+    assert_eq!(
+        traced[0].span_context.trace_id(),
+        root.span_context.trace_id()
+    );
+    let untraced = named(&spans, &format!("publish {outside}"));
+    assert_eq!(untraced.len(), 1);
+    assert_ne!(
+        untraced[0].span_context.trace_id(),
+        root.span_context.trace_id(),
+        "a task spawned without `traced` starts a trace of its own"
+    );
 }

@@ -87,8 +87,8 @@ pub use message::subject::{Subject, SubjectError};
 pub use message::timestamp::{Timestamp, TimestampError};
 pub use message::trace::{
     current as current_trace, in_context as in_trace_context,
-    malformed_dropped as trace_contexts_dropped, TraceContext, TraceContextError, TRACEPARENT,
-    TRACESTATE,
+    malformed_dropped as trace_contexts_dropped, traced, TraceContext, TraceContextError,
+    TRACEPARENT, TRACESTATE,
 };
 pub use outcome::{Outcome, Reject, RetryAfter};
 pub use plugin::{Plugin, PluginContext, PluginError, PluginManager};

@@ -64,6 +64,23 @@ pub async fn in_context<F: Future>(ctx: Option<TraceContext>, fut: F) -> F::Outp
     poll_fn(|cx| with_current(&ctx, || fut.as_mut().poll(cx))).await
 }
 
+/// `fut`, carried into a task of its own: it runs in the trace context and the `tracing` span
+/// current where this is called, as the handler's own code does (a spawned task starts with
+/// neither). For a task a handler spawns: `tokio::spawn(herald::traced(async move { .. }))`,
+/// as `tracing`'s `in_current_span`. Nothing current: `fut` as it is, in the current span.
+pub fn traced<F: Future>(fut: F) -> impl Future<Output = F::Output> {
+    use tracing::Instrument;
+    let ctx = current();
+    let fut = fut.instrument(tracing::Span::current());
+    async move {
+        let Some(ctx) = ctx else {
+            return fut.await;
+        };
+        let mut fut = std::pin::pin!(fut);
+        poll_fn(|cx| with_current(&ctx, || fut.as_mut().poll(cx))).await
+    }
+}
+
 /// `ctx`, shared, for [`with_current`]; marks that a trace context was seen in this process.
 pub(crate) fn shared(ctx: TraceContext) -> Arc<TraceContext> {
     EVER.store(true, Ordering::Relaxed);
@@ -335,6 +352,25 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn traced_carries_the_current_context_into_a_spawned_task() {
+        let ctx = TraceContext::new_root();
+        let want = ctx.trace_id().to_owned();
+        let id = || current().map(|c| c.trace_id().to_owned());
+        let (with, without) = in_context(Some(ctx), async move {
+            let with = tokio::spawn(traced(async move { id() })).await;
+            let without = tokio::spawn(async move { id() }).await;
+            (with.expect("joined"), without.expect("joined"))
+        })
+        .await;
+        assert_eq!(
+            with,
+            Some(want),
+            "a task spawned with `traced` is in the trace"
+        );
+        assert_eq!(without, None, "a task spawned without it starts with none");
+    }
 
     #[tokio::test]
     async fn a_follow_up_published_in_a_handler_continues_its_trace() {
