@@ -38,9 +38,25 @@ pub(crate) struct PolicyCache {
     by_queue: parking_lot::Mutex<HashMap<String, Looked>>,
     /// When this process last took the whole pass, by queue.
     full_pass: parking_lot::Mutex<HashMap<String, Instant>>,
+    /// Queues found without their read function (a policy set by an older Herald), and when.
+    no_function: parking_lot::Mutex<HashMap<String, Instant>>,
 }
 
 impl PolicyCache {
+    /// Whether `queue` was found without its read function within [`POLICY_TTL`].
+    fn lacks_function(&self, queue: &str) -> bool {
+        self.no_function
+            .lock()
+            .get(queue)
+            .is_some_and(|at| at.elapsed() < POLICY_TTL)
+    }
+
+    fn function_missing(&self, queue: &str) {
+        self.no_function
+            .lock()
+            .insert(queue.to_owned(), Instant::now());
+    }
+
     /// Whether a read of `queue` should take the whole pass now (none for [`FULL_PASS`]);
     /// if so, counts it as taken.
     fn full_pass_due(&self, queue: &str) -> bool {
@@ -442,9 +458,16 @@ pub(crate) async fn read(
 ) -> Result<(Vec<Message>, Option<i64>), QueueError> {
     let q = queue.as_str();
     let err = |e| store("flow read", q, e);
+    let full = cache.full_pass_due(q);
+    if !full && crate::flow_fn::applies(policy) && !cache.lacks_function(q) {
+        match crate::flow_fn::read(pool, q, policy, vt, qty).await? {
+            crate::flow_fn::Answer::Read(messages) => return Ok((messages, None)),
+            crate::flow_fn::Answer::Declined => {}
+            crate::flow_fn::Answer::Missing => cache.function_missing(q),
+        }
+    }
     let mut tx = pool.begin_with(begin_locked(q)).await.map_err(err)?;
     let held = held(&mut tx, q, policy).await?;
-    let full = cache.full_pass_due(q);
     let mut short = None;
     if !full && policy.weights.is_empty() {
         let found = crate::heads::windows(&mut tx, q, policy, qty, &held).await?;

@@ -44,6 +44,7 @@ mod dlq;
 mod error;
 mod event_store;
 mod flow;
+mod flow_fn;
 mod headers;
 mod heads;
 mod listen;

@@ -19,8 +19,8 @@ fn segments(path: &[String]) -> String {
 
 /// Keeps `herald.flow_index` for `queue` under `policy`: the two statement triggers that
 /// index each inserted message's key, place and priority and forget deleted ones (only queues
-/// with a policy have them, so other queues pay nothing), and the index rebuilt for the
-/// messages already there. The triggers' `CREATE` locks the queue's table until the commit,
+/// with a policy have them, so other queues pay nothing), the queue's read function
+/// (`flow_fn`), and the index rebuilt for the messages already there. The triggers' `CREATE` locks the queue's table until the commit,
 /// so no send or settle falls between the rebuild and the triggers.
 async fn index_keys(c: &mut PgConnection, queue: &str, policy: &Policy) -> Result<(), QueueError> {
     let err = |e| store("set policy", queue, e);
@@ -28,6 +28,7 @@ async fn index_keys(c: &mut PgConnection, queue: &str, policy: &Policy) -> Resul
     let (p1, p2) = (segments(&p1), segments(&p2));
     unindex_keys(c, queue).await?;
     for sql in [
+        crate::flow_fn::create_sql(queue),
         format!(
             "CREATE TRIGGER herald_flow_insert AFTER INSERT ON pgmq.\"q_{queue}\"
                REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
@@ -55,7 +56,7 @@ async fn index_keys(c: &mut PgConnection, queue: &str, policy: &Policy) -> Resul
     Ok(())
 }
 
-/// Drops `queue`'s flow triggers and its rows of `herald.flow_index`.
+/// Drops `queue`'s flow triggers, its read function and its rows of `herald.flow_index`.
 async fn unindex_keys(c: &mut PgConnection, queue: &str) -> Result<(), QueueError> {
     let err = |e| store("flow index", queue, e);
     for name in ["herald_flow_insert", "herald_flow_delete"] {
@@ -66,6 +67,10 @@ async fn unindex_keys(c: &mut PgConnection, queue: &str) -> Result<(), QueueErro
         .await
         .map_err(err)?;
     }
+    sqlx::query(&crate::flow_fn::drop_sql(queue))
+        .execute(&mut *c)
+        .await
+        .map_err(err)?;
     sqlx::query("DELETE FROM herald.flow_index WHERE queue = $1")
         .bind(queue)
         .execute(&mut *c)

@@ -275,7 +275,7 @@ impl Queue for PgStore {
         // Its policy, key states and flow index go with it, in the same statement (a queue
         // made again starts without them).
         self.inner.policies.forget(queue.as_str());
-        sqlx::query_scalar(
+        let dropped: bool = sqlx::query_scalar(
             "WITH p AS (DELETE FROM herald.flow_policies WHERE queue = $1),
                   k AS (DELETE FROM herald.flow_keys WHERE queue = $1),
                   i AS (DELETE FROM herald.flow_index WHERE queue = $1)
@@ -284,7 +284,13 @@ impl Queue for PgStore {
         .bind(queue.as_str())
         .fetch_one(&self.inner.pool)
         .await
-        .map_err(|e| store("drop", queue.as_str(), e))
+        .map_err(|e| store("drop", queue.as_str(), e))?;
+        // Its flow read function, if it had a policy (PL/pgSQL does not tie it to the table).
+        sqlx::query(&crate::flow_fn::drop_sql(queue.as_str()))
+            .execute(&self.inner.pool)
+            .await
+            .map_err(|e| store("drop", queue.as_str(), e))?;
+        Ok(dropped)
     }
 
     async fn list(&self) -> Result<Vec<String>, QueueError> {

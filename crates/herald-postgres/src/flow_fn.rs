@@ -1,0 +1,138 @@
+//! Flow control's short read as one server-side function per queue under a policy,
+//! `herald."flow_read_{queue}"` (created by `set_policy` beside the queue's triggers, its plans
+//! cached by PL/pgSQL): the flow lock, the short pass of `heads.rs`, the lease and the keys'
+//! served times in one call and one transaction, instead of four round trips.
+//!
+//! Only for the policies whose plan is the short pass's answer taken whole: a keyed
+//! concurrency limit (or none), no rate, no queue-wide limit, no weights, no ordering keys
+//! (those take the transaction path in `flow.rs`). The function checks the rest itself and
+//! answers with one row of msg_id -1 when it does not apply (a priority above 0 in the queue)
+//! or when fewer keys can give than the read wants: then the caller takes the transaction
+//! path. Each statement inside it runs after the lock with a snapshot of its own, as the
+//! statements of the transaction path do.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use herald::queue::flow::Policy;
+use herald::queue::{Message, QueueError};
+use sqlx::{PgPool, Row as _};
+
+use crate::error::store;
+
+/// Whether the function gives the whole plan for `policy`.
+pub(crate) fn applies(policy: &Policy) -> bool {
+    !policy.ordered
+        && policy.rate.is_none()
+        && policy.queue_rate.is_none()
+        && policy.max_in_flight.is_none()
+        && policy.weights.is_empty()
+}
+
+/// The statement that (re)creates `queue`'s function (queue names are lowercase letters,
+/// digits and `_`).
+pub(crate) fn create_sql(queue: &str) -> String {
+    format!(
+        r#"CREATE OR REPLACE FUNCTION herald."flow_read_{queue}"(cap bigint, qty int, vt_secs float8)
+RETURNS TABLE (msg_id bigint, read_ct int, enqueued_at timestamptz, vt timestamptz, body text, ord int)
+LANGUAGE plpgsql AS $f$
+#variable_conflict use_column
+DECLARE
+  t timestamptz;
+  ids bigint[];
+  keys text[];
+BEGIN
+  PERFORM pg_advisory_xact_lock(hashtext('herald.flow.{queue}'));
+  PERFORM set_config('synchronous_commit', 'off', true);
+  IF EXISTS (SELECT 1 FROM herald.flow_index x WHERE x.queue = '{queue}' AND x.flow_prio > 0) THEN
+    RETURN QUERY SELECT -1::bigint, 0, NULL::timestamptz, NULL::timestamptz, NULL::text, 0;
+    RETURN;
+  END IF;
+  t := clock_timestamp();
+  WITH hid AS MATERIALIZED (
+      SELECT f.flow_key, count(*) FILTER (WHERE m.read_ct > 0) AS n
+      FROM pgmq."q_{queue}" m CROSS JOIN LATERAL (
+        SELECT x.flow_key FROM herald.flow_index x
+        WHERE x.queue = '{queue}' AND x.msg_id = m.msg_id OFFSET 0) f
+      WHERE m.vt > t GROUP BY f.flow_key),
+    r AS (
+      SELECT k.key, c.msg_id
+      FROM herald.flow_keys k
+      LEFT JOIN LATERAL (SELECT hid.n FROM hid WHERE hid.flow_key = k.key) h ON true
+      CROSS JOIN LATERAL (
+        SELECT m.msg_id FROM herald.flow_index f JOIN pgmq."q_{queue}" m ON m.msg_id = f.msg_id
+        WHERE f.queue = '{queue}' AND f.flow_key = k.key AND m.vt <= t
+        ORDER BY f.flow_seq LIMIT 1) c
+      WHERE k.queue = '{queue}' AND k.scope = 1 AND coalesce(h.n, 0) < cap
+      ORDER BY k.served NULLS FIRST LIMIT qty)
+  SELECT array_agg(r.msg_id), array_agg(r.key) INTO ids, keys FROM r;
+  IF coalesce(cardinality(ids), 0) < qty THEN
+    RETURN QUERY SELECT -1::bigint, 0, NULL::timestamptz, NULL::timestamptz, NULL::text, 0;
+    RETURN;
+  END IF;
+  INSERT INTO herald.flow_keys AS k (queue, scope, key, served)
+    SELECT '{queue}', 1, x, (extract(epoch FROM t) * 1000000)::int8 FROM unnest(keys) x
+    ON CONFLICT (queue, scope, key) DO UPDATE SET served = excluded.served;
+  RETURN QUERY
+    UPDATE pgmq."q_{queue}" m SET read_ct = m.read_ct + 1, vt = t + make_interval(secs => vt_secs)
+    WHERE m.msg_id = ANY(ids)
+    RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.vt, m.message::text,
+              array_position(ids, m.msg_id);
+END $f$"#
+    )
+}
+
+/// The statement that drops `queue`'s function.
+pub(crate) fn drop_sql(queue: &str) -> String {
+    format!(r#"DROP FUNCTION IF EXISTS herald."flow_read_{queue}"(bigint, int, float8)"#)
+}
+
+/// What the function answered.
+pub(crate) enum Answer {
+    /// The messages it leased, in the plan's order.
+    Read(Vec<Message>),
+    /// The short read does not apply now: take the transaction path.
+    Declined,
+    /// The queue has no function (its policy was set by an older Herald).
+    Missing,
+}
+
+/// Reads up to `qty` of `queue` (under `policy`, which [`applies`]) through its function.
+pub(crate) async fn read(
+    pool: &PgPool,
+    queue: &str,
+    policy: &Policy,
+    vt: Duration,
+    qty: usize,
+) -> Result<Answer, QueueError> {
+    let cap = policy.concurrency.map_or(i64::MAX, i64::from);
+    let rows = sqlx::query(&format!(
+        r#"SELECT msg_id, read_ct, enqueued_at, vt, body, ord FROM herald."flow_read_{queue}"($1, $2, $3)"#
+    ))
+    .bind(cap)
+    .bind(i32::try_from(qty).unwrap_or(i32::MAX))
+    .bind(vt.as_secs_f64())
+    .fetch_all(pool)
+    .await;
+    let rows = match rows {
+        Ok(rows) => rows,
+        // undefined_function
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42883") => {
+            return Ok(Answer::Missing)
+        }
+        Err(e) => return Err(store("flow read", queue, e)),
+    };
+    if rows
+        .first()
+        .is_some_and(|r| matches!(r.try_get::<i64, _>(0), Ok(-1)))
+    {
+        return Ok(Answer::Declined);
+    }
+    let rank: HashMap<i64, i32> = rows
+        .iter()
+        .filter_map(|r| Some((r.try_get(0).ok()?, r.try_get(5).ok()?)))
+        .collect();
+    let mut out = crate::rows::messages(rows, "flow read", queue)?;
+    out.sort_by_key(|m| rank.get(&m.msg_id).copied().unwrap_or(i32::MAX));
+    Ok(Answer::Read(out))
+}
