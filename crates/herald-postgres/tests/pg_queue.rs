@@ -359,7 +359,7 @@ async fn a_traced_message_has_its_context_in_pgmqs_headers_column() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keys_missing_from_the_register_are_still_read_once_each() {
+async fn keys_missing_from_the_register_or_a_missing_read_function_still_read_once_each() {
     use herald::queue::flow::{keyed, FlowControl, Policy};
     let Some((store, url)) = store("pg_flow_register").await else {
         return;
@@ -379,10 +379,15 @@ async fn keys_missing_from_the_register_are_still_read_once_each() {
         sent.insert(id);
     }
     // Every key's registration gone (as a concurrent clean-up can leave one): the short pass
-    // sees none of them, and the whole pass must find and register them again.
+    // sees none of them, and the whole pass must find and register them again. And the
+    // queue's read function gone (as for a policy set by an older Herald): reads take the
+    // transaction path.
     psql(
         &url,
-        &format!("DELETE FROM herald.flow_keys WHERE queue = '{q}'"),
+        &format!(
+            "DELETE FROM herald.flow_keys WHERE queue = '{q}'; \
+             DROP FUNCTION herald.\"flow_read_{q}\"(bigint, int, float8)"
+        ),
     );
     let mut got = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
