@@ -124,20 +124,6 @@ fn micros(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos() / 1_000).unwrap_or(0)
 }
 
-/// The plan of one read of `queue` under `policy` at `now` (the database's clock).
-pub(crate) async fn planned(
-    c: &mut PgConnection,
-    queue: &str,
-    policy: &Policy,
-    qty: usize,
-    now: OffsetDateTime,
-    exact: bool,
-    ceiling: i64,
-) -> Result<Plan, QueueError> {
-    let held = held(c, queue, policy).await?;
-    planned_held(c, queue, policy, qty, now, exact, ceiling, &held).await
-}
-
 /// The keys of `queue` held by a dead letter in `{queue}_dlq` (ordering keys only).
 pub(crate) async fn held(
     c: &mut PgConnection,
@@ -171,11 +157,12 @@ pub(crate) async fn held(
     })
 }
 
-/// The whole pass: every key's best visible message, its hidden messages and its state;
-/// also registers in `herald.flow_keys` any key found that is not there yet (the short pass
-/// reads keys from there).
+/// The plan of one read of `queue` under `policy` at `now` (the database's clock) by the whole
+/// pass: every key's best visible message, its hidden messages and its state (`held`: the keys
+/// a dead letter holds, from [`held`]); also registers in `herald.flow_keys` any key found
+/// that is not there yet (the short pass reads keys from there).
 #[allow(clippy::too_many_arguments)]
-async fn planned_held(
+pub(crate) async fn planned(
     c: &mut PgConnection,
     queue: &str,
     policy: &Policy,
@@ -493,7 +480,7 @@ pub(crate) async fn read(
             if full {
                 forget_drained(&mut tx, q, policy, now).await?;
             }
-            let plan = planned_held(&mut tx, q, policy, qty, now, false, ceiling, &held).await?;
+            let plan = planned(&mut tx, q, policy, qty, now, false, ceiling, &held).await?;
             (now, plan)
         }
     };

@@ -174,7 +174,8 @@ impl FlowControl for PgStore {
             .await
             .map_err(|e| store("flow status", q, e))?;
         let ceiling = crate::flow::ceiling(&mut c, q).await?;
-        let plan = planned(&mut c, q, &policy, STATUS_WINDOW, now, true, ceiling).await?;
+        let held = crate::flow::held(&mut c, q, &policy).await?;
+        let plan = planned(&mut c, q, &policy, STATUS_WINDOW, now, true, ceiling, &held).await?;
         Ok(FlowStatus {
             queue: q.to_owned(),
             policy: true,

@@ -193,6 +193,25 @@ impl PgStore {
         &self.inner.policies
     }
 
+    /// A read of `queue` under `policy` (see `flow::read`).
+    async fn flow_read(
+        &self,
+        queue: &QueueName,
+        policy: &herald::queue::flow::Policy,
+        vt: Duration,
+        qty: usize,
+    ) -> Result<(Vec<Message>, Option<i64>), QueueError> {
+        crate::flow::read(
+            &self.inner.pool,
+            &self.inner.policies,
+            queue,
+            policy,
+            vt,
+            qty,
+        )
+        .await
+    }
+
     /// Sends a raw body (any JSON) with `pgmq.send`, as another producer might; no envelope
     /// check. Prefer [`Queue::send`].
     ///
@@ -355,16 +374,10 @@ impl Queue for PgStore {
             .policy(&self.inner.pool, queue.as_str())
             .await?
         {
-            return crate::flow::read(
-                &self.inner.pool,
-                &self.inner.policies,
-                queue,
-                &policy,
-                vt,
-                qty,
-            )
-            .await
-            .map(|(m, _)| m);
+            return self
+                .flow_read(queue, &policy, vt, qty)
+                .await
+                .map(|(m, _)| m);
         }
         // A read only leases its messages (vt, read_ct): its commit need not wait for the
         // WAL flush (`synchronous_commit` off, for this transaction only). Were it lost in a
@@ -429,15 +442,7 @@ impl Queue for PgStore {
                 ))
             },
             || async {
-                let (messages, hint) = crate::flow::read(
-                    &self.inner.pool,
-                    &self.inner.policies,
-                    queue,
-                    &policy,
-                    vt,
-                    qty,
-                )
-                .await?;
+                let (messages, hint) = self.flow_read(queue, &policy, vt, qty).await?;
                 next_token.store(hint.unwrap_or(i64::MIN), ordering);
                 Ok(messages)
             },
