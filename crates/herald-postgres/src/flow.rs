@@ -299,7 +299,7 @@ pub(crate) async fn planned(
     if !missing.is_empty() {
         sqlx::query(
             "INSERT INTO herald.flow_keys (queue, scope, key)
-             SELECT $1, 1, k FROM unnest($2::text[]) AS u(k) ON CONFLICT DO NOTHING",
+             SELECT $1, 1, k FROM unnest($2::text[]) AS u(k) ORDER BY k ON CONFLICT DO NOTHING",
         )
         .bind(queue)
         .bind(&missing)
@@ -568,6 +568,7 @@ async fn lease(
            INSERT INTO herald.flow_keys (queue, scope, key, tokens, at, served)
            SELECT $4, x.s, x.k, x.t, CASE WHEN x.t IS NULL THEN NULL ELSE $5 END, x.v
            FROM unnest($6::int2[], $7::text[], $8::float8[], $9::int8[]) AS x(s, k, t, v)
+           ORDER BY x.s, x.k
            ON CONFLICT (queue, scope, key) DO UPDATE SET
              tokens = coalesce(excluded.tokens, flow_keys.tokens),
              at = coalesce(excluded.at, flow_keys.at),

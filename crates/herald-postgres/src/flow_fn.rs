@@ -72,6 +72,7 @@ BEGIN
   END IF;
   INSERT INTO herald.flow_keys AS k (queue, scope, key, served)
     SELECT '{queue}', 1, x, (extract(epoch FROM t) * 1000000)::int8 FROM unnest(keys) x
+    ORDER BY x
     ON CONFLICT (queue, scope, key) DO UPDATE SET served = excluded.served;
   RETURN QUERY
     UPDATE pgmq."q_{queue}" m SET read_ct = m.read_ct + 1, vt = t + make_interval(secs => vt_secs)

@@ -29,7 +29,12 @@ CREATE TABLE IF NOT EXISTS herald.events (
     body            JSONB NOT NULL,
     UNIQUE (stream, position)
 );
-CREATE INDEX IF NOT EXISTS events_category ON herald.events (category, global_position);
+DO $i$ BEGIN
+    -- As the flow indexes below: made where missing, looked up without a table lock.
+    IF to_regclass('herald.events_category') IS NULL THEN
+        CREATE INDEX events_category ON herald.events (category, global_position);
+    END IF;
+END $i$;
 CREATE TABLE IF NOT EXISTS herald.checkpoints (
     consumer TEXT NOT NULL,
     source   TEXT NOT NULL,
@@ -102,10 +107,20 @@ CREATE TABLE IF NOT EXISTS herald.flow_index (
     flow_prio INTEGER NOT NULL,
     PRIMARY KEY (queue, msg_id)
 );
-CREATE INDEX IF NOT EXISTS flow_index_key ON herald.flow_index (queue, flow_key, flow_seq);
-CREATE INDEX IF NOT EXISTS flow_index_prio ON herald.flow_index (queue, flow_prio)
-    WHERE flow_prio > 0;
-CREATE INDEX IF NOT EXISTS flow_keys_served ON herald.flow_keys (queue, scope, served NULLS FIRST);
+-- Each index made only where missing, looked up without a lock: CREATE INDEX IF NOT EXISTS
+-- takes its table's SHARE lock even when the index is there, and two of those held to the
+-- end of this script, at every start, deadlock with a writer of both tables (drop_queue).
+DO $i$ BEGIN
+    IF to_regclass('herald.flow_index_key') IS NULL THEN
+        CREATE INDEX flow_index_key ON herald.flow_index (queue, flow_key, flow_seq);
+    END IF;
+    IF to_regclass('herald.flow_index_prio') IS NULL THEN
+        CREATE INDEX flow_index_prio ON herald.flow_index (queue, flow_prio) WHERE flow_prio > 0;
+    END IF;
+    IF to_regclass('herald.flow_keys_served') IS NULL THEN
+        CREATE INDEX flow_keys_served ON herald.flow_keys (queue, scope, served NULLS FIRST);
+    END IF;
+END $i$;
 CREATE OR REPLACE FUNCTION herald.flow_index_insert() RETURNS trigger LANGUAGE plpgsql AS $f$
 BEGIN
     WITH i AS (
@@ -122,9 +137,11 @@ BEGIN
     FROM new_rows n
     ON CONFLICT DO NOTHING
     RETURNING flow_key)
-    -- Each key a send brings is registered, so that a read finds it among the keys.
+    -- Each key a send brings is registered, so that a read finds it among the keys (in key
+    -- order, as every writer of herald.flow_keys takes its rows: two sends of the same new
+    -- keys wait for each other instead of deadlocking).
     INSERT INTO herald.flow_keys (queue, scope, key)
-    SELECT DISTINCT TG_ARGV[0], 1::int2, i.flow_key FROM i
+    SELECT DISTINCT TG_ARGV[0], 1::int2, i.flow_key FROM i ORDER BY 3
     ON CONFLICT DO NOTHING;
     RETURN NULL;
 END
