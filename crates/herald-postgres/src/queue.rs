@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use herald::queue::flow::Policy;
 use herald::queue::{
     read_with_wakeup_by, Message, Queue, QueueError, QueueMetrics, QueueName, Settled, Settlement,
 };
@@ -197,7 +198,7 @@ impl PgStore {
     async fn flow_read(
         &self,
         queue: &QueueName,
-        policy: &herald::queue::flow::Policy,
+        policy: &Policy,
         vt: Duration,
         qty: usize,
     ) -> Result<(Vec<Message>, Option<i64>), QueueError> {
@@ -291,8 +292,8 @@ impl Queue for PgStore {
     }
 
     async fn drop_queue(&self, queue: &QueueName) -> Result<bool, QueueError> {
-        // Its policy, key states and flow index go with it, in the same statement (a queue
-        // made again starts without them).
+        // Its policy, key states and flow index go with it in the same statement; then its
+        // flow read function (PL/pgSQL does not tie it to the table).
         self.inner.policies.forget(queue.as_str());
         let dropped: bool = sqlx::query_scalar(
             "WITH p AS (DELETE FROM herald.flow_policies WHERE queue = $1),
@@ -304,7 +305,6 @@ impl Queue for PgStore {
         .fetch_one(&self.inner.pool)
         .await
         .map_err(|e| store("drop", queue.as_str(), e))?;
-        // Its flow read function, if it had a policy (PL/pgSQL does not tie it to the table).
         sqlx::query(&crate::flow_fn::drop_sql(queue.as_str()))
             .execute(&self.inner.pool)
             .await
@@ -425,10 +425,8 @@ impl Queue for PgStore {
             )
             .await;
         };
-        // Under a policy, visible messages may be held back (a slot, a token, an earlier
-        // message): settles elsewhere do not notify, so look again every 25 ms, or when the
-        // next token comes if that is sooner. (A policy set or cleared meanwhile applies from
-        // the next call.)
+        // Under a policy, visible messages may be held back: settles elsewhere do not notify,
+        // so look again every 25 ms, or when the next token comes if sooner.
         let next_token = std::sync::atomic::AtomicI64::new(i64::MIN);
         let ordering = std::sync::atomic::Ordering::Relaxed;
         read_with_wakeup_by(
