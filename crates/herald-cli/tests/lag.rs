@@ -147,7 +147,22 @@ fn a_stalled_consumer_turns_readyz_red_naming_the_threshold() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Stopped outside its write transactions: one stopped inside one (a heartbeat, a
+    // checkpoint) holds the file's write lock, and every later write would time out. A write
+    // of the test's own (a queue made) shows the lock free; until it is, the node finishes
+    // the transaction it was in and is stopped again.
     signal("-STOP");
+    for tries in 1.. {
+        let out = herald(&store, &["queue", "create", "lagprobe"]);
+        if out.status.success() {
+            break;
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("database is locked") && tries < 5, "{err}");
+        signal("-CONT");
+        std::thread::sleep(Duration::from_millis(100));
+        signal("-STOP");
+    }
     append(&store, 6);
     let red = ready_until(&addr, 503);
     assert_eq!(red["ready"], false);
