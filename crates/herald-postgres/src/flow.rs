@@ -446,17 +446,20 @@ pub(crate) async fn read(
     let q = queue.as_str();
     let err = |e| store("flow read", q, e);
     let full = cache.full_pass_due(q);
-    if !full && crate::flow_fn::applies(policy) && !cache.lacks_function(q) {
+    // The short pass, in the read function where it applies; declined there, it would be
+    // declined in the transaction too (a priority in use, too few keys): the whole pass.
+    let mut try_short = !full && policy.weights.is_empty();
+    if try_short && crate::flow_fn::applies(policy) && !cache.lacks_function(q) {
         match crate::flow_fn::read(pool, q, policy, vt, qty).await? {
             crate::flow_fn::Answer::Read(messages) => return Ok((messages, None)),
-            crate::flow_fn::Answer::Declined => {}
+            crate::flow_fn::Answer::Declined => try_short = false,
             crate::flow_fn::Answer::Missing => cache.function_missing(q),
         }
     }
     let mut tx = pool.begin_with(begin_locked(q)).await.map_err(err)?;
     let held = held(&mut tx, q, policy).await?;
     let mut short = None;
-    if !full && policy.weights.is_empty() {
+    if try_short {
         let found = crate::heads::windows(&mut tx, q, policy, qty, &held).await?;
         if let Some(windows) = found.windows {
             let now = found.now;
