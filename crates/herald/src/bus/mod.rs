@@ -276,7 +276,11 @@ impl Bus {
     /// the current one have run; the rest will not.
     pub async fn publish(&self, mut event: Event) -> Result<DispatchReport, PublishError> {
         // Published from a handler that processes a traced delivery: the trace goes on, in
-        // a publish span that lasts until the handlers have run.
+        // a publish span that lasts until the handlers have run. Untraced, no span is made
+        // or held.
+        if !crate::hop::publishes(&event) {
+            return self.publish_shared(Arc::new(event)).await;
+        }
         let _span = publish_span(&mut event);
         self.publish_shared(Arc::new(event)).await
     }
