@@ -196,8 +196,28 @@ impl From<stream::Info> for StreamSummary {
     }
 }
 
+/// How many times a stream whose store the server failed to create is asked for again.
+const STORE_RETRIES: u32 = 5;
+
+/// The server's generic "error creating store for stream" (err_code 10049): a file-store
+/// failure whose cause the server writes only to its own log. It is transient (a stream of
+/// the same name still being torn down, a directory race under load), so the create is
+/// tried again; every other refusal is returned at once.
+fn store_failed(e: &async_nats::jetstream::context::CreateStreamError) -> bool {
+    use async_nats::jetstream::context::CreateStreamErrorKind;
+    use async_nats::jetstream::ErrorCode;
+    match e.kind() {
+        CreateStreamErrorKind::JetStream(js) => {
+            js.error_code() == ErrorCode::STREAM_CREATE
+                && js.to_string().contains("error creating store")
+        }
+        _ => false,
+    }
+}
+
 impl JetStream {
-    /// Creates the stream, or updates it to match `spec`. Idempotent.
+    /// Creates the stream, or updates it to match `spec`. Idempotent. The server's
+    /// transient "error creating store for stream" is retried up to five times.
     ///
     /// # Errors
     ///
@@ -209,12 +229,23 @@ impl JetStream {
     /// Not cancel safe: dropped midway, the stream may or may not exist.
     pub async fn ensure_stream(&self, spec: &StreamSpec) -> Result<StreamSummary, NatsError> {
         spec.validate()?;
-        let info = self
-            .ctx
-            .create_or_update_stream(spec.to_config())
-            .await
-            .map_err(|e| NatsError::js(format!("create or update stream {}", spec.name), e))?;
-        Ok(info.into())
+        let mut attempt = 0;
+        loop {
+            match self.ctx.create_or_update_stream(spec.to_config()).await {
+                Ok(info) => return Ok(info.into()),
+                Err(e) if attempt < STORE_RETRIES && store_failed(&e) => {
+                    attempt += 1;
+                    tracing::warn!(stream = %spec.name, attempt, "the server could not create the stream's store; trying again");
+                    tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                }
+                Err(e) => {
+                    return Err(NatsError::js(
+                        format!("create or update stream {}", spec.name),
+                        e,
+                    ))
+                }
+            }
+        }
     }
 
     /// Where stream `name` ends: its last sequence (0 when empty) and that message's
@@ -325,5 +356,36 @@ impl JetStream {
             .await
             .map_err(|e| NatsError::js(format!("delete stream {name}"), e))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_nats::jetstream::context::{CreateStreamError, CreateStreamErrorKind};
+
+    use super::store_failed;
+
+    fn refusal(body: &str) -> CreateStreamError {
+        let e = serde_json::from_str(body).expect("a server error body");
+        CreateStreamError::new(CreateStreamErrorKind::JetStream(e))
+    }
+
+    #[test]
+    fn only_the_server_s_store_failure_is_tried_again() {
+        let store = refusal(
+            r#"{"code":500,"err_code":10049,"description":"error creating store for stream"}"#,
+        );
+        assert!(store_failed(&store));
+        let other_create = refusal(
+            r#"{"code":500,"err_code":10049,"description":"replicas > 1 not supported in non-clustered mode"}"#,
+        );
+        assert!(!store_failed(&other_create));
+        let overlap = refusal(
+            r#"{"code":400,"err_code":10065,"description":"subjects overlap with an existing stream"}"#,
+        );
+        assert!(!store_failed(&overlap));
+        assert!(!store_failed(&CreateStreamError::new(
+            CreateStreamErrorKind::TimedOut
+        )));
     }
 }
