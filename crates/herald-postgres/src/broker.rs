@@ -125,9 +125,7 @@ impl PgStore {
         operation: &'static str,
         lease: &str,
     ) -> Result<(Transaction<'static, Postgres>, i64, BrokerState), StoreError> {
-        let mut tx = self
-            .pool()
-            .begin()
+        let mut tx = crate::tx::begin(self.pool(), None)
             .await
             .map_err(|e| backend(operation, e))?;
         // A holder that stops mid-transaction (SIGSTOP, a long pause) must not stall the

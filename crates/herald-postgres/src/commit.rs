@@ -200,8 +200,7 @@ async fn transaction(pool: &PgPool, works: &[&Work]) -> Result<Vec<Done>, Failed
     if let Some(done) = one_statement(pool, works).await {
         return done;
     }
-    let mut tx = pool
-        .begin()
+    let mut tx = crate::tx::begin(pool, None)
         .await
         .map_err(|e| Failed::Op(store("begin", "*", e)))?;
     let dones = apply(&mut tx, works).await.map_err(Failed::Op)?;

@@ -248,9 +248,7 @@ impl DeadLetterStore for PgStore {
         operator: &Operator,
     ) -> Result<Report, DlqError> {
         let q = place.as_str();
-        let mut tx = self
-            .pool()
-            .begin()
+        let mut tx = crate::tx::begin(self.pool(), None)
             .await
             .map_err(|e| store("dlq settle", q, e))?;
         if !queue_exists(&mut tx, q).await? {

@@ -115,9 +115,7 @@ pub(crate) async fn append_in(
 
 impl EventStore for PgStore {
     async fn append_all(&self, writes: &[StreamWrite]) -> Result<Vec<Appended>, StoreError> {
-        let mut tx = self
-            .pool()
-            .begin()
+        let mut tx = crate::tx::begin(self.pool(), None)
             .await
             .map_err(|e| backend("append", e))?;
         let mut out = Vec::with_capacity(writes.len());
@@ -140,9 +138,7 @@ impl EventStore for PgStore {
         events: &[Event],
         condition: WriteCondition,
     ) -> Result<Appended, StoreError> {
-        let mut tx = self
-            .pool()
-            .begin()
+        let mut tx = crate::tx::begin(self.pool(), None)
             .await
             .map_err(|e| backend("append", e))?;
         // Appended by a handler of a traced delivery: the trace goes on, in a publish span
@@ -174,9 +170,7 @@ impl EventStore for PgStore {
         event: &Event,
         key: &str,
     ) -> Result<Option<Appended>, StoreError> {
-        let mut tx = self
-            .pool()
-            .begin()
+        let mut tx = crate::tx::begin(self.pool(), None)
             .await
             .map_err(|e| backend("append", e))?;
         // A second inbox with the same key waits on the row, then finds it taken.
@@ -208,9 +202,7 @@ impl EventStore for PgStore {
         if writes.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self
-            .pool()
-            .begin()
+        let mut tx = crate::tx::begin(self.pool(), None)
             .await
             .map_err(|e| backend("append", e))?;
         let keys: Vec<&str> = writes.iter().map(|w| w.key.as_str()).collect();

@@ -456,7 +456,9 @@ pub(crate) async fn read(
             crate::flow_fn::Answer::Missing => cache.function_missing(q),
         }
     }
-    let mut tx = pool.begin_with(begin_locked(q)).await.map_err(err)?;
+    let mut tx = crate::tx::begin(pool, Some(begin_locked(q)))
+        .await
+        .map_err(err)?;
     let held = held(&mut tx, q, policy).await?;
     let mut short = None;
     if try_short {

@@ -53,6 +53,7 @@ mod queue;
 mod rows;
 mod schedule;
 mod schema;
+mod tx;
 
 pub use flow::{FULL_PASS as FLOW_FULL_PASS, POLICY_TTL};
 pub use herald::queue::flow::FlowControl;

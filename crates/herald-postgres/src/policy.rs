@@ -102,7 +102,7 @@ impl FlowControl for PgStore {
     async fn set_policy(&self, queue: &QueueName, policy: &Policy) -> Result<(), QueueError> {
         let q = queue.as_str();
         let err = |e| store("set policy", q, e);
-        let mut tx = self.pool().begin().await.map_err(err)?;
+        let mut tx = crate::tx::begin(self.pool(), None).await.map_err(err)?;
         exists(&mut tx, q).await?;
         sqlx::query(
             "INSERT INTO herald.flow_policies (queue, policy) VALUES ($1, $2::jsonb)
@@ -132,9 +132,7 @@ impl FlowControl for PgStore {
 
     async fn clear_policy(&self, queue: &QueueName) -> Result<bool, QueueError> {
         let q = queue.as_str();
-        let mut tx = self
-            .pool()
-            .begin()
+        let mut tx = crate::tx::begin(self.pool(), None)
             .await
             .map_err(|e| store("clear policy", q, e))?;
         exists(&mut tx, q).await?;

@@ -87,9 +87,7 @@ impl ScheduleStore for PgStore {
         tick_ms: i64,
         send: Option<(&QueueName, &Event)>,
     ) -> Result<Option<i64>, ScheduleError> {
-        let mut tx = self
-            .pool()
-            .begin()
+        let mut tx = crate::tx::begin(self.pool(), None)
             .await
             .map_err(|e| store("fire schedule", "*", e))?;
         let moved = sqlx::query(

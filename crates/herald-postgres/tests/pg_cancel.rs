@@ -1,0 +1,128 @@
+//! Operations dropped midway (a timeout, a worker's shutdown) leave no connection of the pool
+//! inside an open transaction: after each of hundreds of reads and appends cancelled at
+//! points of their first round trips, the next send and append acknowledged are committed
+//! (another connection sees them at once).
+
+use std::time::Duration;
+
+use herald::queue::flow::{keyed, FlowControl, Policy, Rate};
+use herald::queue::{Queue, QueueName};
+use herald::store::{EventStore, StreamName, WriteCondition};
+use herald_postgres::{PgOptions, PgStore};
+use herald_testkit::env::{database_url, psql, unique};
+use herald_testkit::fixtures::tagged;
+
+/// How many cancelled operations of each kind.
+const ROUNDS: u64 = 600;
+
+/// The cancel point of round `i`: from 0 to 1.5 ms in steps of 5 µs.
+fn cut(i: u64) -> Duration {
+    Duration::from_micros((i * 5) % 1_500)
+}
+
+/// Polls `fut` until it is done or `after` has passed (a thread's clock: finer than the
+/// runtime's 1 ms timer), then drops it.
+async fn cancel_after<F: std::future::Future>(after: Duration, fut: F) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        std::thread::sleep(after);
+        let _ = tx.send(());
+    });
+    tokio::select! {
+        _ = fut => {}
+        _ = rx => {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_reads_and_appends_leave_no_transaction_open_on_the_pool() {
+    let Some(url) = database_url("pg_cancel") else {
+        return;
+    };
+    // Two connections: a connection left in a transaction is soon used again.
+    let mut options = PgOptions::new(url.clone());
+    options.max_connections = 2;
+    let store = PgStore::connect_with(options).await.expect("connect");
+    let q = QueueName::new(&unique("cancelq")).expect("queue name");
+    let sink = QueueName::new(&unique("cancels")).expect("queue name");
+    store.create(&q).await.expect("create");
+    store.create(&sink).await.expect("create");
+    // A rate makes each read a transaction (begun with the queue's flow lock).
+    let policy = Policy {
+        key: Some("$.k".parse().expect("path")),
+        concurrency: Some(2),
+        rate: Some("1000/s".parse::<Rate>().expect("rate")),
+        ..Policy::default()
+    };
+    store.set_policy(&q, &policy).await.expect("policy");
+    for i in 0..20 {
+        let e = keyed(tagged("cancel.src", &format!("s{i}")), format!("k{i}"));
+        store.send(&q, &e, Duration::ZERO).await.expect("send");
+    }
+    let stream = StreamName::new(&unique("cancel-stream")).expect("stream");
+    let mut check = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .expect("a second connection");
+    let mut unseen = Vec::new();
+    for i in 0..ROUNDS {
+        cancel_after(cut(i), store.read(&q, Duration::from_millis(1), 2)).await;
+        cancel_after(
+            cut(i),
+            store.append(
+                &stream,
+                &[tagged("cancel.append", &format!("c{i}"))],
+                WriteCondition::Any,
+            ),
+        )
+        .await;
+        let id = store
+            .send(
+                &sink,
+                &tagged("cancel.sink", &format!("m{i}")),
+                Duration::ZERO,
+            )
+            .await
+            .expect("send");
+        let visible: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM pgmq.\"q_{sink}\" WHERE msg_id = $1"
+        ))
+        .bind(id)
+        .fetch_one(&mut check)
+        .await
+        .expect("look");
+        if visible != 1 {
+            unseen.push(format!("send m{i}"));
+        }
+        let at = store
+            .append(
+                &stream,
+                &[tagged("cancel.append", &format!("a{i}"))],
+                WriteCondition::Any,
+            )
+            .await
+            .expect("append");
+        let visible: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM herald.events WHERE global_position = $1")
+                .bind(at.global_position)
+                .fetch_one(&mut check)
+                .await
+                .expect("look");
+        if visible != 1 {
+            unseen.push(format!("append a{i}"));
+        }
+    }
+    assert!(
+        unseen.is_empty(),
+        "acknowledged but not committed: {unseen:?}"
+    );
+    let open = psql(
+        &url,
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = current_database() AND state = 'idle in transaction' \
+           AND now() - state_change > interval '2 seconds'",
+    );
+    assert_eq!(open, "0", "no connection left idle in a transaction");
+    for name in [&q, &sink] {
+        store.drop_queue(name).await.expect("drop");
+    }
+}
