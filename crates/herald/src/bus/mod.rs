@@ -472,17 +472,14 @@ impl Inner {
             matched
         };
         // A traced event's handlers run in its process context and span (set with the depth).
-        // Boxed when it may be traced: an untraced dispatch builds no hop and holds nothing
-        // of tracing across this await (its future is the one it was before tracing).
-        let report = if crate::hop::may_process(&event) {
-            Box::pin(async {
-                let processing = crate::hop::process(&bus_hop(&event.subject), &event);
-                let dispatch = dispatch::dispatch(&matched, &event);
-                depth::traced_at_depth(depth, processing, dispatch).await
-            })
-            .await
-        } else {
+        // Boxed when traced: an untraced dispatch's future stays as small as it was (an
+        // event with metadata but no trace allocates nothing either).
+        let processing = crate::hop::process(&bus_hop(&event.subject), &event);
+        let report = if processing.is_none() {
             depth::at_depth(depth, dispatch::dispatch(&matched, &event)).await
+        } else {
+            let dispatch = dispatch::dispatch(&matched, &event);
+            Box::pin(depth::traced_at_depth(depth, processing, dispatch)).await
         };
         // Looked up again: the async dispatch may have moved this task to another thread.
         self.counters.hot().add_dispatched(report.handlers_run);

@@ -191,17 +191,10 @@ impl Processing {
 /// a bridge is installed (then it is a new trace). Cheap for an event without metadata.
 #[inline]
 pub fn process(hop: &Hop<'_>, event: &Event) -> Processing {
-    if !may_process(event) {
+    if event.metadata.is_empty() && !bridged() {
         return Processing::none();
     }
     process_traced(hop, event)
-}
-
-/// Whether [`process`] may open a span for `event`: false for an event without metadata
-/// while no bridge is installed (the untraced fast path, checked without building a hop).
-#[inline]
-pub fn may_process(event: &Event) -> bool {
-    !event.metadata.is_empty() || bridged()
 }
 
 /// [`process`] past its fast path.
