@@ -395,7 +395,8 @@ pub(crate) const CEILING_SQL: &str = "SELECT coalesce(max(flow_prio), 0) FROM he
 fn begin_locked(queue: &str) -> String {
     format!(
         "BEGIN; SELECT pg_advisory_xact_lock(hashtext('herald.flow.{queue}')); \
-         SET LOCAL synchronous_commit = off; SET LOCAL plan_cache_mode = force_generic_plan"
+         SET LOCAL synchronous_commit = off; SET LOCAL plan_cache_mode = force_generic_plan; \
+         SET LOCAL jit = off"
     )
 }
 

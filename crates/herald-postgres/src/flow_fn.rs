@@ -44,6 +44,7 @@ DECLARE
 BEGIN
   PERFORM pg_advisory_xact_lock(hashtext('herald.flow.{queue}'));
   PERFORM set_config('synchronous_commit', 'off', true);
+  PERFORM set_config('jit', 'off', true);
   IF EXISTS (SELECT 1 FROM herald.flow_index x WHERE x.queue = '{queue}' AND x.flow_prio > 0) THEN
     RETURN QUERY SELECT -1::bigint, 0, NULL::timestamptz, NULL::timestamptz, NULL::text, 0;
     RETURN;

@@ -48,6 +48,7 @@ mod flow_fn;
 mod headers;
 mod heads;
 mod listen;
+mod options;
 mod policy;
 mod queue;
 mod rows;
@@ -57,4 +58,5 @@ mod tx;
 
 pub use flow::{FULL_PASS as FLOW_FULL_PASS, POLICY_TTL};
 pub use herald::queue::flow::FlowControl;
-pub use queue::{PgOptions, PgStore};
+pub use options::PgOptions;
+pub use queue::PgStore;

@@ -15,33 +15,9 @@ use sqlx::{PgPool, Row};
 use crate::commit::{seconds, Committer, Done, Work};
 use crate::error::store;
 use crate::listen::Listener;
+use crate::options::{redact, PgOptions, CONNECTION_SETTINGS};
 use crate::rows::{message, messages, COLUMNS};
 use crate::schema;
-
-/// How to connect.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PgOptions {
-    /// `postgres://...`
-    pub url: String,
-    /// Pool connections (default 10).
-    pub max_connections: u32,
-    /// Writes applied in one group commit at most (default 512).
-    pub max_batch: usize,
-    /// How long a connect may take (default 5 s).
-    pub connect_timeout: Duration,
-}
-
-impl PgOptions {
-    /// The defaults for `url`.
-    pub fn new(url: impl Into<String>) -> Self {
-        PgOptions {
-            url: url.into(),
-            max_connections: 10,
-            max_batch: 512,
-            connect_timeout: Duration::from_secs(5),
-        }
-    }
-}
 
 /// The PostgreSQL queue store. Cheap to clone: clones share the pool and the committer.
 #[derive(Clone)]
@@ -118,12 +94,9 @@ impl PgStore {
         .map_err(fail)?;
         let _ = sqlx::Connection::close(first).await;
         let pool = PgPoolOptions::new()
-            // Herald notifies a queue's channel itself, in the statement that inserts; its
-            // connections say so, and the insert trigger (for senders outside Herald) skips
-            // them.
             .after_connect(|conn, _| {
                 Box::pin(async move {
-                    sqlx::Executor::execute(&mut *conn, "SET herald.self_notify = 'on'")
+                    sqlx::Executor::execute(&mut *conn, CONNECTION_SETTINGS)
                         .await
                         .map(drop)
                 })
@@ -239,20 +212,6 @@ impl PgStore {
             Done::Ids(ids) => Ok(ids),
             Done::Settled(_) => Err(QueueError::Closed),
         }
-    }
-}
-
-/// The URL with any password replaced by `***`.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
     }
 }
 
@@ -586,12 +545,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_password_never_shows_and_vt_rounds_up_to_whole_seconds() {
-        assert_eq!(
-            redact("postgres://u:s3cret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
-        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+    fn vt_rounds_up_to_whole_seconds() {
         assert_eq!(whole_seconds(Duration::ZERO), 0);
         assert_eq!(whole_seconds(Duration::from_millis(1)), 1);
         assert_eq!(whole_seconds(Duration::from_secs(30)), 30);

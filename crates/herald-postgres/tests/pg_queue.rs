@@ -1,6 +1,7 @@
 //! The PostgreSQL store against the real server (`HERALD_TEST_DATABASE_URL`): the queue
 //! conformance suite, Herald and psql's `pgmq.read`/`pgmq.send` reading each other's
-//! messages, a message sent in a rolled-back transaction never seen, and bad input.
+//! messages, a message sent in a rolled-back transaction never seen, the pool's connection
+//! settings, and bad input.
 
 use std::time::Duration;
 
@@ -125,6 +126,27 @@ async fn sixty_four_concurrent_senders_each_get_their_own_committed_id() {
         assert_eq!(by_msg.get(msg_id), Some(id), "msg_id {msg_id} holds {id}");
     }
     store.drop_queue(&q).await.expect("drop");
+}
+
+/// Every pooled connection runs without JIT: a generic plan's estimate over a large queue
+/// passes the server's `jit_above_cost`, and compiling cost a flow read 18 of its 19 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_s_connections_run_without_jit() {
+    let Some((store, _)) = store("pg_jit").await else {
+        return;
+    };
+    // Every connection the pool opens, not only the first.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut c = store.pool().acquire().await.expect("acquire");
+        let (jit, notify): (String, String) =
+            sqlx::query_as("SELECT current_setting('jit'), current_setting('herald.self_notify')")
+                .fetch_one(&mut *c)
+                .await
+                .expect("settings");
+        assert_eq!((jit.as_str(), notify.as_str()), ("off", "on"));
+        held.push(c);
+    }
 }
 
 #[tokio::test]
