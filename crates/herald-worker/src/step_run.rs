@@ -60,6 +60,42 @@ pub(crate) struct WorkerCounters {
     pub(crate) pending: AtomicU64,
     /// When the worker last read a step (ms since the Unix epoch; 0 = never).
     pub(crate) last_read_ms: AtomicU64,
+    /// How long a step holds its handler slot, a moving average (µs; 0 = none yet).
+    pub(crate) slot_us: AtomicU64,
+}
+
+/// Folds `sample` into the moving average `avg` (weight 1/8; the first sample sets it).
+pub(crate) fn fold(avg: &AtomicU64, sample: u64) {
+    let old = avg.load(Ordering::Relaxed);
+    let new = if old == 0 {
+        sample.max(1)
+    } else {
+        (old * 7 + sample) / 8
+    };
+    avg.store(new.max(1), Ordering::Relaxed);
+}
+
+/// A step's handler slot: given back once (when its handler is done, or when the step ends),
+/// and how long it was held goes into the counters' average.
+pub(crate) struct Slot {
+    permit: Option<OwnedSemaphorePermit>,
+    since: std::time::Instant,
+    counters: Arc<WorkerCounters>,
+}
+
+impl Slot {
+    fn release(&mut self) {
+        if self.permit.take().is_some() {
+            let held = u64::try_from(self.since.elapsed().as_micros()).unwrap_or(u64::MAX);
+            fold(&self.counters.slot_us, held);
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 pub(crate) fn inc(c: &AtomicU64) {
@@ -90,19 +126,23 @@ impl<Q> Clone for StepRun<Q> {
 impl<Q: Queue> StepRun<Q> {
     /// Runs one step holding `slot`, its handler slot, until its handler is done.
     pub(crate) async fn run(self, message: Message, slot: OwnedSemaphorePermit) {
-        let slot = parking_lot::Mutex::new(Some(slot));
+        let slot = parking_lot::Mutex::new(Slot {
+            permit: Some(slot),
+            since: std::time::Instant::now(),
+            counters: self.sink.counters.clone(),
+        });
         // The one parse: the body into the envelope, its data into the typed step.
         let event = match message.event() {
             Ok(event) => event,
             Err(e) => {
-                drop(slot.lock().take());
+                slot.lock().release();
                 return self.sink.bad_input(&message, &e.to_string()).await;
             }
         };
         let step = match FfiStepEvent::from_data(&event.data) {
             Ok(step) => step,
             Err(e) => {
-                drop(slot.lock().take());
+                slot.lock().release();
                 return self.sink.bad_input(&message, &e.to_string()).await;
             }
         };
@@ -156,7 +196,7 @@ struct Execution<'a, Q> {
     step: &'a FfiStepEvent,
     attempt: u32,
     /// The handler slot, given back as the settle starts.
-    slot: &'a parking_lot::Mutex<Option<OwnedSemaphorePermit>>,
+    slot: &'a parking_lot::Mutex<Slot>,
     settled: parking_lot::Mutex<Option<Outcome>>,
 }
 
@@ -170,7 +210,7 @@ impl<Q: Queue> Execution<'_, Q> {
             .executor
             .process(step, attempt, |result| {
                 // The handler is done: its slot goes back before the settle commits.
-                drop(slot.lock().take());
+                slot.lock().release();
                 async move { sink.store_result(message, step, attempt, result).await }
             })
             .await;
@@ -315,5 +355,23 @@ impl<Q: Queue> QueueSink<Q> {
             }
             Settled::Stale => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_slot_average_starts_at_its_first_sample_and_moves_an_eighth() {
+        let avg = AtomicU64::new(0);
+        fold(&avg, 800);
+        assert_eq!(avg.load(Ordering::Relaxed), 800);
+        fold(&avg, 0);
+        assert_eq!(avg.load(Ordering::Relaxed), 700);
+        for _ in 0..200 {
+            fold(&avg, 16);
+        }
+        assert_eq!(avg.load(Ordering::Relaxed), 16);
     }
 }

@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use herald::consume::layer::{Middleware, Stack};
 use herald::queue::{Queue, QueueError};
@@ -287,6 +287,8 @@ impl<Q: Queue> Worker<Q> {
         };
         let max = self.config.max_concurrent_handlers.max(1);
         let half = u32::try_from(max / 2).unwrap_or(u32::MAX);
+        // How long a read that found steps took, a moving average (µs; 0 = none yet).
+        let mut read_us = 0u64;
         loop {
             while tasks.try_join_next().is_some() {}
             // A step gives its handler slot back when its handler is done, before its settle
@@ -312,8 +314,14 @@ impl<Q: Queue> Worker<Q> {
                     p = tokio::time::timeout(Duration::from_millis(2), freed) => drop(p),
                 }
             }
-            let room = permits
-                .available_permits()
+            // A read asks for the free slots; when handlers hold their slots for less time
+            // than a read takes, the slots now busy are free again before it returns, so it
+            // asks for a whole batch (else reads of fast steps settle at half the slots:
+            // each sized by what the previous one left free).
+            let free = permits.available_permits();
+            let slot_us = self.counters.slot_us.load(Ordering::Relaxed);
+            let quick = slot_us > 0 && slot_us < read_us;
+            let room = if quick { max } else { free }
                 .min(self.config.batch_size)
                 .max(1);
             let read = self.store.read_with_poll(
@@ -322,10 +330,21 @@ impl<Q: Queue> Worker<Q> {
                 room,
                 self.config.poll_wait,
             );
+            let began = Instant::now();
             let messages = tokio::select! {
                 _ = &mut stop => break,
                 r = read => r,
             };
+            // Only full reads say how long a read takes: steps were waiting, so the first
+            // try found them (a poll that waited says how long the queue was empty).
+            if matches!(&messages, Ok(m) if m.len() >= room) {
+                let took = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
+                read_us = if read_us == 0 {
+                    took
+                } else {
+                    (read_us * 7 + took) / 8
+                };
+            }
             let messages = match messages {
                 Ok(m) => m,
                 Err(e) => {
