@@ -357,21 +357,52 @@ impl<Q: Queue> Worker<Q> {
                 }
             };
             self.note_read(messages.len());
-            for message in messages {
-                let permit = permits.clone().acquire_owned().await;
-                self.counters.pending.fetch_sub(1, Ordering::Relaxed);
-                let Ok(permit) = permit else {
+            let mut messages = messages.into_iter();
+            let mut stopped = false;
+            while let Some(message) = messages.next() {
+                // A whole batch may hold more steps than free slots: wait for one, or stop.
+                let permit = tokio::select! {
+                    _ = &mut stop => None,
+                    p = permits.clone().acquire_owned() => p.ok(),
+                };
+                let Some(permit) = permit else {
+                    self.give_back(std::iter::once(message).chain(messages.by_ref()))
+                        .await;
+                    stopped = true;
                     break;
                 };
+                self.counters.pending.fetch_sub(1, Ordering::Relaxed);
                 inc(&self.counters.read);
                 if message.read_ct > 1 {
                     inc(&self.counters.rereads);
                 }
                 tasks.spawn(template.clone().run(message, permit));
             }
+            if stopped {
+                break;
+            }
         }
         drain(&mut tasks, self.config.drain_timeout).await;
         self.report()
+    }
+
+    /// Makes steps read but not started visible again at once (the worker is stopping), so
+    /// that another worker need not wait out their visibility timeout.
+    async fn give_back(&self, messages: impl Iterator<Item = herald::queue::Message>) {
+        for message in messages {
+            self.counters.pending.fetch_sub(1, Ordering::Relaxed);
+            let back = self
+                .store
+                .set_vt(&self.queues.steps, message.msg_id, Duration::ZERO)
+                .await;
+            if let Err(e) = back {
+                tracing::warn!(
+                    "step {} of {} not given back (it returns after its visibility timeout): {e}",
+                    message.msg_id,
+                    self.queues.steps
+                );
+            }
+        }
     }
 
     /// Counts `n` steps just read as pending, and when the last read found any.

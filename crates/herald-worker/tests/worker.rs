@@ -2,7 +2,8 @@
 //! stored result (set comparison of step ids), retries come back and dead-letter after
 //! `max_retries`, unknown handlers fail at once, panics and timeouts are retryable failures,
 //! bad input is dead-lettered with its reason while the worker lives on, and a step whose vt
-//! runs out under a slow handler and is taken by a second worker ends with one result.
+//! runs out under a slow handler and is taken by a second worker ends with one result, and a
+//! stopping worker gives back the steps it read and did not start.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -387,6 +388,94 @@ async fn a_step_taken_over_after_its_vt_gets_one_result<Q: Queue>(store: Q, name
         slow_then_fast.load(Ordering::SeqCst),
         2,
         "it ran twice (at-least-once)"
+    );
+}
+
+/// A worker that stops with steps read and not started (its slots held by handlers that block)
+/// gives them back: visible at once to another reader, not after their visibility timeout;
+/// and it stops within its drain bound although its slots never free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_worker_gives_back_the_steps_it_has_not_started() {
+    let store = SqliteStore::open(&temp_sqlite()).await.expect("open");
+    let registry = HandlerRegistry::new();
+    registry.register_handler(step_handler_fn("quick", |_c: StepContext| async {
+        StepHandlerResult::success(Map::new())
+    }));
+    let blocked = Arc::new(AtomicU32::new(0));
+    let b = blocked.clone();
+    registry.register_handler(step_handler_fn("block", move |_c: StepContext| {
+        b.fetch_add(1, Ordering::SeqCst);
+        async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            StepHandlerResult::success(Map::new())
+        }
+    }));
+    let cfg = WorkerConfig {
+        max_concurrent_handlers: 4,
+        batch_size: 4,
+        drain_timeout: Duration::from_millis(200),
+        handler_timeout: Duration::from_secs(120),
+        ..config("giveback")
+    };
+    let mut worker = Worker::new(store.clone(), Bus::new(), Arc::new(registry), cfg)
+        .await
+        .expect("worker");
+    let queues = worker.queues().clone();
+    let progress = worker.progress();
+    // Quick steps first, so that the worker learns that its handlers are quick; then four
+    // that hold every slot, then four more that it reads and cannot start.
+    for i in 0..100 {
+        let step = FfiStepEvent::new("quick", input(&format!("q{i}")));
+        enqueue_step(&store, "giveback", &step)
+            .await
+            .expect("enqueue");
+    }
+    let stop = Shutdown::new();
+    let s = stop.clone();
+    let run = tokio::spawn(async move { worker.run(s.cancelled_owned()).await });
+    while progress.report().succeeded < 100 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for i in 0..4 {
+        let step = FfiStepEvent::new("block", input(&format!("b{i}")));
+        enqueue_step(&store, "giveback", &step)
+            .await
+            .expect("enqueue");
+    }
+    let tail: std::collections::HashSet<String> = (0..4).map(|i| format!("t{i}")).collect();
+    for id in &tail {
+        let step = FfiStepEvent::new("quick", input(id));
+        enqueue_step(&store, "giveback", &step)
+            .await
+            .expect("enqueue");
+    }
+    // The blocking steps start and the loop reads at least one step of the tail.
+    while blocked.load(Ordering::SeqCst) < 4 || progress.pending() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.trigger();
+    let report = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("the worker stops although no slot frees")
+        .expect("run");
+    assert_eq!(report.succeeded, 100, "{report:?}");
+    let visible: std::collections::HashSet<String> = store
+        .read(&queues.steps, Duration::from_secs(30), 100)
+        .await
+        .expect("read")
+        .iter()
+        .map(|m| {
+            let e = m.event().expect("envelope");
+            let step = FfiStepEvent::from_data(&e.data).expect("a step");
+            step.execution_event.input_data["id"]
+                .as_str()
+                .unwrap_or("?")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        visible, tail,
+        "the blocked steps stay leased, the tail is back"
     );
 }
 
