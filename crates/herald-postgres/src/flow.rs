@@ -1,10 +1,8 @@
-//! Flow control's read on PostgreSQL: a queue's policy in `herald.flow_policies` (cached per process
-//! for [`POLICY_TTL`]), its keys, buckets and last-served times in `herald.flow_keys`, and the
-//! read that obeys it: under a transaction-scoped advisory lock on the queue (so readers in
-//! every process take turns), the short pass (`heads`) or the whole pass over
-//! `herald.flow_index` joined to PGMQ's `pgmq.q_{queue}`, the shared plan
-//! (`herald::queue::flow::plan`), and one statement that leases what it chose and stores the
-//! keys' states, in one transaction.
+//! Flow control's read on PostgreSQL: a queue's policy in `herald.flow_policies` (cached per
+//! process for [`POLICY_TTL`]), its keys, buckets and last-served times in `herald.flow_keys`,
+//! and the read that obeys it: under a transaction-scoped advisory lock on the queue (readers in
+//! every process take turns), the short pass (`heads`) or the whole pass over `flow_index`
+//! joined to `pgmq.q_{queue}`, the shared plan, and one statement that leases and stores.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -19,8 +17,7 @@ use time::OffsetDateTime;
 
 use crate::error::store;
 
-/// How long a process keeps a queue's policy before looking again: a policy set elsewhere
-/// applies here within this.
+/// How long a process keeps a queue's policy: a policy set elsewhere applies here within this.
 pub const POLICY_TTL: Duration = Duration::from_secs(1);
 
 /// How often a read whose messages are all held back looks again.
@@ -52,9 +49,8 @@ impl PolicyCache {
     }
 
     fn function_missing(&self, queue: &str) {
-        self.no_function
-            .lock()
-            .insert(queue.to_owned(), Instant::now());
+        let now = Instant::now();
+        self.no_function.lock().insert(queue.to_owned(), now);
     }
 
     /// Whether a read of `queue` should take the whole pass now (none for [`FULL_PASS`]);
@@ -130,31 +126,28 @@ pub(crate) async fn held(
     queue: &str,
     policy: &Policy,
 ) -> Result<HashSet<String>, QueueError> {
+    if !policy.ordered {
+        return Ok(HashSet::new());
+    }
     let err = |e| store("flow read", queue, e);
+    let dlq = format!("{queue}{}", herald::dlq::DLQ_SUFFIX);
+    let there: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(format!("pgmq.\"q_{dlq}\""))
+        .fetch_one(&mut *c)
+        .await
+        .map_err(err)?;
+    if !there {
+        return Ok(HashSet::new());
+    }
     let [p1, p2] = policy.key_segments();
-    Ok(if policy.ordered {
-        let dlq = format!("{queue}{}", herald::dlq::DLQ_SUFFIX);
-        let there: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-            .bind(format!("pgmq.\"q_{dlq}\""))
-            .fetch_one(&mut *c)
-            .await
-            .map_err(err)?;
-        if there {
-            let sql = format!("SELECT DISTINCT {} FROM pgmq.\"q_{dlq}\"", key_sql(1, 2));
-            sqlx::query_scalar::<_, String>(&sql)
-                .bind(&p1)
-                .bind(&p2)
-                .fetch_all(&mut *c)
-                .await
-                .map_err(err)?
-                .into_iter()
-                .collect()
-        } else {
-            HashSet::new()
-        }
-    } else {
-        HashSet::new()
-    })
+    let sql = format!("SELECT DISTINCT {} FROM pgmq.\"q_{dlq}\"", key_sql(1, 2));
+    let keys: Vec<String> = sqlx::query_scalar(&sql)
+        .bind(&p1)
+        .bind(&p2)
+        .fetch_all(&mut *c)
+        .await
+        .map_err(err)?;
+    Ok(keys.into_iter().collect())
 }
 
 /// The plan of one read of `queue` under `policy` at `now` (the database's clock) by the whole
@@ -386,12 +379,11 @@ pub(crate) async fn ceiling(c: &mut PgConnection, queue: &str) -> Result<i64, Qu
 pub(crate) const CEILING_SQL: &str = "SELECT coalesce(max(flow_prio), 0) FROM herald.flow_index \
                            WHERE queue = $1 AND flow_prio > 0";
 
-/// The statement that begins a flow read's transaction, in the same round trip: the queue's
-/// flow lock for the transaction (readers in every process take turns), a commit that skips
-/// the WAL flush (a read is a lease only), and generic plans (the flow statements' plans do
-/// not change with their values; planning each anew cost more than running them). The facts a
-/// plan reads come from the statements after this one, whose snapshots see every read that
-/// held the lock before. (Queue names are lowercase letters, digits and `_`.)
+/// The statement that begins a flow read's transaction, in one round trip: the queue's flow
+/// lock (readers in every process take turns), a commit that skips the WAL flush (a read is a
+/// lease), generic plans (planning each anew cost more than running them), no JIT. The facts a
+/// plan reads come from the statements after it, whose snapshots see every read that held the
+/// lock before. (Queue names are lowercase letters, digits and `_`.)
 fn begin_locked(queue: &str) -> String {
     format!(
         "BEGIN; SELECT pg_advisory_xact_lock(hashtext('herald.flow.{queue}')); \
@@ -490,6 +482,13 @@ pub(crate) async fn read(
             (now, plan)
         }
     };
+    let mut plan = plan;
+    if policy.ordered {
+        // A dead letter committed between `held` and the plan's statements (each has its own
+        // snapshot) holds its key all the same: read again, it puts back what the plan took.
+        let since = self::held(&mut tx, q, policy).await?;
+        plan.take.retain(|t| !since.contains(&t.key));
+    }
     let out = lease(&mut tx, q, &plan, now, vt).await?;
     tx.commit().await.map_err(err)?;
     Ok((out, plan.next_token_us))
