@@ -153,9 +153,10 @@ pub(crate) fn planned(
             },
         ))
     };
-    // Each key's best visible message, in one grouped pass over the covering index (no sort,
-    // no body read): the highest effective priority, then the lowest place (SQLite gives the
-    // other columns of the row that holds the max); for ordering keys, the lowest place.
+    // Each key's best visible message, in one grouped pass over the flow index (no sort; each
+    // row's `vt` and `enqueued_at` from the table, ahead of the body in its record): the
+    // highest effective priority, then the lowest place (SQLite gives the other columns of
+    // the row that holds the max); for ordering keys, the lowest place.
     let best = if policy.ordered {
         "max(-flow_seq + 0 * ?3)"
     } else {
@@ -164,7 +165,7 @@ pub(crate) fn planned(
     let heads: Vec<(String, Candidate)> = c
         .prepare_cached(&format!(
             "SELECT flow_key, msg_id, flow_seq, flow_prio, enqueued_at, {best}
-             FROM herald_messages INDEXED BY herald_messages_flow
+             FROM herald_messages INDEXED BY herald_messages_flow_seq
              WHERE queue = ?1 AND flow_key IS NOT NULL AND vt <= ?2 GROUP BY flow_key"
         ))
         .and_then(|mut s| {
@@ -188,7 +189,7 @@ pub(crate) fn planned(
             "SELECT flow_key, msg_id, flow_seq, flow_prio, enqueued_at FROM (
                SELECT flow_key, msg_id, flow_seq, flow_prio, enqueued_at,
                  row_number() OVER (PARTITION BY flow_key ORDER BY {order}) AS rn
-               FROM herald_messages INDEXED BY herald_messages_flow
+               FROM herald_messages INDEXED BY herald_messages_flow_seq
                WHERE queue = ?1 AND flow_key IS NOT NULL AND vt <= ?2)
              WHERE rn <= ?3"
         ))
@@ -203,7 +204,7 @@ pub(crate) fn planned(
     let visible: Option<std::collections::HashMap<String, u64>> = if exact {
         Some(
             c.prepare_cached(
-                "SELECT flow_key, count(*) FROM herald_messages INDEXED BY herald_messages_flow
+                "SELECT flow_key, count(*) FROM herald_messages INDEXED BY herald_messages_flow_seq
                  WHERE queue = ?1 AND flow_key IS NOT NULL AND vt <= ?2 GROUP BY flow_key",
             )
             .and_then(|mut s| {

@@ -43,7 +43,7 @@ pub(crate) fn windows(
     let mut head = c
         .prepare_cached(
             "SELECT msg_id, flow_seq, flow_prio, enqueued_at
-             FROM herald_messages INDEXED BY herald_messages_flow
+             FROM herald_messages INDEXED BY herald_messages_flow_seq
              WHERE queue = ?1 AND flow_key = ?2 AND vt <= ?3 ORDER BY flow_seq LIMIT 1",
         )
         .map_err(err)?;

@@ -163,11 +163,16 @@ pub(crate) fn ensure(conn: &Connection) -> Result<(), String> {
             )
             .map_err(|e| format!("registering flow keys: {e}"))?;
         }
-        // Only rows of queues under a policy have a flow key: others never enter it.
+        // Only rows of queues under a policy have a flow key: others never enter it. The
+        // index holds no column a lease or a retry changes (`vt`, `read_ct`), so a lease
+        // leaves it alone: the covering index it replaces (herald_messages_flow, dropped
+        // here) was rewritten at every lease, a leaf page for each key leased, and took the
+        // write-ahead log from 77 to 181 KB per 16 steps leased and archived (136 KB with
+        // this one).
         conn.execute_batch(
-            "CREATE INDEX IF NOT EXISTS herald_messages_flow ON herald_messages
-               (queue, flow_key, flow_seq, vt, read_ct, flow_prio, enqueued_at)
-               WHERE flow_key IS NOT NULL;
+            "DROP INDEX IF EXISTS herald_messages_flow;
+             CREATE INDEX IF NOT EXISTS herald_messages_flow_seq ON herald_messages
+               (queue, flow_key, flow_seq, flow_prio) WHERE flow_key IS NOT NULL;
              CREATE INDEX IF NOT EXISTS herald_messages_prio ON herald_messages (queue, flow_prio)
                WHERE flow_prio > 0;
              CREATE INDEX IF NOT EXISTS herald_flow_keys_served ON herald_flow_keys
