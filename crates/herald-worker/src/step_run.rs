@@ -62,15 +62,17 @@ pub(crate) struct WorkerCounters {
     pub(crate) last_read_ms: AtomicU64,
     /// How long a step holds its handler slot, a moving average (µs; 0 = none yet).
     pub(crate) slot_us: AtomicU64,
+    /// How long a full read takes, a moving average (µs; 0 = none yet).
+    pub(crate) read_us: AtomicU64,
 }
 
 /// Folds `sample` into the moving average `avg` (weight 1/8; the first sample sets it).
 pub(crate) fn fold(avg: &AtomicU64, sample: u64) {
     let old = avg.load(Ordering::Relaxed);
     let new = if old == 0 {
-        sample.max(1)
+        sample
     } else {
-        (old * 7 + sample) / 8
+        old.saturating_mul(7).saturating_add(sample) / 8
     };
     avg.store(new.max(1), Ordering::Relaxed);
 }

@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 
 use crate::registry::HandlerRegistry;
 use crate::step::FfiStepEvent;
-use crate::step_run::{inc, NoSink, QueueSink, StepQueues, StepRun, WorkerCounters};
+use crate::step_run::{fold, inc, NoSink, QueueSink, StepQueues, StepRun, WorkerCounters};
 use crate::subscriber::{
     StepExecutionSubscriber, SubscriberConfig, SubscriberCounters, STEP_RECEIVED,
 };
@@ -287,8 +287,6 @@ impl<Q: Queue> Worker<Q> {
         };
         let max = self.config.max_concurrent_handlers.max(1);
         let half = u32::try_from(max / 2).unwrap_or(u32::MAX);
-        // How long a read that found steps took, a moving average (µs; 0 = none yet).
-        let mut read_us = 0u64;
         loop {
             while tasks.try_join_next().is_some() {}
             // A step gives its handler slot back when its handler is done, before its settle
@@ -320,7 +318,7 @@ impl<Q: Queue> Worker<Q> {
             // each sized by what the previous one left free).
             let free = permits.available_permits();
             let slot_us = self.counters.slot_us.load(Ordering::Relaxed);
-            let quick = slot_us > 0 && slot_us < read_us;
+            let quick = slot_us > 0 && slot_us < self.counters.read_us.load(Ordering::Relaxed);
             let room = if quick { max } else { free }
                 .min(self.config.batch_size)
                 .max(1);
@@ -339,11 +337,7 @@ impl<Q: Queue> Worker<Q> {
             // try found them (a poll that waited says how long the queue was empty).
             if matches!(&messages, Ok(m) if m.len() >= room) {
                 let took = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
-                read_us = if read_us == 0 {
-                    took
-                } else {
-                    (read_us * 7 + took) / 8
-                };
+                fold(&self.counters.read_us, took);
             }
             let messages = match messages {
                 Ok(m) => m,
