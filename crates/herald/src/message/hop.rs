@@ -17,6 +17,11 @@
 //! - a redelivery (attempt 2 and later) and a replayed dead letter (which carries the
 //!   original's context as [`TRACELINK`] instead of [`TRACEPARENT`]) start a new trace with a
 //!   link to the original, so a poison message does not make one endless trace.
+//!
+//! Built with `RUSTFLAGS='--cfg herald_untraced'`, every hop's check is a constant "no"
+//! ([`TRACED`]), so the compiler removes the traced branches: the build without the feature,
+//! which `herald bench bus` is compared against to measure what tracing costs when it is off
+//! (docs/architecture.md, "Tracing"). Contexts in envelopes still pass through untouched.
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -26,6 +31,10 @@ use tracing::Instrument;
 
 use super::event::Event;
 use super::trace::{self, TraceContext, TRACEPARENT, TRACESTATE};
+
+/// Whether this build has the trace hooks: `false` under `--cfg herald_untraced` (see the
+/// module's documentation).
+pub const TRACED: bool = !cfg!(herald_untraced);
 
 /// The `tracing` target of the hop spans (filter it off to keep them away from a log).
 pub const SPAN_TARGET: &str = "herald::hop";
@@ -102,7 +111,7 @@ pub fn install_bridge(bridge: impl SpanBridge) -> bool {
 /// Whether a [`SpanBridge`] is installed: every publish then opens a span.
 #[inline]
 pub fn bridged() -> bool {
-    BRIDGE.get().is_some()
+    TRACED && BRIDGE.get().is_some()
 }
 
 fn connect(
@@ -191,7 +200,7 @@ impl Processing {
 /// a bridge is installed (then it is a new trace). Cheap for an event without metadata.
 #[inline]
 pub fn process(hop: &Hop<'_>, event: &Event) -> Processing {
-    if event.metadata.is_empty() && !bridged() {
+    if !TRACED || (event.metadata.is_empty() && !bridged()) {
         return Processing::none();
     }
     process_traced(hop, event)
@@ -340,7 +349,7 @@ pub fn sent_events(
 /// names out of the event asks first).
 #[inline]
 pub fn publishes(event: &Event) -> bool {
-    (bridged() || trace::is_current()) && !event.metadata.contains_key(TRACEPARENT)
+    TRACED && (bridged() || trace::is_current()) && !event.metadata.contains_key(TRACEPARENT)
 }
 
 /// The `publish {destination}` producer span of `hop`, not connected.

@@ -35,7 +35,7 @@ thread_local! {
 /// without a context of its own continues it ([`Event::continue_current`]).
 #[inline]
 pub fn current() -> Option<Arc<TraceContext>> {
-    if !EVER.load(Ordering::Relaxed) {
+    if !super::hop::TRACED || !EVER.load(Ordering::Relaxed) {
         return None;
     }
     current_here()
@@ -45,7 +45,7 @@ pub fn current() -> Option<Arc<TraceContext>> {
 /// program).
 #[inline]
 pub(crate) fn is_current() -> bool {
-    EVER.load(Ordering::Relaxed) && CURRENT.with(|c| c.borrow().is_some())
+    super::hop::TRACED && EVER.load(Ordering::Relaxed) && CURRENT.with(|c| c.borrow().is_some())
 }
 
 #[cold]

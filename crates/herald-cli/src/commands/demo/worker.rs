@@ -145,6 +145,8 @@ async fn run_in(
             "the span tree of one step (herald demo --trace):\n{}",
             tree.trim_end()
         ))?;
+    } else if crate::telemetry::collector().is_some() && !herald::hop::TRACED {
+        say("no span tree: this herald was built with its trace hooks compiled out (--cfg herald_untraced)".into())?;
     }
     let detail = observe_lines(&store, &queues, bus, progress, &events, started, &mut lines).await;
     let ok = results.len() == steps
