@@ -27,6 +27,7 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
+use tokio_util::either::Either;
 use tracing::Instrument;
 
 use super::event::Event;
@@ -170,14 +171,14 @@ impl Processing {
         self.0.as_ref().map(|t| &t.span)
     }
 
-    /// Awaits `fut` in the process span, with its context as the current trace context.
-    pub async fn run<F: Future>(self, fut: F) -> F::Output {
-        let Some(t) = self.0 else {
-            return fut.await;
-        };
-        let Traced { context, span } = *t;
-        let mut fut = std::pin::pin!(fut.instrument(span));
-        std::future::poll_fn(|cx| trace::with_current(&context, || fut.as_mut().poll(cx))).await
+    /// `fut` in the process span, with its context as the current trace context. Untraced,
+    /// `fut` itself (no wrapper to poll through); traced, a boxed wrapper.
+    #[inline]
+    pub fn run<F: Future>(self, fut: F) -> impl Future<Output = F::Output> {
+        match self.0 {
+            None => Either::Left(fut),
+            Some(t) => Either::Right(Box::pin(run_traced(*t, fut))),
+        }
     }
 
     /// Runs `f` in the process span, with its context as the current trace context.
@@ -193,6 +194,13 @@ impl Processing {
     pub(crate) fn into_traced(self) -> Option<Box<Traced>> {
         self.0
     }
+}
+
+/// [`Processing::run`] of a traced delivery.
+async fn run_traced<F: Future>(t: Traced, fut: F) -> F::Output {
+    let Traced { context, span } = t;
+    let mut fut = std::pin::pin!(fut.instrument(span));
+    std::future::poll_fn(|cx| trace::with_current(&context, || fut.as_mut().poll(cx))).await
 }
 
 /// The processing of `event` on `hop`: a child of the event's context on a first delivery, a
