@@ -26,6 +26,7 @@ mod bridge;
 pub mod collect;
 mod settings;
 mod telemetry;
+mod tls;
 
 pub use bridge::Bridge;
 pub use settings::{SettingsError, TelemetrySettings};

@@ -11,12 +11,17 @@ pub struct TelemetrySettings {
     /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set; `OTEL_SDK_DISABLED=true` or
     /// `OTEL_TRACES_EXPORTER=none` turns it off whatever is set here.
     pub enabled: bool,
-    /// The collector's base URL, `http://HOST:PORT` (spans go to `{endpoint}/v1/traces`).
+    /// The collector's base URL, `http://HOST:PORT` or `https://HOST:PORT` (spans go to
+    /// `{endpoint}/v1/traces`).
     /// Empty: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (as given), else
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`, else `http://localhost:4318`.
     pub endpoint: String,
     /// `service.name`. Empty: `OTEL_SERVICE_NAME`, else `herald`.
     pub service_name: String,
+    /// For an `https://` endpoint: a PEM file of the certificates that may sign the
+    /// collector's (a private CA). Empty: `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE`, else
+    /// `OTEL_EXPORTER_OTLP_CERTIFICATE`, else the system's certificate store.
+    pub certificate: String,
 }
 
 /// A setting that is not valid: its key (as `telemetry.KEY` or the variable) and why.
@@ -33,19 +38,17 @@ fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
-/// Checks an endpoint: `http://HOST[:PORT][/PATH]` (this build speaks plain HTTP: a collector
-/// or an agent on the host or beside it).
+/// Checks an endpoint: `http://HOST[:PORT][/PATH]` or `https://...`.
 fn check_endpoint(key: &str, url: &str) -> Result<(), SettingsError> {
     let bad = |reason: &str| SettingsError {
         key: key.to_owned(),
         reason: format!("{url:?}: {reason}"),
     };
-    let Some(rest) = url.strip_prefix("http://") else {
-        return Err(bad(if url.starts_with("https://") {
-            "https is not supported by this build; send to a local collector over http://"
-        } else {
-            "not an http:// URL"
-        }));
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return Err(bad("not an http:// or https:// URL"));
     };
     let host = rest.split('/').next().unwrap_or("");
     if host.is_empty() || host.contains(char::is_whitespace) {
@@ -59,7 +62,8 @@ impl TelemetrySettings {
     ///
     /// # Errors
     ///
-    /// [`SettingsError`] naming `telemetry.endpoint` when it is not an `http://` URL.
+    /// [`SettingsError`] naming `telemetry.endpoint` when it is not an `http://` or
+    /// `https://` URL.
     pub fn validate(&self) -> Result<(), SettingsError> {
         if !self.endpoint.is_empty() {
             check_endpoint("telemetry.endpoint", &self.endpoint)?;
@@ -84,7 +88,8 @@ impl TelemetrySettings {
     ///
     /// # Errors
     ///
-    /// [`SettingsError`] naming the key or variable whose URL is not `http://`.
+    /// [`SettingsError`] naming the key or variable whose URL is not `http://` or
+    /// `https://`.
     pub fn traces_url(&self) -> Result<String, SettingsError> {
         let (key, url) = if !self.endpoint.is_empty() {
             ("telemetry.endpoint", base(&self.endpoint))
@@ -100,6 +105,16 @@ impl TelemetrySettings {
         };
         check_endpoint(key, &url)?;
         Ok(url)
+    }
+
+    /// The PEM file of the certificates an `https://` collector's may be signed by (see
+    /// [`TelemetrySettings::certificate`]); `None`: the system's store.
+    pub fn certificate_file(&self) -> Option<String> {
+        if !self.certificate.is_empty() {
+            return Some(self.certificate.clone());
+        }
+        var("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE")
+            .or_else(|| var("OTEL_EXPORTER_OTLP_CERTIFICATE"))
     }
 
     /// The `service.name` spans are exported under.
@@ -123,8 +138,9 @@ mod tests {
     #[test]
     fn an_endpoint_that_is_not_http_is_named() {
         for (url, why) in [
-            ("https://collector:4318", "https is not supported"),
-            ("collector:4318", "not an http:// URL"),
+            ("ftp://collector:4318", "not an http:// or https:// URL"),
+            ("collector:4318", "not an http:// or https:// URL"),
+            ("https://", "no host"),
             ("http://", "no host"),
         ] {
             let s = TelemetrySettings {
@@ -143,6 +159,14 @@ mod tests {
         assert_eq!(
             s.traces_url().as_deref(),
             Ok("http://127.0.0.1:4318/v1/traces")
+        );
+        let s = TelemetrySettings {
+            endpoint: "https://collector.example:4318".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            s.traces_url().as_deref(),
+            Ok("https://collector.example:4318/v1/traces")
         );
     }
 

@@ -25,11 +25,12 @@ pub enum TelemetryError {
     Exporter(String),
 }
 
-/// The exporter's HTTP client: hyper's, run on the exporter's own runtime (the SDK's batch
-/// processor exports from a thread of its own, outside any runtime).
+/// The exporter's HTTP client: hyper's, through [`Connector`](crate::tls::Connector) (TLS for
+/// `https://`), run on the exporter's own runtime (the SDK's batch processor exports from a
+/// thread of its own, outside any runtime).
 #[derive(Debug, Clone)]
 struct OnRuntime {
-    client: opentelemetry_http::hyper::HyperClient,
+    client: opentelemetry_http::hyper::HyperClient<crate::tls::Connector>,
     handle: tokio::runtime::Handle,
 }
 
@@ -69,6 +70,18 @@ impl Telemetry {
             return Ok(None);
         }
         let url = settings.traces_url()?;
+        // TLS only for an https:// collector: its roots are loaded now, so a bad certificate
+        // file is an error at start, not a silent failure of every export (and
+        // before the runtime exists: dropping one inside an async caller would panic).
+        let tls = if url.starts_with("https://") {
+            let file = settings.certificate_file();
+            Some(
+                crate::tls::client_config(file.as_deref().map(std::path::Path::new))
+                    .map_err(|e| TelemetryError::Exporter(format!("TLS: {e}")))?,
+            )
+        } else {
+            None
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("herald-otlp")
@@ -76,7 +89,8 @@ impl Telemetry {
             .build()
             .map_err(|e| TelemetryError::Exporter(format!("the exporter's runtime: {e}")))?;
         let client = OnRuntime {
-            client: opentelemetry_http::hyper::HyperClient::with_default_connector(
+            client: opentelemetry_http::hyper::HyperClient::new(
+                crate::tls::Connector::new(tls),
                 EXPORT_TIMEOUT,
                 None,
             ),

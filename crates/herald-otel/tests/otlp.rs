@@ -5,71 +5,12 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use axum::Router;
 use herald::{handler_fn, BoxError, Bus, Event, Subject};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
-use opentelemetry_proto::tonic::trace::v1::Span;
-use parking_lot::Mutex;
-use prost::Message;
 use tracing_subscriber::layer::SubscriberExt;
 
-#[derive(Default)]
-struct Received {
-    requests: Vec<ExportTraceServiceRequest>,
-    content_types: Vec<String>,
-}
-
-async fn receiver() -> (String, Arc<Mutex<Received>>) {
-    let received: Arc<Mutex<Received>> = Arc::default();
-    let r = received.clone();
-    let app = Router::new().route(
-        "/v1/traces",
-        post(move |headers: HeaderMap, body: Bytes| {
-            let r = r.clone();
-            async move {
-                let Ok(request) = ExportTraceServiceRequest::decode(body) else {
-                    return (StatusCode::BAD_REQUEST, Vec::new());
-                };
-                let mut r = r.lock();
-                r.requests.push(request);
-                r.content_types.push(
-                    headers
-                        .get("content-type")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_owned(),
-                );
-                (
-                    StatusCode::OK,
-                    ExportTraceServiceResponse::default().encode_to_vec(),
-                )
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{addr}"), received)
-}
-
-fn text(span: &Span, key: &str) -> Option<String> {
-    span.attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-            Value::StringValue(s) => Some(s.clone()),
-            _ => None,
-        })
-}
+mod support;
+use support::{receiver, spans_of, text};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_go_to_an_otlp_receiver_as_protobuf() {
@@ -78,6 +19,7 @@ async fn spans_go_to_an_otlp_receiver_as_protobuf() {
         enabled: true,
         endpoint,
         service_name: "otlp-test".into(),
+        ..Default::default()
     };
     let telemetry = herald_otel::Telemetry::start(&settings)
         .expect("settings")
@@ -102,34 +44,7 @@ async fn spans_go_to_an_otlp_receiver_as_protobuf() {
         .await
         .expect("shutdown");
 
-    let received = received.lock();
-    assert!(!received.requests.is_empty(), "the receiver got a request");
-    assert!(
-        received
-            .content_types
-            .iter()
-            .all(|c| c == "application/x-protobuf"),
-        "{:?}",
-        received.content_types
-    );
-    let mut spans = Vec::new();
-    for request in &received.requests {
-        for rs in &request.resource_spans {
-            let service = rs
-                .resource
-                .as_ref()
-                .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
-                .and_then(|kv| kv.value.as_ref()?.value.clone());
-            assert_eq!(
-                service,
-                Some(Value::StringValue("otlp-test".into())),
-                "the service name"
-            );
-            for ss in &rs.scope_spans {
-                spans.extend(ss.spans.iter().cloned());
-            }
-        }
-    }
+    let spans = spans_of(&received.lock(), "otlp-test");
     let find = |name: &str| {
         spans
             .iter()

@@ -29,6 +29,7 @@ pub(crate) fn start_telemetry(
         enabled,
         endpoint: endpoint.unwrap_or_default(),
         service_name: service_name.unwrap_or_default(),
+        ..Default::default()
     };
     let telemetry = herald_otel::Telemetry::start(&settings)
         .map_err(|e| PyValueError::new_err(e.to_string()))?;
