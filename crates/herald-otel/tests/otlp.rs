@@ -3,14 +3,10 @@
 //! resource's service name, the span names and kinds, the messaging attributes, and the
 //! parent of the process span are read back from the bytes.
 
-use std::sync::Arc;
-
-use herald::{handler_fn, BoxError, Bus, Event, Subject};
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
-use tracing_subscriber::layer::SubscriberExt;
 
 mod support;
-use support::{receiver, spans_of, text};
+use support::{publish_one_exported, receiver, spans_of, text};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_go_to_an_otlp_receiver_as_protobuf() {
@@ -21,28 +17,7 @@ async fn spans_go_to_an_otlp_receiver_as_protobuf() {
         service_name: "otlp-test".into(),
         ..Default::default()
     };
-    let telemetry = herald_otel::Telemetry::start(&settings)
-        .expect("settings")
-        .expect("on");
-    let subscriber = tracing_subscriber::registry().with(telemetry.layer());
-    tracing::subscriber::set_global_default(subscriber).expect("one subscriber");
-
-    let bus = Bus::new();
-    bus.start();
-    let _sub = bus
-        .subscribe(
-            "otlp.checked",
-            handler_fn(|_e: Arc<Event>| async { Ok::<(), BoxError>(()) }),
-        )
-        .expect("subscribe");
-    bus.publish(Event::new(Subject::new("otlp.checked").expect("subject")))
-        .await
-        .expect("publish");
-    bus.stop().await;
-    // Flushes the batch and stops: the receiver has everything when this returns.
-    tokio::task::spawn_blocking(move || telemetry.shutdown())
-        .await
-        .expect("shutdown");
+    publish_one_exported(&settings, "otlp.checked").await;
 
     let spans = spans_of(&received.lock(), "otlp-test");
     let find = |name: &str| {

@@ -5,13 +5,10 @@
 //! certificate is checked), and a certificate file that holds no certificate stops the start
 //! with an error naming the file.
 
-use std::sync::Arc;
-
-use herald::{handler_fn, BoxError, Bus, Event, Subject};
 use tracing_subscriber::layer::SubscriberExt;
 
 mod support;
-use support::{spans_of, text, tls_dir, tls_receiver};
+use support::{publish_one_exported, spans_of, text, tls_dir, tls_receiver};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_go_to_an_https_receiver_that_the_named_ca_signed() {
@@ -33,27 +30,7 @@ async fn spans_go_to_an_https_receiver_that_the_named_ca_signed() {
         service_name: "otlp-tls-test".into(),
         certificate: tls_dir().join("ca.pem").display().to_string(),
     };
-    let telemetry = herald_otel::Telemetry::start(&settings)
-        .expect("settings")
-        .expect("on");
-    let subscriber = tracing_subscriber::registry().with(telemetry.layer());
-    tracing::subscriber::set_global_default(subscriber).expect("one subscriber");
-
-    let bus = Bus::new();
-    bus.start();
-    let _sub = bus
-        .subscribe(
-            "otlp.tls",
-            handler_fn(|_e: Arc<Event>| async { Ok::<(), BoxError>(()) }),
-        )
-        .expect("subscribe");
-    bus.publish(Event::new(Subject::new("otlp.tls").expect("subject")))
-        .await
-        .expect("publish");
-    bus.stop().await;
-    tokio::task::spawn_blocking(move || telemetry.shutdown())
-        .await
-        .expect("shutdown");
+    publish_one_exported(&settings, "otlp.tls").await;
 
     let spans = spans_of(&received.lock(), "otlp-tls-test");
     let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();

@@ -5,6 +5,9 @@
 
 use std::sync::Arc;
 
+use herald::{handler_fn, BoxError, Bus, Event, Subject};
+use tracing_subscriber::layer::SubscriberExt;
+
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
@@ -156,4 +159,31 @@ pub(crate) fn spans_of(received: &Received, service: &str) -> Vec<Span> {
         }
     }
     spans
+}
+
+/// Starts exporting with `settings` as the process's subscriber, publishes one event on
+/// `subject` to a handler on a bus, stops the bus, then shuts the exporter down (flushing its
+/// batch: the receiver has every span when this returns).
+pub(crate) async fn publish_one_exported(settings: &herald_otel::TelemetrySettings, subject: &str) {
+    let telemetry = herald_otel::Telemetry::start(settings)
+        .expect("settings")
+        .expect("on");
+    let subscriber = tracing_subscriber::registry().with(telemetry.layer());
+    tracing::subscriber::set_global_default(subscriber).expect("one subscriber");
+
+    let bus = Bus::new();
+    bus.start();
+    let _sub = bus
+        .subscribe(
+            subject,
+            handler_fn(|_e: Arc<Event>| async { Ok::<(), BoxError>(()) }),
+        )
+        .expect("subscribe");
+    bus.publish(Event::new(Subject::new(subject).expect("subject")))
+        .await
+        .expect("publish");
+    bus.stop().await;
+    tokio::task::spawn_blocking(move || telemetry.shutdown())
+        .await
+        .expect("shutdown");
 }
