@@ -20,8 +20,9 @@
 //!
 //! Built with `RUSTFLAGS='--cfg herald_untraced'`, every hop's check is a constant "no"
 //! ([`TRACED`]), so the compiler removes the traced branches: the build without the feature,
-//! which `herald bench bus` is compared against to measure what tracing costs when it is off
-//! (docs/architecture.md, "Tracing"). Contexts in envelopes still pass through untouched.
+//! which the `herald bench` suites are compared against to measure what tracing costs when it
+//! is off (docs/architecture.md, "Tracing"). Contexts in envelopes still pass through
+//! untouched.
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
