@@ -1,7 +1,8 @@
 //! Tracing from the command line: `herald demo --trace` prints one step's span tree;
 //! `herald pub` with `OTEL_EXPORTER_OTLP_ENDPOINT` exports its publish span by OTLP/HTTP to a
 //! receiver the test starts, and `herald sub --trace` prints the same trace id; a
-//! `[telemetry]` endpoint that is not http:// is one line naming the key, exit 78.
+//! `[telemetry]` endpoint that is neither http:// nor https:// is one line naming the key,
+//! exit 78, and an https:// one is taken.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -68,26 +69,35 @@ fn demo_trace_prints_the_span_tree_of_one_step() {
 }
 
 #[test]
-fn an_https_endpoint_is_one_line_naming_the_key() {
+fn a_bad_endpoint_is_one_line_naming_the_key_and_https_is_taken() {
     let dir = std::env::temp_dir().join(unique("telemetry"));
     std::fs::create_dir_all(&dir).expect("dir");
     let file = dir.join("herald.toml");
-    std::fs::write(
-        &file,
-        "[telemetry]\nendpoint = \"https://collector:4318\"\n",
-    )
-    .expect("write");
-    let out = herald()
-        .args(["config", "--config"])
-        .arg(&file)
-        .output()
-        .expect("run herald");
+    let config = |endpoint: &str| {
+        std::fs::write(
+            &file,
+            format!("[telemetry]\nendpoint = \"{endpoint}\"\ncertificate = \"/etc/ssl/certs/ca-certificates.crt\"\n"),
+        )
+        .expect("write");
+        herald()
+            .args(["config", "--config"])
+            .arg(&file)
+            .output()
+            .expect("run herald")
+    };
+    let out = config("ftp://collector:4318");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(
-        err.contains("telemetry.endpoint") && err.contains("https"),
+        err.contains("telemetry.endpoint") && err.contains("ftp://"),
         "{err}"
+    );
+    let out = config("https://collector:4318");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     let _ = std::fs::remove_dir_all(dir);
 }

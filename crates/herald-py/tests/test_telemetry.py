@@ -1,7 +1,7 @@
 """Span export from Python: in a child interpreter (the exporter is process-wide), a publish
 on Herald's bus with a handler is exported by OTLP/HTTP to a receiver this test runs on
 loopback: a protobuf POST to /v1/traces holding the publish and process spans and the
-service name; an https endpoint is refused with the key named."""
+service name; an endpoint that is neither http:// nor https:// is refused with the key named."""
 
 import http.server
 import os
@@ -68,6 +68,6 @@ def test_spans_are_exported_by_otlp_http():
         assert needle in body, needle
 
 
-def test_an_https_endpoint_is_refused_naming_the_key():
+def test_an_endpoint_that_is_not_http_is_refused_naming_the_key():
     with pytest.raises(ValueError, match="telemetry.endpoint"):
-        herald.start_telemetry(endpoint="https://collector:4318")
+        herald.start_telemetry(endpoint="ftp://collector:4318")
