@@ -20,8 +20,9 @@ fn segments(path: &[String]) -> String {
 /// Keeps `herald.flow_index` for `queue` under `policy`: the two statement triggers that
 /// index each inserted message's key, place and priority and forget deleted ones (only queues
 /// with a policy have them, so other queues pay nothing), the queue's read function
-/// (`flow_fn`), and the index rebuilt for the messages already there. The triggers' `CREATE` locks the queue's table until the commit,
-/// so no send or settle falls between the rebuild and the triggers.
+/// (`flow_fn`), and the index rebuilt for the messages already there, their keys registered.
+/// The triggers' `CREATE` locks the queue's table until the commit, so no send or settle falls
+/// between the rebuild and the triggers.
 async fn index_keys(c: &mut PgConnection, queue: &str, policy: &Policy) -> Result<(), QueueError> {
     let err = |e| store("set policy", queue, e);
     let [p1, p2] = policy.key_segments();
@@ -42,9 +43,16 @@ async fn index_keys(c: &mut PgConnection, queue: &str, policy: &Policy) -> Resul
     ] {
         sqlx::query(&sql).execute(&mut *c).await.map_err(err)?;
     }
+    // The keys of the messages already there are registered too (as the insert trigger does
+    // for later sends), so that the first read's short pass finds them.
     sqlx::query(&format!(
-        "INSERT INTO herald.flow_index (queue, msg_id, flow_key, flow_seq, flow_prio)
-         SELECT $1, msg_id, {key}, {SEQ_SQL}, {PRIORITY_SQL} FROM pgmq.\"q_{queue}\"",
+        "WITH i AS (
+           INSERT INTO herald.flow_index (queue, msg_id, flow_key, flow_seq, flow_prio)
+           SELECT $1, msg_id, {key}, {SEQ_SQL}, {PRIORITY_SQL} FROM pgmq.\"q_{queue}\"
+           RETURNING flow_key)
+         INSERT INTO herald.flow_keys (queue, scope, key)
+         SELECT DISTINCT $1, 1::int2, i.flow_key FROM i ORDER BY 3
+         ON CONFLICT DO NOTHING",
         key = crate::flow::key_sql(2, 3),
     ))
     .bind(queue)

@@ -306,6 +306,11 @@ fn queue_facts(
     Ok((in_flight, bucket))
 }
 
+/// The lease of a flow read: `?2` the ids (a JSON array), `?3` the new `vt`.
+const LEASE_SQL: &str = "UPDATE herald_messages NOT INDEXED SET read_ct = read_ct + 1, vt = ?3
+     WHERE queue = ?1 AND msg_id IN (SELECT value FROM json_each(?2))
+     RETURNING msg_id, read_ct, enqueued_at, vt, message";
+
 /// Reads up to `qty` messages of `queue` under `policy`, hiding each for `vt`; also says when
 /// the next token comes if a rate held messages back.
 pub(crate) fn read_in(
@@ -320,19 +325,17 @@ pub(crate) fn read_in(
     let err = |e| store("flow read", queue, e);
     let until = now + i64::try_from(vt.as_micros()).unwrap_or(i64::MAX / 2);
     // One statement leases them all (their ids as a JSON array), handed out in the plan's
-    // order (priority, fairness).
+    // order (priority, fairness). Each found by its rowid (`NOT INDEXED`): given `queue = ?1`,
+    // SQLite walked the queue's whole ready index instead and matched every entry against the
+    // list, a read's cost growing with the queue.
     let ids: Vec<i64> = plan.take.iter().map(|t| t.msg_id).collect();
     let mut out: Vec<Message> = if ids.is_empty() {
         Vec::new()
     } else {
         let list = serde_json::to_string(&ids).unwrap_or_default();
-        c.prepare_cached(
-            "UPDATE herald_messages SET read_ct = read_ct + 1, vt = ?3
-             WHERE queue = ?1 AND msg_id IN (SELECT value FROM json_each(?2))
-             RETURNING msg_id, read_ct, enqueued_at, vt, message",
-        )
-        .and_then(|mut s| s.query_map(params![queue, list, until], message)?.collect())
-        .map_err(err)?
+        c.prepare_cached(LEASE_SQL)
+            .and_then(|mut s| s.query_map(params![queue, list, until], message)?.collect())
+            .map_err(err)?
     };
     let rank: std::collections::HashMap<i64, usize> =
         ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
@@ -364,4 +367,33 @@ pub(crate) fn read_in(
         .map_err(err)?;
     }
     Ok((out, plan.next_token_us))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lease finds each message by its rowid, whatever the queue holds: a plan that walks
+    /// an index of the queue makes every flow read grow with the queue.
+    #[test]
+    fn the_lease_finds_each_message_by_its_rowid() {
+        let c = Connection::open_in_memory().expect("open");
+        crate::schema::ensure(&c).expect("schema");
+        let plan: Vec<String> = c
+            .prepare(&format!("EXPLAIN QUERY PLAN {LEASE_SQL}"))
+            .and_then(|mut s| {
+                s.query_map(params!["q", "[1, 2]", 0], |r| r.get::<_, String>(3))?
+                    .collect()
+            })
+            .expect("plan");
+        assert!(
+            plan.iter()
+                .any(|d| d.contains("herald_messages USING INTEGER PRIMARY KEY")),
+            "{plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|d| d.contains("INDEX herald_messages_")),
+            "{plan:?}"
+        );
+    }
 }
