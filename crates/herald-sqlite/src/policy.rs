@@ -6,7 +6,7 @@ use herald::queue::{QueueError, QueueName};
 use rusqlite::params;
 
 use crate::error::store;
-use crate::flow::{planned, policy_in};
+use crate::flow::{materialize, planned, policy_in};
 use crate::queue::SqliteStore;
 use crate::rows::{exists, now_micros};
 
@@ -16,6 +16,7 @@ const STATUS_WINDOW: usize = 1_000;
 impl FlowControl for SqliteStore {
     async fn set_policy(&self, queue: &QueueName, policy: &Policy) -> Result<(), QueueError> {
         let text = policy.to_json();
+        let policy = policy.clone();
         self.run("set policy", queue, move |c, q| {
             exists(c, q)?;
             c.prepare_cached(
@@ -33,8 +34,11 @@ impl FlowControl for SqliteStore {
                 c.prepare_cached("DELETE FROM herald_flow_keys WHERE queue = ?1 AND scope = 2")?
                     .execute([q])
             })
-            .map(drop)
-            .map_err(|e| store("set policy", q, e))
+            .map_err(|e| store("set policy", q, e))?;
+            // ... here, in the policy's transaction, not by the first read under it: a queue
+            // filled before its policy costs its first read nothing extra.
+            let [p1, p2] = policy.key_paths();
+            materialize(c, q, &p1, &p2)
         })
         .await
     }
