@@ -459,29 +459,11 @@ async fn keys_missing_from_the_register_or_a_missing_read_function_still_read_on
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_set_on_a_filled_queue_registers_the_keys_already_there() {
-    use herald::queue::flow::{keyed, FlowControl, Policy};
     let Some((store, url)) = store("pg_flow_filled").await else {
         return;
     };
     let q = qname("flowfill");
-    store.create(&q).await.expect("create");
-    let events: Vec<_> = (0..30)
-        .map(|i| {
-            keyed(
-                tagged("flow.filled", &format!("m{i}")),
-                format!("k{}", i % 7),
-            )
-        })
-        .collect();
-    store
-        .send_batch(&q, &events, Duration::ZERO)
-        .await
-        .expect("send");
-    let policy = Policy {
-        concurrency: Some(2),
-        ..Policy::default()
-    };
-    store.set_policy(&q, &policy).await.expect("policy");
+    let expected = herald_testkit::flow_conformance::fill_then_set_policy(&store, &q).await;
     // Registered by the policy itself, before any read (a read's short pass looks only at
     // registered keys).
     let keys = psql(
@@ -491,5 +473,5 @@ async fn a_policy_set_on_a_filled_queue_registers_the_keys_already_there() {
              WHERE queue = '{q}' AND scope = 1"
         ),
     );
-    assert_eq!(keys, "k0,k1,k2,k3,k4,k5,k6");
+    assert_eq!(keys, expected);
 }

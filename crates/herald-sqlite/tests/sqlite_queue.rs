@@ -222,30 +222,12 @@ async fn the_sqlite_store_passes_the_broker_conformance_suite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_set_on_a_filled_queue_reads_its_messages_keys_at_once() {
-    use herald::queue::flow::{keyed, FlowControl, Policy};
     let path = temp_db("flowfill");
     let store = SqliteStore::open(&format!("sqlite://{}", path.display()))
         .await
         .expect("open");
     let q = QueueName::new("flowfill").expect("name");
-    store.create(&q).await.expect("create");
-    let events: Vec<_> = (0..30)
-        .map(|i| {
-            keyed(
-                tagged("flow.filled", &format!("m{i}")),
-                format!("k{}", i % 7),
-            )
-        })
-        .collect();
-    store
-        .send_batch(&q, &events, Duration::ZERO)
-        .await
-        .expect("send");
-    let policy = Policy {
-        concurrency: Some(2),
-        ..Policy::default()
-    };
-    store.set_policy(&q, &policy).await.expect("policy");
+    let expected = herald_testkit::flow_conformance::fill_then_set_policy(&store, &q).await;
     // Before any read: every message has its key, and the keys are registered.
     let db = rusqlite::Connection::open(&path).expect("open the file");
     let unkeyed: i64 = db
@@ -264,7 +246,7 @@ async fn a_policy_set_on_a_filled_queue_reads_its_messages_keys_at_once() {
             |r| r.get(0),
         )
         .expect("keys");
-    assert_eq!(keys, "k0,k1,k2,k3,k4,k5,k6");
+    assert_eq!(keys, expected);
     drop(db);
     let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
 }

@@ -27,6 +27,31 @@ async fn fresh<S: Queue>(s: &S, name: &str) -> QueueName {
     q
 }
 
+/// Creates `q`, sends it 30 messages over seven keys (`k0`..`k6`, each set by its sender),
+/// then sets a keyed concurrency limit on it: a queue filled before its policy. Returns the
+/// keys, sorted and joined by commas, for the backend's own check of what `set_policy` did
+/// with the messages already there.
+pub async fn fill_then_set_policy<S: Queue + FlowControl>(s: &S, q: &QueueName) -> String {
+    s.create(q).await.expect("create");
+    let events: Vec<Event> = (0..30)
+        .map(|i| {
+            flow::keyed(
+                tagged("flow.filled", &format!("m{i}")),
+                format!("k{}", i % 7),
+            )
+        })
+        .collect();
+    s.send_batch(q, &events, Duration::ZERO)
+        .await
+        .expect("send");
+    let policy = Policy {
+        concurrency: Some(2),
+        ..Policy::default()
+    };
+    s.set_policy(q, &policy).await.expect("policy");
+    "k0,k1,k2,k3,k4,k5,k6".to_owned()
+}
+
 /// A tagged event `id` with `data.customer` = `key`.
 fn of_key(id: &str, key: &str) -> Event {
     let mut e = tagged("flow.conformance", id);
