@@ -34,12 +34,13 @@ pub(crate) fn policy_in(c: &Connection, queue: &str) -> Result<Option<Policy>, Q
     text.map(|t| Policy::stored(queue, &t)).transpose()
 }
 
-/// Reads the flow key, priority and place of the queue's messages sent since the last look
-/// (a read under its policy, or `set_policy`, which looks at every message already there) (above its watermark: the highest msg_id of the whole table when it last
-/// looked; msg_ids grow in commit order and are never reused (`AUTOINCREMENT`), as one writer
-/// at a time holds the file), from their bodies, into their columns; registers the keys they
-/// bring. The scan walks the rowid range above the watermark only (`NOT INDEXED`: the queue
-/// index would walk every message of the queue instead).
+/// Reads the flow key, priority and place of the queue's messages sent since the last look,
+/// from their bodies, into their columns, and registers the keys they bring. A look is a read
+/// under the queue's policy, or `set_policy`, which looks at every message already there. The
+/// messages are those above the queue's watermark: the highest msg_id of the whole table when
+/// it last looked (msg_ids grow in commit order and are never reused (`AUTOINCREMENT`), as one
+/// writer at a time holds the file). The scan walks the rowid range above the watermark only
+/// (`NOT INDEXED`: the queue index would walk every message of the queue instead).
 pub(crate) fn materialize(
     c: &Connection,
     queue: &str,
