@@ -40,14 +40,16 @@ pub(crate) fn policy_in(c: &Connection, queue: &str) -> Result<Option<Policy>, Q
 /// messages are those above the queue's watermark: the highest msg_id of the whole table when
 /// it last looked (msg_ids grow in commit order and are never reused (`AUTOINCREMENT`), as one
 /// writer at a time holds the file). The scan walks the rowid range above the watermark only
-/// (`NOT INDEXED`: the queue index would walk every message of the queue instead).
+/// (`NOT INDEXED`: the queue index would walk every message of the queue instead). `op` names
+/// the caller's operation in an error.
 pub(crate) fn materialize(
     c: &Connection,
+    op: &'static str,
     queue: &str,
     p1: &str,
     p2: &str,
 ) -> Result<(), QueueError> {
-    let err = |e| store("flow read", queue, e);
+    let err = |e| store(op, queue, e);
     let mark: i64 = c
         .prepare_cached(
             "SELECT coalesce(max(served), 0) FROM herald_flow_keys WHERE queue = ?1 AND scope = 2",
@@ -102,7 +104,7 @@ pub(crate) fn planned(
 ) -> Result<Plan, QueueError> {
     let err = |e| store("flow read", queue, e);
     let [p1, p2] = policy.key_paths();
-    materialize(c, queue, &p1, &p2)?;
+    materialize(c, "flow read", queue, &p1, &p2)?;
     let held: HashSet<String> = if policy.ordered {
         let dlq = format!("{queue}{}", herald::dlq::DLQ_SUFFIX);
         let sql = format!(

@@ -38,7 +38,7 @@ impl FlowControl for SqliteStore {
             // ... here, in the policy's transaction, not by the first read under it: a queue
             // filled before its policy costs its first read nothing extra.
             let [p1, p2] = policy.key_paths();
-            materialize(c, q, &p1, &p2)
+            materialize(c, "set policy", q, &p1, &p2)
         })
         .await
     }
