@@ -251,37 +251,63 @@ impl DeadLetterStore for PgStore {
         let mut tx = crate::tx::begin(self.pool(), None)
             .await
             .map_err(|e| store("dlq settle", q, e))?;
-        if !queue_exists(&mut tx, q).await? {
-            return Err(DlqError::NoSuchPlace {
-                place: place.to_string(),
-            });
-        }
-        let rows = rows(&mut tx, place, &pick, true).await?;
-        let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
-        let mut report = taken(q, &pick, &ids)?;
-        let steps: Vec<Step> = letters_of(&mut tx, place, rows)
-            .await?
-            .into_iter()
-            .map(|letter| decide(place.as_str(), letter, action, operator))
-            .collect();
-        let mut checked = HashSet::new();
-        for step in &steps {
-            if let Step::Replay { letter, .. } = step {
-                if checked.insert(letter.origin.clone())
-                    && !queue_exists(&mut tx, &letter.origin).await?
-                {
-                    return Err(DlqError::TargetGone {
-                        place: place.to_string(),
-                        id: letter.id,
-                        queue: letter.origin.clone(),
-                    });
-                }
+        match settle_in(&mut tx, place, &pick, action, operator).await {
+            Ok(report) => {
+                tx.commit()
+                    .await
+                    .map_err(|e| store("dlq settle (commit)", q, e))?;
+                Ok(report)
+            }
+            Err(e) => {
+                // Rolled back before the error is returned: a dropped transaction is rolled
+                // back only when its connection is next used, and until then its row locks
+                // hide the letters from the next `FOR UPDATE SKIP LOCKED` pick (an abandon
+                // right after a refused replay found none). A failed rollback closes the
+                // connection, which ends the transaction as well.
+                let _ = tx.rollback().await;
+                Err(e)
             }
         }
-        apply(&mut tx, place, steps, &mut report).await?;
-        tx.commit()
-            .await
-            .map_err(|e| store("dlq settle (commit)", q, e))?;
-        Ok(report)
     }
+}
+
+/// [`DeadLetterStore::settle_letters`] inside `c`'s transaction (the caller commits or rolls
+/// back).
+async fn settle_in(
+    c: &mut PgConnection,
+    place: &QueueName,
+    pick: &Pick,
+    action: &Action,
+    operator: &Operator,
+) -> Result<Report, DlqError> {
+    let q = place.as_str();
+    if !queue_exists(&mut *c, q).await? {
+        return Err(DlqError::NoSuchPlace {
+            place: place.to_string(),
+        });
+    }
+    let rows = rows(&mut *c, place, pick, true).await?;
+    let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
+    let mut report = taken(q, pick, &ids)?;
+    let steps: Vec<Step> = letters_of(&mut *c, place, rows)
+        .await?
+        .into_iter()
+        .map(|letter| decide(place.as_str(), letter, action, operator))
+        .collect();
+    let mut checked = HashSet::new();
+    for step in &steps {
+        if let Step::Replay { letter, .. } = step {
+            if checked.insert(letter.origin.clone())
+                && !queue_exists(&mut *c, &letter.origin).await?
+            {
+                return Err(DlqError::TargetGone {
+                    place: place.to_string(),
+                    id: letter.id,
+                    queue: letter.origin.clone(),
+                });
+            }
+        }
+    }
+    apply(&mut *c, place, steps, &mut report).await?;
+    Ok(report)
 }
