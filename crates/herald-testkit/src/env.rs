@@ -63,14 +63,67 @@ pub fn database_url(test: &str) -> Option<String> {
     )
 }
 
-/// A free TCP port on 127.0.0.1 (bound, then released).
+/// A free TCP port on 127.0.0.1 (bound, then released), never the same twice in a process;
+/// below the kernel's ephemeral range where that can be read.
 ///
 /// # Panics
 ///
 /// When the OS gives no port.
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local address").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static TRIES: AtomicU32 = AtomicU32::new(0);
+    // Below the kernel's ephemeral range, where no outgoing connection (a client, a NATS route
+    // retrying a node that is down) can take the port between this check and the server's bind.
+    let low = ephemeral_low().unwrap_or(0);
+    if low > 12_000 {
+        let span = u32::from(low) - 10_000;
+        for _ in 0..64 {
+            let seed = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+                ^ std::process::id().rotate_left(16)
+                ^ TRIES
+                    .fetch_add(1, Ordering::Relaxed)
+                    .wrapping_mul(2_654_435_761);
+            let port = 10_000 + u16::try_from(seed.wrapping_mul(2_246_822_519) % span).unwrap_or(0);
+            if handed_out(port) {
+                continue;
+            }
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
+    loop {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = listener.local_addr().expect("local address").port();
+        if !handed_out(port) {
+            return port;
+        }
+    }
+}
+
+/// Records `port` as handed out by this process; true when it was already.
+fn handed_out(port: u16) -> bool {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if given.contains(&port) {
+        return true;
+    }
+    given.push(port);
+    false
+}
+
+/// The first port of the kernel's ephemeral range (Linux), when it can be read.
+fn ephemeral_low() -> Option<u16> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// A prefix unique to this process and call, for subjects and stream names on a shared server.
@@ -89,7 +142,18 @@ pub fn unique(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::host_port;
+    use super::{ephemeral_low, free_port, host_port};
+
+    #[test]
+    fn free_ports_are_distinct_bindable_and_below_the_ephemeral_range() {
+        let ports: Vec<u16> = (0..200).map(|_| free_port()).collect();
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "a port was handed out twice");
+        if let Some(low) = ephemeral_low().filter(|l| *l > 12_000) {
+            assert!(ports.iter().all(|p| *p < low), "{ports:?} vs {low}");
+        }
+        assert!(std::net::TcpListener::bind(("127.0.0.1", free_port())).is_ok());
+    }
 
     #[test]
     fn host_port_strips_scheme_credentials_and_path() {

@@ -60,18 +60,35 @@ impl NatsCluster {
                 std::fs::create_dir_all(&store).expect("create the store directory");
                 Node {
                     name: format!("{cluster}_n{i}"),
-                    port: crate::env::free_port(),
-                    route_port: crate::env::free_port(),
+                    port: 0,
+                    route_port: 0,
                     store,
                     child: None,
                 }
             })
             .collect();
         let mut c = NatsCluster { nodes, cluster };
-        for i in 0..n {
-            c.restart(i);
+        // A port can still be taken between its check and the server's bind: then the whole
+        // cluster starts again on fresh ports (its routes name every node's port).
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            for node in &mut c.nodes {
+                let _ = std::fs::remove_dir_all(&node.store);
+                std::fs::create_dir_all(&node.store).expect("create the store directory");
+                node.port = crate::env::free_port();
+                node.route_port = crate::env::free_port();
+            }
+            match (0..n).try_for_each(|i| c.try_start(i)) {
+                Ok(()) => return Some(c),
+                Err(e) => {
+                    for i in 0..n {
+                        c.kill9(i);
+                    }
+                    failures.push(e);
+                }
+            }
         }
-        Some(c)
+        panic!("the cluster did not start: {}", failures.join("; "));
     }
 
     /// The client URLs, `nats://127.0.0.1:PORT` each.
@@ -97,12 +114,19 @@ impl NatsCluster {
         self.nodes[i].child.as_ref().map(Child::id)
     }
 
-    /// Starts node `i` (again: same ports, same store) and waits until it accepts clients.
+    /// Starts node `i` again (same ports, same store) and waits until it accepts clients.
     ///
     /// # Panics
     ///
-    /// When it is running already or does not come up within 10 s.
+    /// When it is running already, exits, or does not come up within 10 s.
     pub fn restart(&mut self, i: usize) {
+        if let Err(e) = self.try_start(i) {
+            panic!("{e}");
+        }
+    }
+
+    /// Starts node `i` on its ports; the error says why not, with the end of its log.
+    fn try_start(&mut self, i: usize) -> Result<(), String> {
         let routes: Vec<String> = self
             .nodes
             .iter()
@@ -112,6 +136,8 @@ impl NatsCluster {
             .collect();
         let node = &mut self.nodes[i];
         assert!(node.child.is_none(), "node {i} is already running");
+        let log_path = node.store.with_extension("log");
+        let log = std::fs::File::create(&log_path).map_err(|e| format!("node {i}'s log: {e}"))?;
         let child = Command::new("nats-server")
             .args([
                 "-a",
@@ -133,15 +159,32 @@ impl NatsCluster {
                 &routes.join(","),
             ])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
-            .expect("spawn nats-server");
-        node.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", node.port)).is_err() {
-            assert!(Instant::now() < deadline, "cluster node {i} did not start");
+            .map_err(|e| format!("spawn nats-server: {e}"))?;
+        let child = node.child.insert(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let why = loop {
+            if std::net::TcpStream::connect(("127.0.0.1", node.port)).is_ok() {
+                return Ok(());
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                break format!("exited ({status})");
+            }
+            if Instant::now() >= deadline {
+                break "did not accept clients within 20 s".to_owned();
+            }
             std::thread::sleep(Duration::from_millis(20));
-        }
+        };
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(5).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        Err(format!(
+            "cluster node {i} (client port {}, route port {}) {why}; its log ends: {}",
+            node.port,
+            node.route_port,
+            tail.join(" | ")
+        ))
     }
 
     /// SIGKILLs node `i` and waits for it to exit. Only that pid is signalled.
@@ -161,6 +204,7 @@ impl Drop for NatsCluster {
                 let _ = child.wait();
             }
             let _ = std::fs::remove_dir_all(&node.store);
+            let _ = std::fs::remove_file(node.store.with_extension("log"));
         }
     }
 }
