@@ -1,15 +1,23 @@
 //! Flow control's short read as one server-side function per queue under a policy,
 //! `herald."flow_read_{queue}"` (created by `set_policy` beside the queue's triggers, its plans
-//! cached by PL/pgSQL): the flow lock, the short pass of `heads.rs`, the lease and the keys'
-//! served times in one call and one transaction, instead of four round trips.
+//! cached by PL/pgSQL): the flow lock, the choice, the lease and the queue's virtual time in
+//! one call and one transaction.
 //!
-//! Only for the policies whose plan is the short pass's answer taken whole: a keyed
-//! concurrency limit (or none), no rate, no queue-wide limit, no weights, no ordering keys
-//! (those take the transaction path in `flow.rs`). The function checks the rest itself and
-//! answers with one row of msg_id -1 when it does not apply (a priority above 0 in the queue)
-//! or when fewer keys can give than the read wants: then the caller takes the transaction
-//! path. Each statement inside it runs after the lock with a snapshot of its own, as the
-//! statements of the transaction path do.
+//! It serves keys by start-time fair queuing: the insert trigger gives each message a tag, its
+//! key's last tag or the queue's virtual time if that is later (a key idle until now starts
+//! there), its key's last tag moving on by one; the function takes visible messages in tag
+//! order (the `flow_index_tag` index), passing over those whose key is at its limit (its
+//! messages in flight plus those taken before it in this read), and moves the virtual time
+//! to the last tag taken. A read so writes one row besides its lease, where serving the least
+//! recently served key first wrote each key's served time.
+//!
+//! Only for the policies whose plan that is: a keyed concurrency limit (or none), no rate, no
+//! queue-wide limit, no weights, no ordering keys (those take the transaction path in
+//! `flow.rs`, least recently served first). The function answers with one row of msg_id -1
+//! when it does not apply (a priority above 0 in the queue) or when every message of its
+//! window is of a key at its limit: then the caller takes the transaction path. Each statement
+//! inside it runs after the lock with a snapshot of its own, as the statements of the
+//! transaction path do.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -29,6 +37,10 @@ pub(crate) fn applies(policy: &Policy) -> bool {
         && policy.weights.is_empty()
 }
 
+/// How many visible messages, in tag order, a read looks at for each one it wants: those of
+/// keys at their limit are passed over; a read that finds its window full of them declines.
+const WINDOW: i32 = 2;
+
 /// The statement that (re)creates `queue`'s function (queue names are lowercase letters,
 /// digits and `_`).
 pub(crate) fn create_sql(queue: &str) -> String {
@@ -40,11 +52,20 @@ LANGUAGE plpgsql AS $f$
 DECLARE
   t timestamptz;
   ids bigint[];
-  keys text[];
+  top float8;
+  seen bigint;
 BEGIN
   PERFORM pg_advisory_xact_lock(hashtext('herald.flow.{queue}'));
   PERFORM set_config('synchronous_commit', 'off', true);
   PERFORM set_config('jit', 'off', true);
+  -- Every statement below reads by index, its cost growing with the read, not the queue: a
+  -- queue's tables are often too new for statistics, and the planner would scan the whole
+  -- queue or sort it instead. The messages in flight come from a plain scan of PGMQ's vt
+  -- index, which marks the entries of rows gone (settled since) dead as it passes, where a
+  -- bitmap scan would visit their pages at each read.
+  PERFORM set_config('enable_sort', 'off', true);
+  PERFORM set_config('enable_seqscan', 'off', true);
+  PERFORM set_config('enable_bitmapscan', 'off', true);
   IF EXISTS (SELECT 1 FROM herald.flow_index x WHERE x.queue = '{queue}' AND x.flow_prio > 0) THEN
     RETURN QUERY SELECT -1::bigint, 0, NULL::timestamptz, NULL::timestamptz, NULL::text, 0;
     RETURN;
@@ -56,25 +77,30 @@ BEGIN
         SELECT x.flow_key FROM herald.flow_index x
         WHERE x.queue = '{queue}' AND x.msg_id = m.msg_id OFFSET 0) f
       WHERE m.vt > t GROUP BY f.flow_key),
+    c AS MATERIALIZED (
+      SELECT f.msg_id, f.flow_key, f.flow_tag
+      FROM herald.flow_index f JOIN pgmq."q_{queue}" m ON m.msg_id = f.msg_id
+      WHERE f.queue = '{queue}' AND m.vt <= t
+      ORDER BY f.flow_tag, f.msg_id LIMIT qty * {WINDOW}),
     r AS (
-      SELECT k.key, c.msg_id
-      FROM herald.flow_keys k
-      LEFT JOIN LATERAL (SELECT hid.n FROM hid WHERE hid.flow_key = k.key) h ON true
-      CROSS JOIN LATERAL (
-        SELECT m.msg_id FROM herald.flow_index f JOIN pgmq."q_{queue}" m ON m.msg_id = f.msg_id
-        WHERE f.queue = '{queue}' AND f.flow_key = k.key AND m.vt <= t
-        ORDER BY f.flow_seq LIMIT 1) c
-      WHERE k.queue = '{queue}' AND k.scope = 1 AND coalesce(h.n, 0) < cap
-      ORDER BY k.served NULLS FIRST LIMIT qty)
-  SELECT array_agg(r.msg_id), array_agg(r.key) INTO ids, keys FROM r;
-  IF coalesce(cardinality(ids), 0) < qty THEN
+      SELECT c.msg_id, c.flow_tag, count(*) OVER () AS seen,
+             row_number() OVER (PARTITION BY c.flow_key ORDER BY c.flow_tag, c.msg_id)
+               + coalesce(h.n, 0) <= cap AS ok
+      FROM c LEFT JOIN hid h ON h.flow_key = c.flow_key),
+    w AS (
+      SELECT r.msg_id, r.flow_tag, r.seen FROM r WHERE r.ok
+      ORDER BY r.flow_tag, r.msg_id LIMIT qty)
+  SELECT array_agg(w.msg_id ORDER BY w.flow_tag, w.msg_id), max(w.flow_tag),
+         coalesce(max(w.seen), (SELECT count(*) FROM c))
+    INTO ids, top, seen FROM w;
+  IF coalesce(cardinality(ids), 0) < qty AND seen >= qty * {WINDOW} THEN
     RETURN QUERY SELECT -1::bigint, 0, NULL::timestamptz, NULL::timestamptz, NULL::text, 0;
     RETURN;
   END IF;
-  INSERT INTO herald.flow_keys AS k (queue, scope, key, served)
-    SELECT '{queue}', 1, x, (extract(epoch FROM t) * 1000000)::int8 FROM unnest(keys) x
-    ORDER BY x
-    ON CONFLICT (queue, scope, key) DO UPDATE SET served = excluded.served;
+  IF ids IS NULL THEN
+    RETURN;
+  END IF;
+  UPDATE herald.flow_policies p SET tag = top WHERE p.queue = '{queue}' AND p.tag < top;
   RETURN QUERY
     UPDATE pgmq."q_{queue}" m SET read_ct = m.read_ct + 1, vt = t + make_interval(secs => vt_secs)
     WHERE m.msg_id = ANY(ids)

@@ -44,15 +44,25 @@ async fn index_keys(c: &mut PgConnection, queue: &str, policy: &Policy) -> Resul
         sqlx::query(&sql).execute(&mut *c).await.map_err(err)?;
     }
     // The keys of the messages already there are registered too (as the insert trigger does
-    // for later sends), so that the first read's short pass finds them.
+    // for later sends), so that the first read's short pass finds them; their fair-queuing
+    // tags start again from 0 (the queue's virtual time is reset with the policy): each
+    // message's place among its key's, each key's last tag one past its last message's.
+    sqlx::query("UPDATE herald.flow_keys SET tag = NULL WHERE queue = $1 AND scope = 1")
+        .bind(queue)
+        .execute(&mut *c)
+        .await
+        .map_err(err)?;
     sqlx::query(&format!(
         "WITH i AS (
-           INSERT INTO herald.flow_index (queue, msg_id, flow_key, flow_seq, flow_prio)
-           SELECT $1, msg_id, {key}, {SEQ_SQL}, {PRIORITY_SQL} FROM pgmq.\"q_{queue}\"
-           RETURNING flow_key)
-         INSERT INTO herald.flow_keys (queue, scope, key)
-         SELECT DISTINCT $1, 1::int2, i.flow_key FROM i ORDER BY 3
-         ON CONFLICT DO NOTHING",
+           INSERT INTO herald.flow_index (queue, msg_id, flow_key, flow_seq, flow_prio, flow_tag)
+           SELECT $1, x.msg_id, x.k, x.s, x.p,
+                  row_number() OVER (PARTITION BY x.k ORDER BY x.s, x.msg_id) - 1
+           FROM (SELECT msg_id, {key} AS k, {SEQ_SQL} AS s, {PRIORITY_SQL} AS p
+                 FROM pgmq.\"q_{queue}\") x
+           RETURNING flow_key, flow_tag)
+         INSERT INTO herald.flow_keys (queue, scope, key, tag)
+         SELECT $1, 1::int2, i.flow_key, max(i.flow_tag) + 1 FROM i GROUP BY i.flow_key ORDER BY 3
+         ON CONFLICT (queue, scope, key) DO UPDATE SET tag = excluded.tag",
         key = crate::flow::key_sql(2, 3),
     ))
     .bind(queue)
@@ -114,7 +124,8 @@ impl FlowControl for PgStore {
         exists(&mut tx, q).await?;
         sqlx::query(
             "INSERT INTO herald.flow_policies (queue, policy) VALUES ($1, $2::jsonb)
-             ON CONFLICT (queue) DO UPDATE SET policy = excluded.policy, updated_at = now()",
+             ON CONFLICT (queue) DO UPDATE SET policy = excluded.policy, updated_at = now(),
+               tag = 0",
         )
         .bind(q)
         .bind(policy.to_json())

@@ -15,8 +15,9 @@ use crate::error::store;
 /// (`herald.flow_policies`), key states (`herald.flow_keys`) and the key of each message of a
 /// queue under a policy (`herald.flow_index`, kept by triggers that only such queues have; the
 /// insert trigger also registers each key a send brings in `herald.flow_keys`, and two
-/// indexes, of priorities above 0 and of keys by last served, came later in version 5: added
-/// where missing, as the function is replaced, at every start).
+/// indexes, of priorities above 0 and of keys by last served, came later in version 5, as did
+/// the fair-queuing tags, `flow_index.flow_tag` with its index, `flow_keys.tag` and
+/// `flow_policies.tag`: added where missing, as the function is replaced, at every start).
 pub(crate) const VERSION: i32 = 5;
 
 const EVENTS: &str = "
@@ -120,28 +121,60 @@ DO $i$ BEGIN
     IF to_regclass('herald.flow_keys_served') IS NULL THEN
         CREATE INDEX flow_keys_served ON herald.flow_keys (queue, scope, served NULLS FIRST);
     END IF;
+    -- The fair-queuing tags (columns looked up first, as the indexes: ALTER TABLE would take
+    -- the table's exclusive lock even when they are there).
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'herald'
+                   AND table_name = 'flow_index' AND column_name = 'flow_tag') THEN
+        ALTER TABLE herald.flow_index ADD COLUMN flow_tag FLOAT8 NOT NULL DEFAULT 0;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'herald'
+                   AND table_name = 'flow_keys' AND column_name = 'tag') THEN
+        ALTER TABLE herald.flow_keys ADD COLUMN tag FLOAT8;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'herald'
+                   AND table_name = 'flow_policies' AND column_name = 'tag') THEN
+        ALTER TABLE herald.flow_policies ADD COLUMN tag FLOAT8 NOT NULL DEFAULT 0;
+    END IF;
+    IF to_regclass('herald.flow_index_tag') IS NULL THEN
+        CREATE INDEX flow_index_tag ON herald.flow_index (queue, flow_tag, msg_id);
+    END IF;
 END $i$;
 CREATE OR REPLACE FUNCTION herald.flow_index_insert() RETURNS trigger LANGUAGE plpgsql AS $f$
+DECLARE
+    v float8;
 BEGIN
-    WITH i AS (
-    INSERT INTO herald.flow_index (queue, msg_id, flow_key, flow_seq, flow_prio)
-    SELECT TG_ARGV[0], n.msg_id,
-        coalesce(n.message #>> '{metadata,flow_key}', n.message #>> TG_ARGV[1]::text[],
-                 n.message #>> TG_ARGV[2]::text[], ''),
-        CASE WHEN jsonb_typeof(n.message->'metadata'->'flow_seq') = 'number'
-             THEN least(greatest((n.message->'metadata'->>'flow_seq')::numeric, 0), 9e18)::int8
-             ELSE n.msg_id END,
-        CASE WHEN jsonb_typeof(n.message->'metadata'->'flow_priority') = 'number'
-             THEN least(greatest((n.message->'metadata'->>'flow_priority')::numeric, 0), 9)::int
-             ELSE 0 END
-    FROM new_rows n
-    ON CONFLICT DO NOTHING
-    RETURNING flow_key)
-    -- Each key a send brings is registered, so that a read finds it among the keys (in key
-    -- order, as every writer of herald.flow_keys takes its rows: two sends of the same new
-    -- keys wait for each other instead of deadlocking).
-    INSERT INTO herald.flow_keys (queue, scope, key)
-    SELECT DISTINCT TG_ARGV[0], 1::int2, i.flow_key FROM i ORDER BY 3
+    -- The queue's virtual time (start-time fair queuing, see flow_fn.rs): a key idle until
+    -- now starts there, not behind the keys that kept sending.
+    SELECT p.tag INTO v FROM herald.flow_policies p WHERE p.queue = TG_ARGV[0];
+    v := coalesce(v, 0);
+    WITH n AS MATERIALIZED (
+        SELECT n.msg_id,
+            coalesce(n.message #>> '{metadata,flow_key}', n.message #>> TG_ARGV[1]::text[],
+                     n.message #>> TG_ARGV[2]::text[], '') AS flow_key,
+            CASE WHEN jsonb_typeof(n.message->'metadata'->'flow_seq') = 'number'
+                 THEN least(greatest((n.message->'metadata'->>'flow_seq')::numeric, 0), 9e18)::int8
+                 ELSE n.msg_id END AS flow_seq,
+            CASE WHEN jsonb_typeof(n.message->'metadata'->'flow_priority') = 'number'
+                 THEN least(greatest((n.message->'metadata'->>'flow_priority')::numeric, 0), 9)::int
+                 ELSE 0 END AS flow_prio
+        FROM new_rows n),
+    -- Each key a send brings is registered, so that a read finds it among the keys, and its
+    -- last tag moves on by its new messages (in key order, as every writer of
+    -- herald.flow_keys takes its rows: two sends of the same new keys wait for each other
+    -- instead of deadlocking).
+    c AS MATERIALIZED (SELECT n.flow_key, count(*) AS cnt FROM n GROUP BY n.flow_key),
+    k AS (
+        INSERT INTO herald.flow_keys AS k (queue, scope, key, tag)
+        SELECT TG_ARGV[0], 1::int2, c.flow_key, v + c.cnt FROM c ORDER BY 3
+        ON CONFLICT (queue, scope, key) DO UPDATE
+            SET tag = greatest(v, coalesce(k.tag, v)) + (excluded.tag - v)
+        RETURNING k.key, k.tag)
+    -- A message's tag: its key's last tag before this send, plus its place among the key's
+    -- messages of this send.
+    INSERT INTO herald.flow_index (queue, msg_id, flow_key, flow_seq, flow_prio, flow_tag)
+    SELECT TG_ARGV[0], n.msg_id, n.flow_key, n.flow_seq, n.flow_prio,
+        k.tag - c.cnt + row_number() OVER (PARTITION BY n.flow_key ORDER BY n.flow_seq, n.msg_id) - 1
+    FROM n JOIN c ON c.flow_key = n.flow_key JOIN k ON k.key = n.flow_key
     ON CONFLICT DO NOTHING;
     RETURN NULL;
 END

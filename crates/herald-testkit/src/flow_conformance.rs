@@ -232,6 +232,82 @@ pub async fn small_keys_are_not_starved_by_a_big_one<S: Queue + FlowControl>(s: 
     );
 }
 
+/// Reads of 10 from `q`, each message acked, until `left` messages of `keys` are read;
+/// returns how many of the other keys were read meanwhile.
+async fn others_read_until<S: Queue>(
+    s: &S,
+    q: &QueueName,
+    keys: &[&str],
+    mut left: usize,
+) -> usize {
+    let mut others = 0;
+    while left > 0 {
+        let got = s.read(q, VT, 10).await.expect("read");
+        assert!(!got.is_empty(), "{left} of {keys:?} left but nothing read");
+        for m in &got {
+            if keys.contains(&key_of(&ids(std::slice::from_ref(m))[0])) {
+                left -= 1;
+            } else {
+                others += 1;
+            }
+            ack(s, q, m).await;
+        }
+    }
+    others
+}
+
+/// Under a keyed concurrency limit alone (no weights), set before the sends: one key with
+/// 3,000 waiting, sent first, and 9 with 10 each; every small key is done before a quarter of
+/// the big one. Then, 300 of the big one later, a key that was never there sends 10: they are
+/// all read before 100 more of the big one (a key that comes late is not put behind the
+/// backlog of one that kept sending).
+pub async fn a_key_that_comes_late_is_not_put_behind_a_big_one<S: Queue + FlowControl>(
+    s: &S,
+    prefix: &str,
+) {
+    let q = fresh(s, &format!("{prefix}_late")).await;
+    let p = Policy {
+        concurrency: Some(50),
+        ..keyed_policy()
+    };
+    s.set_policy(&q, &p).await.expect("set");
+    let big: Vec<Event> = (0..3_000)
+        .map(|i| of_key(&format!("big-{i}"), "big"))
+        .collect();
+    for chunk in big.chunks(1_000) {
+        s.send_batch(&q, chunk, Duration::ZERO).await.expect("send");
+    }
+    let small: Vec<Event> = (0..10)
+        .flat_map(|i| (0..9).map(move |k| of_key(&format!("s{k}-{i}"), &format!("s{k}"))))
+        .collect();
+    s.send_batch(&q, &small, Duration::ZERO)
+        .await
+        .expect("send");
+    let keys = ["s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8"];
+    let mut big_done = others_read_until(s, &q, &keys, 90).await;
+    assert!(
+        big_done < 750,
+        "{big_done} of the big key done before the small ones"
+    );
+    while big_done < 300 {
+        let got = s.read(&q, VT, 10).await.expect("read");
+        assert!(!got.is_empty(), "the big key stopped at {big_done}");
+        for m in &got {
+            ack(s, &q, m).await;
+        }
+        big_done += got.len();
+    }
+    let late: Vec<Event> = (0..10)
+        .map(|i| of_key(&format!("late-{i}"), "late"))
+        .collect();
+    s.send_batch(&q, &late, Duration::ZERO).await.expect("send");
+    let meanwhile = others_read_until(s, &q, &["late"], 10).await;
+    assert!(
+        meanwhile < 100,
+        "{meanwhile} of the big key read before the late key's 10"
+    );
+}
+
 /// Without keys, priorities 0, 9 and 5 read 9, 5, 0.
 pub async fn higher_priorities_go_first<S: Queue + FlowControl>(s: &S, prefix: &str) {
     let q = fresh(s, &format!("{prefix}_prio")).await;
@@ -390,6 +466,7 @@ pub async fn run_all<S: Queue + FlowControl + DeadLetterStore>(s: &S, prefix: &s
     keyed_concurrency_hands_out_no_more_than_the_limit(s, prefix).await;
     a_rate_is_shared_by_every_read(s, prefix).await;
     small_keys_are_not_starved_by_a_big_one(s, prefix).await;
+    a_key_that_comes_late_is_not_put_behind_a_big_one(s, prefix).await;
     higher_priorities_go_first(s, prefix).await;
     ordering_keys_go_one_at_a_time_and_a_dead_letter_holds_its_key(s, prefix).await;
     a_missing_key_falls_in_the_default_key(s, prefix).await;

@@ -21,7 +21,8 @@
 //!   messages of one bucket are handed out.
 //! - **Fairness**: a read serves keys round-robin, least recently served first, each key up
 //!   to its weight (default 1) per round, so a key with 100,000 waiting delays a key with one
-//!   by at most one round.
+//!   by at most one round. (PostgreSQL's read function, for a keyed concurrency limit alone,
+//!   keeps the same promise by start-time fair queuing: see `herald-postgres`'s `flow_fn`.)
 //! - **Priority** (`metadata.flow_priority`, 0 to 9, default 0, higher first): within a key,
 //!   and between keys within a round. **Aging**: a waiting message gains 1 for every
 //!   `aging_secs` it has waited (default 10 s), up to 9 within its key, and equal priorities
