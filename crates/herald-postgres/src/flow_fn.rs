@@ -64,6 +64,9 @@ BEGIN
   -- index, which marks the entries of rows gone (settled since) dead as it passes, where a
   -- bitmap scan would visit their pages at each read.
   PERFORM set_config('enable_sort', 'off', true);
+  -- Planned once per connection (as the transaction path's statements): planning each call
+  -- anew, as PL/pgSQL does for its first five, cost more than running them.
+  PERFORM set_config('plan_cache_mode', 'force_generic_plan', true);
   PERFORM set_config('enable_seqscan', 'off', true);
   PERFORM set_config('enable_bitmapscan', 'off', true);
   IF EXISTS (SELECT 1 FROM herald.flow_index x WHERE x.queue = '{queue}' AND x.flow_prio > 0) THEN
