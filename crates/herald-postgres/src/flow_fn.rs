@@ -55,20 +55,19 @@ DECLARE
   top float8;
   seen bigint;
 BEGIN
-  PERFORM pg_advisory_xact_lock(hashtext('herald.flow.{queue}'));
-  PERFORM set_config('synchronous_commit', 'off', true);
-  PERFORM set_config('jit', 'off', true);
-  -- Every statement below reads by index, its cost growing with the read, not the queue: a
-  -- queue's tables are often too new for statistics, and the planner would scan the whole
-  -- queue or sort it instead. The messages in flight come from a plain scan of PGMQ's vt
-  -- index, which marks the entries of rows gone (settled since) dead as it passes, where a
-  -- bitmap scan would visit their pages at each read.
-  PERFORM set_config('enable_sort', 'off', true);
-  -- Planned once per connection (as the transaction path's statements): planning each call
-  -- anew, as PL/pgSQL does for its first five, cost more than running them.
-  PERFORM set_config('plan_cache_mode', 'force_generic_plan', true);
-  PERFORM set_config('enable_seqscan', 'off', true);
-  PERFORM set_config('enable_bitmapscan', 'off', true);
+  -- The flow lock, then, for this transaction: a commit that does not wait for the disk (a
+  -- read is a lease), no JIT, and every statement below read by index, its cost growing with
+  -- the read, not the queue (a queue's tables are often too new for statistics, and the
+  -- planner would scan the whole queue or sort it instead; the messages in flight come from
+  -- a plain scan of PGMQ's vt index, which marks the entries of rows gone, settled since,
+  -- dead as it passes, where a bitmap scan would visit their pages at each read), planned
+  -- once per connection (planning each of a connection's first five calls anew, as PL/pgSQL
+  -- does, cost more than running them). One statement: each costs a round through SPI.
+  PERFORM pg_advisory_xact_lock(hashtext('herald.flow.{queue}')),
+    set_config('synchronous_commit', 'off', true), set_config('jit', 'off', true),
+    set_config('enable_sort', 'off', true), set_config('enable_seqscan', 'off', true),
+    set_config('enable_bitmapscan', 'off', true),
+    set_config('plan_cache_mode', 'force_generic_plan', true);
   IF EXISTS (SELECT 1 FROM herald.flow_index x WHERE x.queue = '{queue}' AND x.flow_prio > 0) THEN
     RETURN QUERY SELECT -1::bigint, 0, NULL::timestamptz, NULL::timestamptz, NULL::text, 0;
     RETURN;
@@ -103,8 +102,9 @@ BEGIN
   IF ids IS NULL THEN
     RETURN;
   END IF;
-  UPDATE herald.flow_policies p SET tag = top WHERE p.queue = '{queue}' AND p.tag < top;
   RETURN QUERY
+    WITH v AS (
+      UPDATE herald.flow_policies p SET tag = top WHERE p.queue = '{queue}' AND p.tag < top)
     UPDATE pgmq."q_{queue}" m SET read_ct = m.read_ct + 1, vt = t + make_interval(secs => vt_secs)
     WHERE m.msg_id = ANY(ids)
     RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.vt, m.message::text,
