@@ -251,23 +251,11 @@ impl DeadLetterStore for PgStore {
         let mut tx = crate::tx::begin(self.pool(), None)
             .await
             .map_err(|e| store("dlq settle", q, e))?;
-        match settle_in(&mut tx, place, &pick, action, operator).await {
-            Ok(report) => {
-                tx.commit()
-                    .await
-                    .map_err(|e| store("dlq settle (commit)", q, e))?;
-                Ok(report)
-            }
-            Err(e) => {
-                // Rolled back before the error is returned: a dropped transaction is rolled
-                // back only when its connection is next used, and until then its row locks
-                // hide the letters from the next `FOR UPDATE SKIP LOCKED` pick (an abandon
-                // right after a refused replay found none). A failed rollback closes the
-                // connection, which ends the transaction as well.
-                let _ = tx.rollback().await;
-                Err(e)
-            }
-        }
+        let result = settle_in(&mut tx, place, &pick, action, operator).await;
+        // Rolled back before an error is returned: until then its row locks would hide the
+        // letters from the next `FOR UPDATE SKIP LOCKED` pick (an abandon right after a
+        // refused replay found none).
+        crate::tx::finish(tx, result, |e| store("dlq settle (commit)", q, e).into()).await
     }
 }
 

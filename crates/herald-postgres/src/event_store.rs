@@ -118,18 +118,20 @@ impl EventStore for PgStore {
         let mut tx = crate::tx::begin(self.pool(), None)
             .await
             .map_err(|e| backend("append", e))?;
-        let mut out = Vec::with_capacity(writes.len());
         // Each event continues the current trace, in a publish span that ends with the commit.
         let mut spans = Vec::new();
-        for w in writes {
-            let (bodies, s) = herald::hop::sent_bodies("herald", w.stream.as_str(), &w.events);
-            spans.extend(s);
-            out.push(append_in(&mut tx, &w.stream, &bodies, w.condition).await?);
+        let result = async {
+            let mut out = Vec::with_capacity(writes.len());
+            for w in writes {
+                let (bodies, s) = herald::hop::sent_bodies("herald", w.stream.as_str(), &w.events);
+                spans.extend(s);
+                out.push(append_in(&mut tx, &w.stream, &bodies, w.condition).await?);
+            }
+            Ok(out)
         }
-        tx.commit()
-            .await
-            .map_err(|e| backend("append (commit)", e))?;
-        Ok(out)
+        .await;
+        // A write whose condition fails holds the append lock: rolled back at once.
+        crate::tx::finish(tx, result, |e| backend("append (commit)", e)).await
     }
 
     async fn append(
@@ -144,11 +146,9 @@ impl EventStore for PgStore {
         // Appended by a handler of a traced delivery: the trace goes on, in a publish span
         // per event that ends with the commit.
         let (bodies, _spans) = herald::hop::sent_bodies("herald", stream.as_str(), events);
-        let appended = append_in(&mut tx, stream, &bodies, condition).await?;
-        tx.commit()
-            .await
-            .map_err(|e| backend("append (commit)", e))?;
-        Ok(appended)
+        let result = append_in(&mut tx, stream, &bodies, condition).await;
+        // A condition that fails holds the append lock: rolled back at once.
+        crate::tx::finish(tx, result, |e| backend("append (commit)", e)).await
     }
 
     async fn read_stream(

@@ -452,46 +452,52 @@ pub(crate) async fn read(
     let mut tx = crate::tx::begin(pool, Some(begin_locked(q)))
         .await
         .map_err(err)?;
-    let held = held(&mut tx, q, policy).await?;
-    let mut short = None;
-    if try_short {
-        let found = crate::heads::windows(&mut tx, q, policy, qty, &held).await?;
-        if let Some(windows) = found.windows {
-            let now = found.now;
-            let (in_flight, queue_bucket) = queue_facts(&mut tx, q, policy, now).await?;
-            let plan = plan(
-                policy,
-                micros(now),
-                qty,
-                windows,
-                in_flight,
-                queue_bucket,
-                0,
-            );
-            short = (plan.take.len() >= qty).then_some((now, plan));
-        }
-    }
-    let (now, plan) = match short {
-        Some(found) => found,
-        None => {
-            let (now, ceiling) = clock(&mut tx, q).await?;
-            if full {
-                forget_drained(&mut tx, q, policy, now).await?;
+    // On an error the transaction is rolled back before it is returned: a dropped one would
+    // keep the queue's flow lock, and every reader of the queue waiting, until its
+    // connection is next used.
+    let result = async {
+        let held = held(&mut tx, q, policy).await?;
+        let mut short = None;
+        if try_short {
+            let found = crate::heads::windows(&mut tx, q, policy, qty, &held).await?;
+            if let Some(windows) = found.windows {
+                let now = found.now;
+                let (in_flight, queue_bucket) = queue_facts(&mut tx, q, policy, now).await?;
+                let plan = plan(
+                    policy,
+                    micros(now),
+                    qty,
+                    windows,
+                    in_flight,
+                    queue_bucket,
+                    0,
+                );
+                short = (plan.take.len() >= qty).then_some((now, plan));
             }
-            let plan = planned(&mut tx, q, policy, qty, now, false, ceiling, &held).await?;
-            (now, plan)
         }
-    };
-    let mut plan = plan;
-    if policy.ordered {
-        // A dead letter committed between `held` and the plan's statements (each has its own
-        // snapshot) holds its key all the same: read again, it puts back what the plan took.
-        let since = self::held(&mut tx, q, policy).await?;
-        plan.take.retain(|t| !since.contains(&t.key));
+        let (now, plan) = match short {
+            Some(found) => found,
+            None => {
+                let (now, ceiling) = clock(&mut tx, q).await?;
+                if full {
+                    forget_drained(&mut tx, q, policy, now).await?;
+                }
+                let plan = planned(&mut tx, q, policy, qty, now, false, ceiling, &held).await?;
+                (now, plan)
+            }
+        };
+        let mut plan = plan;
+        if policy.ordered {
+            // A dead letter committed between `held` and the plan's statements (each has its own
+            // snapshot) holds its key all the same: read again, it puts back what the plan took.
+            let since = self::held(&mut tx, q, policy).await?;
+            plan.take.retain(|t| !since.contains(&t.key));
+        }
+        let out = lease(&mut tx, q, &plan, now, vt).await?;
+        Ok((out, plan.next_token_us))
     }
-    let out = lease(&mut tx, q, &plan, now, vt).await?;
-    tx.commit().await.map_err(err)?;
-    Ok((out, plan.next_token_us))
+    .await;
+    crate::tx::finish(tx, result, err).await
 }
 
 /// How often (per queue and process) a read takes the whole pass even when the short one

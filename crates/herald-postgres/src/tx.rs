@@ -36,3 +36,25 @@ pub(crate) async fn begin(
         )))
     })?
 }
+
+/// Ends `tx` by `result`: committed when it is `Ok` (a failed commit is `commit_err`'s error),
+/// rolled back before the error is returned when it is not. A dropped transaction is rolled
+/// back only when its connection is next used, and until then its locks stay (an append's
+/// advisory lock, a dead letter's row lock). A failed rollback closes the connection, which
+/// ends the transaction too.
+pub(crate) async fn finish<T, E>(
+    tx: Transaction<'static, Postgres>,
+    result: Result<T, E>,
+    commit_err: impl FnOnce(sqlx::Error) -> E,
+) -> Result<T, E> {
+    match result {
+        Ok(value) => {
+            tx.commit().await.map_err(commit_err)?;
+            Ok(value)
+        }
+        Err(e) => {
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}

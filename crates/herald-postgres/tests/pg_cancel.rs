@@ -1,7 +1,8 @@
 //! Operations dropped midway (a timeout, a worker's shutdown) leave no connection of the pool
 //! inside an open transaction: after each of hundreds of reads and appends cancelled at
 //! points of their first round trips, the next send and append acknowledged are committed
-//! (another connection sees them at once).
+//! (another connection sees them at once). And an append refused by its condition frees the
+//! append lock as it returns.
 
 use std::time::Duration;
 
@@ -11,6 +12,10 @@ use herald::store::{EventStore, StreamName, WriteCondition};
 use herald_postgres::{PgOptions, PgStore};
 use herald_testkit::env::{database_url, psql, unique};
 use herald_testkit::fixtures::tagged;
+
+/// The tests of this file one at a time: the second checks the append lock, which the
+/// first's appends take.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// How many cancelled operations of each kind.
 const ROUNDS: u64 = 600;
@@ -39,6 +44,7 @@ async fn cancelled_reads_and_appends_leave_no_transaction_open_on_the_pool() {
     let Some(url) = database_url("pg_cancel") else {
         return;
     };
+    let _alone = SERIAL.lock().await;
     // Two connections: a connection left in a transaction is soon used again.
     let mut options = PgOptions::new(url.clone());
     options.max_connections = 2;
@@ -125,4 +131,41 @@ async fn cancelled_reads_and_appends_leave_no_transaction_open_on_the_pool() {
     for name in [&q, &sink] {
         store.drop_queue(name).await.expect("drop");
     }
+}
+
+/// An append whose condition fails rolls its transaction back before it returns: the append
+/// lock it took is free at once, not held until its connection is next used (or for the
+/// second the server lets a transaction idle), which stalled every other append meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_append_leaves_the_append_lock_free() {
+    let Some(url) = database_url("pg_refused_append") else {
+        return;
+    };
+    let _alone = SERIAL.lock().await;
+    let store = PgStore::connect(&url).await.expect("connect");
+    let mut check = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .expect("a second connection");
+    let stream = StreamName::new(&unique("refused-stream")).expect("stream");
+    let first = [tagged("refused.append", "r0")];
+    store
+        .append(&stream, &first, WriteCondition::NoStream)
+        .await
+        .expect("the first append");
+    let again = [tagged("refused.append", "r1")];
+    let refused = store
+        .append(&stream, &again, WriteCondition::NoStream)
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+    // At once: a dropped transaction's rollback is sent by the pool in the background, after
+    // the error has been returned.
+    let free: bool =
+        sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext('herald.events.append'))")
+            .fetch_one(&mut check)
+            .await
+            .expect("try the lock");
+    assert!(
+        free,
+        "the append lock is still held after the refused append returned"
+    );
 }
