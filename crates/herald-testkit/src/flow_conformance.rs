@@ -183,22 +183,26 @@ pub async fn a_rate_is_shared_by_every_read<S: Queue + FlowControl>(s: &S, prefi
     assert_eq!(m.queue_visible_length, 3, "held back, still visible");
 }
 
-/// One key with 10,000 waiting, sent first, and 9 with 10 each: reads of 10 finish every
-/// small key before a quarter of the big one.
-pub async fn small_keys_are_not_starved_by_a_big_one<S: Queue + FlowControl>(s: &S, prefix: &str) {
-    let q = fresh(s, &format!("{prefix}_fair")).await;
-    let big: Vec<Event> = (0..10_000)
+/// Sends `big` messages of the key `big` (`big-0`...), then 10 of each of nine small keys
+/// (`s0-0`... of `s0` to `s8`).
+async fn send_big_then_small<S: Queue>(s: &S, q: &QueueName, big: usize) {
+    let events: Vec<Event> = (0..big)
         .map(|i| of_key(&format!("big-{i}"), "big"))
         .collect();
-    for chunk in big.chunks(1_000) {
-        s.send_batch(&q, chunk, Duration::ZERO).await.expect("send");
+    for chunk in events.chunks(1_000) {
+        s.send_batch(q, chunk, Duration::ZERO).await.expect("send");
     }
     let small: Vec<Event> = (0..10)
         .flat_map(|i| (0..9).map(move |k| of_key(&format!("s{k}-{i}"), &format!("s{k}"))))
         .collect();
-    s.send_batch(&q, &small, Duration::ZERO)
-        .await
-        .expect("send");
+    s.send_batch(q, &small, Duration::ZERO).await.expect("send");
+}
+
+/// One key with 10,000 waiting, sent first, and 9 with 10 each: reads of 10 finish every
+/// small key before a quarter of the big one.
+pub async fn small_keys_are_not_starved_by_a_big_one<S: Queue + FlowControl>(s: &S, prefix: &str) {
+    let q = fresh(s, &format!("{prefix}_fair")).await;
+    send_big_then_small(s, &q, 10_000).await;
     s.set_policy(
         &q,
         &Policy {
@@ -271,18 +275,7 @@ pub async fn a_key_that_comes_late_is_not_put_behind_a_big_one<S: Queue + FlowCo
         ..keyed_policy()
     };
     s.set_policy(&q, &p).await.expect("set");
-    let big: Vec<Event> = (0..3_000)
-        .map(|i| of_key(&format!("big-{i}"), "big"))
-        .collect();
-    for chunk in big.chunks(1_000) {
-        s.send_batch(&q, chunk, Duration::ZERO).await.expect("send");
-    }
-    let small: Vec<Event> = (0..10)
-        .flat_map(|i| (0..9).map(move |k| of_key(&format!("s{k}-{i}"), &format!("s{k}"))))
-        .collect();
-    s.send_batch(&q, &small, Duration::ZERO)
-        .await
-        .expect("send");
+    send_big_then_small(s, &q, 3_000).await;
     let keys = ["s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8"];
     let mut big_done = others_read_until(s, &q, &keys, 90).await;
     assert!(
