@@ -2,7 +2,8 @@
 //! process for [`POLICY_TTL`]), its keys, buckets and last-served times in `herald.flow_keys`,
 //! and the read that obeys it: under a transaction-scoped advisory lock on the queue (readers in
 //! every process take turns), the short pass (`heads`) or the whole pass over `flow_index`
-//! joined to `pgmq.q_{queue}`, the shared plan, and one statement that leases and stores.
+//! joined to `pgmq.q_{queue}`, the shared plan, and one statement that leases and stores
+//! (`flow_lease`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use sqlx::{PgConnection, PgPool, Row as _};
 use time::OffsetDateTime;
 
 use crate::error::store;
+use crate::rows::micros;
 
 /// How long a process keeps a queue's policy: a policy set elsewhere applies here within this.
 pub const POLICY_TTL: Duration = Duration::from_secs(1);
@@ -114,10 +116,6 @@ pub(crate) async fn policy_on(
             .await
             .map_err(|e| store("read policy", queue, e))?;
     text.map(|t| Policy::stored(queue, &t)).transpose()
-}
-
-fn micros(t: OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos() / 1_000).unwrap_or(0)
 }
 
 /// The keys of `queue` held by a dead letter in `{queue}_dlq` (ordering keys only).
@@ -439,8 +437,8 @@ pub(crate) async fn read(
     let q = queue.as_str();
     let err = |e| store("flow read", q, e);
     let full = cache.full_pass_due(q);
-    // The short pass, in the read function where it applies; declined there, it would be
-    // declined in the transaction too (a priority in use, too few keys): the whole pass.
+    // The read function where it applies; declined there (a priority in use, or its window
+    // all of keys at their limit), the whole pass, which is exact.
     let mut try_short = !full && policy.weights.is_empty();
     if try_short && crate::flow_fn::applies(policy) && !cache.lacks_function(q) {
         match crate::flow_fn::read(pool, q, policy, vt, qty).await? {
@@ -452,9 +450,8 @@ pub(crate) async fn read(
     let mut tx = crate::tx::begin(pool, Some(begin_locked(q)))
         .await
         .map_err(err)?;
-    // On an error the transaction is rolled back before it is returned: a dropped one would
-    // keep the queue's flow lock, and every reader of the queue waiting, until its
-    // connection is next used.
+    // Rolled back before an error is returned: a dropped transaction keeps the flow lock
+    // (every reader of the queue waiting) until its connection is next used.
     let result = async {
         let held = held(&mut tx, q, policy).await?;
         let mut short = None;
@@ -475,7 +472,7 @@ pub(crate) async fn read(
                 short = (plan.take.len() >= qty).then_some((now, plan));
             }
         }
-        let (now, plan) = match short {
+        let (now, mut plan) = match short {
             Some(found) => found,
             None => {
                 let (now, ceiling) = clock(&mut tx, q).await?;
@@ -486,14 +483,13 @@ pub(crate) async fn read(
                 (now, plan)
             }
         };
-        let mut plan = plan;
         if policy.ordered {
             // A dead letter committed between `held` and the plan's statements (each has its own
             // snapshot) holds its key all the same: read again, it puts back what the plan took.
             let since = self::held(&mut tx, q, policy).await?;
             plan.take.retain(|t| !since.contains(&t.key));
         }
-        let out = lease(&mut tx, q, &plan, now, vt).await?;
+        let out = crate::flow_lease::lease(&mut tx, q, &plan, now, vt).await?;
         Ok((out, plan.next_token_us))
     }
     .await;
@@ -530,76 +526,4 @@ async fn forget_drained(
     .await
     .map_err(|e| store("flow read", queue, e))?;
     Ok(())
-}
-
-/// A key state to store: its bucket's tokens, its served time.
-type ToStore = (Option<f64>, Option<i64>);
-
-/// Leases what `plan` chose and stores its buckets and served times, in one statement;
-/// returns the messages in the plan's order (priority, fairness).
-async fn lease(
-    c: &mut PgConnection,
-    q: &str,
-    plan: &Plan,
-    now: OffsetDateTime,
-    vt: Duration,
-) -> Result<Vec<Message>, QueueError> {
-    let ids: Vec<i64> = plan.take.iter().map(|t| t.msg_id).collect();
-    let at = micros(now);
-    // One row per key state to store: its bucket, its served time, or both.
-    let mut states: HashMap<(i16, &str), ToStore> = HashMap::new();
-    for (key, tokens) in &plan.buckets {
-        states.entry((1, key.as_str())).or_default().0 = Some(*tokens);
-    }
-    if let Some(t) = plan.queue_bucket {
-        states.entry((0, "")).or_default().0 = Some(t);
-    }
-    for key in &plan.served {
-        states.entry((1, key.as_str())).or_default().1 = Some(at);
-    }
-    if ids.is_empty() && states.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut scopes = Vec::with_capacity(states.len());
-    let mut keys = Vec::with_capacity(states.len());
-    let mut tokens = Vec::with_capacity(states.len());
-    let mut served = Vec::with_capacity(states.len());
-    for ((scope, key), (t, s)) in states {
-        scopes.push(scope);
-        keys.push(key);
-        tokens.push(t);
-        served.push(s);
-    }
-    let rows = sqlx::query(&format!(
-        "WITH u AS (
-           UPDATE pgmq.\"q_{q}\" SET read_ct = read_ct + 1, vt = $2 + make_interval(secs => $3)
-           WHERE msg_id = ANY($1)
-           RETURNING msg_id, read_ct, enqueued_at, vt, message::text AS body),
-         s AS (
-           INSERT INTO herald.flow_keys (queue, scope, key, tokens, at, served)
-           SELECT $4, x.s, x.k, x.t, CASE WHEN x.t IS NULL THEN NULL ELSE $5 END, x.v
-           FROM unnest($6::int2[], $7::text[], $8::float8[], $9::int8[]) AS x(s, k, t, v)
-           ORDER BY x.s, x.k
-           ON CONFLICT (queue, scope, key) DO UPDATE SET
-             tokens = coalesce(excluded.tokens, flow_keys.tokens),
-             at = coalesce(excluded.at, flow_keys.at),
-             served = coalesce(excluded.served, flow_keys.served))
-         SELECT * FROM u"
-    ))
-    .bind(&ids)
-    .bind(now)
-    .bind(vt.as_secs_f64())
-    .bind(q)
-    .bind(at)
-    .bind(&scopes)
-    .bind(&keys)
-    .bind(&tokens)
-    .bind(&served)
-    .fetch_all(&mut *c)
-    .await
-    .map_err(|e| store("flow read", q, e))?;
-    let mut out = crate::rows::messages(rows, "flow read", q)?;
-    let rank: HashMap<i64, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-    out.sort_by_key(|m| rank.get(&m.msg_id).copied().unwrap_or(usize::MAX));
-    Ok(out)
 }

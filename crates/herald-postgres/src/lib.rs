@@ -45,6 +45,7 @@ mod error;
 mod event_store;
 mod flow;
 mod flow_fn;
+mod flow_lease;
 mod headers;
 mod heads;
 mod listen;

@@ -9,6 +9,11 @@ use time::OffsetDateTime;
 
 use crate::error::store;
 
+/// Microseconds since the epoch of `t` (flow control's clock, as stored in `herald.flow_keys`).
+pub(crate) fn micros(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000).unwrap_or(0)
+}
+
 pub(crate) fn message(row: &PgRow) -> Result<Message, sqlx::Error> {
     let body: String = row.try_get("body")?;
     let enqueued: OffsetDateTime = row.try_get("enqueued_at")?;
