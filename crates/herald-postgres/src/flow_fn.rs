@@ -37,9 +37,14 @@ pub(crate) fn applies(policy: &Policy) -> bool {
         && policy.weights.is_empty()
 }
 
-/// How many visible messages, in tag order, a read looks at for each one it wants: those of
-/// keys at their limit are passed over; a read that finds its window full of them declines.
+/// How many visible messages, in tag order, a read looks at for each one it wants (and at
+/// least [`WINDOW_MIN`]): those of keys at their limit are passed over; a read that finds its
+/// window full of them declines.
 const WINDOW: i32 = 2;
+
+/// The smallest window, so that small reads (a worker of one or two handler slots) do not
+/// decline as soon as two keys at their limit come first.
+const WINDOW_MIN: i32 = 32;
 
 /// The statement that (re)creates `queue`'s function (queue names are lowercase letters,
 /// digits and `_`).
@@ -83,7 +88,7 @@ BEGIN
       SELECT f.msg_id, f.flow_key, f.flow_tag
       FROM herald.flow_index f JOIN pgmq."q_{queue}" m ON m.msg_id = f.msg_id
       WHERE f.queue = '{queue}' AND m.vt <= t
-      ORDER BY f.flow_tag, f.msg_id LIMIT qty * {WINDOW}),
+      ORDER BY f.flow_tag, f.msg_id LIMIT greatest(qty * {WINDOW}, {WINDOW_MIN})),
     r AS (
       SELECT c.msg_id, c.flow_tag, count(*) OVER () AS seen,
              row_number() OVER (PARTITION BY c.flow_key ORDER BY c.flow_tag, c.msg_id)
@@ -95,7 +100,7 @@ BEGIN
   SELECT array_agg(w.msg_id ORDER BY w.flow_tag, w.msg_id), max(w.flow_tag),
          coalesce(max(w.seen), (SELECT count(*) FROM c))
     INTO ids, top, seen FROM w;
-  IF coalesce(cardinality(ids), 0) < qty AND seen >= qty * {WINDOW} THEN
+  IF coalesce(cardinality(ids), 0) < qty AND seen >= greatest(qty * {WINDOW}, {WINDOW_MIN}) THEN
     RETURN QUERY SELECT -1::bigint, 0, NULL::timestamptz, NULL::timestamptz, NULL::text, 0;
     RETURN;
   END IF;
