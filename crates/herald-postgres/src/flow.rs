@@ -512,11 +512,18 @@ async fn forget_drained(
         .rate
         .as_ref()
         .map_or((0.0, 0.0), |r| (r.per_micro(), f64::from(r.burst)));
+    // The rows locked in key order first, as every writer of herald.flow_keys takes them (a
+    // send's trigger updates its keys' last tags): in another order a send of several keys
+    // draining now could deadlock with this.
     sqlx::query(
-        "DELETE FROM herald.flow_keys k WHERE k.queue = $1 AND k.scope = 1
-           AND (k.tokens IS NULL OR k.at IS NULL OR k.tokens + ($2 - k.at) * $3 >= $4)
-           AND NOT EXISTS (SELECT 1 FROM herald.flow_index f
-                           WHERE f.queue = $1 AND f.flow_key = k.key)",
+        "WITH d AS (
+           SELECT k.key FROM herald.flow_keys k WHERE k.queue = $1 AND k.scope = 1
+             AND (k.tokens IS NULL OR k.at IS NULL OR k.tokens + ($2 - k.at) * $3 >= $4)
+             AND NOT EXISTS (SELECT 1 FROM herald.flow_index f
+                             WHERE f.queue = $1 AND f.flow_key = k.key)
+           ORDER BY k.key FOR UPDATE OF k)
+         DELETE FROM herald.flow_keys k USING d
+         WHERE k.queue = $1 AND k.scope = 1 AND k.key = d.key",
     )
     .bind(queue)
     .bind(micros(now))
