@@ -57,7 +57,6 @@ impl NatsCluster {
             .map(|i| {
                 let store =
                     std::env::temp_dir().join(crate::env::unique(&format!("herald-cluster-{i}-")));
-                std::fs::create_dir_all(&store).expect("create the store directory");
                 Node {
                     name: format!("{cluster}_n{i}"),
                     port: 0,
@@ -118,7 +117,7 @@ impl NatsCluster {
     ///
     /// # Panics
     ///
-    /// When it is running already, exits, or does not come up within 10 s.
+    /// When it is running already, exits, or does not come up within 20 s.
     pub fn restart(&mut self, i: usize) {
         if let Err(e) = self.try_start(i) {
             panic!("{e}");
