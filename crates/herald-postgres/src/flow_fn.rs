@@ -84,9 +84,6 @@ BEGIN
         SELECT x.flow_key FROM herald.flow_index x
         WHERE x.queue = '{queue}' AND x.msg_id = m.msg_id OFFSET 0) f
       WHERE m.vt > t GROUP BY f.flow_key),
-    -- Each key's count in one JSON object, looked up by each candidate: joined as a table,
-    -- the two CTEs (their sizes unknown to the planner) were compared pair by pair.
-    hj AS MATERIALIZED (SELECT coalesce(jsonb_object_agg(hid.flow_key, hid.n), '{{}}') AS j FROM hid),
     c AS MATERIALIZED (
       SELECT f.msg_id, f.flow_key, f.flow_tag
       FROM herald.flow_index f JOIN pgmq."q_{queue}" m ON m.msg_id = f.msg_id
@@ -95,8 +92,8 @@ BEGIN
     r AS (
       SELECT c.msg_id, c.flow_tag, count(*) OVER () AS seen,
              row_number() OVER (PARTITION BY c.flow_key ORDER BY c.flow_tag, c.msg_id)
-               + coalesce((hj.j ->> c.flow_key)::bigint, 0) <= cap AS ok
-      FROM c CROSS JOIN hj),
+               + coalesce(h.n, 0) <= cap AS ok
+      FROM c LEFT JOIN hid h ON h.flow_key = c.flow_key),
     w AS (
       SELECT r.msg_id, r.flow_tag, r.seen FROM r WHERE r.ok
       ORDER BY r.flow_tag, r.msg_id LIMIT qty)
