@@ -173,29 +173,32 @@ impl EventStore for PgStore {
         let mut tx = crate::tx::begin(self.pool(), None)
             .await
             .map_err(|e| backend("append", e))?;
-        // A second inbox with the same key waits on the row, then finds it taken.
-        let new = sqlx::query(
-            "INSERT INTO herald.event_keys (key, global_position) VALUES ($1, 0) ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(key)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| backend("append", e))?;
-        if new.rows_affected() == 0 {
-            return Ok(None);
-        }
         let (body, _span) = herald::hop::sent_body("herald", stream.as_str(), event);
-        let done = append_in(&mut tx, stream, &[body], WriteCondition::Any).await?;
-        sqlx::query("UPDATE herald.event_keys SET global_position = $2 WHERE key = $1")
+        let result = async {
+            // A second inbox with the same key waits on the row, then finds it taken.
+            let new = sqlx::query(
+                "INSERT INTO herald.event_keys (key, global_position) VALUES ($1, 0) ON CONFLICT (key) DO NOTHING",
+            )
             .bind(key)
-            .bind(done.global_position)
             .execute(&mut *tx)
             .await
             .map_err(|e| backend("append", e))?;
-        tx.commit()
-            .await
-            .map_err(|e| backend("append (commit)", e))?;
-        Ok(Some(done))
+            if new.rows_affected() == 0 {
+                return Ok(None);
+            }
+            let done = append_in(&mut tx, stream, &[body], WriteCondition::Any).await?;
+            sqlx::query("UPDATE herald.event_keys SET global_position = $2 WHERE key = $1")
+                .bind(key)
+                .bind(done.global_position)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| backend("append", e))?;
+            Ok(Some(done))
+        }
+        .await;
+        // An error after the append lock was taken rolls back at once: dropped, the
+        // transaction would keep the lock (every append waiting) until its connection's next use.
+        crate::tx::finish(tx, result, |e| backend("append (commit)", e)).await
     }
 
     async fn append_once_all(&self, writes: &[KeyedWrite]) -> Result<Vec<bool>, StoreError> {
@@ -205,64 +208,67 @@ impl EventStore for PgStore {
         let mut tx = crate::tx::begin(self.pool(), None)
             .await
             .map_err(|e| backend("append", e))?;
-        let keys: Vec<&str> = writes.iter().map(|w| w.key.as_str()).collect();
-        // The keys not stored before, taken in this transaction (a second inbox waits on them).
-        let new: std::collections::HashSet<String> = sqlx::query_scalar(
-            "INSERT INTO herald.event_keys (key, global_position)
-             SELECT k, 0 FROM unnest($1::text[]) AS k ON CONFLICT (key) DO NOTHING RETURNING key",
-        )
-        .bind(&keys)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(|e| backend("append", e))?
-        .into_iter()
-        .collect();
-        let mut out = vec![false; writes.len()];
-        let mut taken = std::collections::HashSet::new();
-        // Each stream's events in batch order, streams in order of first appearance.
-        let mut streams: Vec<(&StreamName, Vec<usize>)> = Vec::new();
-        for (i, w) in writes.iter().enumerate() {
-            if !new.contains(&w.key) || !taken.insert(w.key.as_str()) {
-                continue;
-            }
-            out[i] = true;
-            match streams.iter_mut().find(|(s, _)| *s == &w.stream) {
-                Some((_, at)) => at.push(i),
-                None => streams.push((&w.stream, vec![i])),
-            }
-        }
-        let (mut done_keys, mut done_globals) = (Vec::new(), Vec::new());
+        // Each event continues the current trace, in a publish span that ends with the commit.
         let mut spans = Vec::new();
-        for (stream, at) in &streams {
-            let bodies: Vec<String> = at
-                .iter()
-                .map(|&i| {
-                    let (body, span) =
-                        herald::hop::sent_body("herald", stream.as_str(), &writes[i].event);
-                    spans.push(span);
-                    body
-                })
-                .collect();
-            let appended = append_in(&mut tx, stream, &bodies, WriteCondition::Any).await?;
-            let first = appended.global_position - i64::try_from(at.len()).unwrap_or(0) + 1;
-            for (k, &i) in at.iter().enumerate() {
-                done_keys.push(writes[i].key.as_str());
-                done_globals.push(first + i64::try_from(k).unwrap_or(0));
-            }
-        }
-        sqlx::query(
-            "UPDATE herald.event_keys AS k SET global_position = u.g
-             FROM unnest($1::text[], $2::bigint[]) AS u(key, g) WHERE k.key = u.key",
-        )
-        .bind(&done_keys)
-        .bind(&done_globals)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| backend("append", e))?;
-        tx.commit()
+        let result = async {
+            let keys: Vec<&str> = writes.iter().map(|w| w.key.as_str()).collect();
+            // The keys not stored before, taken in this transaction (a second inbox waits on them).
+            let new: std::collections::HashSet<String> = sqlx::query_scalar(
+                "INSERT INTO herald.event_keys (key, global_position)
+                 SELECT k, 0 FROM unnest($1::text[]) AS k ON CONFLICT (key) DO NOTHING RETURNING key",
+            )
+            .bind(&keys)
+            .fetch_all(&mut *tx)
             .await
-            .map_err(|e| backend("append (commit)", e))?;
-        Ok(out)
+            .map_err(|e| backend("append", e))?
+            .into_iter()
+            .collect();
+            let mut out = vec![false; writes.len()];
+            let mut taken = std::collections::HashSet::new();
+            // Each stream's events in batch order, streams in order of first appearance.
+            let mut streams: Vec<(&StreamName, Vec<usize>)> = Vec::new();
+            for (i, w) in writes.iter().enumerate() {
+                if !new.contains(&w.key) || !taken.insert(w.key.as_str()) {
+                    continue;
+                }
+                out[i] = true;
+                match streams.iter_mut().find(|(s, _)| *s == &w.stream) {
+                    Some((_, at)) => at.push(i),
+                    None => streams.push((&w.stream, vec![i])),
+                }
+            }
+            let (mut done_keys, mut done_globals) = (Vec::new(), Vec::new());
+            for (stream, at) in &streams {
+                let bodies: Vec<String> = at
+                    .iter()
+                    .map(|&i| {
+                        let (body, span) =
+                            herald::hop::sent_body("herald", stream.as_str(), &writes[i].event);
+                        spans.push(span);
+                        body
+                    })
+                    .collect();
+                let appended = append_in(&mut tx, stream, &bodies, WriteCondition::Any).await?;
+                let first = appended.global_position - i64::try_from(at.len()).unwrap_or(0) + 1;
+                for (k, &i) in at.iter().enumerate() {
+                    done_keys.push(writes[i].key.as_str());
+                    done_globals.push(first + i64::try_from(k).unwrap_or(0));
+                }
+            }
+            sqlx::query(
+                "UPDATE herald.event_keys AS k SET global_position = u.g
+                 FROM unnest($1::text[], $2::bigint[]) AS u(key, g) WHERE k.key = u.key",
+            )
+            .bind(&done_keys)
+            .bind(&done_globals)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| backend("append", e))?;
+            Ok(out)
+        }
+        .await;
+        // As `append_once`: an error rolls back at once, freeing the append lock.
+        crate::tx::finish(tx, result, |e| backend("append (commit)", e)).await
     }
 
     async fn count_after(&self, category: &str, after: i64) -> Result<u64, StoreError> {

@@ -169,3 +169,41 @@ async fn a_refused_append_leaves_the_append_lock_free() {
         "the append lock is still held after the refused append returned"
     );
 }
+
+/// An `append_once` that fails after it took the append lock (here PostgreSQL refuses the
+/// body: `jsonb` has no NUL character) leaves neither the lock nor its key behind. It now
+/// rolls back before it returns; before, it dropped the transaction, and this passed as well
+/// (sqlx sends a dropped transaction's rollback as its connection goes back to the pool,
+/// ahead of this check), so it holds the contract, not the moment of the rollback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_append_once_leaves_the_append_lock_free() {
+    let Some(url) = database_url("pg_failed_append_once") else {
+        return;
+    };
+    let _alone = SERIAL.lock().await;
+    let store = PgStore::connect(&url).await.expect("connect");
+    let mut check = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .expect("a second connection");
+    let stream = StreamName::new(&unique("nul-stream")).expect("stream");
+    let key = unique("nul-key");
+    let failed = store
+        .append_once(&stream, &tagged("nul.append", "a\u{0}b"), &key)
+        .await;
+    assert!(failed.is_err(), "{failed:?}");
+    let free: bool =
+        sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext('herald.events.append'))")
+            .fetch_one(&mut check)
+            .await
+            .expect("try the lock");
+    assert!(
+        free,
+        "the append lock is still held after the failed append_once returned"
+    );
+    // The key was not kept: the same key with a body PostgreSQL takes is appended.
+    let again = store
+        .append_once(&stream, &tagged("nul.append", "ab"), &key)
+        .await
+        .expect("the second append_once");
+    assert!(again.is_some(), "the failed append_once kept its key");
+}
