@@ -133,19 +133,41 @@ async fn cancelled_reads_and_appends_leave_no_transaction_open_on_the_pool() {
     }
 }
 
+/// A store and a second connection of its own for the append-lock tests, run one at a time
+/// (each holds `SERIAL` through its guard); `None` when no database is configured.
+async fn lock_test(
+    name: &str,
+) -> Option<(
+    tokio::sync::MutexGuard<'static, ()>,
+    PgStore,
+    sqlx::PgConnection,
+)> {
+    let url = database_url(name)?;
+    let alone = SERIAL.lock().await;
+    let store = PgStore::connect(&url).await.expect("connect");
+    let check = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .expect("a second connection");
+    Some((alone, store, check))
+}
+
+/// Whether the append lock is free, tried from `check` (taken for its transaction, which
+/// is the statement).
+async fn append_lock_free(check: &mut sqlx::PgConnection) -> bool {
+    sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext('herald.events.append'))")
+        .fetch_one(check)
+        .await
+        .expect("try the lock")
+}
+
 /// An append whose condition fails rolls its transaction back before it returns: the append
 /// lock it took is free at once, not held until its connection is next used (or for the
 /// second the server lets a transaction idle), which stalled every other append meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_append_leaves_the_append_lock_free() {
-    let Some(url) = database_url("pg_refused_append") else {
+    let Some((_alone, store, mut check)) = lock_test("pg_refused_append").await else {
         return;
     };
-    let _alone = SERIAL.lock().await;
-    let store = PgStore::connect(&url).await.expect("connect");
-    let mut check = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
-        .await
-        .expect("a second connection");
     let stream = StreamName::new(&unique("refused-stream")).expect("stream");
     let first = [tagged("refused.append", "r0")];
     store
@@ -159,13 +181,8 @@ async fn a_refused_append_leaves_the_append_lock_free() {
     assert!(refused.is_err(), "{refused:?}");
     // At once: a dropped transaction's rollback is sent by the pool in the background, after
     // the error has been returned.
-    let free: bool =
-        sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext('herald.events.append'))")
-            .fetch_one(&mut check)
-            .await
-            .expect("try the lock");
     assert!(
-        free,
+        append_lock_free(&mut check).await,
         "the append lock is still held after the refused append returned"
     );
 }
@@ -177,27 +194,17 @@ async fn a_refused_append_leaves_the_append_lock_free() {
 /// ahead of this check), so it holds the contract, not the moment of the rollback.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_append_once_leaves_the_append_lock_free() {
-    let Some(url) = database_url("pg_failed_append_once") else {
+    let Some((_alone, store, mut check)) = lock_test("pg_failed_append_once").await else {
         return;
     };
-    let _alone = SERIAL.lock().await;
-    let store = PgStore::connect(&url).await.expect("connect");
-    let mut check = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
-        .await
-        .expect("a second connection");
     let stream = StreamName::new(&unique("nul-stream")).expect("stream");
     let key = unique("nul-key");
     let failed = store
         .append_once(&stream, &tagged("nul.append", "a\u{0}b"), &key)
         .await;
     assert!(failed.is_err(), "{failed:?}");
-    let free: bool =
-        sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext('herald.events.append'))")
-            .fetch_one(&mut check)
-            .await
-            .expect("try the lock");
     assert!(
-        free,
+        append_lock_free(&mut check).await,
         "the append lock is still held after the failed append_once returned"
     );
     // The key was not kept: the same key with a body PostgreSQL takes is appended.
