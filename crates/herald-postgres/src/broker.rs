@@ -131,39 +131,51 @@ impl PgStore {
         // A holder that stops mid-transaction (SIGSTOP, a long pause) must not stall the
         // cluster: PostgreSQL ends its session after 1 s idle in the transaction, releasing the
         // lock; a waiter gives up after 5 s and tries again at its next interval.
-        sqlx::query(
-            "SELECT set_config('idle_in_transaction_session_timeout', '1s', true),
-                    set_config('lock_timeout', '5s', true),
-                    pg_advisory_xact_lock(hashtext('herald.broker'))",
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| backend(operation, e))?;
-        let now: i64 =
-            sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint")
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(|e| backend(operation, e))?;
-        let state = load(&mut tx, lease).await?;
-        Ok((tx, now, state))
+        let loaded = async {
+            sqlx::query(
+                "SELECT set_config('idle_in_transaction_session_timeout', '1s', true),
+                        set_config('lock_timeout', '5s', true),
+                        pg_advisory_xact_lock(hashtext('herald.broker'))",
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| backend(operation, e))?;
+            let now: i64 = sqlx::query_scalar(
+                "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint",
+            )
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| backend(operation, e))?;
+            Ok((now, load(&mut tx, lease).await?))
+        }
+        .await;
+        match loaded {
+            Ok((now, state)) => Ok((tx, now, state)),
+            Err(e) => {
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+        }
     }
 }
 
-async fn commit(
+/// Ends a broker transaction by `result`: committed when it is `Ok`, rolled back before the
+/// error is returned when not (a fenced allocation, a failed write), so the broker lock is
+/// free at once rather than when the pool next uses the connection.
+async fn finish<T>(
     tx: Transaction<'static, Postgres>,
+    result: Result<T, StoreError>,
     operation: &'static str,
-) -> Result<(), StoreError> {
-    tx.commit().await.map_err(|e| backend(operation, e))
+) -> Result<T, StoreError> {
+    crate::tx::finish(tx, result, |e| backend(operation, e)).await
 }
 
 impl BrokerStore for PgStore {
     async fn heartbeat(&self, node: &NodeInfo) -> Result<Vec<Allocation>, StoreError> {
         let (mut tx, now, mut state) = self.broker_tx("heartbeat", COORDINATOR_LEASE).await?;
         let row = state.heartbeat(now, node);
-        put_node(&mut tx, row).await?;
-        let claims = row.claims.clone();
-        commit(tx, "heartbeat").await?;
-        Ok(claims)
+        let result = put_node(&mut tx, row).await.map(|()| row.claims.clone());
+        finish(tx, result, "heartbeat").await
     }
 
     async fn leave(&self, node_id: &str) -> Result<(), StoreError> {
@@ -183,26 +195,28 @@ impl BrokerStore for PgStore {
     ) -> Result<Option<u64>, StoreError> {
         let (mut tx, now, mut state) = self.broker_tx("acquire the lease", name).await?;
         let epoch = state.acquire_lease(now, holder, ttl);
-        if epoch.is_some() {
-            put_lease(&mut tx, name, state.lease.as_ref()).await?;
-        }
-        commit(tx, "acquire the lease").await?;
-        Ok(epoch)
+        let result = match epoch {
+            Some(_) => put_lease(&mut tx, name, state.lease.as_ref()).await,
+            None => Ok(()),
+        };
+        finish(tx, result.map(|()| epoch), "acquire the lease").await
     }
 
     async fn release_lease(&self, name: &str, holder: &str, epoch: u64) -> Result<(), StoreError> {
         let (mut tx, now, mut state) = self.broker_tx("release the lease", name).await?;
-        if state.release_lease(now, holder, epoch) {
-            put_lease(&mut tx, name, state.lease.as_ref()).await?;
-        }
-        commit(tx, "release the lease").await
+        let result = if state.release_lease(now, holder, epoch) {
+            put_lease(&mut tx, name, state.lease.as_ref()).await
+        } else {
+            Ok(())
+        };
+        finish(tx, result, "release the lease").await
     }
 
     async fn snapshot(&self, node_ttl: Duration) -> Result<BrokerSnapshot, StoreError> {
         let (tx, now, state) = self
             .broker_tx("read broker state", COORDINATOR_LEASE)
             .await?;
-        commit(tx, "read broker state").await?;
+        finish(tx, Ok(()), "read broker state").await?;
         Ok(state.snapshot(now, node_ttl))
     }
 
@@ -214,26 +228,32 @@ impl BrokerStore for PgStore {
         changes: &[AllocationChange],
     ) -> Result<usize, StoreError> {
         let (mut tx, now, mut state) = self.broker_tx("allocate", COORDINATOR_LEASE).await?;
-        let written = state.allocate(now, holder, epoch, node_ttl, changes)?;
-        for a in &written {
-            put_allocation(&mut tx, a).await?;
+        let result = async {
+            let written = state.allocate(now, holder, epoch, node_ttl, changes)?;
+            for a in &written {
+                put_allocation(&mut tx, a).await?;
+            }
+            Ok(written.len())
         }
-        commit(tx, "allocate").await?;
-        Ok(written.len())
+        .await;
+        finish(tx, result, "allocate").await
     }
 
     async fn purge_nodes(&self, max_age: Duration) -> Result<u64, StoreError> {
         let (mut tx, now, mut state) = self.broker_tx("purge nodes", COORDINATOR_LEASE).await?;
         let gone = state.purge(now, max_age);
-        for id in &gone {
-            sqlx::query("DELETE FROM herald.nodes WHERE node_id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| backend("purge nodes", e))?;
+        let result = async {
+            for id in &gone {
+                sqlx::query("DELETE FROM herald.nodes WHERE node_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| backend("purge nodes", e))?;
+            }
+            Ok(gone.len() as u64)
         }
-        commit(tx, "purge nodes").await?;
-        Ok(gone.len() as u64)
+        .await;
+        finish(tx, result, "purge nodes").await
     }
 }
 
