@@ -286,12 +286,9 @@ fn open_conn(options: &SqliteOptions) -> Result<Connection, String> {
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(format!("cannot switch to WAL mode (got {mode})"));
     }
-    // Temporary files in memory: the writer's group commit runs each operation in a
-    // savepoint, whose journal (the pages changed since the transaction began) SQLite spills
-    // to a temporary file past 64 KiB; on disk, each page cost a write call. A keyed step
-    // under a flow policy (`herald bench worker`) wrote 30 KB of log and temporary files, 19
-    // KB with those in memory; without a policy, 17 and 14 KB. They hold nothing a crash
-    // needs: the log does.
+    // Temporary files in memory: SQLite spilled the group commit's savepoint journal to one
+    // past 64 KiB, a write call per page (30 KB written per keyed step under a flow policy, 19
+    // KB with this; see docs/architecture.md). A crash needs none of it: the WAL has it all.
     conn.execute_batch(
         "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;",
     )
