@@ -60,4 +60,4 @@ mod tx;
 pub use flow::{FULL_PASS as FLOW_FULL_PASS, POLICY_TTL};
 pub use herald::queue::flow::FlowControl;
 pub use options::PgOptions;
-pub use queue::PgStore;
+pub use queue::{PgStore, FLOW_READ_CONNECTIONS};

@@ -8,7 +8,8 @@ use std::time::Duration;
 pub struct PgOptions {
     /// `postgres://...`
     pub url: String,
-    /// Pool connections (default 10).
+    /// Pool connections (default 10); reads of queues under a flow policy open up to
+    /// [`FLOW_READ_CONNECTIONS`](crate::FLOW_READ_CONNECTIONS) more, their own.
     pub max_connections: u32,
     /// Writes applied in one group commit at most (default 512).
     pub max_batch: usize,

@@ -19,6 +19,9 @@ use crate::options::{redact, PgOptions, CONNECTION_SETTINGS};
 use crate::rows::{message, messages, COLUMNS};
 use crate::schema;
 
+/// Connections a store opens, beside its pool, for reads of queues under a policy.
+pub const FLOW_READ_CONNECTIONS: u32 = 2;
+
 /// The PostgreSQL queue store. Cheap to clone: clones share the pool and the committer.
 #[derive(Clone)]
 pub struct PgStore {
@@ -27,6 +30,8 @@ pub struct PgStore {
 
 struct Inner {
     pool: PgPool,
+    /// Reads of queues under a policy, on connections of their own (see `connect_with`).
+    flow_pool: PgPool,
     policies: crate::flow::PolicyCache,
     committer: Committer,
     listener: Listener,
@@ -93,18 +98,29 @@ impl PgStore {
         })?
         .map_err(fail)?;
         let _ = sqlx::Connection::close(first).await;
-        let pool = PgPoolOptions::new()
-            .after_connect(|conn, _| {
-                Box::pin(async move {
-                    sqlx::Executor::execute(&mut *conn, CONNECTION_SETTINGS)
-                        .await
-                        .map(drop)
+        let settings = || {
+            PgPoolOptions::new()
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        sqlx::Executor::execute(&mut *conn, CONNECTION_SETTINGS)
+                            .await
+                            .map(drop)
+                    })
                 })
-            })
+                .acquire_timeout(options.connect_timeout)
+        };
+        let pool = settings()
             .max_connections(options.max_connections.max(2))
-            .acquire_timeout(options.connect_timeout)
             .connect(&options.url)
             .await
+            .map_err(fail)?;
+        // Reads under a policy take at most FLOW_READ_CONNECTIONS connections of their own,
+        // opened at the first such read: each connection plans a queue's read function at its
+        // first call (2-10 ms), so a few connections that do nothing else keep those plans
+        // warm, where the main pool's ten each planned it anew.
+        let flow_pool = settings()
+            .max_connections(FLOW_READ_CONNECTIONS)
+            .connect_lazy(&options.url)
             .map_err(fail)?;
         schema::ensure(&pool).await?;
         let shutdown = herald::Shutdown::new();
@@ -113,6 +129,7 @@ impl PgStore {
         Ok(PgStore {
             inner: Arc::new(Inner {
                 pool,
+                flow_pool,
                 policies: crate::flow::PolicyCache::default(),
                 committer,
                 listener,
@@ -176,7 +193,7 @@ impl PgStore {
         qty: usize,
     ) -> Result<(Vec<Message>, Option<i64>), QueueError> {
         crate::flow::read(
-            &self.inner.pool,
+            &self.inner.flow_pool,
             &self.inner.policies,
             queue,
             policy,
