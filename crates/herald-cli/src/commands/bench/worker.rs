@@ -80,7 +80,7 @@ pub(crate) async fn worker_run<Q: Queue + FlowControl>(
     n: u64,
     observed: bool,
 ) -> Result<f64, CliError> {
-    worker_at(store, n, observed, CONCURRENCY, Steps::Plain).await
+    worker_at(store, n, 0, observed, CONCURRENCY, Steps::Plain).await
 }
 
 /// What a worker run's steps are.
@@ -94,10 +94,11 @@ enum Steps<'a> {
     Limited(&'a Policy),
 }
 
-/// The worker at `concurrency` handlers over `n` steps.
+/// The worker at `concurrency` handlers over `n` steps, timed after `warm` steps more.
 async fn worker_at<Q: Queue + FlowControl>(
     store: &Q,
     n: u64,
+    warm: u64,
     observed: bool,
     concurrency: usize,
     steps: Steps<'_>,
@@ -105,7 +106,13 @@ async fn worker_at<Q: Queue + FlowControl>(
     let namespace = bench_queue("w")?.to_string();
     let queues = StepQueues::of(&namespace)?;
     store.create(&queues.steps).await?;
-    enqueue(store, &queues.steps, n, !matches!(steps, Steps::Plain)).await?;
+    enqueue(
+        store,
+        &queues.steps,
+        warm + n,
+        !matches!(steps, Steps::Plain),
+    )
+    .await?;
     if let Steps::Limited(policy) = steps {
         store.set_policy(&queues.steps, policy).await?;
     }
@@ -124,14 +131,23 @@ async fn worker_at<Q: Queue + FlowControl>(
     let scraper = observed.then(|| scrape(progress.clone(), stop.clone()));
     let start = Instant::now();
     let watcher = tokio::spawn(async move {
-        while progress.report().succeeded < n {
+        let mut began = (warm == 0).then_some(start);
+        loop {
+            let done = progress.report().succeeded;
+            if began.is_none() && done >= warm {
+                began = Some(Instant::now());
+            }
+            if done >= warm + n {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         trigger.trigger();
+        began
     });
     let report = worker.run(stop.cancelled_owned()).await;
-    let r = rate(report.succeeded, start);
-    watcher.abort();
+    let began = watcher.await.ok().flatten().unwrap_or(start);
+    let r = rate(report.succeeded.saturating_sub(warm), began);
     if let Some(s) = scraper {
         let _ = s.await;
     }
@@ -301,7 +317,7 @@ where
     for c in LEVELS {
         let (h, b) = paired(
             3,
-            || worker_at(store, n, false, c, Steps::Plain),
+            || worker_at(store, n, 0, false, c, Steps::Plain),
             || baseline(c),
         )
         .await?;
@@ -334,11 +350,16 @@ where
         concurrency: Some(2),
         ..Policy::default()
     };
-    // Five pairs, not three: on two shared cores a single run of either swings by 10-15%.
+    // Five pairs of three times the steps, not three pairs: on two shared cores a run of
+    // 2,000 steps (0.2 s) swings by 10-15%. Both sides time their steps after a warm-up of a
+    // tenth as many more: the figure compares steady states, and the first call of a queue's
+    // flow read function on a connection plans it (5-10 ms, once per connection for the
+    // queue's life; a bench queue lives a second).
+    let (n, warm) = (3 * n, 3 * n / 10);
     let (limited, free) = paired(
         5,
-        || worker_at(store, n, false, 16, Steps::Limited(&policy)),
-        || worker_at(store, n, false, 16, Steps::Keyed),
+        || worker_at(store, n, warm, false, 16, Steps::Limited(&policy)),
+        || worker_at(store, n, warm, false, 16, Steps::Keyed),
     )
     .await?;
     report.add(
