@@ -507,8 +507,6 @@ pub(crate) async fn read(
 /// would do.
 pub const FULL_PASS: Duration = Duration::from_secs(1);
 
-/// Forgets the state of `queue`'s keys that have no message left, unless a bucket of theirs
-/// is still refilling (a drained key that comes back starts as never served).
 /// [`forget_drained`] in a transaction of its own under the flow lock.
 async fn forget(pool: &PgPool, q: &str, policy: &Policy) -> Result<(), QueueError> {
     let err = |e| store("flow read", q, e);
@@ -523,6 +521,8 @@ async fn forget(pool: &PgPool, q: &str, policy: &Policy) -> Result<(), QueueErro
     crate::tx::finish(tx, result, err).await
 }
 
+/// Forgets the state of `queue`'s keys that have no message left, unless a bucket of theirs
+/// is still refilling (a drained key that comes back starts as never served).
 async fn forget_drained(
     c: &mut PgConnection,
     queue: &str,
