@@ -1,7 +1,7 @@
 //! The PostgreSQL store against the real server (`HERALD_TEST_DATABASE_URL`): the queue
 //! conformance suite, Herald and psql's `pgmq.read`/`pgmq.send` reading each other's
 //! messages, a message sent in a rolled-back transaction never seen, the pool's connection
-//! settings, and bad input.
+//! settings, flow control's registered keys, and bad input.
 
 use std::time::Duration;
 
@@ -474,4 +474,65 @@ async fn a_policy_set_on_a_filled_queue_registers_the_keys_already_there() {
         ),
     );
     assert_eq!(keys, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drained_keys_are_forgotten_where_the_read_function_serves() {
+    use herald::queue::flow::{keyed, FlowControl, Policy};
+    let Some((store, url)) = store("pg_flow_forget").await else {
+        return;
+    };
+    let q = qname("flowforget");
+    store.create(&q).await.expect("create");
+    // A keyed concurrency limit alone: reads go through the queue's read function, which
+    // skips the whole pass that forgot drained keys; the forgetting must still happen.
+    let policy = Policy {
+        concurrency: Some(1),
+        ..Policy::default()
+    };
+    store.set_policy(&q, &policy).await.expect("policy");
+    let function = psql(
+        &url,
+        &format!("SELECT count(*) FROM pg_proc WHERE proname = 'flow_read_{q}'"),
+    );
+    assert_eq!(function, "1", "the queue has its read function");
+    let mut sent = std::collections::BTreeSet::new();
+    for i in 0..12 {
+        let id = format!("m{i}");
+        let e = keyed(tagged("flow.forget", &id), format!("k{}", i % 4));
+        store.send(&q, &e, Duration::ZERO).await.expect("send");
+        sent.insert(id);
+    }
+    let registered = |url: &str| {
+        psql(
+            url,
+            &format!("SELECT count(*) FROM herald.flow_keys WHERE queue = '{q}' AND scope = 1"),
+        )
+    };
+    assert_eq!(registered(&url), "4", "each key registered by its send");
+    let mut got = std::collections::BTreeSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while got.len() < sent.len() && std::time::Instant::now() < deadline {
+        let batch = store
+            .read(&q, Duration::from_secs(30), 4)
+            .await
+            .expect("read");
+        let ids: Vec<i64> = batch.iter().map(|m| m.msg_id).collect();
+        for m in &batch {
+            assert!(
+                got.insert(id_of(&m.event().expect("an envelope"))),
+                "a duplicate"
+            );
+        }
+        store.archive(&q, &ids).await.expect("archive");
+    }
+    assert_eq!(got, sent, "every message read once");
+    tokio::time::sleep(herald_postgres::FLOW_FULL_PASS + Duration::from_millis(100)).await;
+    assert!(store
+        .read(&q, Duration::from_secs(30), 4)
+        .await
+        .expect("read")
+        .is_empty());
+    assert_eq!(registered(&url), "0", "drained keys forgotten");
+    store.drop_queue(&q).await.expect("drop");
 }
