@@ -380,26 +380,81 @@ async fn a_traced_message_has_its_context_in_pgmqs_headers_column() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keys_missing_from_the_register_or_a_missing_read_function_still_read_once_each() {
+/// A queue under a keyed concurrency limit of 1 (a policy the read function serves), with
+/// `n` messages over `keys` keys sent; the ids sent.
+async fn keyed_queue(
+    store: &PgStore,
+    q: &QueueName,
+    n: usize,
+    keys: usize,
+) -> std::collections::BTreeSet<String> {
     use herald::queue::flow::{keyed, FlowControl, Policy};
-    let Some((store, url)) = store("pg_flow_register").await else {
-        return;
-    };
-    let q = qname("flowreg");
-    store.create(&q).await.expect("create");
+    store.create(q).await.expect("create");
     let policy = Policy {
         concurrency: Some(1),
         ..Policy::default()
     };
-    store.set_policy(&q, &policy).await.expect("policy");
+    store.set_policy(q, &policy).await.expect("policy");
     let mut sent = std::collections::BTreeSet::new();
-    for i in 0..40 {
+    for i in 0..n {
         let id = format!("m{i}");
-        let e = keyed(tagged("flow.register", &id), format!("k{}", i % 20));
-        store.send(&q, &e, Duration::ZERO).await.expect("send");
+        let e = keyed(tagged("flow.keyed", &id), format!("k{}", i % keys));
+        store.send(q, &e, Duration::ZERO).await.expect("send");
         sent.insert(id);
     }
+    sent
+}
+
+/// Reads `q` 4 at a time, archiving each batch, until `want` ids were read or 30 s passed;
+/// the ids read, in order, duplicates kept.
+async fn read_all(store: &PgStore, q: &QueueName, want: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while got.len() < want && std::time::Instant::now() < deadline {
+        let batch = store
+            .read(q, Duration::from_secs(30), 4)
+            .await
+            .expect("read");
+        let ids: Vec<i64> = batch.iter().map(|m| m.msg_id).collect();
+        got.extend(
+            batch
+                .iter()
+                .map(|m| id_of(&m.event().expect("an envelope"))),
+        );
+        store.archive(q, &ids).await.expect("archive");
+        if batch.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    got
+}
+
+/// Each id of `got` once, and `got` and `sent` the same set.
+fn read_once_each(got: &[String], sent: &std::collections::BTreeSet<String>) {
+    let unique: std::collections::BTreeSet<String> = got.iter().cloned().collect();
+    assert_eq!(got.len(), unique.len(), "duplicates in {got:?}");
+    let missing: Vec<_> = sent.difference(&unique).collect();
+    let unexpected: Vec<_> = unique.difference(sent).collect();
+    assert!(
+        missing.is_empty() && unexpected.is_empty(),
+        "missing {missing:?}, unexpected {unexpected:?}"
+    );
+}
+
+fn registered_keys(url: &str, q: &QueueName) -> String {
+    psql(
+        url,
+        &format!("SELECT count(*) FROM herald.flow_keys WHERE queue = '{q}' AND scope = 1"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_missing_from_the_register_or_a_missing_read_function_still_read_once_each() {
+    let Some((store, url)) = store("pg_flow_register").await else {
+        return;
+    };
+    let q = qname("flowreg");
+    let sent = keyed_queue(&store, &q, 40, 20).await;
     // Every key's registration gone (as a concurrent clean-up can leave one): the short pass
     // sees none of them, and the whole pass must find and register them again. And the
     // queue's read function gone (as for a policy set by an older Herald): reads take the
@@ -411,50 +466,17 @@ async fn keys_missing_from_the_register_or_a_missing_read_function_still_read_on
              DROP FUNCTION herald.\"flow_read_{q}\"(bigint, int, float8)"
         ),
     );
-    let mut got = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while got.len() < sent.len() && std::time::Instant::now() < deadline {
-        let batch = store
-            .read(&q, Duration::from_secs(30), 4)
-            .await
-            .expect("read");
-        let ids: Vec<i64> = batch.iter().map(|m| m.msg_id).collect();
-        got.extend(
-            batch
-                .iter()
-                .map(|m| id_of(&m.event().expect("an envelope"))),
-        );
-        store.archive(&q, &ids).await.expect("archive");
-        if batch.is_empty() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    let unique: std::collections::BTreeSet<String> = got.iter().cloned().collect();
-    assert_eq!(got.len(), unique.len(), "duplicates in {got:?}");
-    let missing: Vec<_> = sent.difference(&unique).collect();
-    let unexpected: Vec<_> = unique.difference(&sent).collect();
-    assert!(
-        missing.is_empty() && unexpected.is_empty(),
-        "missing {missing:?}, unexpected {unexpected:?}"
-    );
+    read_once_each(&read_all(&store, &q, sent.len()).await, &sent);
     // The register holds the keys again, and a key that drained is forgotten by a later
     // whole pass (once its bucket, if any, is full).
-    let registered = psql(
-        &url,
-        &format!("SELECT count(*) FROM herald.flow_keys WHERE queue = '{q}' AND scope = 1"),
-    );
-    assert_ne!(registered, "0", "keys registered again");
+    assert_ne!(registered_keys(&url, &q), "0", "keys registered again");
     tokio::time::sleep(herald_postgres::FLOW_FULL_PASS + Duration::from_millis(100)).await;
     assert!(store
         .read(&q, Duration::from_secs(30), 4)
         .await
         .expect("read")
         .is_empty());
-    let left = psql(
-        &url,
-        &format!("SELECT count(*) FROM herald.flow_keys WHERE queue = '{q}' AND scope = 1"),
-    );
-    assert_eq!(left, "0", "drained keys forgotten");
+    assert_eq!(registered_keys(&url, &q), "0", "drained keys forgotten");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -478,61 +500,30 @@ async fn a_policy_set_on_a_filled_queue_registers_the_keys_already_there() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drained_keys_are_forgotten_where_the_read_function_serves() {
-    use herald::queue::flow::{keyed, FlowControl, Policy};
     let Some((store, url)) = store("pg_flow_forget").await else {
         return;
     };
     let q = qname("flowforget");
-    store.create(&q).await.expect("create");
     // A keyed concurrency limit alone: reads go through the queue's read function, which
     // skips the whole pass that forgot drained keys; the forgetting must still happen.
-    let policy = Policy {
-        concurrency: Some(1),
-        ..Policy::default()
-    };
-    store.set_policy(&q, &policy).await.expect("policy");
+    let sent = keyed_queue(&store, &q, 12, 4).await;
     let function = psql(
         &url,
         &format!("SELECT count(*) FROM pg_proc WHERE proname = 'flow_read_{q}'"),
     );
     assert_eq!(function, "1", "the queue has its read function");
-    let mut sent = std::collections::BTreeSet::new();
-    for i in 0..12 {
-        let id = format!("m{i}");
-        let e = keyed(tagged("flow.forget", &id), format!("k{}", i % 4));
-        store.send(&q, &e, Duration::ZERO).await.expect("send");
-        sent.insert(id);
-    }
-    let registered = |url: &str| {
-        psql(
-            url,
-            &format!("SELECT count(*) FROM herald.flow_keys WHERE queue = '{q}' AND scope = 1"),
-        )
-    };
-    assert_eq!(registered(&url), "4", "each key registered by its send");
-    let mut got = std::collections::BTreeSet::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while got.len() < sent.len() && std::time::Instant::now() < deadline {
-        let batch = store
-            .read(&q, Duration::from_secs(30), 4)
-            .await
-            .expect("read");
-        let ids: Vec<i64> = batch.iter().map(|m| m.msg_id).collect();
-        for m in &batch {
-            assert!(
-                got.insert(id_of(&m.event().expect("an envelope"))),
-                "a duplicate"
-            );
-        }
-        store.archive(&q, &ids).await.expect("archive");
-    }
-    assert_eq!(got, sent, "every message read once");
+    assert_eq!(
+        registered_keys(&url, &q),
+        "4",
+        "each key registered by its send"
+    );
+    read_once_each(&read_all(&store, &q, sent.len()).await, &sent);
     tokio::time::sleep(herald_postgres::FLOW_FULL_PASS + Duration::from_millis(100)).await;
     assert!(store
         .read(&q, Duration::from_secs(30), 4)
         .await
         .expect("read")
         .is_empty());
-    assert_eq!(registered(&url), "0", "drained keys forgotten");
+    assert_eq!(registered_keys(&url, &q), "0", "drained keys forgotten");
     store.drop_queue(&q).await.expect("drop");
 }
