@@ -441,6 +441,18 @@ fn read_once_each(got: &[String], sent: &std::collections::BTreeSet<String>) {
     );
 }
 
+/// After [`herald_postgres::FLOW_FULL_PASS`], a read of the drained `q` finds nothing and
+/// leaves none of its keys registered.
+async fn drained_keys_forgotten(store: &PgStore, url: &str, q: &QueueName) {
+    tokio::time::sleep(herald_postgres::FLOW_FULL_PASS + Duration::from_millis(100)).await;
+    assert!(store
+        .read(q, Duration::from_secs(30), 4)
+        .await
+        .expect("read")
+        .is_empty());
+    assert_eq!(registered_keys(url, q), "0", "drained keys forgotten");
+}
+
 fn registered_keys(url: &str, q: &QueueName) -> String {
     psql(
         url,
@@ -470,13 +482,7 @@ async fn keys_missing_from_the_register_or_a_missing_read_function_still_read_on
     // The register holds the keys again, and a key that drained is forgotten by a later
     // whole pass (once its bucket, if any, is full).
     assert_ne!(registered_keys(&url, &q), "0", "keys registered again");
-    tokio::time::sleep(herald_postgres::FLOW_FULL_PASS + Duration::from_millis(100)).await;
-    assert!(store
-        .read(&q, Duration::from_secs(30), 4)
-        .await
-        .expect("read")
-        .is_empty());
-    assert_eq!(registered_keys(&url, &q), "0", "drained keys forgotten");
+    drained_keys_forgotten(&store, &url, &q).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -518,12 +524,6 @@ async fn drained_keys_are_forgotten_where_the_read_function_serves() {
         "each key registered by its send"
     );
     read_once_each(&read_all(&store, &q, sent.len()).await, &sent);
-    tokio::time::sleep(herald_postgres::FLOW_FULL_PASS + Duration::from_millis(100)).await;
-    assert!(store
-        .read(&q, Duration::from_secs(30), 4)
-        .await
-        .expect("read")
-        .is_empty());
-    assert_eq!(registered_keys(&url, &q), "0", "drained keys forgotten");
+    drained_keys_forgotten(&store, &url, &q).await;
     store.drop_queue(&q).await.expect("drop");
 }
